@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { createIdentityModule } from './modules/identity/index.ts';
+import { createNotificationsModule } from './modules/notifications/index.ts';
+import type { PlatformDeps } from './modules/types.ts';
+import { createVaultModule, type Keyring } from './modules/vault/index.ts';
+import { createWorkspacesModule } from './modules/workspaces/index.ts';
+import { platformDataMap } from './platform/db/platform.datamap.ts';
+import { createHttpServer, type HttpServer } from './platform/http/server.ts';
+
+export type AppDeps = PlatformDeps & { keyring: Keyring };
+
+export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
+
+/** Wires every module's service to its dependencies. No I/O happens here. */
+export function createModules(deps: AppDeps) {
+  const notifications = createNotificationsModule(deps);
+  const vault = createVaultModule(deps);
+  const identity = createIdentityModule({ ...deps, vault: vault.service, mailer: notifications.service.mailer });
+  const workspaces = createWorkspacesModule({
+    ...deps,
+    identity: identity.service,
+    vault: vault.service,
+    mailer: notifications.service.mailer,
+  });
+  return { notifications, vault, identity, workspaces };
+}
+
+export type Modules = ReturnType<typeof createModules>;
+
+/** The whole data map: every table Berth owns, module by module. */
+export function dataMap(modules: Modules) {
+  return [...platformDataMap, ...Object.values(modules).flatMap((m) => m.dataMap)];
+}
+
+export type App = { http: HttpServer; modules: Modules };
+
+/** Builds the HTTP application on top of the modules. Listening and jobs are main.ts's. */
+export async function buildApp(deps: AppDeps): Promise<App> {
+  const modules = createModules(deps);
+  const http = await createHttpServer({
+    logger: deps.logger,
+    bodyLimit: deps.config.BERTH_BODY_LIMIT,
+    trustProxy: deps.config.BERTH_TRUST_PROXY,
+    publicUrl: deps.config.publicUrl,
+    version: VERSION,
+  });
+
+  http.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  http.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+    const ok = await deps.db.ping();
+    return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'database unreachable' });
+  });
+
+  // Order matters: identity installs the authentication hook every later route relies on.
+  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications]) {
+    await m.registerRoutes?.(http);
+  }
+  return { http, modules };
+}
+
+/** Registers every module's job handlers (only in processes that run workers). */
+export async function registerJobs(deps: AppDeps, modules: Modules) {
+  for (const m of Object.values(modules)) await m.registerJobs?.(deps.jobs);
+}

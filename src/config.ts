@@ -1,0 +1,163 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Berth's configuration: parsed once at start from the environment and an optional JSON
+ * file (`--config`), with the same setting names in both. This is the only module that
+ * reads `process.env`. Unknown `BERTH_*` settings stop start-up, naming the setting.
+ *
+ * @example const config = loadConfig({ env: process.env, overrides: { BERTH_PORT: '9000' } });
+ */
+
+const bool = z
+  .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
+  .transform((v) => v === true || v === 'true' || v === '1');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
+  );
+
+export const ConfigSchema = z
+  .object({
+    BERTH_HOST: z.string().min(1).default('127.0.0.1'),
+    BERTH_PORT: int(0, 65535).default(8080),
+    BERTH_DATA_DIR: z.string().min(1).default('./data'),
+    BERTH_PUBLIC_URL: url(['http:', 'https:']).optional(),
+    BERTH_ROLE: z.enum(['all', 'api', 'gateway', 'worker']).default('all'),
+    BERTH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    BERTH_KEK: z.string().min(1).optional(),
+    BERTH_KEK_FILE: z.string().min(1).optional(),
+    DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
+    BERTH_DB_POOL_MAX: int(1, 1000).default(10),
+    BERTH_DB_APP_ROLE: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier')
+      .default('berth_app'),
+    REDIS_URL: url(['redis:', 'rediss:']).optional(),
+    SMTP_URL: url(['smtp:', 'smtps:']).optional(),
+    BERTH_MAIL_FROM: z.string().min(3).default('Berth <no-reply@berth.localhost>'),
+    BERTH_BODY_LIMIT: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
+    BERTH_TRUST_PROXY: bool.default(false),
+    BERTH_SESSION_IDLE_MINUTES: int(1, 60 * 24 * 30).default(30),
+    BERTH_SESSION_ABSOLUTE_HOURS: int(1, 24 * 365).default(12),
+    BERTH_LOGIN_ACCOUNT_MAX_FAILURES: int(1, 10_000).default(10),
+    BERTH_LOGIN_ACCOUNT_WINDOW_MINUTES: int(1, 24 * 60).default(15),
+    BERTH_LOGIN_IP_MAX_FAILURES: int(1, 10_000).default(10),
+    BERTH_LOGIN_IP_WINDOW_SECONDS: int(1, 24 * 3600).default(60),
+    BERTH_EMAIL_TOKEN_TTL_MINUTES: int(5, 60 * 24 * 14).default(60 * 24),
+    BERTH_INVITATION_TTL_DAYS: int(1, 90).default(7),
+    BERTH_JOBS: bool.default(true),
+  })
+  .strict();
+
+export type Config = z.output<typeof ConfigSchema> & { publicUrl: string; dataDir: string };
+export type RawConfig = Partial<Record<keyof z.input<typeof ConfigSchema>, string | number | boolean>>;
+
+/** Settings that are secrets or may carry one; `berth config print` masks them. */
+const SECRET_SETTINGS = new Set(['BERTH_KEK']);
+const URL_SETTINGS = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
+const KNOWN_PREFIXES = ['BERTH_'];
+const KNOWN_EXTRA = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
+/** Environment variables that belong to the process, not to Berth's configuration. */
+const IGNORED_ENV = new Set(['BERTH_URL', 'BERTH_API_KEY', 'BERTH_CONFIG']);
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`Invalid configuration: ${setting}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export type LoadConfigInput = {
+  env?: Record<string, string | undefined>;
+  file?: string;
+  overrides?: RawConfig;
+};
+
+function readFileSettings(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ConfigError('--config', `${file} is not valid JSON`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError('--config', `${file} must hold a JSON object of settings`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function envSettings(env: Record<string, string | undefined>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined || v === '' || IGNORED_ENV.has(k) || k.startsWith('BERTH_TEST_')) continue;
+    if (KNOWN_EXTRA.has(k) || KNOWN_PREFIXES.some((p) => k.startsWith(p))) out[k] = v;
+  }
+  return out;
+}
+
+/** Parses and validates every setting; throws ConfigError naming the first bad one. */
+export function loadConfig(input: LoadConfigInput = {}): Config {
+  const fromFile = input.file ? readFileSettings(input.file) : {};
+  const merged = { ...fromFile, ...envSettings(input.env ?? {}), ...(input.overrides ?? {}) };
+  const result = ConfigSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    if (!issue) throw new ConfigError('config', 'invalid');
+    if (issue.code === 'unrecognized_keys') {
+      throw new ConfigError(issue.keys.join(', '), 'unknown setting');
+    }
+    throw new ConfigError(String(issue.path[0] ?? 'config'), issue.message);
+  }
+  const c = result.data;
+  if (c.BERTH_KEK && c.BERTH_KEK_FILE) {
+    throw new ConfigError('BERTH_KEK_FILE', 'set either BERTH_KEK or BERTH_KEK_FILE, not both');
+  }
+  const host = c.BERTH_HOST.includes(':') ? `[${c.BERTH_HOST}]` : c.BERTH_HOST;
+  const publicUrl = (c.BERTH_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${c.BERTH_PORT}`).replace(
+    /\/+$/,
+    '',
+  );
+  return { ...c, publicUrl, dataDir: path.resolve(c.BERTH_DATA_DIR) };
+}
+
+/** The configuration as `berth config print` shows it: secrets masked, URL passwords hidden. */
+export function maskedConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (k === 'publicUrl' || k === 'dataDir') continue;
+    if (v === undefined) continue;
+    if (SECRET_SETTINGS.has(k)) out[k] = '********';
+    else if (URL_SETTINGS.has(k) && typeof v === 'string') out[k] = maskUrl(v);
+    else out[k] = v;
+  }
+  return out;
+}
+
+export function maskUrl(value: string): string {
+  try {
+    const u = new URL(value);
+    if (u.password) u.password = '********';
+    return u.toString();
+  } catch {
+    return '********';
+  }
+}

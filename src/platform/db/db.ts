@@ -1,0 +1,146 @@
+import { PGlite } from '@electric-sql/pglite';
+import { sql } from 'drizzle-orm';
+import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import pg from 'pg';
+
+/** A Drizzle handle: the root database or a transaction. Repos accept either. */
+export type Database = PgDatabase<PgQueryResultHKT>;
+
+export type Engine = 'pglite' | 'postgres';
+
+/**
+ * Berth's database: the same SQL on embedded PGlite and on server Postgres.
+ *
+ * Tenant tables carry row-level security keyed on the `berth.workspace_id` setting.
+ * `tenant(ws, fn)` runs fn in a transaction bound to one workspace; `system(fn)` runs
+ * work that legitimately spans workspaces (sign-in, token lookups, jobs) with the
+ * policy's bypass switched on for that transaction only. Queries on `orm` outside both
+ * see no tenant rows at all on server Postgres, so a forgotten scope fails closed.
+ */
+export interface Db {
+  readonly engine: Engine;
+  readonly orm: Database;
+  tenant<T>(workspaceId: string, fn: (tx: Database) => Promise<T>): Promise<T>;
+  system<T>(fn: (tx: Database) => Promise<T>): Promise<T>;
+  /** Parameterised raw SQL (one statement). */
+  query<T extends Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Multi-statement raw SQL, no parameters (migrations, maintenance). */
+  exec(text: string): Promise<void>;
+  /** True when the database answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+  /** Present on the embedded engine. */
+  readonly pglite?: PGlite;
+  /** Present on server Postgres: the application pool (runs as the app role). */
+  readonly pool?: pg.Pool;
+}
+
+async function bindTenant(tx: Database, workspaceId: string) {
+  await tx.execute(sql`select set_config('berth.workspace_id', ${workspaceId}, true)`);
+}
+
+async function bindSystem(tx: Database) {
+  await tx.execute(sql`select set_config('berth.bypass_rls', 'on', true)`);
+}
+
+function withScopes(orm: Database): Pick<Db, 'tenant' | 'system'> {
+  return {
+    tenant: (workspaceId, fn) =>
+      orm.transaction(async (tx) => {
+        await bindTenant(tx, workspaceId);
+        return fn(tx);
+      }),
+    system: (fn) =>
+      orm.transaction(async (tx) => {
+        await bindSystem(tx);
+        return fn(tx);
+      }),
+  };
+}
+
+export type PgliteDbOptions = { dataDir?: string; loadDataDir?: Blob | File };
+
+/** Opens embedded Postgres (PGlite, with pgvector). `dataDir` undefined = in memory. */
+export async function openPglite(opts: PgliteDbOptions = {}): Promise<Db> {
+  const { vector } = await import('@electric-sql/pglite-pgvector');
+  const client = await PGlite.create({
+    ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+    ...(opts.loadDataDir ? { loadDataDir: opts.loadDataDir } : {}),
+    extensions: { vector },
+  });
+  const orm = drizzlePglite(client) as unknown as Database;
+  return {
+    engine: 'pglite',
+    orm,
+    pglite: client,
+    ...withScopes(orm),
+    async query(text, params = []) {
+      const res = await client.query(text, params);
+      return res.rows as never;
+    },
+    async exec(text) {
+      await client.exec(text);
+    },
+    async ping() {
+      try {
+        await client.query('select 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      if (!client.closed) await client.close();
+    },
+  };
+}
+
+export type PostgresDbOptions = { url: string; max?: number; appRole?: string | null; applicationName?: string };
+
+/**
+ * Opens server Postgres through a node-postgres pool. Every pooled connection switches
+ * to the application role (not the table owner, no BYPASSRLS) so row-level security holds.
+ */
+export async function openPostgres(opts: PostgresDbOptions): Promise<Db> {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.max ?? 10,
+    application_name: opts.applicationName ?? 'berth',
+  });
+  pool.on('error', () => {
+    // An idle client died (server restart, network); the pool replaces it on next use.
+  });
+  const role = opts.appRole;
+  if (role) {
+    pool.on('connect', (client) => {
+      client.query(`set role ${pg.escapeIdentifier(role)}`).catch(() => undefined);
+    });
+  }
+  const orm = drizzlePg(pool) as unknown as Database;
+  return {
+    engine: 'postgres',
+    orm,
+    pool,
+    ...withScopes(orm),
+    async query(text, params = []) {
+      const res = await pool.query(text, params);
+      return res.rows as never;
+    },
+    async exec(text) {
+      await pool.query(text);
+    },
+    async ping() {
+      try {
+        await pool.query('select 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Berth's one error model. Every error a client can see has a code from this closed list;
+ * the code fixes the HTTP status. `/api` renders RFC 9457 problem+json, `/v1` the OpenAI
+ * error object. Anything that is not an AppError is an internal error and is rendered
+ * without its message or stack.
+ *
+ * @example throw new AppError('not_found', 'No such workspace.');
+ */
+export const ERROR_CODES = {
+  // 400
+  bad_request: 400,
+  invalid_json: 400,
+  validation_failed: 400,
+  weak_password: 400,
+  invalid_token: 400,
+  token_expired: 400,
+  token_used: 400,
+  invalid_mfa_code: 400,
+  confirmation_mismatch: 400,
+  // 401
+  unauthenticated: 401,
+  invalid_credentials: 401,
+  mfa_challenge_required: 401,
+  session_expired: 401,
+  // 403
+  forbidden: 403,
+  csrf_failed: 403,
+  mfa_required: 403,
+  email_not_verified: 403,
+  account_disabled: 403,
+  last_owner: 403,
+  // 404
+  not_found: 404,
+  route_not_found: 404,
+  // 405
+  method_not_allowed: 405,
+  // 409
+  conflict: 409,
+  email_taken: 409,
+  already_member: 409,
+  mfa_already_enabled: 409,
+  // 413 / 415
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  // 423
+  locked: 423,
+  // 429
+  rate_limited: 429,
+  too_many_attempts: 429,
+  // 500 / 503
+  internal_error: 500,
+  unavailable: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export type ErrorDetail = { path?: string; message: string };
+
+export class AppError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly extra: { details?: ErrorDetail[]; retryAfterSeconds?: number } = {},
+  ) {
+    super(message);
+    this.name = 'AppError';
+    this.status = ERROR_CODES[code];
+  }
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}
+
+export const notFound = (what = 'resource') => new AppError('not_found', `No such ${what}.`);
+export const forbidden = (message = 'You do not have permission to do this.') => new AppError('forbidden', message);
