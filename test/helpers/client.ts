@@ -3,7 +3,7 @@ import type { TestApp } from './app.ts';
 export type TestResponse<T = Record<string, unknown>> = {
   status: number;
   body: T;
-  headers: Record<string, string | string[] | undefined>;
+  headers: Record<string, string | number | string[] | undefined>;
   text: string;
 };
 
