@@ -37,6 +37,10 @@ export type HttpOptions = {
   version: string;
 };
 
+/** The dashboard (everything outside /api and /v1) may load only its own scripts and styles. */
+export const DASHBOARD_CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+
 const PROBLEM_TYPE_BASE = 'https://berth.dev/problems/';
 
 /** Renders an error as RFC 9457 problem+json (used for everything outside /v1). */
@@ -175,6 +179,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
       reply.header('strict-transport-security', 'max-age=63072000; includeSubDomains');
     }
     if (req.url.startsWith('/api') || req.url.startsWith('/v1')) reply.header('cache-control', 'no-store');
+    else reply.header('content-security-policy', DASHBOARD_CSP);
   });
 
   app.addHook('onResponse', async (req, reply) => {
