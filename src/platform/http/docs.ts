@@ -61,7 +61,10 @@ export function registerApiReference(app: HttpServer) {
     cached ??= renderApiReference(app.swagger() as unknown as Record<string, unknown>);
     return reply
       .type('text/html; charset=utf-8')
-      .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+      .header(
+        'content-security-policy',
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+      )
       .send(cached);
   });
 }

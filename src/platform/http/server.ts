@@ -146,6 +146,8 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
   app.decorate('addErrorRenderer', (prefix: string, render: ErrorRenderer) => {
     renderers.push({ prefix, render });
   });
+  // /api speaks JSON only: any other body type is refused with 415 before a handler runs.
+  app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.decorateRequest('auth', { getter: () => anonymous, setter: undefined } as never);

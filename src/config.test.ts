@@ -1,0 +1,79 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, maskedConfig } from './config.ts';
+
+describe('happy', () => {
+  it('has working defaults with nothing configured', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.BERTH_HOST).toBe('127.0.0.1');
+    expect(c.BERTH_PORT).toBe(8080);
+    expect(c.publicUrl).toBe('http://127.0.0.1:8080');
+    expect(c.dataDir).toBe(path.resolve('./data'));
+    expect(c.BERTH_SESSION_IDLE_MINUTES).toBe(30);
+    expect(c.BERTH_SESSION_ABSOLUTE_HOURS).toBe(12);
+    expect(c.BERTH_BODY_LIMIT).toBe(1024 * 1024);
+  });
+
+  it('reads a JSON file; environment wins over the file, overrides over both', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-config-'));
+    const file = path.join(dir, 'berth.json');
+    writeFileSync(file, JSON.stringify({ BERTH_PORT: 9000, BERTH_HOST: '0.0.0.0', BERTH_LOG_LEVEL: 'warn' }));
+    const c = loadConfig({ env: { BERTH_PORT: '9100' }, file, overrides: { BERTH_LOG_LEVEL: 'error' } });
+    expect(c.BERTH_PORT).toBe(9100);
+    expect(c.BERTH_HOST).toBe('0.0.0.0');
+    expect(c.BERTH_LOG_LEVEL).toBe('error');
+  });
+
+  it('ignores environment variables that are not Berth settings', () => {
+    expect(() =>
+      loadConfig({ env: { PATH: '/bin', HOME: '/root', BERTH_URL: 'http://x', BERTH_API_KEY: 'k' } }),
+    ).not.toThrow();
+  });
+});
+
+describe('errors', () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ BERTH_PORT: 'eighty' }, /BERTH_PORT/],
+    [{ BERTH_PORT: '70000' }, /BERTH_PORT/],
+    [{ BERTH_ROLE: 'boss' }, /BERTH_ROLE/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
+    [{ BERTH_PUBLIC_URL: 'not a url' }, /BERTH_PUBLIC_URL/],
+    [{ BERTH_POTR: '1' }, /BERTH_POTR: unknown setting/],
+    [{ BERTH_KEK: 'a', BERTH_KEK_FILE: '/x' }, /BERTH_KEK_FILE/],
+  ];
+  it.each(cases)('rejects %j with a message naming the setting', (env, message) => {
+    expect(() => loadConfig({ env })).toThrow(ConfigError);
+    expect(() => loadConfig({ env })).toThrow(message);
+  });
+
+  it('rejects a config file that is not a JSON object, or has unknown keys', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-config-'));
+    const bad = path.join(dir, 'bad.json');
+    writeFileSync(bad, '[1,2]');
+    expect(() => loadConfig({ file: bad })).toThrow(/--config/);
+    writeFileSync(bad, '{ nope');
+    expect(() => loadConfig({ file: bad })).toThrow(/not valid JSON/);
+    writeFileSync(bad, JSON.stringify({ colour: 'blue' }));
+    expect(() => loadConfig({ file: bad })).toThrow(/colour: unknown setting/);
+    expect(() => loadConfig({ file: path.join(dir, 'missing.json') })).toThrow(/cannot read/);
+  });
+});
+
+describe('security', () => {
+  it('masks secrets and URL passwords when printed', () => {
+    const c = loadConfig({
+      env: {
+        BERTH_KEK: 'berth-kek-v1:c2VjcmV0',
+        DATABASE_URL: 'postgres://berth:hunter2@db:5432/berth',
+        SMTP_URL: 'smtps://mailer:mailpass@smtp.example.com:465',
+      },
+    });
+    const printed = JSON.stringify(maskedConfig(c));
+    expect(printed).not.toContain('c2VjcmV0');
+    expect(printed).not.toContain('hunter2');
+    expect(printed).not.toContain('mailpass');
+    expect(printed).toContain('db:5432');
+  });
+});
