@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   email_not_verified: 403,
   account_disabled: 403,
   last_owner: 403,
+  last_operator: 403,
   // 404
   not_found: 404,
   route_not_found: 404,
