@@ -5,4 +5,7 @@ import { register } from 'tsx/esm/api';
 
 register();
 const { runCli } = await import('../src/cli/index.ts');
-process.exitCode = await runCli(process.argv);
+const code = await runCli(process.argv);
+process.exitCode = code;
+// Let pending output flush; if a library left a handle open, exit anyway.
+setTimeout(() => process.exit(code), 1000).unref();
