@@ -1,13 +1,92 @@
-// Placeholder: the workspaces module (memberships, roles, invitations, tenant isolation) lands here.
+// The workspaces module: workspaces, memberships, roles, invitations and the one
+// authorisation check of every workspace route (`requirePermission`).
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
 import type { IdentityService } from '../identity/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
+import { createAccessControl } from './workspaces.access.ts';
+import { workspacesRepo } from './workspaces.repo.ts';
+import { registerWorkspaceRoutes } from './workspaces.routes.ts';
+import { type UserDirectory, workspacesService } from './workspaces.service.ts';
+import { workspacesTables } from './workspaces.tables.ts';
 
-export type WorkspacesService = Record<string, never>;
+export type { AccessResolver, WorkspaceAccess } from './workspaces.access.ts';
+export { requireScope } from './workspaces.access.ts';
+export {
+  allowedWithoutMfa,
+  canGrant,
+  canManageMember,
+  PERMISSION_NAMES,
+  PERMISSIONS,
+  type Permission,
+  ROLES,
+  type Role,
+  roleAllows,
+} from './workspaces.permissions.ts';
+export type {
+  InvitationStatus,
+  InvitationView,
+  MemberView,
+  UserDirectory,
+  WorkspaceEvent,
+  WorkspaceEventHandler,
+  WorkspaceView,
+} from './workspaces.service.ts';
 
-export function createWorkspacesModule(
-  _deps: PlatformDeps & { identity: IdentityService; vault: VaultService; mailer: Mailer },
-): Module<WorkspacesService> {
-  return { service: {}, dataMap: [] };
+type Identity = Pick<IdentityService, 'findUserById' | 'findUserByEmail'>;
+
+/** Adapts the identity service to what this module needs to know about users. */
+function userDirectory(identity: Identity): UserDirectory {
+  return {
+    async getUsers(ids) {
+      const unique = [...new Set(ids)];
+      const found = await Promise.all(unique.map((id) => identity.findUserById(id)));
+      return found.flatMap((u) => (u ? [{ id: u.id, email: u.email, displayName: u.displayName }] : []));
+    },
+    async findUserIdByEmail(email) {
+      return (await identity.findUserByEmail(email))?.id ?? null;
+    },
+  };
+}
+
+export type WorkspacesDeps = PlatformDeps & { identity: IdentityService; vault: VaultService; mailer: Mailer };
+
+/**
+ * Builds the workspaces service: the use cases (all taking a `scope`), `requirePermission`
+ * for every workspace route of every module, and `onEvent` for changes other modules react to.
+ *
+ * @example
+ * // in another module's routes
+ * app.get('/api/workspaces/:workspaceId/keys', { preHandler: workspaces.requirePermission('keys:read') },
+ *   async (req) => keys.listKeys({ scope: requireScope(req) }));
+ * // in the keys module's wiring
+ * workspaces.onEvent(async (e, tx) => { if (e.type === 'member.removed') await revokeKeysOf(tx, e); });
+ */
+export function createWorkspacesService(deps: WorkspacesDeps) {
+  const core = workspacesService({
+    db: deps.db,
+    repo: workspacesRepo,
+    clock: deps.clock,
+    config: deps.config,
+    mailer: deps.mailer,
+    vault: deps.vault,
+    users: userDirectory(deps.identity),
+  });
+  const access = createAccessControl({ resolveMembership: core.resolveMembership });
+  return { ...core, requirePermission: access.requirePermission, registerAccessResolver: access.registerResolver };
+}
+
+export type WorkspacesService = ReturnType<typeof createWorkspacesService>;
+
+export function createWorkspacesModule(deps: WorkspacesDeps): Module<WorkspacesService> {
+  const service = createWorkspacesService(deps);
+  return {
+    service,
+    dataMap: moduleDataMap('workspaces', workspacesTables),
+    registerRoutes(app: HttpServer) {
+      registerWorkspaceRoutes(app, { service, requirePermission: service.requirePermission });
+    },
+  };
 }

@@ -1,0 +1,196 @@
+import { and, asc, count, eq, inArray, isNull } from 'drizzle-orm';
+import type { Database } from '../../platform/db/db.ts';
+import type { Role } from '../../platform/http/context.ts';
+import {
+  type InvitationRow,
+  invitations,
+  type MembershipRow,
+  memberships,
+  type WorkspaceRow,
+  workspaces,
+} from './workspaces.tables.ts';
+
+/**
+ * Every SQL statement on the workspaces module's tables. Each function runs on the
+ * transaction it is given (bound to a workspace by `db.tenant`, or `db.system` for the few
+ * lookups that span workspaces) and names the workspace in every query on a tenant table.
+ */
+export const workspacesRepo = {
+  async insertWorkspace(tx: Database, row: WorkspaceRow): Promise<void> {
+    await tx.insert(workspaces).values(row);
+  },
+
+  async findWorkspace(tx: Database, workspaceId: string): Promise<WorkspaceRow | null> {
+    const rows = await tx.select().from(workspaces).where(eq(workspaces.id, workspaceId)).limit(1);
+    return rows[0] ?? null;
+  },
+
+  /** Locks the workspace row until the transaction ends: serialises membership changes. */
+  async lockWorkspace(tx: Database, workspaceId: string): Promise<WorkspaceRow | null> {
+    const rows = await tx.select().from(workspaces).where(eq(workspaces.id, workspaceId)).for('update');
+    return rows[0] ?? null;
+  },
+
+  async updateWorkspace(
+    tx: Database,
+    workspaceId: string,
+    patch: Partial<Pick<WorkspaceRow, 'name' | 'requireMfa'>> & { updatedAt: Date },
+  ): Promise<WorkspaceRow | null> {
+    const rows = await tx.update(workspaces).set(patch).where(eq(workspaces.id, workspaceId)).returning();
+    return rows[0] ?? null;
+  },
+
+  /** Deletes the workspace; memberships, invitations and later modules' rows cascade. */
+  async deleteWorkspace(tx: Database, workspaceId: string): Promise<boolean> {
+    const rows = await tx.delete(workspaces).where(eq(workspaces.id, workspaceId)).returning({ id: workspaces.id });
+    return rows.length > 0;
+  },
+
+  /** The workspaces a user belongs to (spans workspaces: run inside `db.system`). */
+  async listWorkspacesOfUser(tx: Database, userId: string): Promise<Array<WorkspaceRow & { role: Role }>> {
+    const rows = await tx
+      .select({ workspace: workspaces, role: memberships.role })
+      .from(memberships)
+      .innerJoin(workspaces, eq(workspaces.id, memberships.workspaceId))
+      .where(eq(memberships.userId, userId))
+      .orderBy(asc(workspaces.createdAt), asc(workspaces.id));
+    return rows.map((r) => ({ ...r.workspace, role: r.role }));
+  },
+
+  /** Workspaces where this user is the only owner (spans workspaces: run inside `db.system`). */
+  async listSoleOwnedWorkspaceIds(tx: Database, userId: string): Promise<string[]> {
+    const owned = await tx
+      .select({ workspaceId: memberships.workspaceId })
+      .from(memberships)
+      .where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner')));
+    if (owned.length === 0) return [];
+    const counts = await tx
+      .select({ workspaceId: memberships.workspaceId, n: count() })
+      .from(memberships)
+      .where(
+        and(
+          inArray(
+            memberships.workspaceId,
+            owned.map((o) => o.workspaceId),
+          ),
+          eq(memberships.role, 'owner'),
+        ),
+      )
+      .groupBy(memberships.workspaceId);
+    return counts
+      .filter((c) => Number(c.n) === 1)
+      .map((c) => c.workspaceId)
+      .sort();
+  },
+
+  async findMembership(tx: Database, workspaceId: string, userId: string): Promise<MembershipRow | null> {
+    const rows = await tx
+      .select()
+      .from(memberships)
+      .where(and(eq(memberships.workspaceId, workspaceId), eq(memberships.userId, userId)))
+      .limit(1);
+    return rows[0] ?? null;
+  },
+
+  async insertMembership(tx: Database, row: MembershipRow): Promise<void> {
+    await tx.insert(memberships).values(row);
+  },
+
+  async updateRole(tx: Database, workspaceId: string, userId: string, role: Role, at: Date): Promise<void> {
+    await tx
+      .update(memberships)
+      .set({ role, updatedAt: at })
+      .where(and(eq(memberships.workspaceId, workspaceId), eq(memberships.userId, userId)));
+  },
+
+  async deleteMembership(tx: Database, workspaceId: string, userId: string): Promise<boolean> {
+    const rows = await tx
+      .delete(memberships)
+      .where(and(eq(memberships.workspaceId, workspaceId), eq(memberships.userId, userId)))
+      .returning({ userId: memberships.userId });
+    return rows.length > 0;
+  },
+
+  async listMembers(tx: Database, workspaceId: string): Promise<MembershipRow[]> {
+    return tx
+      .select()
+      .from(memberships)
+      .where(eq(memberships.workspaceId, workspaceId))
+      .orderBy(asc(memberships.createdAt), asc(memberships.userId));
+  },
+
+  async countOwners(tx: Database, workspaceId: string): Promise<number> {
+    const rows = await tx
+      .select({ n: count() })
+      .from(memberships)
+      .where(and(eq(memberships.workspaceId, workspaceId), eq(memberships.role, 'owner')));
+    return Number(rows[0]?.n ?? 0);
+  },
+
+  async insertInvitation(tx: Database, row: InvitationRow): Promise<void> {
+    await tx.insert(invitations).values(row);
+  },
+
+  async listInvitations(tx: Database, workspaceId: string): Promise<InvitationRow[]> {
+    return tx
+      .select()
+      .from(invitations)
+      .where(eq(invitations.workspaceId, workspaceId))
+      .orderBy(asc(invitations.createdAt), asc(invitations.id));
+  },
+
+  async findInvitation(tx: Database, workspaceId: string, invitationId: string): Promise<InvitationRow | null> {
+    const rows = await tx
+      .select()
+      .from(invitations)
+      .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)))
+      .limit(1);
+    return rows[0] ?? null;
+  },
+
+  /** Finds an invitation by its token hash (spans workspaces: run inside `db.system`). */
+  async findInvitationByTokenHash(tx: Database, tokenHash: string): Promise<InvitationRow | null> {
+    const rows = await tx.select().from(invitations).where(eq(invitations.tokenHash, tokenHash)).limit(1);
+    return rows[0] ?? null;
+  },
+
+  /** Locks one invitation row: accept, decline and revoke of the same invitation serialise. */
+  async lockInvitation(tx: Database, workspaceId: string, invitationId: string): Promise<InvitationRow | null> {
+    const rows = await tx
+      .select()
+      .from(invitations)
+      .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)))
+      .for('update');
+    return rows[0] ?? null;
+  },
+
+  async markInvitation(
+    tx: Database,
+    workspaceId: string,
+    invitationId: string,
+    patch: Partial<Pick<InvitationRow, 'acceptedAt' | 'declinedAt' | 'revokedAt'>>,
+  ): Promise<void> {
+    await tx
+      .update(invitations)
+      .set(patch)
+      .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)));
+  },
+
+  /** Revokes every open invitation of this workspace for `email` (a new invitation replaces them). */
+  async revokeOpenInvitationsFor(tx: Database, workspaceId: string, email: string, at: Date): Promise<void> {
+    await tx
+      .update(invitations)
+      .set({ revokedAt: at })
+      .where(
+        and(
+          eq(invitations.workspaceId, workspaceId),
+          eq(invitations.email, email),
+          isNull(invitations.acceptedAt),
+          isNull(invitations.declinedAt),
+          isNull(invitations.revokedAt),
+        ),
+      );
+  },
+};
+
+export type WorkspacesRepo = typeof workspacesRepo;
