@@ -1,12 +1,77 @@
-// Placeholder: the identity module (users, sessions, CSRF, 2FA, throttling) lands here.
+// The identity module: accounts, sessions, CSRF, TOTP two-factor, login throttling,
+// security events and platform operators. Other modules import only this file.
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
-import type { VaultService } from '../vault/index.ts';
+import type { Keyring, VaultService } from '../vault/index.ts';
+import { installAuth } from './identity.auth.ts';
+import { mfaService } from './identity.mfa.ts';
+import { registerIdentityRoutes } from './identity.routes.ts';
+import { identityService } from './identity.service.ts';
+import { identityTables } from './identity.tables.ts';
+import { loginThrottle } from './identity.throttle.ts';
+import { identityKeys } from './identity.tokens.ts';
 
-export type IdentityService = Record<string, never>;
+export {
+  operatorRequired,
+  requestMeta,
+  requireOperator,
+  requireSession,
+  sessionCookieName,
+  sessionRequired,
+} from './identity.auth.ts';
+export { ARGON2_PARAMS, passwordProblem } from './identity.passwords.ts';
+export type {
+  IssuedSession,
+  LoginResult,
+  PublicSession,
+  PublicUser,
+  SecurityEventInput,
+} from './identity.service.ts';
+export { normalizeEmail } from './identity.service.ts';
+export { totpCodeAt } from './identity.totp.ts';
+
+/**
+ * What other modules and the CLI use: `createUser`, `findUserById`, `findUserByEmail`,
+ * `recordSecurityEvent`, `countOperators`, and the rest of the use cases behind the routes.
+ *
+ * @example const { id } = await identity.createUser({ email, password, isOperator: true, emailVerified: true });
+ */
+export type IdentityService = ReturnType<typeof identityService>;
+
+export const IDENTITY_PURGE_JOB = 'identity.purge-expired';
 
 export function createIdentityModule(
-  _deps: PlatformDeps & { vault: VaultService; mailer: Mailer },
+  deps: PlatformDeps & { vault: VaultService; mailer: Mailer; keyring?: Keyring },
 ): Module<IdentityService> {
-  return { service: {}, dataMap: [] };
+  if (!('keyring' in deps) || !deps.keyring) throw new Error('identity needs the keyring (CSRF and throttling keys)');
+  const keys = identityKeys(deps.keyring);
+  const throttle = loginThrottle({ db: deps.db, clock: deps.clock, config: deps.config, keys });
+  const mfa = mfaService({ db: deps.db, clock: deps.clock, vault: deps.vault });
+  const service = identityService({
+    db: deps.db,
+    clock: deps.clock,
+    config: deps.config,
+    logger: deps.logger,
+    mailer: deps.mailer,
+    keys,
+    throttle,
+    mfa,
+  });
+  return {
+    service,
+    dataMap: moduleDataMap('identity', identityTables),
+    async registerRoutes(app: HttpServer) {
+      await installAuth(app, { core: service, publicUrl: deps.config.publicUrl });
+      registerIdentityRoutes(app, { core: service, publicUrl: deps.config.publicUrl, clock: deps.clock });
+    },
+    async registerJobs(jobs: Jobs) {
+      await jobs.register(IDENTITY_PURGE_JOB, async () => {
+        await service.purgeExpired();
+      });
+      await jobs.schedule(IDENTITY_PURGE_JOB, '17 * * * *');
+    },
+  };
 }

@@ -1,10 +1,44 @@
-// Placeholder: the notifications module (mailer: SMTP or outbox) lands here.
+// The notifications module: Berth's outgoing email, through SMTP when SMTP_URL is set,
+// otherwise kept in the email_outbox table for the operator. Other modules import only this file.
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Module, PlatformDeps } from '../types.ts';
+import { type Mailer, type OutboxMessage, outboxMailer, outboxService, smtpMailer } from './notifications.service.ts';
+import { notificationsTables } from './notifications.tables.ts';
 
-export type MailMessage = { to: string; subject: string; text: string; html?: string; tag: string };
-export type Mailer = { send(message: MailMessage): Promise<void> };
-export type NotificationsService = { mailer: Mailer };
+export type { Mailer, MailMessage, OutboxMessage } from './notifications.service.ts';
+export { OUTBOX_RETENTION_DAYS, smtpMailer } from './notifications.service.ts';
 
-export function createNotificationsModule(_deps: PlatformDeps): Module<NotificationsService> {
-  return { service: { mailer: { send: async () => undefined } }, dataMap: [] };
+export type NotificationsService = {
+  mailer: Mailer;
+  /** Which transport `mailer` uses. */
+  transport: 'smtp' | 'outbox';
+  /**
+   * The outbox, newest first (for `berth mail outbox`). Empty when SMTP is configured.
+   *
+   * @example const messages = await notifications.listOutbox({ limit: 20 });
+   */
+  listOutbox(args?: { limit?: number }): Promise<OutboxMessage[]>;
+  /** Deletes outbox messages past their 30 days. */
+  purgeOutbox(): Promise<number>;
+};
+
+export const OUTBOX_PURGE_JOB = 'notifications.purge-outbox';
+
+export function createNotificationsModule(deps: PlatformDeps): Module<NotificationsService> {
+  const outbox = outboxService(deps);
+  const smtpUrl = deps.config.SMTP_URL;
+  const mailer = smtpUrl
+    ? smtpMailer({ url: smtpUrl, from: deps.config.BERTH_MAIL_FROM, logger: deps.logger })
+    : outboxMailer(deps);
+  return {
+    service: { mailer, transport: smtpUrl ? 'smtp' : 'outbox', ...outbox },
+    dataMap: moduleDataMap('notifications', notificationsTables),
+    async registerJobs(jobs: Jobs) {
+      await jobs.register(OUTBOX_PURGE_JOB, async () => {
+        await outbox.purgeOutbox();
+      });
+      await jobs.schedule(OUTBOX_PURGE_JOB, '23 3 * * *');
+    },
+  };
 }
