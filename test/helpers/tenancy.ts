@@ -1,0 +1,216 @@
+import { randomBytes } from 'node:crypto';
+import { beforeAll, expect, it } from 'vitest';
+import type { Role, Scope } from '../../src/platform/http/context.ts';
+import type { TestApp } from './app.ts';
+import { TestClient } from './client.ts';
+import { signUp } from './identity.ts';
+
+/**
+ * The reusable tenant-isolation test: a route x role matrix.
+ *
+ * For every route spec it asks six callers and checks who gets in:
+ *
+ * | caller                                   | expected                                   |
+ * |------------------------------------------|--------------------------------------------|
+ * | owner, admin, member, viewer of A        | in `allowed`: not 401/403/404 and not 5xx  |
+ * |                                          | (2xx with `strict`); otherwise 403 forbidden|
+ * | member of another workspace B            | 404 not_found (existence is never revealed) |
+ * | anonymous (no session)                   | 401 unauthenticated                         |
+ *
+ * The fixture: workspace A with an owner, an admin, a member and a viewer (members join
+ * through real invitations), and workspace B owned by the outsider. Refused callers go
+ * first, allowed ones last, so a refused request that wrongly changed something shows up.
+ *
+ * Use it in a `*.matrix.routes.test.ts` of every module with workspace routes:
+ *
+ * @example
+ * describe('security', () => {
+ *   let app: TestApp;
+ *   beforeAll(async () => { app = await createTestApp(); });
+ *   afterAll(async () => { await app.close(); });
+ *   roleMatrix({
+ *     app: () => app,
+ *     strict: true,
+ *     routes: [
+ *       { method: 'GET', url: (c) => `/api/workspaces/${c.workspaceId}/keys`, allowed: ['owner', 'admin', 'member'] },
+ *       {
+ *         method: 'DELETE',
+ *         // A target per caller, so each allowed caller has something to delete.
+ *         setup: async (c) => ({ keyId: (await createKey(c)).id }),
+ *         url: (c) => `/api/workspaces/${c.workspaceId}/keys/${c.vars.keyId}`,
+ *         allowed: ['owner', 'admin'],
+ *       },
+ *     ],
+ *   });
+ * });
+ *
+ * Routes that change the fixture for good (delete the workspace, transfer ownership) set
+ * `fresh: true`: each allowed caller then gets a new fixture of its own.
+ */
+
+export type MatrixCaller = Role | 'outsider' | 'anonymous';
+export const MATRIX_CALLERS: readonly MatrixCaller[] = ['anonymous', 'outsider', 'viewer', 'member', 'admin', 'owner'];
+
+export type MatrixUser = { userId: string; email: string; client: TestClient };
+
+export type MatrixContext = {
+  app: TestApp;
+  /** Workspace A: the one the routes are about. */
+  workspaceId: string;
+  /** Workspace B: the outsider's own workspace. */
+  otherWorkspaceId: string;
+  users: Record<Role | 'outsider', MatrixUser>;
+  anonymous: TestClient;
+  /** The owner's scope in A, for preparing data through services. */
+  ownerScope: Scope;
+  /** Signs up a new user and adds them to A with `role` (a target for member routes). */
+  addMember(role: Role): Promise<MatrixUser>;
+  /** What `setup` returned for the current request. */
+  vars: Record<string, string>;
+};
+
+export type MatrixRoute = {
+  /** Shown in the test name; defaults to the method and the URL pattern. */
+  name?: string;
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  url: (ctx: MatrixContext) => string;
+  body?: (ctx: MatrixContext) => unknown;
+  /** Roles of A that may use the route. */
+  allowed: readonly Role[];
+  /** Runs before each caller's request; its result is `ctx.vars` (ids of fresh targets). */
+  setup?: (ctx: MatrixContext) => Promise<Record<string, string>>;
+  /** Give every allowed caller a new fixture (for routes that change it for good). */
+  fresh?: boolean;
+  /** Expected outcome for specific allowed roles that differ, e.g. `{ owner: '403 last_owner' }`. */
+  expect?: Partial<Record<Role, string>>;
+};
+
+export type RoleMatrixOptions = {
+  app: () => TestApp;
+  routes: MatrixRoute[];
+  /** Allowed callers must get a 2xx (default: anything but 401/403/404/5xx). */
+  strict?: boolean;
+};
+
+const ALLOWED = 'allowed';
+
+function scopeOf(workspaceId: string, user: MatrixUser, role: Role): Scope {
+  return { workspaceId, actor: { type: 'user', userId: user.userId }, role };
+}
+
+async function newUser(app: TestApp, label: string): Promise<MatrixUser> {
+  const email = `${label}-${randomBytes(4).toString('hex')}@matrix.test`;
+  const client = await signUp(app, { email });
+  return { userId: client.userId, email, client };
+}
+
+/** Adds `user` to a workspace with `role` through a real invitation. */
+async function join(app: TestApp, ownerScope: Scope, user: MatrixUser, role: Role) {
+  const workspaces = app.modules.workspaces.service;
+  const invitable = role === 'owner' ? 'admin' : role;
+  const { token } = await workspaces.invite({ scope: ownerScope, email: user.email, role: invitable });
+  await workspaces.acceptInvitation({ token, userId: user.userId });
+  if (role === 'owner') await workspaces.changeRole({ scope: ownerScope, userId: user.userId, role });
+}
+
+/** Builds the matrix fixture: workspace A with one user per role, workspace B with the outsider. */
+export async function createMatrixFixture(app: TestApp): Promise<MatrixContext> {
+  const workspaces = app.modules.workspaces.service;
+  const [owner, admin, member, viewer, outsider] = await Promise.all(
+    (['owner', 'admin', 'member', 'viewer', 'outsider'] as const).map((l) => newUser(app, l)),
+  );
+  if (!owner || !admin || !member || !viewer || !outsider) throw new Error('fixture users');
+  const a = await workspaces.createWorkspace({ ownerUserId: owner.userId, name: 'Matrix A' });
+  const b = await workspaces.createWorkspace({ ownerUserId: outsider.userId, name: 'Matrix B' });
+  const ownerScope = scopeOf(a.id, owner, 'owner');
+  await join(app, ownerScope, admin, 'admin');
+  await join(app, ownerScope, member, 'member');
+  await join(app, ownerScope, viewer, 'viewer');
+  const ctx: MatrixContext = {
+    app,
+    workspaceId: a.id,
+    otherWorkspaceId: b.id,
+    users: { owner, admin, member, viewer, outsider },
+    anonymous: new TestClient(app),
+    ownerScope,
+    async addMember(role) {
+      const user = await newUser(app, `extra-${role}`);
+      await join(app, ownerScope, user, role);
+      return user;
+    },
+    vars: {},
+  };
+  return ctx;
+}
+
+function outcome(status: number, body: unknown, strict: boolean): string {
+  const code = (body as { code?: unknown } | null)?.code;
+  const denied = status === 401 || status === 403 || status === 404 || status >= 500;
+  if (strict ? status >= 200 && status < 300 : !denied) return ALLOWED;
+  return `${status} ${typeof code === 'string' ? code : '?'}`;
+}
+
+function expected(route: MatrixRoute, caller: MatrixCaller): string {
+  if (caller === 'anonymous') return '401 unauthenticated';
+  if (caller === 'outsider') return '404 not_found';
+  const override = route.expect?.[caller];
+  if (override) return override;
+  return route.allowed.includes(caller) ? ALLOWED : '403 forbidden';
+}
+
+async function ask(route: MatrixRoute, ctx: MatrixContext, caller: MatrixCaller, strict: boolean): Promise<string> {
+  ctx.vars = route.setup ? await route.setup(ctx) : {};
+  const client = caller === 'anonymous' ? ctx.anonymous : ctx.users[caller].client;
+  const body = route.body?.(ctx);
+  const res = await client.request(route.method, route.url(ctx), body ?? (route.method === 'GET' ? undefined : {}));
+  return outcome(res.status, res.body, strict);
+}
+
+/**
+ * Registers one test per route (inside the current `describe`) that runs the route x caller
+ * matrix and compares the whole table at once, so a failure shows every caller's outcome.
+ */
+export function roleMatrix(opts: RoleMatrixOptions): void {
+  let shared: MatrixContext;
+  beforeAll(async () => {
+    shared = await createMatrixFixture(opts.app());
+  });
+
+  for (const route of opts.routes) {
+    const name = route.name ?? `${route.method} ${route.url(placeholderContext()).replace(/\bundefined\b/g, ':id')}`;
+    it(`${name}: allowed ${route.allowed.join(', ') || 'nobody'}`, async () => {
+      const strict = opts.strict ?? false;
+      let ctx = route.fresh ? await createMatrixFixture(opts.app()) : shared;
+      const actual: Record<string, string> = {};
+      const want: Record<string, string> = {};
+      const order = [
+        ...MATRIX_CALLERS.filter((c) => c === 'anonymous' || c === 'outsider' || !route.allowed.includes(c)),
+        ...MATRIX_CALLERS.filter((c) => c !== 'anonymous' && c !== 'outsider' && route.allowed.includes(c)),
+      ];
+      let first = true;
+      for (const caller of order) {
+        const isAllowed = caller !== 'anonymous' && caller !== 'outsider' && route.allowed.includes(caller);
+        if (route.fresh && isAllowed && !first) ctx = await createMatrixFixture(opts.app());
+        if (isAllowed) first = false;
+        want[caller] = expected(route, caller);
+        actual[caller] = await ask(route, ctx, caller, strict);
+      }
+      expect(actual).toEqual(want);
+    });
+  }
+}
+
+/** A context whose ids read `:workspaceId` etc., only for naming tests. */
+function placeholderContext(): MatrixContext {
+  const user = { userId: ':userId', email: '', client: undefined as unknown as TestClient };
+  return {
+    app: undefined as unknown as TestApp,
+    workspaceId: ':workspaceId',
+    otherWorkspaceId: ':otherWorkspaceId',
+    users: { owner: user, admin: user, member: user, viewer: user, outsider: user },
+    anonymous: undefined as unknown as TestClient,
+    ownerScope: { workspaceId: ':workspaceId', actor: { type: 'user', userId: ':userId' }, role: 'owner' },
+    addMember: async () => user,
+    vars: new Proxy({}, { get: (_t, p) => `:${String(p)}` }) as Record<string, string>,
+  };
+}
