@@ -226,6 +226,9 @@ export function identityService(deps: Deps) {
   }
 
   async function startSession(user: UserRow, meta: RequestMeta, method: string): Promise<LoginResult> {
+    // Only a complete sign-in clears the account's failures: a correct password alone must not
+    // reset the count of wrong second-factor codes.
+    await throttle.succeed(user.email);
     const session = await issueSession(user.id, meta);
     await recordSecurityEvent({ type: 'login_succeeded', userId: user.id, meta, details: { method } });
     return { kind: 'session', user: await toPublicUser(user), session };
@@ -321,7 +324,6 @@ export function identityService(deps: Deps) {
         await repo.updateUser(db.orm, user.id, { passwordHash: await hashPassword(input.password) });
         await recordSecurityEvent({ type: 'password_rehashed', userId: user.id, meta });
       }
-      await throttle.succeed(email);
       if (await mfa.isEnabled(user.id)) {
         const now = clock.now();
         const challengeToken = newOpaqueToken();
