@@ -331,7 +331,7 @@ describe('security', () => {
     await app.db.system(async (tx) => {
       for (const { table_name } of tables) {
         const res = await tx.execute(sql.raw(`select t::text as row from "${table_name}" t`));
-        for (const r of res.rows as Array<{ row: string }>) rows.push(r.row);
+        for (const r of (res as { rows: Array<{ row: string }> }).rows) rows.push(r.row);
       }
     });
     const dump = rows.join('\n');

@@ -646,7 +646,7 @@ describe('security', () => {
       const parts: string[] = [];
       for (const { table_name } of tables) {
         const res = await tx.execute(sql.raw(`select t::text as row from "${table_name}" t`));
-        for (const r of res.rows as Array<{ row: string }>) parts.push(r.row);
+        for (const r of (res as { rows: Array<{ row: string }> }).rows) parts.push(r.row);
       }
       return parts.join('\n');
     });
