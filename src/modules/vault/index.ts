@@ -1,35 +1,43 @@
 // The vault module: AES-256-GCM envelope encryption with per-owner data keys wrapped by a
 // versioned key-encryption key (KEK), KEK rotation and crypto-shredding.
-// (Signatures first; the implementation follows in vault.service.ts.)
-
-import type { Database } from '../../platform/db/db.ts';
-import { AppError } from '../../platform/errors.ts';
+import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { Module, PlatformDeps } from '../types.ts';
+import type { Keyring } from './vault.keyring.ts';
+import { createVaultService, type VaultService } from './vault.service.ts';
+import { vaultTables } from './vault.tables.ts';
 
-/** The key-encryption keys Berth knows: the newest version wraps, every version unwraps. */
-export type Keyring = { current: { version: number; key: Buffer }; all: Map<number, Buffer> };
+export {
+  canonicalContext,
+  type VaultContext,
+  VaultError,
+  type VaultErrorReason,
+  type VaultOwner,
+} from './vault.crypto.ts';
+export {
+  addKekVersion,
+  formatKeyring,
+  generateKek,
+  type Keyring,
+  keyringFilePath,
+  type LoadedKeyring,
+  loadKeyring,
+  parseKeyring,
+  removeKekVersion,
+} from './vault.keyring.ts';
+export { createVaultService, type VaultService, type VaultServiceDeps } from './vault.service.ts';
 
-/** Whose secret a ciphertext is: its data key belongs to this owner. */
-export type VaultOwner = { type: 'user' | 'workspace'; id: string };
-
-/** Binds a ciphertext to its owner, record and field (the AES-GCM additional data). */
-export type VaultContext = { owner: VaultOwner; record: string; field: string };
-
-export type VaultService = {
-  /** Encrypts under the owner's data key (created on first use). Pass `tx` to take part in a transaction. */
-  encrypt(ctx: VaultContext, plaintext: Buffer | string, tx?: Database): Promise<Buffer>;
-  /** Decrypts; throws AppError('not_found') when the owner's key was destroyed or the ciphertext does not match. */
-  decrypt(ctx: VaultContext, ciphertext: Buffer, tx?: Database): Promise<Buffer>;
-  /** Crypto-shredding: destroys the owner's data key so every ciphertext of the owner becomes unreadable. */
-  destroyOwnerKey(owner: VaultOwner, tx?: Database): Promise<{ destroyed: number }>;
-  /** Rewraps every live data key under the current KEK (idempotent, batched). */
-  rotateKek(): Promise<{ rewrapped: number; kekVersion: number }>;
-};
-
-export function createVaultModule(_deps: PlatformDeps & { keyring: Keyring }): Module<VaultService> {
-  const pending = () => Promise.reject(new AppError('unavailable', 'The vault is not ready yet.'));
+/**
+ * The vault as a module. Other modules receive `VaultService`:
+ *
+ * @example
+ * const ctx = { owner: { type: 'user', id: user.id }, record: factor.id, field: 'totp_secret' } as const;
+ * const stored = await vault.encrypt(ctx, secret, tx);
+ * const secret = (await vault.decrypt(ctx, stored, tx)).toString('utf8');
+ * await vault.destroyOwnerKey({ type: 'workspace', id: workspaceId }, tx); // crypto-shredding
+ */
+export function createVaultModule(deps: PlatformDeps & { keyring: Keyring }): Module<VaultService> {
   return {
-    service: { encrypt: pending, decrypt: pending, destroyOwnerKey: pending, rotateKek: pending },
-    dataMap: [],
+    service: createVaultService({ db: deps.db, keyring: deps.keyring, clock: deps.clock, logger: deps.logger }),
+    dataMap: moduleDataMap('vault', vaultTables),
   };
 }
