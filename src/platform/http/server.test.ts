@@ -1,3 +1,4 @@
+import type { InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { AppError } from '../errors.ts';
@@ -74,7 +75,7 @@ function problem(res: { headers: Record<string, unknown>; json(): Record<string,
 
 describe('errors', () => {
   it('answers RFC 9457 problem+json with a stable code', async () => {
-    const cases: Array<[Parameters<HttpServer['inject']>[0], number, string]> = [
+    const cases: Array<[InjectOptions, number, string]> = [
       [
         { method: 'POST', url: '/api/things', payload: '{"name":', headers: { 'content-type': 'application/json' } },
         400,
