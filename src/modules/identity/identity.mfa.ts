@@ -1,9 +1,11 @@
 import type { Clock } from '../../platform/clock.ts';
 import type { Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
+import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { VaultContext, VaultService } from '../vault/index.ts';
 import { identityRepo } from './identity.repo.ts';
+import type { IdentityCore } from './identity.service.ts';
 import { hashRecoveryCode, newRecoveryCode } from './identity.tokens.ts';
 import { matchTotpStep, newTotpSecret, totpUri } from './identity.totp.ts';
 
@@ -121,3 +123,57 @@ export function mfaService(deps: Deps) {
   };
 }
 export type MfaService = ReturnType<typeof mfaService>;
+
+type UseCaseDeps = {
+  mfa: MfaService;
+  core: Pick<IdentityCore, 'mustUser' | 'recordSecurityEvent' | 'checkPassword'>;
+};
+
+/** The 2FA use cases behind /api/me/mfa/*: each change is proven and recorded as a security event. */
+export function mfaUseCases(deps: UseCaseDeps) {
+  const { mfa } = deps;
+  const { mustUser, recordSecurityEvent, checkPassword } = deps.core;
+  return {
+    async startTotp(auth: SessionAuth, meta: RequestMeta) {
+      const user = await mustUser(auth.userId);
+      const started = await mfa.startTotp(user.id, user.email);
+      await recordSecurityEvent({ type: 'mfa_enrolment_started', userId: user.id, meta });
+      return started;
+    },
+
+    async confirmTotp(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
+      const codes = await mfa.confirmTotp(auth.userId, code);
+      await recordSecurityEvent({ type: 'mfa_enabled', userId: auth.userId, meta, details: { factor: 'totp' } });
+      return codes;
+    },
+
+    /** Turns TOTP off after a proof: a current code, or the password. */
+    async disableTotp(auth: SessionAuth, proof: { code: string } | { password: string }, meta: RequestMeta) {
+      if (!(await mfa.isEnabled(auth.userId))) {
+        throw new AppError('not_found', 'Two-factor authentication is not enabled.');
+      }
+      const ok =
+        'code' in proof
+          ? await mfa.verifyTotp(auth.userId, proof.code)
+          : await checkPassword(auth, proof.password, meta);
+      if (!ok) {
+        await recordSecurityEvent({ type: 'mfa_disable_failed', userId: auth.userId, meta });
+        throw 'code' in proof
+          ? new AppError('invalid_mfa_code', 'The code is not valid.')
+          : new AppError('invalid_credentials', 'The password is not correct.');
+      }
+      await mfa.disableTotp(auth.userId);
+      await recordSecurityEvent({ type: 'mfa_disabled', userId: auth.userId, meta, details: { factor: 'totp' } });
+    },
+
+    async regenerateRecoveryCodes(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
+      if (!(await mfa.verifyTotp(auth.userId, code))) {
+        throw new AppError('invalid_mfa_code', 'The code is not valid.');
+      }
+      const codes = await mfa.regenerateRecoveryCodes(auth.userId);
+      await recordSecurityEvent({ type: 'recovery_codes_regenerated', userId: auth.userId, meta });
+      return codes;
+    },
+  };
+}
+export type MfaUseCases = ReturnType<typeof mfaUseCases>;

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { type Algorithm, hash, parseOptions, verify } from '@node-rs/argon2';
 import { AppError } from '../../platform/errors.ts';
@@ -91,6 +92,11 @@ let dummyHash: Promise<string> | null = null;
  * Argon2 work as a known one and the answer time does not reveal which it was.
  */
 export async function burnPasswordCheck(password: string): Promise<void> {
-  dummyHash ??= hash(`dummy-${Math.random()}-${Date.now()}`, ARGON2_PARAMS);
-  await verifyPassword(await dummyHash, password);
+  await verifyPassword(await prepareDummyHash(), password);
+}
+
+/** Makes the dummy hash ahead of the first sign-in, so even that one costs the usual time. */
+export function prepareDummyHash(): Promise<string> {
+  dummyHash ??= hash(randomBytes(32), ARGON2_PARAMS);
+  return dummyHash;
 }

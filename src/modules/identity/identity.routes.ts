@@ -11,10 +11,12 @@ import {
   sessionRequired,
   setSessionCookie,
 } from './identity.auth.ts';
+import type { MfaUseCases } from './identity.mfa.ts';
+import type { OperatorsService } from './identity.operators.ts';
 import * as S from './identity.schemas.ts';
 import type { IdentityCore, LoginResult } from './identity.service.ts';
 
-type Deps = { core: IdentityCore; publicUrl: string; clock: Clock };
+type Deps = { core: IdentityCore & MfaUseCases & OperatorsService; publicUrl: string; clock: Clock };
 
 /** The identity HTTP API: sign-up, sign-in, sessions, email flows, password, 2FA, operators. */
 export function registerIdentityRoutes(app: HttpServer, deps: Deps) {

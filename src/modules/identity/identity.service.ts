@@ -257,6 +257,7 @@ export function identityService(deps: Deps) {
     normalizeEmail,
     recordSecurityEvent,
     toPublicUser,
+    mustUser,
 
     /**
      * Creates an account (CLI `berth admin create`, sign-up). Validates the password rules;
@@ -531,104 +532,6 @@ export function identityService(deps: Deps) {
     },
 
     checkPassword,
-
-    // Two-factor authentication
-
-    async startTotp(auth: SessionAuth, meta: RequestMeta) {
-      const user = await mustUser(auth.userId);
-      const started = await mfa.startTotp(user.id, user.email);
-      await recordSecurityEvent({ type: 'mfa_enrolment_started', userId: user.id, meta });
-      return started;
-    },
-
-    async confirmTotp(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
-      const codes = await mfa.confirmTotp(auth.userId, code);
-      await recordSecurityEvent({ type: 'mfa_enabled', userId: auth.userId, meta, details: { factor: 'totp' } });
-      return codes;
-    },
-
-    /** Turns TOTP off after a proof: a current code, or the password. */
-    async disableTotp(auth: SessionAuth, proof: { code: string } | { password: string }, meta: RequestMeta) {
-      if (!(await mfa.isEnabled(auth.userId))) {
-        throw new AppError('not_found', 'Two-factor authentication is not enabled.');
-      }
-      const ok =
-        'code' in proof
-          ? await mfa.verifyTotp(auth.userId, proof.code)
-          : await checkPassword(auth, proof.password, meta);
-      if (!ok) {
-        await recordSecurityEvent({ type: 'mfa_disable_failed', userId: auth.userId, meta });
-        throw 'code' in proof
-          ? new AppError('invalid_mfa_code', 'The code is not valid.')
-          : new AppError('invalid_credentials', 'The password is not correct.');
-      }
-      await mfa.disableTotp(auth.userId);
-      await recordSecurityEvent({ type: 'mfa_disabled', userId: auth.userId, meta, details: { factor: 'totp' } });
-    },
-
-    async regenerateRecoveryCodes(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
-      if (!(await mfa.verifyTotp(auth.userId, code))) {
-        throw new AppError('invalid_mfa_code', 'The code is not valid.');
-      }
-      const codes = await mfa.regenerateRecoveryCodes(auth.userId);
-      await recordSecurityEvent({ type: 'recovery_codes_regenerated', userId: auth.userId, meta });
-      return codes;
-    },
-
-    // Operators
-
-    async countOperators(): Promise<number> {
-      return (await repo.listOperators(db.orm)).length;
-    },
-
-    async listOperators(): Promise<PublicUser[]> {
-      return Promise.all((await repo.listOperators(db.orm)).map(toPublicUser));
-    },
-
-    async addOperator(actor: SessionAuth, target: { userId?: string; email?: string }, meta: RequestMeta) {
-      const row = target.userId
-        ? await mustUser(target.userId)
-        : await repo.userByEmail(db.orm, normalizeEmail(target.email ?? ''));
-      if (!row) throw new AppError('not_found', 'No such user.');
-      const updated = await repo.updateUser(db.orm, row.id, { isOperator: true, updatedAt: clock.now() });
-      await recordSecurityEvent({ type: 'operator_added', userId: row.id, meta, details: { by: actor.userId } });
-      return toPublicUser(updated ?? row);
-    },
-
-    /** Removes an operator; refuses to remove the last one (operator rows are locked while checking). */
-    async removeOperator(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<void> {
-      await mustUser(userId);
-      await db.orm.transaction(async (tx) => {
-        const operators = await repo.lockOperators(tx);
-        if (!operators.includes(userId)) throw new AppError('not_found', 'This user is not an operator.');
-        if (operators.length <= 1) {
-          throw new AppError('last_operator', 'Berth needs at least one operator; add another one first.');
-        }
-        await repo.updateUser(tx, userId, { isOperator: false, updatedAt: clock.now() });
-      });
-      await recordSecurityEvent({ type: 'operator_removed', userId, meta, details: { by: actor.userId } });
-    },
-
-    /** Disables an account and ends all its sessions at once. */
-    async disableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
-      if (userId === actor.userId) throw new AppError('forbidden', 'You cannot disable your own account.');
-      await mustUser(userId);
-      const now = clock.now();
-      const row = await db.orm.transaction(async (tx) => {
-        const updated = await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
-        await repo.revokeUserSessions(tx, userId, now, 'account_disabled');
-        return updated;
-      });
-      await recordSecurityEvent({ type: 'account_disabled', userId, meta, details: { by: actor.userId } });
-      return toPublicUser(row ?? (await mustUser(userId)));
-    },
-
-    async enableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
-      await mustUser(userId);
-      const row = await repo.updateUser(db.orm, userId, { status: 'active', updatedAt: clock.now() });
-      await recordSecurityEvent({ type: 'account_enabled', userId, meta, details: { by: actor.userId } });
-      return toPublicUser(row ?? (await mustUser(userId)));
-    },
 
     async listSecurityEvents(userId: string, limit = 100) {
       return repo.securityEventsForUser(db.orm, userId, limit);

@@ -7,7 +7,9 @@ import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Keyring, VaultService } from '../vault/index.ts';
 import { installAuth } from './identity.auth.ts';
-import { mfaService } from './identity.mfa.ts';
+import { mfaService, mfaUseCases } from './identity.mfa.ts';
+import { operatorsService } from './identity.operators.ts';
+import { prepareDummyHash } from './identity.passwords.ts';
 import { registerIdentityRoutes } from './identity.routes.ts';
 import { identityService } from './identity.service.ts';
 import { identityTables } from './identity.tables.ts';
@@ -39,7 +41,9 @@ export { totpCodeAt } from './identity.totp.ts';
  *
  * @example const { id } = await identity.createUser({ email, password, isOperator: true, emailVerified: true });
  */
-export type IdentityService = ReturnType<typeof identityService>;
+export type IdentityService = ReturnType<typeof identityService> &
+  ReturnType<typeof mfaUseCases> &
+  ReturnType<typeof operatorsService>;
 
 export const IDENTITY_PURGE_JOB = 'identity.purge-expired';
 
@@ -50,7 +54,7 @@ export function createIdentityModule(
   const keys = identityKeys(deps.keyring);
   const throttle = loginThrottle({ db: deps.db, clock: deps.clock, config: deps.config, keys });
   const mfa = mfaService({ db: deps.db, clock: deps.clock, vault: deps.vault });
-  const service = identityService({
+  const core = identityService({
     db: deps.db,
     clock: deps.clock,
     config: deps.config,
@@ -60,10 +64,16 @@ export function createIdentityModule(
     throttle,
     mfa,
   });
+  const service: IdentityService = {
+    ...core,
+    ...mfaUseCases({ mfa, core }),
+    ...operatorsService({ db: deps.db, clock: deps.clock, core }),
+  };
   return {
     service,
     dataMap: moduleDataMap('identity', identityTables),
     async registerRoutes(app: HttpServer) {
+      void prepareDummyHash().catch(() => undefined);
       await installAuth(app, { core: service, publicUrl: deps.config.publicUrl });
       registerIdentityRoutes(app, { core: service, publicUrl: deps.config.publicUrl, clock: deps.clock });
     },

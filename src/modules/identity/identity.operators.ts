@@ -1,0 +1,75 @@
+import type { Clock } from '../../platform/clock.ts';
+import type { Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
+import { identityRepo } from './identity.repo.ts';
+import { type IdentityCore, normalizeEmail, type PublicUser } from './identity.service.ts';
+
+type Deps = {
+  db: Db;
+  clock: Clock;
+  core: Pick<IdentityCore, 'mustUser' | 'toPublicUser' | 'recordSecurityEvent'>;
+};
+
+/** Platform operators: who they are, adding and removing them, disabling and enabling accounts. */
+export function operatorsService(deps: Deps) {
+  const { db, clock } = deps;
+  const { mustUser, toPublicUser, recordSecurityEvent } = deps.core;
+  const repo = identityRepo;
+
+  return {
+    async countOperators(): Promise<number> {
+      return (await repo.listOperators(db.orm)).length;
+    },
+
+    async listOperators(): Promise<PublicUser[]> {
+      return Promise.all((await repo.listOperators(db.orm)).map(toPublicUser));
+    },
+
+    async addOperator(actor: SessionAuth, target: { userId?: string; email?: string }, meta: RequestMeta) {
+      const row = target.userId
+        ? await mustUser(target.userId)
+        : await repo.userByEmail(db.orm, normalizeEmail(target.email ?? ''));
+      if (!row) throw new AppError('not_found', 'No such user.');
+      const updated = await repo.updateUser(db.orm, row.id, { isOperator: true, updatedAt: clock.now() });
+      await recordSecurityEvent({ type: 'operator_added', userId: row.id, meta, details: { by: actor.userId } });
+      return toPublicUser(updated ?? row);
+    },
+
+    /** Removes an operator; refuses to remove the last one (operator rows are locked while checking). */
+    async removeOperator(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<void> {
+      await mustUser(userId);
+      await db.orm.transaction(async (tx) => {
+        const operators = await repo.lockOperators(tx);
+        if (!operators.includes(userId)) throw new AppError('not_found', 'This user is not an operator.');
+        if (operators.length <= 1) {
+          throw new AppError('last_operator', 'Berth needs at least one operator; add another one first.');
+        }
+        await repo.updateUser(tx, userId, { isOperator: false, updatedAt: clock.now() });
+      });
+      await recordSecurityEvent({ type: 'operator_removed', userId, meta, details: { by: actor.userId } });
+    },
+
+    /** Disables an account and ends all its sessions at once. */
+    async disableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
+      if (userId === actor.userId) throw new AppError('forbidden', 'You cannot disable your own account.');
+      await mustUser(userId);
+      const now = clock.now();
+      const row = await db.orm.transaction(async (tx) => {
+        const updated = await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
+        await repo.revokeUserSessions(tx, userId, now, 'account_disabled');
+        return updated;
+      });
+      await recordSecurityEvent({ type: 'account_disabled', userId, meta, details: { by: actor.userId } });
+      return toPublicUser(row ?? (await mustUser(userId)));
+    },
+
+    async enableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
+      await mustUser(userId);
+      const row = await repo.updateUser(db.orm, userId, { status: 'active', updatedAt: clock.now() });
+      await recordSecurityEvent({ type: 'account_enabled', userId, meta, details: { by: actor.userId } });
+      return toPublicUser(row ?? (await mustUser(userId)));
+    },
+  };
+}
+export type OperatorsService = ReturnType<typeof operatorsService>;
