@@ -16,18 +16,18 @@ describe('data map', () => {
     await app.close();
   });
 
+  /** Columns of every ordinary or partitioned table, from the catalog (not filtered by privileges). */
   async function liveColumns(schemas: string[]) {
-    const rows = await app.db.system(async () =>
-      app.db.query<{ table_schema: string; table_name: string; column_name: string }>(
-        `select c.table_schema, c.table_name, c.column_name
-           from information_schema.columns c
-           join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name
-          where c.table_schema = any($1) and t.table_type = 'BASE TABLE'
-          order by 1, 2, 3`,
-        [schemas],
-      ),
+    const rows = await app.db.query<{ schema: string; table: string; column: string }>(
+      `select n.nspname as schema, c.relname as table, a.attname as column
+         from pg_attribute a
+         join pg_class c on c.oid = a.attrelid
+         join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = any($1) and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped
+        order by 1, 2, 3`,
+      [schemas],
     );
-    return rows.map((r) => `${r.table_schema === 'public' ? '' : `${r.table_schema}.`}${r.table_name}.${r.column_name}`);
+    return rows.map((r) => `${r.schema === 'public' ? '' : `${r.schema}.`}${r.table}.${r.column}`);
   }
 
   function mappedColumns() {
