@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { createIdentityModule } from './modules/identity/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
+import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
 import { createVaultModule, type Keyring } from './modules/vault/index.ts';
 import { createWorkspacesModule } from './modules/workspaces/index.ts';
 import { platformDataMap } from './platform/db/platform.datamap.ts';
+import { registerApiReference } from './platform/http/docs.ts';
 import { createHttpServer, type HttpServer } from './platform/http/server.ts';
 
 export type AppDeps = PlatformDeps & { keyring: Keyring };
@@ -22,7 +24,8 @@ export function createModules(deps: AppDeps) {
     vault: vault.service,
     mailer: notifications.service.mailer,
   });
-  return { notifications, vault, identity, workspaces };
+  const setup = createSetupModule({ identity: identity.service, workspaces: workspaces.service });
+  return { notifications, vault, identity, workspaces, setup };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -51,8 +54,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'database unreachable' });
   });
 
+  registerApiReference(http);
+
   // Order matters: identity installs the authentication hook every later route relies on.
-  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications]) {
+  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications, modules.setup]) {
     await m.registerRoutes?.(http);
   }
   return { http, modules };

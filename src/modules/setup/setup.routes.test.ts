@@ -1,0 +1,67 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { TestClient } from '../../../test/helpers/client.ts';
+import { logIn } from '../../../test/helpers/identity.ts';
+
+let app: TestApp;
+beforeEach(async () => {
+  app = await createTestApp();
+});
+afterEach(async () => {
+  await app.close();
+});
+
+const body = (token: string, email = 'first@example.com') => ({
+  token,
+  email,
+  password: 'a long enough passphrase',
+  workspaceName: 'First team',
+});
+
+describe('happy', () => {
+  it('the setup token printed at start creates the first operator and workspace, once', async () => {
+    const hint = await app.modules.setup.service.setupHint('http://berth.test');
+    expect(hint?.text).toContain('/api/setup');
+    const anon = new TestClient(app);
+    const res = await anon.post<{ userId: string; workspaceId: string }>('/api/setup', body(hint?.token ?? ''));
+    expect(res.status).toBe(201);
+    expect(res.body.userId).toMatch(/^usr_/);
+    expect(res.body.workspaceId).toMatch(/^ws_/);
+
+    const admin = await logIn(app, 'first@example.com', 'a long enough passphrase');
+    const me = await admin.get<{ user: { isOperator: boolean; emailVerified: boolean } }>('/api/me');
+    expect(me.body.user).toMatchObject({ isOperator: true, emailVerified: true });
+    const list = await admin.get<{ data: Array<{ id: string }> }>('/api/workspaces');
+    expect(JSON.stringify(list.body)).toContain(res.body.workspaceId);
+
+    // Once an operator exists there is no hint, and the token is spent.
+    expect(await app.modules.setup.service.setupHint('http://berth.test')).toBeNull();
+    const again = await anon.post('/api/setup', body(hint?.token ?? '', 'second@example.com'));
+    expect(again.status).toBe(400);
+    expect(again.body.code).toBe('invalid_token');
+  });
+});
+
+describe('errors', () => {
+  it('refuses a wrong token, and any token before one was issued', async () => {
+    const anon = new TestClient(app);
+    const early = await anon.post('/api/setup', body('made-up'));
+    expect(early.status).toBe(400);
+    expect(early.body.code).toBe('invalid_token');
+    await app.modules.setup.service.setupHint('http://berth.test');
+    const wrong = await anon.post('/api/setup', body('made-up'));
+    expect(wrong.body.code).toBe('invalid_token');
+  });
+
+  it('validates the body and leaves the token usable after a refused attempt', async () => {
+    const hint = await app.modules.setup.service.setupHint('http://berth.test');
+    const anon = new TestClient(app);
+    const weak = await anon.post('/api/setup', { ...body(hint?.token ?? ''), password: 'short' });
+    expect(weak.status).toBe(400);
+    expect(weak.body.code).toBe('weak_password');
+    const extra = await anon.post('/api/setup', { ...body(hint?.token ?? ''), admin: true });
+    expect(extra.body.code).toBe('validation_failed');
+    const ok = await anon.post('/api/setup', body(hint?.token ?? ''));
+    expect(ok.status).toBe(201);
+  });
+});

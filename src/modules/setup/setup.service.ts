@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { randomToken, safeEqual, sha256Hex } from '../../platform/crypto.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { IdentityService } from '../identity/index.ts';
+import type { WorkspacesService } from '../workspaces/index.ts';
+
+export const FirstAdminInput = z.strictObject({
+  email: z.string().max(254),
+  password: z.string().max(1024),
+  workspaceName: z.string().trim().min(1).max(100),
+  displayName: z.string().trim().min(1).max(100).optional(),
+});
+export type FirstAdminInput = z.infer<typeof FirstAdminInput>;
+
+type Deps = {
+  identity: Pick<IdentityService, 'createUser' | 'countOperators'>;
+  workspaces: Pick<WorkspacesService, 'createWorkspace'>;
+};
+
+/**
+ * First-run setup. An operator with database access runs `berth admin create`; while a
+ * server holds the embedded database, the server prints a one-time setup token instead,
+ * which `POST /api/setup` accepts exactly once and only while no operator exists.
+ */
+export function setupService(deps: Deps) {
+  let tokenHash: string | null = null;
+  let busy = false;
+
+  async function createFirstAdmin(raw: FirstAdminInput) {
+    const input = FirstAdminInput.parse(raw);
+    const user = await deps.identity.createUser({
+      email: input.email,
+      password: input.password,
+      displayName: input.displayName,
+      isOperator: true,
+      emailVerified: true,
+    });
+    const workspace = await deps.workspaces.createWorkspace({ ownerUserId: user.id, name: input.workspaceName });
+    return { userId: user.id, email: user.email, workspaceId: workspace.id, workspaceName: workspace.name };
+  }
+
+  return {
+    createFirstAdmin,
+
+    /** When no operator exists yet, issues the one-time setup token and says how to use it. */
+    async setupHint(url: string): Promise<{ text: string; token: string } | null> {
+      if ((await deps.identity.countOperators()) > 0) return null;
+      const token = randomToken(24);
+      tokenHash = sha256Hex(token);
+      return {
+        token,
+        text: [
+          'No administrator exists yet. Create the first one with this one-time setup token:',
+          `  curl -X POST ${url}/api/setup -H 'content-type: application/json' \\`,
+          `    -d '{"token":"${token}","email":"you@example.com","password":"<password>","workspaceName":"My team"}'`,
+          'or stop Berth and run: npx berth admin create --email you@example.com --workspace "My team"',
+        ].join('\n'),
+      };
+    },
+
+    /** Redeems the setup token printed at start-up (single use, only while there is no operator). */
+    async completeSetup(input: FirstAdminInput & { token: string }) {
+      const { token, ...rest } = input;
+      if (!tokenHash || busy || !safeEqual(sha256Hex(token), tokenHash)) {
+        throw new AppError('invalid_token', 'The setup token is not valid (it works once, before any admin exists).');
+      }
+      busy = true;
+      try {
+        if ((await deps.identity.countOperators()) > 0) {
+          tokenHash = null;
+          throw new AppError('invalid_token', 'Setup is already complete.');
+        }
+        const result = await createFirstAdmin(rest);
+        tokenHash = null;
+        return result;
+      } finally {
+        busy = false;
+      }
+    },
+  };
+}
+
+export type SetupService = ReturnType<typeof setupService>;

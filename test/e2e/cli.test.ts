@@ -1,0 +1,181 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const BIN = path.resolve('bin/berth.js');
+
+type Run = { code: number | null; stdout: string; stderr: string };
+
+function cleanEnv(extra: Record<string, string>) {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith('BERTH_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL' && k !== 'SMTP_URL')
+      env[k] = v;
+  }
+  return { ...env, BERTH_LOG_LEVEL: 'warn', ...extra };
+}
+
+function berth(args: string[], env: Record<string, string> = {}, input?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    if (input !== undefined) child.stdin.end(input);
+    else child.stdin.end();
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Starts `berth start` and resolves once it printed its URL. */
+function startServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'start', '--port', '0'], { env: cleanEnv(env) });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 60_000);
+    const onData = (d: Buffer) => {
+      out += d;
+      const m = out.match(/Berth (http:\/\/127\.0\.0\.1:\d+) is running/);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1], output: () => out });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}: ${out}`));
+    });
+  });
+}
+
+describe('happy', () => {
+  let dataDir: string;
+  beforeAll(() => {
+    dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-'));
+  });
+  afterAll(() => {
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('has help on the command and on every subcommand', async () => {
+    const top = await berth(['--help']);
+    expect(top.code).toBe(0);
+    for (const cmd of ['start', 'migrate', 'admin', 'config', 'vault', 'status']) expect(top.stdout).toContain(cmd);
+    for (const sub of [
+      ['start'],
+      ['migrate'],
+      ['admin', 'create'],
+      ['config', 'print'],
+      ['vault', 'generate-key'],
+      ['vault', 'rotate'],
+      ['status'],
+    ]) {
+      const r = await berth([...sub, '--help']);
+      expect(r.code, sub.join(' ')).toBe(0);
+      expect(r.stdout).toContain('Usage: berth');
+    }
+  }, 60_000);
+
+  it('creates the first admin, starts, serves, refuses operator commands while running, and stops cleanly', async () => {
+    const env = { BERTH_DATA_DIR: dataDir };
+    const created = await berth(
+      ['admin', 'create', '--email', 'ops@example.com', '--workspace', 'Ops team', '--json'],
+      env,
+      'correct horse battery staple\n',
+    );
+    expect(created.code, created.stderr).toBe(0);
+    const ids = JSON.parse(created.stdout);
+    expect(ids.userId).toMatch(/^usr_/);
+    expect(ids.workspaceId).toMatch(/^ws_/);
+    // The generated key-encryption key is private to the owner.
+    expect(statSync(path.join(dataDir, 'kek')).mode & 0o777).toBe(0o600);
+
+    const again = await berth(
+      [
+        'admin',
+        'create',
+        '--email',
+        'OPS@example.com',
+        '--workspace',
+        'X',
+        '--password',
+        'another long password',
+        '--json',
+      ],
+      env,
+    );
+    expect(again.code).toBe(4);
+    expect(JSON.parse(again.stdout).error.code).toBe('email_taken');
+
+    const server = await startServer(env);
+    try {
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200);
+      expect((await fetch(`${server.url}/openapi.json`)).status).toBe(200);
+      expect(server.output()).toContain('up to date');
+      const status = await berth(['status', '--url', server.url, '--json']);
+      expect(status.code).toBe(0);
+      expect(JSON.parse(status.stdout)).toMatchObject({ live: true, ready: true });
+
+      const busy = await berth(['migrate'], env);
+      expect(busy.code).toBe(3);
+      expect(busy.stderr).toContain('held by a running Berth server');
+    } finally {
+      server.child.kill('SIGTERM');
+    }
+    const code = await new Promise<number | null>((resolve) => server.child.on('exit', resolve));
+    expect(code).toBe(0);
+    expect(existsSync(path.join(dataDir, 'berth.lock'))).toBe(false);
+
+    const migrate = await berth(['migrate', '--json'], env);
+    expect(migrate.code).toBe(0);
+    expect(JSON.parse(migrate.stdout).applied).toEqual([]);
+  }, 180_000);
+});
+
+describe('errors', () => {
+  it('stops with exit code 2 and names the setting when configuration is invalid', async () => {
+    const r = await berth(['start'], { BERTH_PORT: 'eighty' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('BERTH_PORT');
+    const unknown = await berth(['config', 'print', '--json'], { BERTH_PROT: '1' });
+    expect(unknown.code).toBe(2);
+    expect(JSON.parse(unknown.stdout).error.message).toContain('BERTH_PROT');
+  }, 60_000);
+
+  it('refuses to start on server Postgres without a key-encryption key', async () => {
+    const r = await berth(['migrate'], { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('BERTH_KEK');
+  }, 60_000);
+});
+
+describe('errors: unreachable server', () => {
+  it('status exits 5 when nothing listens at the URL', async () => {
+    const r = await berth(['status', '--url', 'http://127.0.0.1:9', '--json']);
+    expect(r.code).toBe(5);
+    expect(JSON.parse(r.stdout).error.code).toBe('unreachable');
+  }, 30_000);
+});
+
+describe('security', () => {
+  it('config print masks secrets', async () => {
+    const r = await berth(['config', 'print', '--json'], {
+      BERTH_KEK: 'berth-kek-v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+      DATABASE_URL: 'postgres://berth:s3cret-pass@db:5432/berth',
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain('s3cret-pass');
+    expect(r.stdout).not.toContain('AAAAAAAAAAAAAAAA');
+    expect(JSON.parse(r.stdout).BERTH_KEK).toBe('********');
+  }, 30_000);
+});
