@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, isNull } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, isNull, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { Role } from '../../platform/http/context.ts';
 import {
@@ -111,12 +111,17 @@ export const workspacesRepo = {
     return rows.length > 0;
   },
 
+  /** Members, owners first, then by role and join time. */
   async listMembers(tx: Database, workspaceId: string): Promise<MembershipRow[]> {
     return tx
       .select()
       .from(memberships)
       .where(eq(memberships.workspaceId, workspaceId))
-      .orderBy(asc(memberships.createdAt), asc(memberships.userId));
+      .orderBy(
+        sql`case ${memberships.role} when 'owner' then 0 when 'admin' then 1 when 'member' then 2 else 3 end`,
+        asc(memberships.createdAt),
+        asc(memberships.userId),
+      );
   },
 
   async countOwners(tx: Database, workspaceId: string): Promise<number> {
