@@ -64,7 +64,7 @@ describe('security', () => {
 
   beforeAll(async () => {
     app = await createTestApp({
-      config: { BERTH_LOGIN_IP_MAX_FAILURES: 100_000, BERTH_LOGIN_ACCOUNT_MAX_FAILURES: 100_000 },
+      config: { BERTH_LOGIN_IP_MAX_FAILURES: 10_000, BERTH_LOGIN_ACCOUNT_MAX_FAILURES: 10_000 },
     });
     member = await signUp(app);
     const ws = await member.post<{ id: string }>('/api/workspaces', { name: 'Fuzz' });
