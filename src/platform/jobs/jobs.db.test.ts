@@ -2,6 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { createTestDb, onServerPostgres, type TestDb } from '../../../test/helpers/db.ts';
 import { AppError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
+import { isJobPartition, jobsDataMap } from './jobs.datamap.ts';
 import { createJobs, type PgBossJobs } from './pgboss.ts';
 
 let t: TestDb;
@@ -162,6 +163,33 @@ describe('happy', () => {
       cron: '0 3 * * *',
       data: { kind: 'retention' },
     });
+  });
+});
+
+describe('data map', () => {
+  it('classifies every column of every pg-boss table, and nothing else', async () => {
+    const j = jobs();
+    await j.register('test.map', async () => undefined);
+    await j.send('test.map', {});
+    // pg_catalog, not information_schema: the application role has no privileges on pgboss.
+    const rows = await t.db.query<{ table_schema: string; table_name: string; column_name: string }>(
+      `select n.nspname as table_schema, c.relname as table_name, a.attname as column_name
+         from pg_attribute a
+         join pg_class c on c.oid = a.attrelid
+         join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'pgboss' and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped`,
+    );
+    const live = rows
+      .filter((r) => !isJobPartition(r.table_schema, r.table_name))
+      .map((r) => `pgboss.${r.table_name}.${r.column_name}`)
+      .sort();
+    const mapped = jobsDataMap.flatMap((e) => Object.keys(e.columns).map((c) => `${e.table}.${c}`)).sort();
+    expect(live).toEqual(mapped);
+    // The queue's partition exists and has exactly the job table's columns.
+    const partitions = new Set(
+      rows.filter((r) => isJobPartition(r.table_schema, r.table_name)).map((r) => r.table_name),
+    );
+    expect(partitions.size).toBeGreaterThan(0);
   });
 });
 
