@@ -1,11 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { type App, buildApp } from '../../src/app.ts';
+import { type App, buildApp, registerJobs } from '../../src/app.ts';
 import { loadConfig, type RawConfig } from '../../src/config.ts';
 import type { Keyring } from '../../src/modules/vault/index.ts';
 import { type ManualClock, manualClock } from '../../src/platform/clock.ts';
-import type { Jobs } from '../../src/platform/jobs/jobs.ts';
+import { createJobs, type PgBossJobs } from '../../src/platform/jobs/pgboss.ts';
 import { createLogger } from '../../src/platform/logger.ts';
 import { createTestDb, type TestDb } from './db.ts';
 
@@ -21,20 +21,10 @@ export type TestApp = App & {
   clock: ManualClock;
   /** Every log line the app wrote, as raw JSON text (for leak scans). */
   logs: string[];
-  jobs: Jobs;
+  /** The real pg-boss runner on the test database, never started: run queued jobs with `jobs.drain()`. */
+  jobs: PgBossJobs;
   close(): Promise<void>;
 };
-
-/** Placeholder job runner until the platform's pg-boss runner is wired into tests. */
-function recordingJobs(): Jobs {
-  return {
-    register: async () => undefined,
-    send: async () => null,
-    schedule: async () => undefined,
-    start: async () => undefined,
-    stop: async () => undefined,
-  };
-}
 
 /** A complete Berth app on a fresh database (PGlite or server Postgres, per test project). */
 export async function createTestApp(opts: { config?: RawConfig; clock?: ManualClock } = {}): Promise<TestApp> {
@@ -46,8 +36,10 @@ export async function createTestApp(opts: { config?: RawConfig; clock?: ManualCl
   const logs: string[] = [];
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => logs.push(line) } });
   const clock = opts.clock ?? manualClock(new Date());
-  const jobs = recordingJobs();
-  const app = await buildApp({ config, db: testDb.db, logger, clock, jobs, keyring: TEST_KEYRING });
+  const jobs = createJobs({ db: testDb.db, logger, ownerUrl: testDb.url ?? undefined });
+  const deps = { config, db: testDb.db, logger, clock, jobs, keyring: TEST_KEYRING };
+  const app = await buildApp(deps);
+  await registerJobs(deps, app.modules);
   await app.http.ready();
   return {
     ...app,

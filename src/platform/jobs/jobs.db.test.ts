@@ -166,6 +166,16 @@ describe('happy', () => {
   });
 });
 
+describe('schedules', () => {
+  it('a schedule declared before start is stored when the worker starts', async () => {
+    const j = jobs();
+    await j.register('test.hourly', async () => undefined);
+    await j.schedule('test.hourly', '17 * * * *');
+    await j.start();
+    expect(await jobs().schedules()).toContainEqual({ name: 'test.hourly', cron: '17 * * * *', data: {} });
+  });
+});
+
 describe('data map', () => {
   it('classifies every column of every pg-boss table, and nothing else', async () => {
     const j = jobs();

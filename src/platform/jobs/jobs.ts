@@ -38,7 +38,7 @@ export interface Jobs {
   /** Declares a queue and its handler (handlers run only where this process is a worker). */
   register<T extends object>(name: string, handler: JobHandler<T>, opts?: RegisterOptions): Promise<void>;
   send<T extends object>(name: string, data: T, opts?: SendOptions): Promise<string | null>;
-  /** Runs `name` on a cron schedule (UTC), once across all workers. */
+  /** Runs `name` on a cron schedule (UTC), once across all workers. Stored when this process starts as a worker. */
   schedule(name: string, cron: string, data?: object): Promise<void>;
   /** Makes this process a worker: registered handlers, schedules and maintenance start running. */
   start(): Promise<void>;

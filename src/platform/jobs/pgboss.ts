@@ -128,6 +128,8 @@ export function createJobs(opts: CreateJobsOptions) {
   const handlers = new Map<string, Registered>();
   const ensuredQueues = new Set<string>();
   const inFlight = new Set<Promise<unknown>>();
+  /** Schedules declared before this process is a worker; written when it starts (or is inspected). */
+  const pendingSchedules = new Map<string, { cron: string; data: object }>();
   let connection: Connection | null = null;
   let boss: PgBoss | null = null;
   let bossIsWorker = false;
@@ -253,6 +255,14 @@ export function createJobs(opts: CreateJobsOptions) {
     }
   }
 
+  async function writeSchedules(b: PgBoss) {
+    for (const [name, s] of [...pendingSchedules]) {
+      await ensureQueue(b, name);
+      await b.schedule(name, s.cron, s.data, { tz: 'UTC' });
+      pendingSchedules.delete(name);
+    }
+  }
+
   /** Inserts a job unless one with the same singleton key is still queued (serialised per key). */
   async function sendSingleton(b: PgBoss, name: string, data: object, options: PgBoss.SendOptions, key: string) {
     return connect().transaction(async (executeSql) => {
@@ -290,15 +300,16 @@ export function createJobs(opts: CreateJobsOptions) {
     },
 
     async schedule(name: string, cron: string, data: object = {}) {
-      const b = await ready();
-      await ensureQueue(b, name);
-      await b.schedule(name, cron, data, { tz: 'UTC' });
+      pendingSchedules.set(name, { cron, data });
+      // Only workers fire schedules: elsewhere (and in tests) declaring one costs no database work.
+      if (boss && bossIsWorker) await writeSchedules(boss);
     },
 
     async start() {
       stopping = null;
       const b = await ready(true);
       for (const [name, reg] of handlers) await startWorkers(b, name, reg);
+      await writeSchedules(b);
       log.info({ queues: [...handlers.keys()] }, 'job workers started');
     },
 
@@ -360,6 +371,7 @@ export function createJobs(opts: CreateJobsOptions) {
     /** Cron schedules stored in the database (name, cron, data). */
     async schedules(): Promise<{ name: string; cron: string; data: unknown }[]> {
       const b = await ready();
+      await writeSchedules(b);
       return (await b.getSchedules()).map((s) => ({ name: s.name, cron: s.cron, data: s.data }));
     },
 
