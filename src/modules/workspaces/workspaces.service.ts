@@ -422,6 +422,9 @@ export function workspacesService(deps: Deps) {
       email: string;
       role: Role;
     }): Promise<{ invitation: InvitationView; token: string }> {
+      if (role === 'owner') {
+        throw new AppError('bad_request', 'Invite as admin, member or viewer; owners are made by a role change.');
+      }
       const address = normalizeEmail(email);
       const existingUser = await deps.users.findUserIdByEmail(address);
       const token = randomToken(32);
@@ -437,7 +440,7 @@ export function workspacesService(deps: Deps) {
           id: newId('inv', now),
           workspaceId: scope.workspaceId,
           email: address,
-          role: role === 'owner' ? 'admin' : role,
+          role,
           tokenHash: sha256Hex(token),
           invitedBy: scope.actor.type === 'user' ? scope.actor.userId : null,
           expiresAt: new Date(now.getTime() + deps.config.BERTH_INVITATION_TTL_DAYS * DAY),
