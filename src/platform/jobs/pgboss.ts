@@ -100,10 +100,15 @@ function safeFailure(err: unknown): Error {
   return safe;
 }
 
+/**
+ * What the log says about a failure: the error's kind, and the message only for AppErrors
+ * (Berth's own wording). Other messages may quote upstream bodies or data, so they stay out.
+ */
 function describeError(err: unknown) {
+  if (isAppError(err)) return { name: err.name, code: err.code, message: err.message };
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return { name: err.name, ...(typeof code === 'string' ? { code } : {}), message: err.message.slice(0, 300) };
+    return { name: err.name, ...(typeof code === 'string' ? { code } : {}) };
   }
   return { name: typeof err };
 }
@@ -169,7 +174,8 @@ export function createJobs(opts: CreateJobsOptions) {
     });
     next.on('error', (err: Error) => {
       const queue = (err as { queue?: unknown }).queue;
-      log.error({ queue, err: describeError(err) }, 'job runner error');
+      // Runner errors come from the database connection, not from handlers: their message helps.
+      log.error({ queue, err: { ...describeError(err), message: err.message } }, 'job runner error');
     });
     await next.start();
     boss = next;
