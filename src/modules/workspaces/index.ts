@@ -2,6 +2,7 @@
 // authorisation check of every workspace route (`requirePermission`).
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { IdentityService } from '../identity/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
@@ -80,6 +81,8 @@ export function createWorkspacesService(deps: WorkspacesDeps) {
 
 export type WorkspacesService = ReturnType<typeof createWorkspacesService>;
 
+export const INVITATIONS_PURGE_JOB = 'workspaces.purge-invitations';
+
 export function createWorkspacesModule(deps: WorkspacesDeps): Module<WorkspacesService> {
   const service = createWorkspacesService(deps);
   return {
@@ -87,6 +90,12 @@ export function createWorkspacesModule(deps: WorkspacesDeps): Module<WorkspacesS
     dataMap: moduleDataMap('workspaces', workspacesTables),
     registerRoutes(app: HttpServer) {
       registerWorkspaceRoutes(app, { service, requirePermission: service.requirePermission });
+    },
+    async registerJobs(jobs: Jobs) {
+      await jobs.register(INVITATIONS_PURGE_JOB, async () => {
+        await service.purgeClosedInvitations();
+      });
+      await jobs.schedule(INVITATIONS_PURGE_JOB, '41 * * * *');
     },
   };
 }

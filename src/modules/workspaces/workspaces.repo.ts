@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, isNull, sql } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { Role } from '../../platform/http/context.ts';
 import {
@@ -179,6 +179,25 @@ export const workspacesRepo = {
       .update(invitations)
       .set(patch)
       .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)));
+  },
+
+  /**
+   * Deletes invitations that can no longer be used: expired, or answered/revoked (spans
+   * workspaces: run inside `db.system`). Returns how many went.
+   */
+  async deleteClosedInvitations(tx: Database, now: Date): Promise<number> {
+    const rows = await tx
+      .delete(invitations)
+      .where(
+        or(
+          lte(invitations.expiresAt, now),
+          isNotNull(invitations.acceptedAt),
+          isNotNull(invitations.declinedAt),
+          isNotNull(invitations.revokedAt),
+        ),
+      )
+      .returning({ id: invitations.id });
+    return rows.length;
   },
 
   /** Revokes every open invitation of this workspace for `email` (a new invitation replaces them). */

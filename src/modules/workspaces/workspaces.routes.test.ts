@@ -222,6 +222,24 @@ describe('happy', () => {
     expect(seen).toEqual(['member.removed:removed', 'member.removed:removed']);
   });
 
+  it('retention: closed invitations (expired, answered, revoked) are purged, open ones stay', async () => {
+    const { owner, url } = await createWorkspace();
+    await join(owner, url, 'member');
+    const revoked = await invite(owner, url);
+    await owner.delete(`${url}/invitations/${revoked.invitation.id}`);
+    const open = await invite(owner, url);
+    const service = app.modules.workspaces.service;
+    expect(await service.purgeClosedInvitations()).toBeGreaterThanOrEqual(2);
+    const list = await owner.get<{ data: Inv[] }>(`${url}/invitations`);
+    expect(list.body.data.map((i) => i.id)).toEqual([open.invitation.id]);
+    app.clock.advance(8 * DAY);
+    expect(await service.purgeClosedInvitations()).toBeGreaterThanOrEqual(1);
+    const after = await app.db.system((tx) =>
+      rowsOf<{ id: string }>(tx.execute(sql`select id from invitations where id = ${open.invitation.id}`)),
+    );
+    expect(after).toEqual([]);
+  });
+
   it('publishes the routes in the OpenAPI document', async () => {
     const doc = (await new TestClient(app).get<{ paths: Record<string, unknown> }>('/openapi.json')).body;
     expect(Object.keys(doc.paths)).toEqual(
@@ -376,6 +394,23 @@ describe('errors', () => {
     const res = await owner.post(`${url}/invitations`, { email: member.email.toUpperCase(), role: 'viewer' });
     expect(res.status).toBe(409);
     expect(res.body).toMatchObject({ code: 'already_member' });
+  });
+
+  it('accepting while already a member answers already_member and leaves the invitation open', async () => {
+    const { owner, ws, url } = await createWorkspace();
+    const { email, token, invitation } = await invite(owner, url, 'viewer');
+    const user = await signUp(app, { email });
+    // The user became a member another way meanwhile (here: directly, as a concurrent accept would).
+    await app.db.tenant(ws, (tx) =>
+      tx.execute(sql`insert into memberships (workspace_id, user_id, role, created_at, updated_at)
+                     values (${ws}, ${user.userId}, 'member', now(), now())`),
+    );
+    const res = await user.post('/api/invitations/accept', { token });
+    expect(res.status).toBe(409);
+    expect(res.body).toMatchObject({ code: 'already_member' });
+    const list = await owner.get<{ data: Inv[] }>(`${url}/invitations`);
+    expect(list.body.data.find((i) => i.id === invitation.id)?.status).toBe('pending');
+    expect(await roleOf(url, owner, user.userId)).toBe('member');
   });
 
   it('needs a session to create, list or accept', async () => {

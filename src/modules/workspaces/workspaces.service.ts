@@ -539,6 +539,14 @@ export function workspacesService(deps: Deps) {
       });
     },
 
+    /**
+     * Retention of invitations (`until_expiry`): deletes every invitation that expired or was
+     * accepted, declined or revoked. Runs as a scheduled job.
+     */
+    async purgeClosedInvitations(): Promise<number> {
+      return db.system((tx) => repo.deleteClosedInvitations(tx, clock.now()));
+    },
+
     /** Declines an invitation: whoever holds the link may decline it, signed in or not. */
     async declineInvitation({ token, userId }: { token: string; userId?: string }): Promise<void> {
       const ref = await findByToken(token);
