@@ -8,6 +8,7 @@ import { createWorkspacesModule } from './modules/workspaces/index.ts';
 import { platformDataMap } from './platform/db/platform.datamap.ts';
 import { registerApiReference } from './platform/http/docs.ts';
 import { createHttpServer, type HttpServer } from './platform/http/server.ts';
+import { jobsDataMap } from './platform/jobs/jobs.datamap.ts';
 
 export type AppDeps = PlatformDeps & { keyring: Keyring };
 
@@ -32,7 +33,7 @@ export type Modules = ReturnType<typeof createModules>;
 
 /** The whole data map: every table Berth owns, module by module. */
 export function dataMap(modules: Modules) {
-  return [...platformDataMap, ...Object.values(modules).flatMap((m) => m.dataMap)];
+  return [...platformDataMap, ...jobsDataMap, ...Object.values(modules).flatMap((m) => m.dataMap)];
 }
 
 export type App = { http: HttpServer; modules: Modules };
