@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
-import { openRuntime, operatorModules } from '../main.ts';
-import { createJobs } from '../platform/jobs/pgboss.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
-import { CliError, cliLogger, EXIT, emit, type Io } from './output.ts';
+import { CliError, EXIT, emit, type Io } from './output.ts';
 import { readSecret } from './prompt.ts';
+import { withModules } from './runtime.ts';
 
 /** `berth admin create`: the first platform operator and their workspace. */
 export function registerAdminCommands(program: Command, io: Io, globals: () => GlobalOptions) {
@@ -22,25 +21,19 @@ export function registerAdminCommands(program: Command, io: Io, globals: () => G
       const password = opts.password ?? (await readSecret(io.stdin, io.err, 'Password: '));
       if (!password)
         throw new CliError('A password is required (--password, prompt or stdin).', EXIT.usage, 'password_required');
-      const runtime = await openRuntime(config, { purpose: 'admin create', logger: cliLogger(io, config) });
-      const jobs = createJobs({ db: runtime.db, logger: runtime.logger, ownerUrl: config.DATABASE_URL });
-      try {
-        const modules = operatorModules(runtime, jobs);
-        const result = await modules.setup.service.createFirstAdmin({
+      const result = await withModules(io, config, 'admin create', (modules) =>
+        modules.setup.service.createFirstAdmin({
           email: opts.email,
           password,
           workspaceName: opts.workspace,
           displayName: opts.displayName,
-        });
-        emit(
-          io,
-          Boolean(g.json),
-          result,
-          `Created operator ${result.email} (${result.userId}) with workspace "${result.workspaceName}" (${result.workspaceId}).`,
-        );
-      } finally {
-        await jobs.stop().catch(() => undefined);
-        await runtime.close();
-      }
+        }),
+      );
+      emit(
+        io,
+        Boolean(g.json),
+        result,
+        `Created operator ${result.email} (${result.userId}) with workspace "${result.workspaceName}" (${result.workspaceId}).`,
+      );
     });
 }

@@ -6,7 +6,7 @@ import { DAY } from '../../platform/clock.ts';
 import { createLogger } from '../../platform/logger.ts';
 import { smtpMailer } from './notifications.service.ts';
 
-describe('happy', () => {
+describe('happy: SMTP', () => {
   let smtp: FakeSmtp;
   let app: TestApp;
   beforeAll(async () => {
@@ -93,7 +93,7 @@ describe('errors', () => {
   });
 });
 
-describe('happy', () => {
+describe('happy: outbox', () => {
   let app: TestApp;
   beforeAll(async () => {
     app = await createTestApp();
