@@ -1,7 +1,7 @@
 import cookie from '@fastify/cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../platform/errors.ts';
-import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
+import { requestMeta, type SessionAuth } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { IdentityCore, IssuedSession } from './identity.service.ts';
 
@@ -13,10 +13,7 @@ export function sessionCookieName(publicUrl: string): string {
 }
 
 /** What the request came with that security checks need (never bodies). */
-export function requestMeta(req: FastifyRequest): RequestMeta {
-  const ua = req.headers['user-agent'];
-  return { ip: req.ip, userAgent: typeof ua === 'string' ? ua : null, requestId: req.id };
-}
+export { requestMeta };
 
 /**
  * The signed-in session of the request, or 401 `unauthenticated`.

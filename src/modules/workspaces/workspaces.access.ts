@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
-import type { Actor, Role } from '../../platform/http/context.ts';
+import { type Actor, type Role, requestMeta } from '../../platform/http/context.ts';
 import { allowedWithoutMfa, type Permission, roleAllows } from './workspaces.permissions.ts';
 
 /** What a caller may do in one workspace, however they authenticated. */
@@ -52,7 +52,7 @@ export function createAccessControl(deps: Deps) {
       const m = await deps.resolveMembership(workspaceId, auth.userId);
       if (!m) return null;
       return {
-        actor: { type: 'user', userId: auth.userId, sessionId: auth.sessionId },
+        actor: { type: 'user', userId: auth.userId, sessionId: auth.sessionId, meta: requestMeta(req) },
         role: m.role,
         requireMfa: m.requireMfa,
         mfaSatisfied: auth.mfaEnabled,

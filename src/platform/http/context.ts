@@ -1,3 +1,5 @@
+import type { FastifyRequest } from 'fastify';
+
 /**
  * Who is calling, as every route sees it. The identity module fills `req.auth` for each
  * request; the workspaces module turns it into a `Scope` for workspace routes.
@@ -11,12 +13,27 @@ export type Auth =
       /** The user has a confirmed second factor. */
       mfaEnabled: boolean;
       isOperator: boolean;
+    }
+  | {
+      kind: 'api_key';
+      keyId: string;
+      /** A key belongs to exactly one workspace. */
+      workspaceId: string;
+      /** The member who created the key. */
+      userId: string;
+      scopes: readonly string[];
     };
 
 export type SessionAuth = Extract<Auth, { kind: 'session' }>;
 
-/** Who acts: recorded with every change (audit, security events). */
-export type Actor = { type: 'user'; userId: string; sessionId?: string } | { type: 'system'; name: string };
+/**
+ * Who acts: recorded with every change (audit, security events). `meta` carries the
+ * request's IP, user agent and id when the change came over HTTP.
+ */
+export type Actor =
+  | { type: 'user'; userId: string; sessionId?: string; meta?: RequestMeta }
+  | { type: 'api_key'; keyId: string; userId: string; meta?: RequestMeta }
+  | { type: 'system'; name: string };
 
 export type Role = 'owner' | 'admin' | 'member' | 'viewer';
 
@@ -34,3 +51,9 @@ declare module 'fastify' {
 }
 
 export const anonymous: Auth = { kind: 'anonymous' };
+
+/** The request facts recorded with a change: client IP, user agent, request id. Never bodies. */
+export function requestMeta(req: FastifyRequest): RequestMeta {
+  const ua = req.headers['user-agent'];
+  return { ip: req.ip, userAgent: typeof ua === 'string' ? ua.slice(0, 512) : null, requestId: req.id };
+}
