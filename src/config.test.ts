@@ -26,6 +26,14 @@ describe('happy', () => {
     expect(c.BERTH_LOG_LEVEL).toBe('error');
   });
 
+  it('trusts proxies only as configured: none, a hop count, or listed addresses', () => {
+    expect(loadConfig({ env: {} }).BERTH_TRUST_PROXY).toBe(false);
+    expect(loadConfig({ env: { BERTH_TRUST_PROXY: '1' } }).BERTH_TRUST_PROXY).toBe(1);
+    expect(loadConfig({ env: { BERTH_TRUST_PROXY: '10.0.0.0/8, 192.168.1.7' } }).BERTH_TRUST_PROXY).toBe(
+      '10.0.0.0/8,192.168.1.7',
+    );
+  });
+
   it('ignores environment variables that are not Berth settings', () => {
     expect(() =>
       loadConfig({ env: { PATH: '/bin', HOME: '/root', BERTH_URL: 'http://x', BERTH_API_KEY: 'k' } }),
@@ -42,6 +50,9 @@ describe('errors', () => {
     [{ BERTH_PUBLIC_URL: 'not a url' }, /BERTH_PUBLIC_URL/],
     [{ BERTH_POTR: '1' }, /BERTH_POTR: unknown setting/],
     [{ BERTH_KEK: 'a', BERTH_KEK_FILE: '/x' }, /BERTH_KEK_FILE/],
+    // Trusting every hop would let any client pick its own IP (and dodge per-IP limits).
+    [{ BERTH_TRUST_PROXY: 'true' }, /BERTH_TRUST_PROXY/],
+    [{ BERTH_TRUST_PROXY: 'everyone' }, /BERTH_TRUST_PROXY/],
   ];
   it.each(cases)('rejects %j with a message naming the setting', (env, message) => {
     expect(() => loadConfig({ env })).toThrow(ConfigError);

@@ -26,6 +26,26 @@ const url = (protocols: string[]) =>
     `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`,
   );
 
+/**
+ * Which proxies may set X-Forwarded-For: `false` (none, the default), a number of hops
+ * (`1` behind one load balancer), or a comma-separated list of proxy addresses/CIDRs.
+ * Trusting every hop would let a client choose its own IP, so `true` is refused.
+ */
+function parseTrustProxy(value: false | string, ctx: z.RefinementCtx): false | number | string {
+  if (value === false || value === 'false' || value === '0' || value === '') return false;
+  if (/^\d{1,2}$/.test(value)) return Number(value);
+  const parts = value.split(',').map((p) => p.trim());
+  const cidr = /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]+)(\/\d{1,3})?$/;
+  if (parts.every((p) => cidr.test(p) || p === 'loopback' || p === 'linklocal' || p === 'uniquelocal')) {
+    return parts.join(',');
+  }
+  ctx.addIssue({
+    code: 'custom',
+    message: 'use false, a number of proxy hops, or a comma-separated list of proxy addresses or CIDRs',
+  });
+  return z.NEVER;
+}
+
 export const ConfigSchema = z
   .object({
     BERTH_HOST: z.string().min(1).default('127.0.0.1'),
@@ -46,7 +66,10 @@ export const ConfigSchema = z
     SMTP_URL: url(['smtp:', 'smtps:']).optional(),
     BERTH_MAIL_FROM: z.string().min(3).default('Berth <no-reply@berth.localhost>'),
     BERTH_BODY_LIMIT: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
-    BERTH_TRUST_PROXY: bool.default(false),
+    BERTH_TRUST_PROXY: z
+      .union([z.literal(false), z.string()])
+      .default(false)
+      .transform((v, ctx) => parseTrustProxy(v, ctx)),
     BERTH_SESSION_IDLE_MINUTES: int(1, 60 * 24 * 30).default(30),
     BERTH_SESSION_ABSOLUTE_HOURS: int(1, 24 * 365).default(12),
     BERTH_LOGIN_ACCOUNT_MAX_FAILURES: int(1, 10_000).default(10),

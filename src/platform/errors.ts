@@ -26,15 +26,12 @@ export const ERROR_CODES = {
   forbidden: 403,
   csrf_failed: 403,
   mfa_required: 403,
-  email_not_verified: 403,
   account_disabled: 403,
   last_owner: 403,
   last_operator: 403,
   // 404
   not_found: 404,
   route_not_found: 404,
-  // 405
-  method_not_allowed: 405,
   // 409
   conflict: 409,
   email_taken: 409,
@@ -43,8 +40,6 @@ export const ERROR_CODES = {
   // 413 / 415
   payload_too_large: 413,
   unsupported_media_type: 415,
-  // 423
-  locked: 423,
   // 429
   rate_limited: 429,
   too_many_attempts: 429,

@@ -32,7 +32,7 @@ export type HttpServer = FastifyInstance<
 export type HttpOptions = {
   logger: Logger;
   bodyLimit: number;
-  trustProxy: boolean;
+  trustProxy: boolean | number | string;
   publicUrl: string;
   version: string;
 };
@@ -133,7 +133,11 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: opts.logger as FastifyBaseLogger,
     bodyLimit: opts.bodyLimit,
-    trustProxy: opts.trustProxy,
+    // A hop count becomes "trust the nearest N proxies"; addresses/CIDRs are passed through.
+    trustProxy:
+      typeof opts.trustProxy === 'number'
+        ? (_address: string, hop: number) => hop < (opts.trustProxy as number)
+        : opts.trustProxy,
     genReqId: () => newId('req'),
     requestIdHeader: false,
     logController: new LogController({ disableRequestLogging: true }),
