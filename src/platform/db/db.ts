@@ -104,19 +104,31 @@ export type PostgresDbOptions = { url: string; max?: number; appRole?: string | 
  * to the application role (not the table owner, no BYPASSRLS) so row-level security holds.
  */
 export async function openPostgres(opts: PostgresDbOptions): Promise<Db> {
+  const role = opts.appRole;
   const pool = new pg.Pool({
     connectionString: opts.url,
     max: opts.max ?? 10,
     application_name: opts.applicationName ?? 'berth',
+    // The role is part of the connection's start-up packet: a connection that cannot take
+    // it fails to open, so the pool never falls back to the (owner) login user.
+    ...(role ? { options: `-c role=${role}` } : {}),
   });
   pool.on('error', () => {
     // An idle client died (server restart, network); the pool replaces it on next use.
   });
-  const role = opts.appRole;
   if (role) {
-    pool.on('connect', (client) => {
-      client.query(`set role ${pg.escapeIdentifier(role)}`).catch(() => undefined);
-    });
+    try {
+      const { rows } = await pool.query<{ current_user: string; rolsuper: boolean; rolbypassrls: boolean }>(
+        'select current_user, r.rolsuper, r.rolbypassrls from pg_roles r where r.rolname = current_user',
+      );
+      const me = rows[0];
+      if (!me || me.current_user !== role || me.rolsuper || me.rolbypassrls) {
+        throw new Error(`Requests must run as ${role}, without superuser or BYPASSRLS (row-level security).`);
+      }
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
   }
   const orm = drizzlePg(pool) as unknown as Database;
   return {
