@@ -22,6 +22,8 @@ export const ID_PREFIXES = [
   'key',
   'run',
   'job',
+  'aud',
+  'ack',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

@@ -29,6 +29,7 @@ export type RetentionClass =
   | 'workspace_lifetime' // until the workspace is deleted
   | 'until_expiry' // deleted as soon as it expires or is used (sessions, tokens)
   | 'security_13_months'
+  | 'audit_13_months' // audit events and their checkpoints (plan-dependent later)
   | 'outbox_30_days'
   | 'operational'; // platform bookkeeping, no personal data
 
