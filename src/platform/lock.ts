@@ -1,4 +1,5 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -31,6 +32,40 @@ function alive(pid: number): boolean {
   }
 }
 
+function readHolder(file: string): LockHolder | null {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as LockHolder;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes a lock whose holder is gone (crash, kill -9). Two processes may find the same
+ * stale lock at once: each moves the file aside atomically and checks it moved the stale
+ * lock it read; if it moved a fresh lock another process had just taken, it puts that
+ * lock back (link fails if a third one exists) and retries.
+ */
+function takeOverStale(file: string, seen: LockHolder | null) {
+  const aside = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  try {
+    renameSync(file, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  const moved = readHolder(aside);
+  const same = JSON.stringify(moved) === JSON.stringify(seen);
+  if (!same && moved) {
+    try {
+      linkSync(aside, file);
+    } catch {
+      // Someone holds the lock by now; theirs stays, the moved one was already superseded.
+    }
+  }
+  rmSync(aside, { force: true });
+}
+
 export type DataDirLock = { release(): void; update(extra: Partial<LockHolder>): void };
 
 export function lockDataDir(dataDir: string, purpose: string, clockNow: () => Date): DataDirLock {
@@ -54,15 +89,9 @@ export function lockDataDir(dataDir: string, purpose: string, clockNow: () => Da
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      let other: LockHolder | null = null;
-      try {
-        other = JSON.parse(readFileSync(file, 'utf8')) as LockHolder;
-      } catch {
-        other = null;
-      }
-      if (other && other.pid !== process.pid && alive(other.pid)) throw new DataDirBusyError(other, dataDir);
-      // The holder is gone (crash, kill -9): the lock is stale.
-      rmSync(file, { force: true });
+      const seen = readHolder(file);
+      if (seen && seen.pid !== process.pid && alive(seen.pid)) throw new DataDirBusyError(seen, dataDir);
+      takeOverStale(file, seen);
     }
   }
   throw new Error(`Could not lock ${dataDir}`);

@@ -1,4 +1,5 @@
-import { mkdtempSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -48,6 +49,40 @@ describe('errors', () => {
     const next = lockDataDir(dir, 'server', () => new Date());
     next.release();
   });
+});
+
+describe('concurrency', () => {
+  it('of several processes racing for a stale lock, exactly one gets it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'berth-lock-race-'));
+    writeFileSync(
+      path.join(dir, 'berth.lock'),
+      JSON.stringify({ pid: 2 ** 22 + 777, purpose: 'server', since: '2026-01-01T00:00:00Z' }),
+    );
+    const lockModule = path.resolve('src/platform/lock.ts');
+    const script = `
+      import { lockDataDir } from ${JSON.stringify(lockModule)};
+      try {
+        lockDataDir(${JSON.stringify(dir)}, 'race', () => new Date());
+        console.log('got');
+        setTimeout(() => {}, 1500);
+      } catch (err) {
+        console.log(err.name === 'DataDirBusyError' ? 'busy' : 'error ' + err.message);
+      }`;
+    const scriptFile = path.join(dir, 'race.mts');
+    writeFileSync(scriptFile, script);
+    const run = () =>
+      new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', scriptFile]);
+        let out = '';
+        child.stdout.on('data', (d) => {
+          out += d;
+        });
+        child.on('close', () => resolve(out.trim()));
+      });
+    const results = await Promise.all(Array.from({ length: 6 }, run));
+    expect(results.filter((r) => r === 'got')).toHaveLength(1);
+    expect(results.filter((r) => r === 'busy')).toHaveLength(5);
+  }, 60_000);
 });
 
 describe('security', () => {
