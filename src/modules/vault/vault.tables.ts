@@ -1,14 +1,6 @@
-import { customType, integer, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+import { integer, pgTable, text } from 'drizzle-orm/pg-core';
+import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
-
-/** bytea as a Buffer on both drivers (PGlite returns Uint8Array, node-postgres Buffer). */
-const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
-  dataType: () => 'bytea',
-  toDriver: (value) => value,
-  fromDriver: (value) => (Buffer.isBuffer(value) ? value : Buffer.from(value)),
-});
 
 /**
  * One data key (DEK) per owner, stored only wrapped under a key-encryption key version.

@@ -1,7 +1,6 @@
-import { boolean, index, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { boolean, index, pgTable, primaryKey, text } from 'drizzle-orm/pg-core';
+import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
-
-const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 /** A tenant. Row-level security is keyed on `id` (see migrations/0005_workspaces.sql). */
 export const workspaces = pgTable('workspaces', {
@@ -26,13 +25,19 @@ export const memberships = pgTable(
   (t) => [primaryKey({ columns: [t.workspaceId, t.userId] }), index('memberships_user_idx').on(t.userId)],
 );
 
-/** An invitation by email: the token is sent once and stored only as its SHA-256. */
+/**
+ * An invitation by email: the token is sent once and kept as its SHA-256. Until the email
+ * has left (a job, after commit), the token also waits in `tokenCiphertext`, encrypted by
+ * the vault under the workspace's data key; sending or closing the invitation clears it.
+ */
 export const invitations = pgTable('invitations', {
   id: text('id').primaryKey(),
   workspaceId: text('workspace_id').notNull(),
   email: text('email').notNull(),
   role: text('role', { enum: ['admin', 'member', 'viewer'] }).notNull(),
   tokenHash: text('token_hash').notNull().unique(),
+  tokenCiphertext: bytea('token_ciphertext'),
+  emailSentAt: ts('email_sent_at'),
   invitedBy: text('invited_by'),
   expiresAt: ts('expires_at').notNull(),
   acceptedAt: ts('accepted_at'),
@@ -85,6 +90,11 @@ export const workspacesTables = [
       email: col('account', true, { purpose: 'Address the invitation was sent to, matched when it is accepted' }),
       role: col('tenancy', false),
       tokenHash: col('credential', false, { secret: true }),
+      tokenCiphertext: col('credential', false, {
+        secret: true,
+        purpose: 'The invitation token, encrypted, only until the invitation email is sent (then cleared)',
+      }),
+      emailSentAt: col('tenancy', false, { purpose: 'When the invitation email was handed to the mail server' }),
       invitedBy: col('identifier', true, { purpose: 'Which member sent the invitation' }),
       expiresAt: col('tenancy', false),
       acceptedAt: col('tenancy', true),
