@@ -79,6 +79,7 @@ export const ConfigSchema = z
     BERTH_EMAIL_TOKEN_TTL_MINUTES: int(5, 60 * 24 * 14).default(60 * 24),
     BERTH_INVITATION_TTL_DAYS: int(1, 90).default(7),
     BERTH_JOBS: bool.default(true),
+    BERTH_KEY_ENVIRONMENT: z.enum(['live', 'test']).default('live'),
   })
   .strict();
 

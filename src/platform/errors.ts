@@ -17,11 +17,15 @@ export const ERROR_CODES = {
   token_used: 400,
   invalid_mfa_code: 400,
   confirmation_mismatch: 400,
+  api_key_in_query: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
   mfa_challenge_required: 401,
   session_expired: 401,
+  invalid_api_key: 401,
+  api_key_revoked: 401,
+  api_key_expired: 401,
   // 403
   forbidden: 403,
   csrf_failed: 403,
@@ -29,6 +33,8 @@ export const ERROR_CODES = {
   account_disabled: 403,
   last_owner: 403,
   last_operator: 403,
+  insufficient_scope: 403,
+  ip_not_allowed: 403,
   // 404
   not_found: 404,
   route_not_found: 404,

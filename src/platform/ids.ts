@@ -20,6 +20,7 @@ export const ID_PREFIXES = [
   'out',
   'req',
   'key',
+  'ksec',
   'run',
   'job',
   'aud',
