@@ -39,6 +39,12 @@ export const PERMISSIONS = {
   // Reserved for later modules (API keys, gateway, agents, knowledge, billing, audit, privacy).
   'keys:read': { roles: CONTRIBUTORS, withoutMfa: true, description: 'List API keys' },
   'keys:manage': { roles: MANAGERS, withoutMfa: false, description: 'Create, revoke and roll API keys' },
+  'keys:own': {
+    roles: CONTRIBUTORS,
+    withoutMfa: false,
+    description: 'Create, update, revoke and roll your own API keys (keys:manage reaches every key)',
+  },
+  'gateway:invoke': { roles: CONTRIBUTORS, withoutMfa: false, description: 'Call models through the gateway (/v1)' },
   'providers:read': { roles: ALL, withoutMfa: true, description: 'See model providers and routes' },
   'providers:manage': { roles: MANAGERS, withoutMfa: false, description: 'Connect providers, set routes' },
   'agents:read': { roles: ALL, withoutMfa: true, description: 'See agents and runs' },
