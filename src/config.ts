@@ -56,6 +56,8 @@ export const ConfigSchema = z
     BERTH_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     BERTH_KEK: z.string().min(1).optional(),
     BERTH_KEK_FILE: z.string().min(1).optional(),
+    BERTH_AUDIT_SIGNING_KEY: z.string().min(1).optional(),
+    BERTH_AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
     DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
     BERTH_DB_POOL_MAX: int(1, 1000).default(10),
     BERTH_DB_APP_ROLE: z
@@ -87,7 +89,7 @@ export type Config = z.output<typeof ConfigSchema> & { publicUrl: string; dataDi
 export type RawConfig = Partial<Record<keyof z.input<typeof ConfigSchema>, string | number | boolean>>;
 
 /** Settings that are secrets or may carry one; `berth config print` masks them. */
-const SECRET_SETTINGS = new Set(['BERTH_KEK']);
+const SECRET_SETTINGS = new Set(['BERTH_KEK', 'BERTH_AUDIT_SIGNING_KEY']);
 const URL_SETTINGS = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
 const KNOWN_PREFIXES = ['BERTH_'];
 const KNOWN_EXTRA = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
@@ -159,6 +161,12 @@ export function loadConfig(input: LoadConfigInput = {}): Config {
   const publicUrl = (c.BERTH_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${c.BERTH_PORT}`).replace(
     /\/+$/,
     '',
+  if (c.BERTH_AUDIT_SIGNING_KEY && c.BERTH_AUDIT_SIGNING_KEY_FILE) {
+    throw new ConfigError(
+      'BERTH_AUDIT_SIGNING_KEY_FILE',
+      'set either BERTH_AUDIT_SIGNING_KEY or BERTH_AUDIT_SIGNING_KEY_FILE, not both',
+    );
+  }
   );
   return { ...c, publicUrl, dataDir: path.resolve(c.BERTH_DATA_DIR) };
 }
