@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataMap } from '../src/app.ts';
+import { columnPolicies } from '../src/platform/db/datamap.ts';
 import { isJobPartition } from '../src/platform/jobs/jobs.datamap.ts';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 
@@ -59,8 +60,21 @@ describe('data map', () => {
     for (const e of entries) {
       expect(e.purpose.length, e.table).toBeGreaterThan(5);
       expect(['contract', 'legitimate_interest', 'legal_obligation', 'consent']).toContain(e.basis);
-      expect(e.retention, e.table).toBeTruthy();
       expect(Object.keys(e.columns).length, e.table).toBeGreaterThan(0);
+    }
+  });
+
+  it('gives every column a category, purpose, lawful basis and retention class, and marks credentials secret', () => {
+    const policies = columnPolicies(dataMap(app.modules));
+    for (const p of policies) {
+      const where = `${p.table}.${p.column}`;
+      expect(p.purpose.length, where).toBeGreaterThan(5);
+      // Credentials (hashes, wrapped keys, encrypted secrets) must never be exported.
+      if (p.category === 'credential') expect(p.secret, `${where} is a credential but not marked secret`).toBe(true);
+    }
+    // Columns that name a person are personal data.
+    for (const p of policies.filter((x) => /(^|_)(email|ip|user_agent|display_name)$/.test(x.column))) {
+      expect(p.personal, `${p.table}.${p.column}`).toBe(true);
     }
   });
 });

@@ -38,9 +38,45 @@ export type ColumnEntry = {
   personal: boolean;
   /** Overrides the table's purpose for this column. */
   purpose?: string;
+  /** Overrides the table's lawful basis for this column. */
+  basis?: LawfulBasis;
+  /** Overrides the table's retention class for this column. */
+  retention?: RetentionClass;
   /** Secrets are never exported, even to their owner. */
   secret?: boolean;
 };
+
+/** Everything the map says about one column, with the table's defaults applied. */
+export type ColumnPolicy = {
+  table: string;
+  column: string;
+  module: string;
+  category: DataCategory;
+  personal: boolean;
+  purpose: string;
+  basis: LawfulBasis;
+  retention: RetentionClass;
+  secret: boolean;
+  subject: TableEntry['subject'];
+};
+
+/** Flattens the map to one policy per column: what the privacy notice, export and erasure read. */
+export function columnPolicies(entries: TableEntry[]): ColumnPolicy[] {
+  return entries.flatMap((t) =>
+    Object.entries(t.columns).map(([column, c]) => ({
+      table: t.table,
+      column,
+      module: t.module,
+      category: c.category,
+      personal: c.personal,
+      purpose: c.purpose ?? t.purpose,
+      basis: c.basis ?? t.basis,
+      retention: c.retention ?? t.retention,
+      secret: c.secret ?? false,
+      subject: t.subject,
+    })),
+  );
+}
 
 export type TableEntry = {
   table: string;

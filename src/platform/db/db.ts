@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
@@ -45,18 +46,72 @@ async function bindSystem(tx: Database) {
   await tx.execute(sql`select set_config('berth.bypass_rls', 'on', true)`);
 }
 
+/**
+ * Which scoped transaction the current async call chain is inside. Using the root handle
+ * there (instead of the transaction's) would escape the transaction's atomicity and tenant
+ * binding, and on PGlite, which has one connection, wait forever for the transaction
+ * itself: so it throws at once, naming the mistake.
+ */
+const openTransaction = new AsyncLocalStorage<string>();
+
+function assertNoOpenTransaction(what: string) {
+  const open = openTransaction.getStore();
+  if (open) {
+    throw new Error(`${what} was called inside a db.${open}() transaction: use the transaction handle it gave you.`);
+  }
+}
+
+const ROOT_METHODS = new Set([
+  'select',
+  'selectDistinct',
+  'selectDistinctOn',
+  'insert',
+  'update',
+  'delete',
+  'execute',
+  'transaction',
+  'with',
+  '$with',
+  'query',
+  'refreshMaterializedView',
+]);
+
+/** The root Drizzle handle, refusing use from inside a scoped transaction. */
+function guardRoot(orm: Database): Database {
+  return new Proxy(orm, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver);
+      if (typeof prop === 'string' && ROOT_METHODS.has(prop) && typeof value === 'function') {
+        return (...args: unknown[]) => {
+          assertNoOpenTransaction(`db.orm.${prop}`);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return value;
+    },
+  });
+}
+
 function withScopes(orm: Database): Pick<Db, 'tenant' | 'system'> {
   return {
-    tenant: (workspaceId, fn) =>
-      orm.transaction(async (tx) => {
-        await bindTenant(tx, workspaceId);
-        return fn(tx);
-      }),
-    system: (fn) =>
-      orm.transaction(async (tx) => {
-        await bindSystem(tx);
-        return fn(tx);
-      }),
+    tenant: (workspaceId, fn) => {
+      assertNoOpenTransaction('db.tenant');
+      return orm.transaction((tx) =>
+        openTransaction.run('tenant', async () => {
+          await bindTenant(tx, workspaceId);
+          return fn(tx);
+        }),
+      );
+    },
+    system: (fn) => {
+      assertNoOpenTransaction('db.system');
+      return orm.transaction((tx) =>
+        openTransaction.run('system', async () => {
+          await bindSystem(tx);
+          return fn(tx);
+        }),
+      );
+    },
   };
 }
 
@@ -73,14 +128,16 @@ export async function openPglite(opts: PgliteDbOptions = {}): Promise<Db> {
   const orm = drizzlePglite(client) as unknown as Database;
   return {
     engine: 'pglite',
-    orm,
+    orm: guardRoot(orm),
     pglite: client,
     ...withScopes(orm),
     async query(text, params = []) {
+      assertNoOpenTransaction('db.query');
       const res = await client.query(text, params);
       return res.rows as never;
     },
     async exec(text) {
+      assertNoOpenTransaction('db.exec');
       await client.exec(text);
     },
     async ping() {
@@ -133,14 +190,16 @@ export async function openPostgres(opts: PostgresDbOptions): Promise<Db> {
   const orm = drizzlePg(pool) as unknown as Database;
   return {
     engine: 'postgres',
-    orm,
+    orm: guardRoot(orm),
     pool,
     ...withScopes(orm),
     async query(text, params = []) {
+      assertNoOpenTransaction('db.query');
       const res = await pool.query(text, params);
       return res.rows as never;
     },
     async exec(text) {
+      assertNoOpenTransaction('db.exec');
       await pool.query(text);
     },
     async ping() {
