@@ -8,6 +8,7 @@ import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
 import { createAccessControl } from './workspaces.access.ts';
+import { RESEND_INVITATIONS_JOB, SEND_INVITATION_JOB, type SendInvitationJob } from './workspaces.invitations.ts';
 import { workspacesRepo } from './workspaces.repo.ts';
 import { registerWorkspaceRoutes } from './workspaces.routes.ts';
 import { type UserDirectory, workspacesService } from './workspaces.service.ts';
@@ -35,6 +36,7 @@ export type {
   WorkspaceEventHandler,
   WorkspaceView,
 } from './workspaces.service.ts';
+export { RESEND_INVITATIONS_JOB, SEND_INVITATION_JOB, type SendInvitationJob };
 
 type Identity = Pick<IdentityService, 'findUserById' | 'findUserByEmail'>;
 
@@ -48,6 +50,9 @@ function userDirectory(identity: Identity): UserDirectory {
     },
     async findUserIdByEmail(email) {
       return (await identity.findUserByEmail(email))?.id ?? null;
+    },
+    async hasMfa(userId) {
+      return (await identity.findUserById(userId))?.mfaEnabled ?? false;
     },
   };
 }
@@ -74,6 +79,8 @@ export function createWorkspacesService(deps: WorkspacesDeps) {
     mailer: deps.mailer,
     vault: deps.vault,
     users: userDirectory(deps.identity),
+    jobs: deps.jobs,
+    logger: deps.logger,
   });
   const access = createAccessControl({ resolveMembership: core.resolveMembership });
   return { ...core, requirePermission: access.requirePermission, registerAccessResolver: access.registerResolver };
@@ -96,6 +103,13 @@ export function createWorkspacesModule(deps: WorkspacesDeps): Module<WorkspacesS
         await service.purgeClosedInvitations();
       });
       await jobs.schedule(INVITATIONS_PURGE_JOB, '41 * * * *');
+      await jobs.register<SendInvitationJob>(SEND_INVITATION_JOB, async (data) => {
+        await service.sendInvitationEmail(data);
+      });
+      await jobs.register(RESEND_INVITATIONS_JOB, async () => {
+        await service.resendUnsentInvitations();
+      });
+      await jobs.schedule(RESEND_INVITATIONS_JOB, '*/10 * * * *');
     },
   };
 }

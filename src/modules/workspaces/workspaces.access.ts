@@ -74,7 +74,9 @@ export function createAccessControl(deps: Deps) {
         const params = req.params as { workspaceId?: unknown } | undefined;
         const workspaceId = params?.workspaceId;
         if (typeof workspaceId !== 'string') {
-          throw new Error('requirePermission is used on a route without a :workspaceId parameter');
+          // A wiring mistake: fail closed with the answer of a workspace that does not exist.
+          req.log.error({ route: req.routeOptions.url }, 'requirePermission on a route without :workspaceId');
+          throw notFound('workspace');
         }
         const access = await resolve(req, workspaceId);
         if (!access) throw notFound('workspace');
@@ -93,8 +95,14 @@ export function createAccessControl(deps: Deps) {
   };
 }
 
-/** The scope `requirePermission` set; a route that forgot the hook fails loudly, never open. */
+/**
+ * The scope `requirePermission` set. A route that forgot the hook fails closed (403
+ * `forbidden`, logged as the wiring mistake it is), never open.
+ */
 export function requireScope(req: FastifyRequest) {
-  if (!req.scope) throw new Error('This route has no requirePermission hook');
+  if (!req.scope) {
+    req.log.error({ route: req.routeOptions.url }, 'workspace route without a requirePermission hook');
+    throw forbidden();
+  }
   return req.scope;
 }

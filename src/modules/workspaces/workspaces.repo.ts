@@ -1,4 +1,4 @@
-import { and, asc, count, eq, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { Role } from '../../platform/http/context.ts';
 import {
@@ -169,6 +169,7 @@ export const workspacesRepo = {
     return rows[0] ?? null;
   },
 
+  /** Closes an invitation (accepted, declined or revoked); a token still waiting to be emailed goes too. */
   async markInvitation(
     tx: Database,
     workspaceId: string,
@@ -177,8 +178,59 @@ export const workspacesRepo = {
   ): Promise<void> {
     await tx
       .update(invitations)
-      .set(patch)
+      .set({ ...patch, tokenCiphertext: null })
       .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)));
+  },
+
+  /** Records that the invitation email left and forgets the encrypted token; false when it already had. */
+  async markInvitationSent(tx: Database, workspaceId: string, invitationId: string, at: Date): Promise<boolean> {
+    const rows = await tx
+      .update(invitations)
+      .set({ tokenCiphertext: null, emailSentAt: at })
+      .where(
+        and(
+          eq(invitations.workspaceId, workspaceId),
+          eq(invitations.id, invitationId),
+          isNotNull(invitations.tokenCiphertext),
+        ),
+      )
+      .returning({ id: invitations.id });
+    return rows.length > 0;
+  },
+
+  /** Forgets the encrypted token of an invitation that can no longer be used. */
+  async clearInvitationToken(tx: Database, workspaceId: string, invitationId: string): Promise<void> {
+    await tx
+      .update(invitations)
+      .set({ tokenCiphertext: null })
+      .where(and(eq(invitations.workspaceId, workspaceId), eq(invitations.id, invitationId)));
+  },
+
+  /**
+   * Open invitations whose email has not left yet and that were created before `createdBefore`
+   * (spans workspaces: run inside `db.system`). Oldest first.
+   */
+  async listUnsentInvitations(
+    tx: Database,
+    now: Date,
+    createdBefore: Date,
+    limit: number,
+  ): Promise<Array<{ id: string; workspaceId: string }>> {
+    return tx
+      .select({ id: invitations.id, workspaceId: invitations.workspaceId })
+      .from(invitations)
+      .where(
+        and(
+          isNotNull(invitations.tokenCiphertext),
+          isNull(invitations.acceptedAt),
+          isNull(invitations.declinedAt),
+          isNull(invitations.revokedAt),
+          gt(invitations.expiresAt, now),
+          lte(invitations.createdAt, createdBefore),
+        ),
+      )
+      .orderBy(asc(invitations.createdAt), asc(invitations.id))
+      .limit(limit);
   },
 
   /**
@@ -204,7 +256,7 @@ export const workspacesRepo = {
   async revokeOpenInvitationsFor(tx: Database, workspaceId: string, email: string, at: Date): Promise<void> {
     await tx
       .update(invitations)
-      .set({ revokedAt: at })
+      .set({ revokedAt: at, tokenCiphertext: null })
       .where(
         and(
           eq(invitations.workspaceId, workspaceId),

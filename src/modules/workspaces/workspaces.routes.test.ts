@@ -7,6 +7,7 @@ import { DAY } from '../../platform/clock.ts';
 import { sha256Hex } from '../../platform/crypto.ts';
 import { newId } from '../../platform/ids.ts';
 import { totpCodeAt } from '../identity/index.ts';
+import { SEND_INVITATION_JOB } from './index.ts';
 
 let app: TestApp;
 beforeAll(async () => {
@@ -31,8 +32,12 @@ async function rowsOf<T>(result: Promise<unknown>): Promise<T[]> {
   return ((await result) as { rows: T[] }).rows;
 }
 
-/** The token of invitation `invitationId`, read from the email (the only place it exists in clear). */
+/**
+ * The token of invitation `invitationId`, read from the email (the only place it exists in
+ * clear) once the queued email job ran.
+ */
 async function invitationToken(email: string, invitationId: string): Promise<string> {
+  await app.jobs.drain(SEND_INVITATION_JOB);
   const [row] = await app.db.system((tx) =>
     rowsOf<{ token_hash: string }>(tx.execute(sql`select token_hash from invitations where id = ${invitationId}`)),
   );

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
-import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import { requireSession } from '../identity/index.ts';
 import { requireScope } from './workspaces.access.ts';
 import type { Permission } from './workspaces.permissions.ts';
 import {
@@ -31,11 +31,6 @@ type Deps = {
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
 };
 
-function sessionUser(req: FastifyRequest) {
-  if (req.auth.kind !== 'session') throw new AppError('unauthenticated', 'Sign in first.');
-  return req.auth;
-}
-
 const tags = ['workspaces'];
 const security = [{ session: [], csrf: [] }];
 
@@ -55,7 +50,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
       },
     },
     async (req, reply) => {
-      const user = sessionUser(req);
+      const user = requireSession(req);
       return reply.status(201).send(await service.createWorkspace({ ownerUserId: user.userId, name: req.body.name }));
     },
   );
@@ -63,7 +58,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
   app.get(
     '/api/workspaces',
     { schema: { tags, security, summary: 'List the workspaces you belong to', response: { 200: WorkspaceList } } },
-    async (req) => ({ data: await service.listMyWorkspaces(sessionUser(req).userId) }),
+    async (req) => ({ data: await service.listMyWorkspaces(requireSession(req).userId) }),
   );
 
   app.get(
@@ -128,12 +123,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
       },
       preHandler: requirePermission('security:manage'),
     },
-    async (req) =>
-      service.setRequireMfa({
-        scope: requireScope(req),
-        requireMfa: req.body.requireMfa,
-        actorHasMfa: req.auth.kind === 'session' && req.auth.mfaEnabled,
-      }),
+    async (req) => service.setRequireMfa({ scope: requireScope(req), requireMfa: req.body.requireMfa }),
   );
 
   app.get(
@@ -264,7 +254,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
         response: { 200: AcceptedInvitation },
       },
     },
-    async (req) => service.acceptInvitation({ token: req.body.token, userId: sessionUser(req).userId }),
+    async (req) => service.acceptInvitation({ token: req.body.token, userId: requireSession(req).userId }),
   );
 
   app.post(

@@ -36,6 +36,7 @@ export const Invitation = z.object({
   role: RoleSchema,
   status: z.enum(['pending', 'accepted', 'declined', 'revoked', 'expired']),
   invitedBy: z.string().nullable(),
+  emailSentAt: z.string().nullable().describe('When the invitation email left; null while it is queued'),
   expiresAt: z.string(),
   createdAt: z.string(),
 });
