@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createIdentityModule } from './modules/identity/index.ts';
+import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
@@ -47,6 +47,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     trustProxy: deps.config.BERTH_TRUST_PROXY,
     publicUrl: deps.config.publicUrl,
     version: VERSION,
+    sessionCookieName: sessionCookieName(deps.config.publicUrl),
   });
 
   http.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));

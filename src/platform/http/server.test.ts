@@ -16,6 +16,7 @@ beforeAll(async () => {
     trustProxy: false,
     publicUrl: 'https://berth.test',
     version: '0.0.0',
+    sessionCookieName: '__Host-berth_session',
   });
   app.post(
     '/api/things',

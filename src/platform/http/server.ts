@@ -35,6 +35,8 @@ export type HttpOptions = {
   trustProxy: boolean | number | string;
   publicUrl: string;
   version: string;
+  /** The session cookie's name, for the OpenAPI security scheme. */
+  sessionCookieName: string;
 };
 
 /** The dashboard (everything outside /api and /v1) may load only its own scripts and styles. */
@@ -167,7 +169,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
       servers: [{ url: opts.publicUrl }],
       components: {
         securitySchemes: {
-          session: { type: 'apiKey', in: 'cookie', name: '__Host-berth_session' },
+          session: { type: 'apiKey', in: 'cookie', name: opts.sessionCookieName },
           csrf: { type: 'apiKey', in: 'header', name: 'x-csrf-token' },
         },
       },
