@@ -171,6 +171,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
         securitySchemes: {
           session: { type: 'apiKey', in: 'cookie', name: opts.sessionCookieName },
           csrf: { type: 'apiKey', in: 'header', name: 'x-csrf-token' },
+          apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: Authorization: Bearer brt_live_...' },
         },
       },
     },
