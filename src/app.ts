@@ -16,8 +16,8 @@ export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json'
 
 /** Wires every module's service to its dependencies. No I/O happens here. */
 export function createModules(deps: AppDeps) {
-  const notifications = createNotificationsModule(deps);
   const vault = createVaultModule(deps);
+  const notifications = createNotificationsModule({ ...deps, vault: vault.service });
   const identity = createIdentityModule({ ...deps, vault: vault.service, mailer: notifications.service.mailer });
   const workspaces = createWorkspacesModule({
     ...deps,

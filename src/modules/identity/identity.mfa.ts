@@ -1,5 +1,5 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
@@ -46,15 +46,14 @@ export function mfaService(deps: Deps) {
     return plain.toString('utf8');
   }
 
-  async function newRecoveryCodes(userId: string): Promise<string[]> {
+  /** Replaces a user's recovery codes inside `tx`; returns the new codes (shown once). */
+  async function replaceRecoveryCodes(tx: Database, userId: string): Promise<string[]> {
     const now = clock.now();
     const codes = Array.from({ length: RECOVERY_CODE_COUNT }, () => newRecoveryCode());
-    await db.orm.transaction((tx) =>
-      repo.replaceRecoveryCodes(
-        tx,
-        userId,
-        codes.map((code) => ({ id: newId('rc', now), userId, codeHash: hashRecoveryCode(code), createdAt: now })),
-      ),
+    await repo.replaceRecoveryCodes(
+      tx,
+      userId,
+      codes.map((code) => ({ id: newId('rc', now), userId, codeHash: hashRecoveryCode(code), createdAt: now })),
     );
     return codes;
   }
@@ -89,19 +88,31 @@ export function mfaService(deps: Deps) {
       return { secret, otpauthUri: totpUri(secret, email) };
     },
 
-    /** Confirms enrolment with a first code; returns the recovery codes (shown once). */
+    /**
+     * Confirms enrolment with a first code; returns the recovery codes (shown once).
+     * Confirming the factor and storing its recovery codes is one transaction: TOTP is never
+     * on without recovery codes.
+     */
     async confirmTotp(userId: string, code: string): Promise<string[]> {
       const secret = await secretOf(userId, 'pending');
       const now = clock.now();
       const step = matchTotpStep(secret, code, now);
-      if (step === null || !(await repo.claimTotpStep(db.orm, userId, step, now))) {
-        throw new AppError('invalid_mfa_code', 'The code is not valid.');
-      }
-      return newRecoveryCodes(userId);
+      if (step === null) throw new AppError('invalid_mfa_code', 'The code is not valid.');
+      return db.orm.transaction(async (tx) => {
+        if (!(await repo.claimTotpStep(tx, userId, step, now))) {
+          throw new AppError('invalid_mfa_code', 'The code is not valid.');
+        }
+        return replaceRecoveryCodes(tx, userId);
+      });
     },
 
-    /** True when the code is valid now and was not used before (claims its time step). */
+    /**
+     * True when the user has a confirmed factor and the code is valid now and was not used
+     * before (claims its time step). False, not an error, when the factor is gone.
+     */
     async verifyTotp(userId: string, code: string): Promise<boolean> {
+      const row = await repo.totpByUser(db.orm, userId);
+      if (!row?.confirmedAt) return false;
       const secret = await secretOf(userId, 'confirmed');
       const step = matchTotpStep(secret, code, clock.now());
       if (step === null) return false;
@@ -117,7 +128,7 @@ export function mfaService(deps: Deps) {
       await db.orm.transaction((tx) => repo.deleteTotp(tx, userId));
     },
 
-    regenerateRecoveryCodes: newRecoveryCodes,
+    regenerateRecoveryCodes: (userId: string) => db.orm.transaction((tx) => replaceRecoveryCodes(tx, userId)),
 
     unusedRecoveryCodes: (userId: string) => repo.unusedRecoveryCodes(db.orm, userId),
   };
@@ -126,13 +137,32 @@ export type MfaService = ReturnType<typeof mfaService>;
 
 type UseCaseDeps = {
   mfa: MfaService;
-  core: Pick<IdentityCore, 'mustUser' | 'recordSecurityEvent' | 'checkPassword'>;
+  core: Pick<IdentityCore, 'mustUser' | 'recordSecurityEvent' | 'checkPassword' | 'throttledProof'>;
 };
 
-/** The 2FA use cases behind /api/me/mfa/*: each change is proven and recorded as a security event. */
+const invalidCode = () => new AppError('invalid_mfa_code', 'The code is not valid.');
+
+/**
+ * The 2FA use cases behind /api/me/mfa/*: each change is proven and recorded as a security
+ * event. Codes given from a session go through the sign-in throttle like sign-in codes, so a
+ * stolen session cannot guess its way to turning 2FA off.
+ */
 export function mfaUseCases(deps: UseCaseDeps) {
   const { mfa } = deps;
-  const { mustUser, recordSecurityEvent, checkPassword } = deps.core;
+  const { mustUser, recordSecurityEvent, checkPassword, throttledProof } = deps.core;
+
+  /** A TOTP code from a signed-in user, throttled; a wrong one is recorded as `mfa_failed`. */
+  async function proveWithCode(auth: SessionAuth, code: string, action: string, meta: RequestMeta): Promise<void> {
+    const user = await mustUser(auth.userId);
+    const ok = await throttledProof({ email: user.email, userId: user.id }, meta, action, () =>
+      mfa.verifyTotp(user.id, code),
+    );
+    if (!ok) {
+      await recordSecurityEvent({ type: 'mfa_failed', userId: user.id, meta, details: { method: 'totp', action } });
+      throw invalidCode();
+    }
+  }
+
   return {
     async startTotp(auth: SessionAuth, meta: RequestMeta) {
       const user = await mustUser(auth.userId);
@@ -142,34 +172,46 @@ export function mfaUseCases(deps: UseCaseDeps) {
     },
 
     async confirmTotp(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
-      const codes = await mfa.confirmTotp(auth.userId, code);
+      let codes: string[];
+      try {
+        codes = await mfa.confirmTotp(auth.userId, code);
+      } catch (err) {
+        if (err instanceof AppError && err.code === 'invalid_mfa_code') {
+          await recordSecurityEvent({
+            type: 'mfa_confirm_failed',
+            userId: auth.userId,
+            meta,
+            details: { factor: 'totp' },
+          });
+        }
+        throw err;
+      }
       await recordSecurityEvent({ type: 'mfa_enabled', userId: auth.userId, meta, details: { factor: 'totp' } });
       return codes;
     },
 
-    /** Turns TOTP off after a proof: a current code, or the password. */
+    /** Turns TOTP off after a proof: a current code, or the password (both throttled). */
     async disableTotp(auth: SessionAuth, proof: { code: string } | { password: string }, meta: RequestMeta) {
       if (!(await mfa.isEnabled(auth.userId))) {
         throw new AppError('not_found', 'Two-factor authentication is not enabled.');
       }
-      const ok =
-        'code' in proof
-          ? await mfa.verifyTotp(auth.userId, proof.code)
-          : await checkPassword(auth, proof.password, meta);
-      if (!ok) {
-        await recordSecurityEvent({ type: 'mfa_disable_failed', userId: auth.userId, meta });
-        throw 'code' in proof
-          ? new AppError('invalid_mfa_code', 'The code is not valid.')
-          : new AppError('invalid_credentials', 'The password is not correct.');
+      if ('code' in proof) {
+        await proveWithCode(auth, proof.code, 'disable_totp', meta);
+      } else if (!(await checkPassword(auth, proof.password, meta))) {
+        await recordSecurityEvent({
+          type: 'mfa_disable_failed',
+          userId: auth.userId,
+          meta,
+          details: { method: 'password' },
+        });
+        throw new AppError('invalid_credentials', 'The password is not correct.');
       }
       await mfa.disableTotp(auth.userId);
       await recordSecurityEvent({ type: 'mfa_disabled', userId: auth.userId, meta, details: { factor: 'totp' } });
     },
 
     async regenerateRecoveryCodes(auth: SessionAuth, code: string, meta: RequestMeta): Promise<string[]> {
-      if (!(await mfa.verifyTotp(auth.userId, code))) {
-        throw new AppError('invalid_mfa_code', 'The code is not valid.');
-      }
+      await proveWithCode(auth, code, 'regenerate_recovery_codes', meta);
       const codes = await mfa.regenerateRecoveryCodes(auth.userId);
       await recordSecurityEvent({ type: 'recovery_codes_regenerated', userId: auth.userId, meta });
       return codes;

@@ -11,6 +11,13 @@ type Deps = {
   core: Pick<IdentityCore, 'mustUser' | 'toPublicUser' | 'recordSecurityEvent'>;
 };
 
+/** Refuses a change that would leave no active operator besides `leaving`. */
+function assertAnotherActiveOperator(operators: Array<{ id: string; status: string }>, leaving: string): void {
+  if (!operators.some((o) => o.id !== leaving && o.status === 'active')) {
+    throw new AppError('last_operator', 'Berth needs at least one active operator; add or enable another one first.');
+  }
+}
+
 /** Platform operators: who they are, adding and removing them, disabling and enabling accounts. */
 export function operatorsService(deps: Deps) {
   const { db, clock } = deps;
@@ -18,8 +25,17 @@ export function operatorsService(deps: Deps) {
   const repo = identityRepo;
 
   return {
+    /**
+     * Operators, active or disabled: whether this install was ever set up (first-run setup
+     * is open only while there are none).
+     */
     async countOperators(): Promise<number> {
       return (await repo.listOperators(db.orm)).length;
+    },
+
+    /** Operators who can sign in: Berth never lets this drop to zero. */
+    async countActiveOperators(): Promise<number> {
+      return (await repo.listOperators(db.orm)).filter((o) => o.status === 'active').length;
     },
 
     async listOperators(): Promise<PublicUser[]> {
@@ -36,26 +52,34 @@ export function operatorsService(deps: Deps) {
       return toPublicUser(updated ?? row);
     },
 
-    /** Removes an operator; refuses to remove the last one (operator rows are locked while checking). */
+    /**
+     * Removes an operator; refuses (403 `last_operator`) when no other *active* operator
+     * would be left. Operator rows are locked while checking.
+     */
     async removeOperator(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<void> {
       await mustUser(userId);
       await db.orm.transaction(async (tx) => {
         const operators = await repo.lockOperators(tx);
-        if (!operators.includes(userId)) throw new AppError('not_found', 'This user is not an operator.');
-        if (operators.length <= 1) {
-          throw new AppError('last_operator', 'Berth needs at least one operator; add another one first.');
-        }
+        if (!operators.some((o) => o.id === userId)) throw new AppError('not_found', 'This user is not an operator.');
+        assertAnotherActiveOperator(operators, userId);
         await repo.updateUser(tx, userId, { isOperator: false, updatedAt: clock.now() });
       });
       await recordSecurityEvent({ type: 'operator_removed', userId, meta, details: { by: actor.userId } });
     },
 
-    /** Disables an account and ends all its sessions at once. */
+    /**
+     * Disables an account and ends all its sessions at once. Disabling an operator is
+     * refused (403 `last_operator`) when no other active operator would be left.
+     */
     async disableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
       if (userId === actor.userId) throw new AppError('forbidden', 'You cannot disable your own account.');
       await mustUser(userId);
       const now = clock.now();
       const row = await db.orm.transaction(async (tx) => {
+        const operators = await repo.lockOperators(tx);
+        if (operators.some((o) => o.id === userId && o.status === 'active')) {
+          assertAnotherActiveOperator(operators, userId);
+        }
         const updated = await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
         await repo.revokeUserSessions(tx, userId, now, 'account_disabled');
         return updated;

@@ -58,16 +58,29 @@ export function assertPasswordAcceptable(password: string): void {
   if (problem) throw new AppError('weak_password', problem);
 }
 
+/**
+ * The one place Argon2 runs. Every hash and verify in Berth goes through this object, so a
+ * test can count the work each path does (`vi.spyOn(passwordHasher, 'verify')`).
+ */
+export const passwordHasher = {
+  hash(password: string): Promise<string> {
+    return hash(normalizePassword(password), ARGON2_PARAMS);
+  },
+  async verify(passwordHash: string, password: string): Promise<boolean> {
+    try {
+      return await verify(passwordHash, normalizePassword(password));
+    } catch {
+      return false;
+    }
+  },
+};
+
 export function hashPassword(password: string): Promise<string> {
-  return hash(normalizePassword(password), ARGON2_PARAMS);
+  return passwordHasher.hash(password);
 }
 
-export async function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
-  try {
-    return await verify(passwordHash, normalizePassword(password));
-  } catch {
-    return false;
-  }
+export function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
+  return passwordHasher.verify(passwordHash, password);
 }
 
 /** True when a stored hash was made with weaker parameters (or another variant) than today's. */

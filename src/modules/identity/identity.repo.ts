@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, gt, isNull, lt, lte, min, ne, or, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, isNull, lt, lte, min, ne, or, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import {
   emailTokens,
@@ -16,6 +16,7 @@ export type SessionRow = typeof sessions.$inferSelect;
 export type EmailTokenRow = typeof emailTokens.$inferSelect;
 export type EmailTokenPurpose = EmailTokenRow['purpose'];
 export type SecurityEventRow = typeof securityEvents.$inferSelect;
+export type ThrottleKind = (typeof loginFailures.$inferSelect)['kind'];
 
 /** Every SQL statement on the identity tables. Each function takes the handle to run on (root or transaction). */
 export const identityRepo = {
@@ -43,10 +44,17 @@ export const identityRepo = {
   async listOperators(db: Database): Promise<UserRow[]> {
     return db.select().from(users).where(eq(users.isOperator, true)).orderBy(asc(users.createdAt));
   },
-  /** Locks every operator row, so two removals cannot both see "one other left". */
-  async lockOperators(db: Database): Promise<string[]> {
-    const rows = await db.select({ id: users.id }).from(users).where(eq(users.isOperator, true)).for('update');
-    return rows.map((r) => r.id);
+  /**
+   * Locks every operator row and returns them with their status, so two removals or
+   * disablings cannot both see "one other active operator left".
+   */
+  async lockOperators(db: Database): Promise<Array<{ id: string; status: UserRow['status'] }>> {
+    return db
+      .select({ id: users.id, status: users.status })
+      .from(users)
+      .where(eq(users.isOperator, true))
+      .orderBy(asc(users.id))
+      .for('update');
   },
 
   // sessions
@@ -143,11 +151,14 @@ export const identityRepo = {
       .where(and(eq(emailTokens.tokenHash, tokenHash), eq(emailTokens.purpose, purpose)));
     return row ?? null;
   },
-  async expireUserEmailTokens(db: Database, userId: string, purpose: EmailTokenPurpose, now: Date): Promise<void> {
-    await db
+  /** Spends every live token of a user for a purpose; returns their ids. */
+  async expireUserEmailTokens(db: Database, userId: string, purpose: EmailTokenPurpose, now: Date): Promise<string[]> {
+    const rows = await db
       .update(emailTokens)
       .set({ usedAt: now })
-      .where(and(eq(emailTokens.userId, userId), eq(emailTokens.purpose, purpose), isNull(emailTokens.usedAt)));
+      .where(and(eq(emailTokens.userId, userId), eq(emailTokens.purpose, purpose), isNull(emailTokens.usedAt)))
+      .returning({ id: emailTokens.id });
+    return rows.map((r) => r.id);
   },
 
   // TOTP
@@ -249,18 +260,32 @@ export const identityRepo = {
   },
 
   // throttling
-  async recordFailure(db: Database, kind: 'account' | 'ip', keyHash: string, now: Date): Promise<void> {
-    await db.insert(loginFailures).values({ kind, keyHash, createdAt: now });
+  /**
+   * Serialises every counter change of one key until the transaction ends, so a count and
+   * the insert after it cannot interleave with another request's (no check-then-act race).
+   */
+  async lockThrottleKey(db: Database, lockClass: number, keyHash: string): Promise<void> {
+    await db.execute(sql`select pg_advisory_xact_lock(${lockClass}::int, hashtext(${keyHash}))`);
   },
-  /** Failures for a key since `since`, and the oldest of them (when the window frees up). */
-  async failuresSince(db: Database, kind: 'account' | 'ip', keyHash: string, since: Date) {
+  async recordFailure(db: Database, kind: ThrottleKind, keyHash: string, now: Date): Promise<number> {
+    const [row] = await db
+      .insert(loginFailures)
+      .values({ kind, keyHash, createdAt: now })
+      .returning({ id: loginFailures.id });
+    return row?.id ?? 0;
+  },
+  async deleteFailures(db: Database, ids: number[]): Promise<void> {
+    if (ids.length > 0) await db.delete(loginFailures).where(inArray(loginFailures.id, ids));
+  },
+  /** Counted attempts for a key since `since`, and the oldest of them (when the window frees up). */
+  async failuresSince(db: Database, kind: ThrottleKind, keyHash: string, since: Date) {
     const [row] = await db
       .select({ n: count(), oldest: min(loginFailures.createdAt) })
       .from(loginFailures)
       .where(and(eq(loginFailures.kind, kind), eq(loginFailures.keyHash, keyHash), gt(loginFailures.createdAt, since)));
     return { count: Number(row?.n ?? 0), oldest: row?.oldest ? new Date(row.oldest) : null };
   },
-  async clearFailures(db: Database, kind: 'account' | 'ip', keyHash: string): Promise<void> {
+  async clearFailures(db: Database, kind: ThrottleKind, keyHash: string): Promise<void> {
     await db.delete(loginFailures).where(and(eq(loginFailures.kind, kind), eq(loginFailures.keyHash, keyHash)));
   },
 

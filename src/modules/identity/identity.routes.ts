@@ -94,7 +94,7 @@ export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
     '/api/auth/verify-email/resend',
     { schema: S.ResendVerificationRoute, preHandler: sessionRequired },
     async (req) => {
-      await core.resendVerification(requireSession(req));
+      await core.resendVerification(requireSession(req), requestMeta(req));
       return ok;
     },
   );

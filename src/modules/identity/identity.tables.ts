@@ -66,9 +66,13 @@ export const loginChallenges = pgTable('login_challenges', {
   usedAt: ts('used_at'),
 });
 
+/**
+ * Throttling counters, one row per counted attempt: failed sign-ins (per account, per IP),
+ * sign-ups per IP and email requests per address and per IP. Keys are HMACs.
+ */
 export const loginFailures = pgTable('login_failures', {
   id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
-  kind: text('kind', { enum: ['account', 'ip'] }).notNull(),
+  kind: text('kind', { enum: ['account', 'ip', 'signup_ip', 'email_address', 'email_ip'] }).notNull(),
   keyHash: text('key_hash').notNull(),
   createdAt: ts('created_at').notNull(),
 });
@@ -184,7 +188,8 @@ export const identityTables = [
     },
   }),
   mapTable(loginFailures, {
-    purpose: 'Failed sign-in counters for throttling (keyed hashes of email and IP, no plaintext)',
+    purpose:
+      'Throttling counters: failed sign-ins, sign-ups and email requests (keyed hashes of email and IP, no plaintext)',
     basis: 'legitimate_interest',
     retention: 'until_expiry',
     subject: 'none',

@@ -50,7 +50,7 @@ function deriveKey(kek: Buffer, purpose: string): Buffer {
 /**
  * Keys the identity module derives from the keyring (HKDF of each KEK version): CSRF
  * tokens are signed with the current one and accepted under any known one, so rotating the
- * KEK does not break open pages.
+ * KEK does not break open pages. The throttling key comes from the oldest version.
  */
 export function identityKeys(keyring: Keyring) {
   const csrfKeys = [
@@ -59,7 +59,11 @@ export function identityKeys(keyring: Keyring) {
       .filter(([version]) => version !== keyring.current.version)
       .map(([, key]) => deriveKey(key, 'csrf')),
   ];
-  const throttleKey = deriveKey(keyring.current.key, 'login-throttle');
+  // Throttling rows must keep counting across a KEK rotation, so their key comes from the
+  // oldest KEK version in the keyring: adding a new version leaves it unchanged; it changes
+  // (and the counters start afresh, once) only when an operator removes that oldest version.
+  const oldest = Math.min(...keyring.all.keys());
+  const throttleKey = deriveKey(keyring.all.get(oldest) ?? keyring.current.key, 'login-throttle');
   const sign = (key: Buffer, sessionId: string) =>
     createHmac('sha256', key).update(`csrf:${sessionId}`).digest('base64url');
   return {
@@ -71,7 +75,7 @@ export function identityKeys(keyring: Keyring) {
       return csrfKeys.some((key) => safeEqual(sign(key, sessionId), token));
     },
     /** Keyed hash of an email or IP address for the throttling table. */
-    throttleKey(kind: 'account' | 'ip', value: string): string {
+    throttleKey(kind: string, value: string): string {
       return createHmac('sha256', throttleKey).update(`${kind}:${value}`).digest('hex');
     },
   };

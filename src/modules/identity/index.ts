@@ -7,6 +7,7 @@ import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Keyring, VaultService } from '../vault/index.ts';
 import { installAuth } from './identity.auth.ts';
+import { PASSWORD_RESET_MAIL_JOB, type PasswordResetMailJob } from './identity.email.ts';
 import { mfaService, mfaUseCases } from './identity.mfa.ts';
 import { operatorsService } from './identity.operators.ts';
 import { prepareDummyHash } from './identity.passwords.ts';
@@ -24,6 +25,7 @@ export {
   sessionCookieName,
   sessionRequired,
 } from './identity.auth.ts';
+export { PASSWORD_RESET_MAIL_JOB } from './identity.email.ts';
 export { ARGON2_PARAMS, passwordProblem } from './identity.passwords.ts';
 export type {
   IssuedSession,
@@ -63,6 +65,7 @@ export function createIdentityModule(
     keys,
     throttle,
     mfa,
+    jobs: deps.jobs,
   });
   const service: IdentityService = {
     ...core,
@@ -80,6 +83,11 @@ export function createIdentityModule(
     async registerJobs(jobs: Jobs) {
       await jobs.register(IDENTITY_PURGE_JOB, async () => {
         await service.purgeExpired();
+      });
+      await jobs.register<PasswordResetMailJob>(PASSWORD_RESET_MAIL_JOB, (data) => service.deliverPasswordReset(data), {
+        retryLimit: 3,
+        retryDelaySeconds: 30,
+        expireInSeconds: 120,
       });
       await jobs.schedule(IDENTITY_PURGE_JOB, '17 * * * *');
     },

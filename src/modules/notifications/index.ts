@@ -3,11 +3,17 @@
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Module, PlatformDeps } from '../types.ts';
+import type { VaultService } from '../vault/index.ts';
 import { type Mailer, type OutboxMessage, outboxMailer, outboxService, smtpMailer } from './notifications.service.ts';
 import { notificationsTables } from './notifications.tables.ts';
 
 export type { Mailer, MailMessage, OutboxMessage } from './notifications.service.ts';
-export { OUTBOX_RETENTION_DAYS, smtpMailer } from './notifications.service.ts';
+export {
+  OUTBOX_PLATFORM_OWNER,
+  OUTBOX_RETENTION_DAYS,
+  smtpMailer,
+  UNREADABLE_BODY,
+} from './notifications.service.ts';
 
 export type NotificationsService = {
   mailer: Mailer;
@@ -19,13 +25,19 @@ export type NotificationsService = {
    * @example const messages = await notifications.listOutbox({ limit: 20 });
    */
   listOutbox(args?: { limit?: number }): Promise<OutboxMessage[]>;
-  /** Deletes outbox messages past their 30 days. */
+  /** Deletes outbox messages whose link expired (at the latest 30 days after they were written). */
   purgeOutbox(): Promise<number>;
 };
 
 export const OUTBOX_PURGE_JOB = 'notifications.purge-outbox';
 
-export function createNotificationsModule(deps: PlatformDeps): Module<NotificationsService> {
+/**
+ * Needs the vault: outbox bodies are stored encrypted (under the recipient's key, or
+ * OUTBOX_PLATFORM_OWNER's for addresses without an account).
+ */
+export function createNotificationsModule(
+  deps: PlatformDeps & { vault: Pick<VaultService, 'encrypt' | 'decryptString'> },
+): Module<NotificationsService> {
   const outbox = outboxService(deps);
   const smtpUrl = deps.config.SMTP_URL;
   const mailer = smtpUrl
@@ -38,7 +50,7 @@ export function createNotificationsModule(deps: PlatformDeps): Module<Notificati
       await jobs.register(OUTBOX_PURGE_JOB, async () => {
         await outbox.purgeOutbox();
       });
-      await jobs.schedule(OUTBOX_PURGE_JOB, '23 3 * * *');
+      await jobs.schedule(OUTBOX_PURGE_JOB, '23 * * * *');
     },
   };
 }

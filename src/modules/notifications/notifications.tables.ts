@@ -1,29 +1,50 @@
-import { pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+import { pgTable, text } from 'drizzle-orm/pg-core';
+import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
 
+/**
+ * Outgoing email held for the operator when no SMTP server is configured. Bodies carry
+ * single-use links, so they are stored only as vault ciphertext, and a row lives only as
+ * long as the link in it (`expiresAt`); a used link's row is deleted at once (`ref`).
+ */
 export const emailOutbox = pgTable('email_outbox', {
   id: text('id').primaryKey(),
   toAddress: text('to_address').notNull(),
   subject: text('subject').notNull(),
-  bodyText: text('body_text').notNull(),
+  bodyCiphertext: bytea('body_ciphertext').notNull(),
+  userId: text('user_id'),
+  ref: text('ref'),
   tag: text('tag').notNull(),
-  createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull(),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
 });
+
+export type OutboxRow = typeof emailOutbox.$inferSelect;
 
 /** The notifications module's entries in the data map. */
 export const notificationsTables = [
   mapTable(emailOutbox, {
     purpose: 'Outgoing email held for the operator when no SMTP server is configured',
     basis: 'contract',
-    retention: 'outbox_30_days',
+    retention: 'until_expiry',
     subject: 'user',
     columns: {
       id: col('identifier', false),
       toAddress: col('communication', true),
       subject: col('communication', true),
-      bodyText: col('communication', true, { secret: true, purpose: 'May carry single-use links' }),
+      bodyCiphertext: col('communication', true, {
+        secret: true,
+        purpose: 'The message body, vault ciphertext (it may carry a single-use link)',
+      }),
+      userId: col('identifier', true, {
+        purpose: 'The recipient account, when there is one (its key encrypts the body)',
+      }),
+      ref: col('identifier', false, {
+        purpose: 'The token the message carries, so the row goes when the token is used',
+      }),
       tag: col('communication', false),
       createdAt: col('communication', true),
+      expiresAt: col('communication', false, { purpose: 'When the link in the message expires; the row goes then' }),
     },
   }),
 ];
