@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 import { TestClient } from './helpers/client.ts';
-import { signUp } from './helpers/identity.ts';
+import { makeOperator, signUp } from './helpers/identity.ts';
 
 type Op = { method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; path: string; bodyKeys: string[] };
 
