@@ -76,6 +76,9 @@ export async function installAuth(app: HttpServer, opts: AuthOptions) {
   await app.register(cookie);
 
   app.addHook('onRequest', async (req, reply) => {
+    // The keys module's hook runs first: a request it authenticated by API key is never a
+    // cookie session (the cookie is ignored) and needs no CSRF token.
+    if (req.auth.kind === 'api_key') return;
     const unsafe = !SAFE_METHODS.has(req.method);
     const token = req.cookies[name];
     const auth = token ? await opts.core.resolveSession(token) : null;
