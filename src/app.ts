@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
@@ -10,12 +11,13 @@ import { registerApiReference } from './platform/http/docs.ts';
 import { createHttpServer, type HttpServer } from './platform/http/server.ts';
 import { jobsDataMap } from './platform/jobs/jobs.datamap.ts';
 
-export type AppDeps = PlatformDeps & { keyring: Keyring };
+export type AppDeps = PlatformDeps & { keyring: Keyring; auditSigningKey?: AuditSigningKey | null };
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
 /** Wires every module's service to its dependencies. No I/O happens here. */
 export function createModules(deps: AppDeps) {
+  const audit = createAuditModule({ ...deps, workspaces: () => workspaces.service });
   const vault = createVaultModule(deps);
   const notifications = createNotificationsModule({ ...deps, vault: vault.service });
   const identity = createIdentityModule({ ...deps, vault: vault.service, mailer: notifications.service.mailer });
@@ -25,8 +27,14 @@ export function createModules(deps: AppDeps) {
     vault: vault.service,
     mailer: notifications.service.mailer,
   });
-  const setup = createSetupModule({ identity: identity.service, workspaces: workspaces.service });
-  return { notifications, vault, identity, workspaces, setup };
+  workspaces.service.onEvent(audit.service.recordWorkspaceEvent);
+  const setup = createSetupModule({
+    ...deps,
+    identity: identity.service,
+    workspaces: workspaces.service,
+    audit: audit.service,
+  });
+  return { audit, notifications, vault, identity, workspaces, setup };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -59,7 +67,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerApiReference(http);
 
   // Order matters: identity installs the authentication hook every later route relies on.
-  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications, modules.setup]) {
+  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications, modules.setup, modules.audit]) {
     await m.registerRoutes?.(http);
   }
   return { http, modules };

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type App, type AppDeps, buildApp, createModules, type Modules, registerJobs } from './app.ts';
 import type { Config } from './config.ts';
 import { type Keyring, loadKeyring } from './modules/vault/index.ts';
+import { createBus, memoryBus } from './platform/bus/index.ts';
 import { type Clock, systemClock } from './platform/clock.ts';
 import { type Db, openPglite, openPostgres } from './platform/db/db.ts';
 import { type MigrateResult, migratePglite, migratePostgres } from './platform/db/migrate.ts';
@@ -85,7 +86,8 @@ export async function startServer(
   const runtime = await openRuntime(config, { purpose: 'server', ...opts });
   const { db, logger, clock, keyring } = runtime;
   const jobs = createJobs({ db, logger, ownerUrl: config.DATABASE_URL });
-  const deps: AppDeps = { config, db, logger, clock, jobs, keyring };
+  const bus = createBus(config, logger);
+  const deps: AppDeps = { config, db, logger, clock, jobs, keyring, bus };
   let app: App | null = null;
   try {
     app = await buildApp(deps);
@@ -98,6 +100,7 @@ export async function startServer(
   } catch (err) {
     await app?.http.close().catch(() => undefined);
     await jobs.stop().catch(() => undefined);
+    await bus.close().catch(() => undefined);
     await runtime.close();
     throw err;
   }
@@ -118,6 +121,7 @@ export async function startServer(
         // Stop accepting, let in-flight requests finish, then jobs, then the database.
         await running.http.close();
         await jobs.stop();
+        await bus.close();
         await runtime.close();
       })();
       return stopping;
@@ -134,5 +138,7 @@ export function operatorModules(runtime: Runtime, jobs: Jobs): Modules {
     clock: runtime.clock,
     jobs,
     keyring: runtime.keyring,
+    // Operator commands are short-lived and cache nothing other processes rely on.
+    bus: memoryBus(),
   });
 }

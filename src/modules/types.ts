@@ -1,4 +1,5 @@
 import type { Config } from '../config.ts';
+import type { Bus } from '../platform/bus/index.ts';
 import type { Clock } from '../platform/clock.ts';
 import type { TableEntry } from '../platform/db/datamap.ts';
 import type { Db } from '../platform/db/db.ts';
@@ -13,6 +14,8 @@ export type PlatformDeps = {
   logger: Logger;
   clock: Clock;
   jobs: Jobs;
+  /** Messages to every replica (cache invalidation); in-process on embedded PGlite. */
+  bus: Bus;
 };
 
 /** The shape each module's factory returns. */

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { type App, buildApp, registerJobs } from '../../src/app.ts';
 import { loadConfig, type RawConfig } from '../../src/config.ts';
 import type { Keyring } from '../../src/modules/vault/index.ts';
+import { type Bus, memoryBus } from '../../src/platform/bus/index.ts';
 import { type ManualClock, manualClock } from '../../src/platform/clock.ts';
 import { createJobs, type PgBossJobs } from '../../src/platform/jobs/pgboss.ts';
 import { createLogger } from '../../src/platform/logger.ts';
@@ -26,9 +27,26 @@ export type TestApp = App & {
   close(): Promise<void>;
 };
 
-/** A complete Berth app on a fresh database (PGlite or server Postgres, per test project). */
-export async function createTestApp(opts: { config?: RawConfig; clock?: ManualClock } = {}): Promise<TestApp> {
-  const testDb = await createTestDb();
+export type TestAppOptions = {
+  config?: RawConfig;
+  clock?: ManualClock;
+  /** The replicas' message bus (default: a new in-process bus). A bus passed in is not closed by `close()`. */
+  bus?: Bus;
+  /** Share another app's database (a second replica); it is not dropped by `close()`. */
+  testDb?: TestDb;
+};
+
+/**
+ * A complete Berth app on a fresh database (PGlite or server Postgres, per test project).
+ *
+ * @example
+ * // two replicas of one installation
+ * const a = await createTestApp({ bus });
+ * const b = await createTestApp({ bus: otherBus, testDb: a.testDb });
+ */
+export async function createTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
+  const testDb = opts.testDb ?? (await createTestDb());
+  const bus = opts.bus ?? memoryBus();
   const dataDir = mkdtempSync(path.join(tmpdir(), 'berth-test-'));
   const config = loadConfig({
     overrides: { BERTH_DATA_DIR: dataDir, BERTH_PUBLIC_URL: 'http://berth.test', ...opts.config },
@@ -37,7 +55,7 @@ export async function createTestApp(opts: { config?: RawConfig; clock?: ManualCl
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => logs.push(line) } });
   const clock = opts.clock ?? manualClock(new Date());
   const jobs = createJobs({ db: testDb.db, logger, ownerUrl: testDb.url ?? undefined });
-  const deps = { config, db: testDb.db, logger, clock, jobs, keyring: TEST_KEYRING };
+  const deps = { config, db: testDb.db, logger, clock, jobs, keyring: TEST_KEYRING, bus };
   const app = await buildApp(deps);
   await registerJobs(deps, app.modules);
   await app.http.ready();
@@ -51,7 +69,8 @@ export async function createTestApp(opts: { config?: RawConfig; clock?: ManualCl
     async close() {
       await app.http.close();
       await jobs.stop();
-      await testDb.drop();
+      if (!opts.bus) await bus.close();
+      if (!opts.testDb) await testDb.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
