@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { beforeAll, expect, it } from 'vitest';
 import type { Role, Scope } from '../../src/platform/http/context.ts';
 import type { TestApp } from './app.ts';
@@ -21,28 +24,34 @@ import { signUp } from './identity.ts';
  * through real invitations), and workspace B owned by the outsider. Refused callers go
  * first, allowed ones last, so a refused request that wrongly changed something shows up.
  *
- * Use it in a `*.matrix.routes.test.ts` of every module with workspace routes:
+ * Every module with workspace routes keeps their specs in `src/modules/<m>/<m>.matrix.ts`
+ * (exporting `matrixRoutes`) and runs them from `<m>.matrix.routes.test.ts`. A coverage test
+ * (src/modules/workspaces/workspaces.matrix-coverage.test.ts) reads the app's route table and
+ * fails when a route with `:workspaceId` has no spec in any module's `matrixRoutes`.
  *
  * @example
+ * // src/modules/keys/keys.matrix.ts
+ * export const matrixRoutes: MatrixRoute[] = [
+ *   { method: 'GET', url: (c) => `/api/workspaces/${c.workspaceId}/keys`, allowed: ['owner', 'admin', 'member'] },
+ *   {
+ *     method: 'DELETE',
+ *     // A target per caller, so each allowed caller has something to delete.
+ *     setup: async (c) => ({ keyId: (await createKey(c)).id }),
+ *     url: (c) => `/api/workspaces/${c.workspaceId}/keys/${c.vars.keyId}`,
+ *     allowed: ['owner', 'admin'],
+ *   },
+ * ];
+ *
+ * // src/modules/keys/keys.matrix.routes.test.ts
  * describe('security', () => {
  *   let app: TestApp;
  *   beforeAll(async () => { app = await createTestApp(); });
  *   afterAll(async () => { await app.close(); });
- *   roleMatrix({
- *     app: () => app,
- *     strict: true,
- *     routes: [
- *       { method: 'GET', url: (c) => `/api/workspaces/${c.workspaceId}/keys`, allowed: ['owner', 'admin', 'member'] },
- *       {
- *         method: 'DELETE',
- *         // A target per caller, so each allowed caller has something to delete.
- *         setup: async (c) => ({ keyId: (await createKey(c)).id }),
- *         url: (c) => `/api/workspaces/${c.workspaceId}/keys/${c.vars.keyId}`,
- *         allowed: ['owner', 'admin'],
- *       },
- *     ],
- *   });
+ *   roleMatrix({ app: () => app, strict: true, routes: matrixRoutes });
  * });
+ *
+ * Name URL variables after the route's parameters (`c.vars.keyId` for `:keyId`): the spec's
+ * route is read from its URL with placeholder ids.
  *
  * Routes that change the fixture for good (delete the workspace, transfer ownership) set
  * `fresh: true`: each allowed caller then gets a new fixture of its own.
@@ -100,7 +109,9 @@ function scopeOf(workspaceId: string, user: MatrixUser, role: Role): Scope {
 
 async function newUser(app: TestApp, label: string): Promise<MatrixUser> {
   const email = `${label}-${randomBytes(4).toString('hex')}@matrix.test`;
-  const client = await signUp(app, { email });
+  // Each fixture user comes from an address of its own, as real people do (sign-ups are throttled per IP).
+  const ip = `10.${[...randomBytes(3)].join('.')}`;
+  const client = await signUp(app, { email, ip });
   return { userId: client.userId, email, client };
 }
 
@@ -177,7 +188,7 @@ export function roleMatrix(opts: RoleMatrixOptions): void {
   });
 
   for (const route of opts.routes) {
-    const name = route.name ?? `${route.method} ${route.url(placeholderContext()).replace(/\bundefined\b/g, ':id')}`;
+    const name = route.name ?? matrixRoutePattern(route);
     it(`${name}: allowed ${route.allowed.join(', ') || 'nobody'}`, async () => {
       const strict = opts.strict ?? false;
       let ctx = route.fresh ? await createMatrixFixture(opts.app()) : shared;
@@ -198,6 +209,67 @@ export function roleMatrix(opts: RoleMatrixOptions): void {
       expect(actual).toEqual(want);
     });
   }
+}
+
+/**
+ * The route a spec exercises, as `METHOD /path/:param`: its URL built from a context whose
+ * ids read `:workspaceId`, `:userId` and, for `ctx.vars.x`, `:x`.
+ */
+export function matrixRoutePattern(route: MatrixRoute): string {
+  return `${route.method} ${route.url(placeholderContext()).replace(/\bundefined\b/g, ':id')}`;
+}
+
+/** A route pattern with its parameter names dropped: `GET /a/:id/b` and `GET /a/:x/b` are one route. */
+export function routeShape(pattern: string): string {
+  return pattern.replace(/:[A-Za-z0-9_]+/g, ':');
+}
+
+/**
+ * Every route the app serves, as `METHOD /path/:param`, read from Fastify's route table
+ * (`printRoutes`), hidden routes included. HEAD and OPTIONS twins are left out.
+ */
+export function appRoutes(app: TestApp): string[] {
+  const out: string[] = [];
+  const stack: string[] = [];
+  for (const line of app.http.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^((?:│ {3}| {4})*)(?:├── |└── )(.*?)(?: \(([A-Z, ]+)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = (m[1] ?? '').length / 4;
+    stack.length = depth;
+    const path = `${stack[depth - 1] ?? ''}${m[2] ?? ''}`;
+    stack[depth] = path;
+    for (const method of (m[3] ?? '').split(', ').filter(Boolean)) {
+      if (method !== 'HEAD' && method !== 'OPTIONS') out.push(`${method} ${path}`);
+    }
+  }
+  return out.sort();
+}
+
+/** The routes of the app that act on one workspace (they have a `:workspaceId` parameter). */
+export function workspaceRoutes(app: TestApp): string[] {
+  return appRoutes(app).filter((r) => r.includes('/:workspaceId'));
+}
+
+/**
+ * Where every module keeps the role-matrix specs of its workspace routes: a file
+ * `src/modules/<module>/<module>.matrix.ts` exporting `matrixRoutes: MatrixRoute[]`, run by
+ * `<module>.matrix.routes.test.ts` (`roleMatrix({ app, routes: matrixRoutes })`). Keeping the
+ * specs out of the test file lets the coverage test import every module's list without
+ * running it, and fail when a workspace route has no spec.
+ */
+export async function loadMatrixSpecs(modulesDir: string): Promise<Array<{ file: string; routes: MatrixRoute[] }>> {
+  const found: Array<{ file: string; routes: MatrixRoute[] }> = [];
+  for (const dir of readdirSync(modulesDir, { withFileTypes: true })) {
+    if (!dir.isDirectory()) continue;
+    for (const name of readdirSync(path.join(modulesDir, dir.name))) {
+      if (!name.endsWith('.matrix.ts')) continue;
+      const file = path.join(modulesDir, dir.name, name);
+      const mod = (await import(pathToFileURL(file).href)) as { matrixRoutes?: unknown };
+      if (!Array.isArray(mod.matrixRoutes)) throw new Error(`${file} must export matrixRoutes: MatrixRoute[]`);
+      found.push({ file, routes: mod.matrixRoutes as MatrixRoute[] });
+    }
+  }
+  return found;
 }
 
 /** A context whose ids read `:workspaceId` etc., only for naming tests. */

@@ -11,7 +11,8 @@ import { SEND_INVITATION_JOB } from './index.ts';
 
 let app: TestApp;
 beforeAll(async () => {
-  app = await createTestApp();
+  // Many sign-ups from one test address: lift the per-IP sign-up limit (tested by identity).
+  app = await createTestApp({ config: { BERTH_SIGNUP_IP_MAX: 100_000 } });
 });
 afterAll(async () => {
   await app.close();
