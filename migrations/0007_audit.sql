@@ -134,8 +134,8 @@ create trigger audit_checkpoints_no_truncate before truncate on audit_checkpoint
 create or replace function berth_audit_check_chain(p_chain text) returns void
 language plpgsql as $$
 begin
-  if not (current_setting('berth.bypass_rls', true) = 'on'
-          or p_chain = current_setting('berth.workspace_id', true)) then
+  if not (coalesce(current_setting('berth.bypass_rls', true), '') = 'on'
+          or p_chain = coalesce(current_setting('berth.workspace_id', true), '')) then
     raise exception 'audit chain % is outside this transaction''s scope', p_chain
       using errcode = 'insufficient_privilege';
   end if;

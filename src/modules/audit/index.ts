@@ -1,32 +1,101 @@
 // The audit module: every state-changing action writes one event, in the same transaction
 // as the change, into a per-workspace (or the platform) hash chain that is append-only,
 // tamper-evident and periodically sealed by signed checkpoints.
-import type { Database } from '../../platform/db/db.ts';
-import type { Actor } from '../../platform/http/context.ts';
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Module, PlatformDeps } from '../types.ts';
+import type { WorkspacesService } from '../workspaces/index.ts';
+import { auditRepo } from './audit.repo.ts';
+import { registerAuditRoutes } from './audit.routes.ts';
+import { type AuditCore, auditService, requestContext } from './audit.service.ts';
+import { type AuditSigningKey, parseAuditSigningKey } from './audit.signing.ts';
+import { auditTables } from './audit.tables.ts';
+import { workspaceEventRecorder } from './audit.workspaces.ts';
 
-/** What a caller records. `workspaceId: null` writes to the platform chain (operator actions). */
-export type AuditInput = {
-  workspaceId: string | null;
-  actor: Actor;
-  /** Dotted `noun.verb`: 'key.created', 'member.role_changed' ... */
-  action: string;
-  target: { type: string; id: string };
-  outcome?: 'success' | 'failure';
-  /** Small structured diff; never secrets or content. */
-  diff?: Record<string, unknown>;
+export {
+  type BreakReason,
+  type ChainedEvent,
+  canonicalEvent,
+  canonicalJson,
+  GENESIS_HASH,
+  hashEvent,
+} from './audit.chain.ts';
+export type { AuditFilter } from './audit.repo.ts';
+export type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
+export { type AuditInput, PLATFORM_CHAIN } from './audit.service.ts';
+export {
+  type AuditSigningKey,
+  auditKeyId,
+  checkpointMessage,
+  DATA_DIR_AUDIT_KEY_FILE,
+  generateAuditSigningKey,
+  type LoadedAuditSigningKey,
+  loadAuditSigningKey,
+  parseAuditSigningKey,
+  signCheckpoint,
+  verifyCheckpoint,
+} from './audit.signing.ts';
+
+/**
+ * What other modules use. `record` takes the caller's transaction, so the event is written
+ * atomically with the change it describes:
+ *
+ * @example
+ * await db.tenant(scope.workspaceId, async (tx) => {
+ *   await repo.insertKey(tx, row);
+ *   await audit.record(tx, { workspaceId: scope.workspaceId, actor: scope.actor, action: 'key.created',
+ *     target: { type: 'key', id: row.id }, diff: { name: row.name, scopes: row.scopes } });
+ * });
+ * // operator actions: workspaceId null = the platform chain
+ * await audit.record(tx, { workspaceId: null, actor, action: 'operator.added', target: { type: 'user', id } });
+ */
+export type AuditService = AuditCore & {
+  /** The workspaces module's event handler: `workspaces.onEvent(audit.recordWorkspaceEvent)`. */
+  recordWorkspaceEvent: ReturnType<typeof workspaceEventRecorder>;
 };
 
-export type AuditService = {
-  /**
-   * Appends one event to its chain inside the caller's transaction, so the event commits
-   * (or rolls back) with the change it records.
-   *
-   * @example await audit.record(tx, { workspaceId, actor: scope.actor, action: 'key.created', target: { type: 'key', id } });
-   */
-  record(tx: Database, input: AuditInput): Promise<{ id: string; seq: number }>;
+export const AUDIT_CHECKPOINT_JOB = 'audit.checkpoint';
+
+export type AuditModuleDeps = PlatformDeps & {
+  /** The checkpoint signing key (see loadAuditSigningKey); null or absent = checkpoints refused. */
+  auditSigningKey?: AuditSigningKey | null;
+  /** Resolved when routes are registered (the workspaces module is built after this one). */
+  workspaces: () => Pick<WorkspacesService, 'requirePermission'>;
 };
 
-export type AuditModuleDeps = PlatformDeps;
-
-export declare function createAuditModule(deps: AuditModuleDeps): Module<AuditService>;
+export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
+  const core = auditService({
+    db: deps.db,
+    repo: auditRepo,
+    clock: deps.clock,
+    logger: deps.logger,
+    // Loaded by main.ts (file or generated); otherwise straight from config (tests, tools).
+    signingKey:
+      deps.auditSigningKey === undefined && deps.config.BERTH_AUDIT_SIGNING_KEY
+        ? parseAuditSigningKey(deps.config.BERTH_AUDIT_SIGNING_KEY)
+        : (deps.auditSigningKey ?? null),
+  });
+  const service: AuditService = { ...core, recordWorkspaceEvent: workspaceEventRecorder(core) };
+  return {
+    service,
+    dataMap: moduleDataMap('audit', auditTables),
+    registerRoutes(app: HttpServer) {
+      // Request facts (IP, user agent, request id) for events whose actor carries none.
+      app.addHook('onRequest', (req, _reply, done) => {
+        const ua = req.headers['user-agent'];
+        requestContext.run(
+          { ip: req.ip, userAgent: typeof ua === 'string' ? ua.slice(0, 512) : null, requestId: req.id },
+          done,
+        );
+      });
+      registerAuditRoutes(app, { service, requirePermission: deps.workspaces().requirePermission });
+    },
+    async registerJobs(jobs: Jobs) {
+      await jobs.register(AUDIT_CHECKPOINT_JOB, async () => {
+        await service.checkpointAll();
+      });
+      await jobs.schedule(AUDIT_CHECKPOINT_JOB, '*/15 * * * *');
+    },
+  };
+}

@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import type { Db } from '../../platform/db/db.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
 import type { Module } from '../types.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
@@ -17,6 +19,8 @@ const SetupReply = z.object({
 
 /** First-run setup: `berth admin create` and the one-time setup token. Owns no tables. */
 export function createSetupModule(deps: {
+  db: Db;
+  audit: Pick<AuditService, 'record'>;
   identity: IdentityService;
   workspaces: WorkspacesService;
 }): Module<SetupService> {

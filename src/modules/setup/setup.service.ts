@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { randomToken, safeEqual, sha256Hex } from '../../platform/crypto.ts';
+import type { Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
+import type { Actor } from '../../platform/http/context.ts';
+import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
 
@@ -13,6 +16,8 @@ export const FirstAdminInput = z.strictObject({
 export type FirstAdminInput = z.infer<typeof FirstAdminInput>;
 
 type Deps = {
+  db: Pick<Db, 'system'>;
+  audit: Pick<AuditService, 'record'>;
   identity: Pick<IdentityService, 'createUser' | 'countOperators'>;
   workspaces: Pick<WorkspacesService, 'createWorkspace'>;
 };
@@ -26,7 +31,13 @@ export function setupService(deps: Deps) {
   let tokenHash: string | null = null;
   let busy = false;
 
-  async function createFirstAdmin(raw: FirstAdminInput) {
+  /**
+   * Creates the first operator and their workspace. The platform chain records it as
+   * `platform.setup` (`via`: 'setup_token' or 'cli'); the workspace's own chain records
+   * `workspace.created`. The user and the workspace are created by their modules' own
+   * transactions, so the platform event follows them in a third one.
+   */
+  async function createFirstAdmin(raw: FirstAdminInput, via: 'cli' | 'setup_token' = 'cli') {
     const input = FirstAdminInput.parse(raw);
     const user = await deps.identity.createUser({
       email: input.email,
@@ -35,7 +46,17 @@ export function setupService(deps: Deps) {
       isOperator: true,
       emailVerified: true,
     });
+    const actor: Actor = { type: 'system', name: via === 'cli' ? 'berth-admin-create' : 'setup-token' };
     const workspace = await deps.workspaces.createWorkspace({ ownerUserId: user.id, name: input.workspaceName });
+    await deps.db.system((tx) =>
+      deps.audit.record(tx, {
+        workspaceId: null,
+        actor,
+        action: 'platform.setup',
+        target: { type: 'user', id: user.id },
+        diff: { operator: user.id, workspaceId: workspace.id, via },
+      }),
+    );
     return { userId: user.id, email: user.email, workspaceId: workspace.id, workspaceName: workspace.name };
   }
 
@@ -70,7 +91,7 @@ export function setupService(deps: Deps) {
           tokenHash = null;
           throw new AppError('invalid_token', 'Setup is already complete.');
         }
-        const result = await createFirstAdmin(rest);
+        const result = await createFirstAdmin(rest, 'setup_token');
         tokenHash = null;
         return result;
       } finally {

@@ -141,5 +141,13 @@ async function grantAppRole(client: pg.Client, role: string) {
   if (me && me !== role) await client.query(`grant ${r} to ${pg.escapeIdentifier(me)}`).catch(() => undefined);
   await client.query(`grant usage on schema public to ${r}`);
   await client.query(`grant select, insert, update, delete on all tables in schema public to ${r}`);
+  // Append-only tables (commented 'berth:append-only', e.g. audit_events): read and add rows only.
+  const appendOnly = await client.query<{ name: string }>(
+    `select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = 'public' and c.relkind in ('r', 'p') and obj_description(c.oid, 'pg_class') = 'berth:append-only'`,
+  );
+  for (const { name } of appendOnly.rows) {
+    await client.query(`revoke update, delete, truncate on ${pg.escapeIdentifier(name)} from ${r}`);
+  }
   await client.query(`grant usage, select, update on all sequences in schema public to ${r}`);
 }

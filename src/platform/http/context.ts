@@ -57,3 +57,16 @@ export function requestMeta(req: FastifyRequest): RequestMeta {
   const ua = req.headers['user-agent'];
   return { ip: req.ip, userAgent: typeof ua === 'string' ? ua.slice(0, 512) : null, requestId: req.id };
 }
+
+/**
+ * How a state-changing route relates to the audit log. Every POST/PUT/PATCH/DELETE route
+ * writes exactly one audit event when it succeeds (test/audit-coverage.db.test.ts proves it
+ * route by route), unless it declares `config: { audit: { exempt: 'why' } }`.
+ */
+export type AuditRouteConfig = { exempt: string };
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    audit?: AuditRouteConfig;
+  }
+}

@@ -1,0 +1,150 @@
+import { and, asc, desc, eq, gt, gte, lt, or, type SQL, sql } from 'drizzle-orm';
+import type { Database } from '../../platform/db/db.ts';
+import { GENESIS_HASH } from './audit.chain.ts';
+import {
+  type AuditChainHeadRow,
+  type AuditCheckpointRow,
+  type AuditEventRow,
+  auditChainHeads,
+  auditCheckpoints,
+  auditEvents,
+} from './audit.tables.ts';
+
+export type AuditFilter = {
+  from?: Date;
+  to?: Date;
+  /** A user id (matches the acting user, also behind an API key) or an API key id. */
+  actor?: string;
+  /** An exact action, or a prefix ending in `.*` ('member.*'). */
+  action?: string;
+  /** A target id. */
+  target?: string;
+};
+
+function filterSql(chain: string, f: AuditFilter): SQL[] {
+  const where: SQL[] = [eq(auditEvents.chain, chain)];
+  if (f.from) where.push(gte(auditEvents.occurredAt, f.from));
+  if (f.to) where.push(lt(auditEvents.occurredAt, f.to));
+  if (f.actor) {
+    const actor = or(eq(auditEvents.actorId, f.actor), eq(auditEvents.actorUserId, f.actor));
+    if (actor) where.push(actor);
+  }
+  if (f.action) {
+    if (f.action.endsWith('.*')) {
+      const prefix = f.action.slice(0, -1);
+      where.push(sql`left(${auditEvents.action}, ${prefix.length}) = ${prefix}`);
+    } else {
+      where.push(eq(auditEvents.action, f.action));
+    }
+  }
+  if (f.target) where.push(eq(auditEvents.targetId, f.target));
+  return where;
+}
+
+/**
+ * Every SQL statement on the audit tables. Reads name the chain in every query; row-level
+ * security limits a workspace transaction to its own chain as well.
+ */
+export const auditRepo = {
+  /** Locks the chain's head (creating it at genesis), which serialises appends per chain. */
+  async lockHead(tx: Database, chain: string, workspaceId: string | null): Promise<AuditChainHeadRow> {
+    await tx
+      .insert(auditChainHeads)
+      .values({ chain, workspaceId, seq: 0, hash: GENESIS_HASH, anchorSeq: 1, anchorHash: GENESIS_HASH })
+      .onConflictDoNothing();
+    const rows = await tx.select().from(auditChainHeads).where(eq(auditChainHeads.chain, chain)).for('update');
+    const head = rows[0];
+    if (!head) throw new Error(`audit chain head ${chain} is not visible to this transaction`);
+    return head;
+  },
+
+  /** Appends without RETURNING: a workspace transaction may append to the platform chain but not read it. */
+  async append(tx: Database, row: AuditEventRow): Promise<void> {
+    await tx.insert(auditEvents).values(row);
+    await tx.update(auditChainHeads).set({ seq: row.seq, hash: row.hash }).where(eq(auditChainHeads.chain, row.chain));
+  },
+
+  async findHead(tx: Database, chain: string): Promise<AuditChainHeadRow | null> {
+    const rows = await tx.select().from(auditChainHeads).where(eq(auditChainHeads.chain, chain)).limit(1);
+    return rows[0] ?? null;
+  },
+
+  async listHeads(tx: Database): Promise<AuditChainHeadRow[]> {
+    return tx.select().from(auditChainHeads).orderBy(asc(auditChainHeads.chain));
+  },
+
+  /** Newest first; `beforeSeq` is the cursor. */
+  async list(tx: Database, chain: string, f: AuditFilter, page: { beforeSeq?: number; limit: number }) {
+    const where = filterSql(chain, f);
+    if (page.beforeSeq !== undefined) where.push(lt(auditEvents.seq, page.beforeSeq));
+    return tx
+      .select()
+      .from(auditEvents)
+      .where(and(...where))
+      .orderBy(desc(auditEvents.seq))
+      .limit(page.limit);
+  },
+
+  /** Oldest first, from `afterSeq` (exclusive): for exports and verification. */
+  async listAscending(tx: Database, chain: string, f: AuditFilter, page: { afterSeq: number; limit: number }) {
+    return tx
+      .select()
+      .from(auditEvents)
+      .where(and(...filterSql(chain, f), gt(auditEvents.seq, page.afterSeq)))
+      .orderBy(asc(auditEvents.seq))
+      .limit(page.limit);
+  },
+
+  async insertCheckpoint(tx: Database, row: AuditCheckpointRow): Promise<void> {
+    await tx.insert(auditCheckpoints).values(row);
+  },
+
+  async listCheckpoints(tx: Database, chain: string, minSeq = 0): Promise<AuditCheckpointRow[]> {
+    return tx
+      .select()
+      .from(auditCheckpoints)
+      .where(and(eq(auditCheckpoints.chain, chain), gte(auditCheckpoints.seq, minSeq)))
+      .orderBy(asc(auditCheckpoints.seq), asc(auditCheckpoints.createdAt));
+  },
+
+  async lastCheckpointSeq(tx: Database, chain: string): Promise<number> {
+    const rows = await tx
+      .select({ seq: auditCheckpoints.seq })
+      .from(auditCheckpoints)
+      .where(eq(auditCheckpoints.chain, chain))
+      .orderBy(desc(auditCheckpoints.seq))
+      .limit(1);
+    return rows[0]?.seq ?? 0;
+  },
+
+  /** Heads with events no checkpoint covers yet (system work). */
+  async headsNeedingCheckpoint(tx: Database): Promise<AuditChainHeadRow[]> {
+    return tx
+      .select()
+      .from(auditChainHeads)
+      .where(
+        and(
+          gte(auditChainHeads.seq, auditChainHeads.anchorSeq),
+          sql`${auditChainHeads.seq} > coalesce((select max(c.seq) from audit_checkpoints c where c.chain = ${auditChainHeads.chain}), 0)`,
+        ),
+      );
+  },
+
+  /** Retention: removes the chain's events with seq < `seq` through the one narrow database function. */
+  async dropBefore(tx: Database, chain: string, seq: number): Promise<number> {
+    const res = (await tx.execute(sql`select berth_audit_drop_before(${chain}, ${seq}) as removed`)) as unknown as {
+      rows: Array<{ removed: string | number }>;
+    };
+    return Number(res.rows[0]?.removed ?? 0);
+  },
+
+  /** Removes a deleted workspace's whole chain through the narrow database function. */
+  async dropChain(tx: Database, chain: string): Promise<number> {
+    const res = (await tx.execute(sql`select berth_audit_drop_chain(${chain}) as removed`)) as unknown as {
+      rows: Array<{ removed: string | number }>;
+    };
+    return Number(res.rows[0]?.removed ?? 0);
+  },
+};
+
+export type AuditRepo = typeof auditRepo;

@@ -1,0 +1,337 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Clock } from '../../platform/clock.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { Actor, RequestMeta } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
+import { type ChainBreak, chainWalker, GENESIS_HASH, hashEvent, normalizeDiff } from './audit.chain.ts';
+import type { AuditFilter, AuditRepo } from './audit.repo.ts';
+import type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
+import { type AuditSigningKey, signCheckpoint, verifyCheckpoint } from './audit.signing.ts';
+import type { AuditCheckpointRow, AuditEventRow } from './audit.tables.ts';
+
+/** What a caller records. `workspaceId: null` writes to the platform chain (operator actions). */
+export type AuditInput = {
+  workspaceId: string | null;
+  actor: Actor;
+  /** Dotted `noun.verb`: 'key.created', 'member.role_changed' ... */
+  action: string;
+  target: { type: string; id: string };
+  outcome?: 'success' | 'failure';
+  /** Small structured diff; never secrets or content. */
+  diff?: Record<string, unknown>;
+};
+
+export const PLATFORM_CHAIN = 'platform';
+
+/**
+ * The request facts of the HTTP request being served, for events whose actor carries none
+ * (changes made deep in a use case that only knows the user id).
+ */
+export const requestContext = new AsyncLocalStorage<RequestMeta>();
+
+const PAGE = 500;
+
+type Deps = {
+  db: Pick<Db, 'tenant' | 'system'>;
+  repo: AuditRepo;
+  clock: Clock;
+  logger: Logger;
+  signingKey: AuditSigningKey | null;
+};
+
+function actorColumns(actor: Actor) {
+  switch (actor.type) {
+    case 'user':
+      return { actorType: 'user' as const, actorId: actor.userId, actorUserId: actor.userId, meta: actor.meta };
+    case 'api_key':
+      return { actorType: 'api_key' as const, actorId: actor.keyId, actorUserId: actor.userId, meta: actor.meta };
+    case 'system':
+      return { actorType: 'system' as const, actorId: actor.name, actorUserId: null, meta: undefined };
+  }
+}
+
+export function toEventView(r: AuditEventRow): AuditEventView {
+  return {
+    id: r.id,
+    chain: r.chain,
+    workspaceId: r.workspaceId,
+    seq: r.seq,
+    occurredAt: r.occurredAt.toISOString(),
+    actor: { type: r.actorType, id: r.actorId, userId: r.actorUserId, ip: r.ip, userAgent: r.userAgent },
+    requestId: r.requestId,
+    action: r.action,
+    target: { type: r.targetType, id: r.targetId },
+    outcome: r.outcome,
+    diff: r.diff,
+    prevHash: r.prevHash,
+    hash: r.hash,
+  };
+}
+
+function toCheckpointView(c: AuditCheckpointRow): CheckpointView {
+  return {
+    chain: c.chain,
+    seq: c.seq,
+    hash: c.hash,
+    createdAt: c.createdAt.toISOString(),
+    keyId: c.keyId,
+    signature: c.signature,
+  };
+}
+
+/** Opaque cursors: the seq to continue below, base64url. */
+export function encodeCursor(seq: number): string {
+  return Buffer.from(`s${seq}`).toString('base64url');
+}
+export function decodeCursor(cursor: string): number {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const m = /^s([1-9][0-9]{0,15})$/.exec(text);
+  if (!m?.[1]) throw new AppError('validation_failed', 'The cursor is not valid.');
+  return Number(m[1]);
+}
+
+const MESSAGES: Record<ChainBreak['reason'], string> = {
+  hash_mismatch: 'the event does not match its hash (it was edited)',
+  seq_gap: 'an event is missing (it was deleted)',
+  prev_hash_mismatch: 'the event does not chain from the one before (events were reordered or inserted)',
+  head_mismatch: 'the chain ends before its recorded head (trailing events were deleted)',
+  checkpoint_signature_invalid: 'a checkpoint signature does not verify with the audit public key',
+  checkpoint_key_unknown: 'a checkpoint was signed by a key this installation does not know',
+  checkpoint_mismatch: 'a signed checkpoint names a hash the chain no longer has at that seq',
+};
+
+/**
+ * The audit use cases: append (inside the caller's transaction), query, export, verify,
+ * checkpoints and the narrow removal paths (retention prefix, deleted workspace's chain).
+ */
+export function auditService(deps: Deps) {
+  const { db, repo, clock } = deps;
+  let warnedNoKey = false;
+
+  /** Runs `fn` in a transaction that may read `chain`: its workspace's, or system work for the platform chain. */
+  function inChain<T>(chain: string, fn: (tx: Database) => Promise<T>): Promise<T> {
+    return chain === PLATFORM_CHAIN ? db.system(fn) : db.tenant(chain, fn);
+  }
+
+  async function record(tx: Database, input: AuditInput): Promise<{ id: string; seq: number }> {
+    const chain = input.workspaceId ?? PLATFORM_CHAIN;
+    const head = await repo.lockHead(tx, chain, input.workspaceId);
+    const now = clock.now();
+    const { meta: actorMeta, ...actor } = actorColumns(input.actor);
+    const meta = actorMeta ?? requestContext.getStore();
+    const base = {
+      id: newId('aud', now),
+      chain,
+      workspaceId: input.workspaceId,
+      seq: head.seq + 1,
+      occurredAt: now,
+      ...actor,
+      ip: meta?.ip ?? null,
+      userAgent: meta?.userAgent ?? null,
+      requestId: meta?.requestId ?? null,
+      action: input.action,
+      targetType: input.target.type,
+      targetId: input.target.id,
+      outcome: input.outcome ?? 'success',
+      diff: normalizeDiff(input.diff),
+      prevHash: head.hash,
+    };
+    const row: AuditEventRow = { ...base, hash: hashEvent(base) };
+    await repo.append(tx, row);
+    return { id: row.id, seq: row.seq };
+  }
+
+  async function list(chain: string, filter: AuditFilter, page: { cursor?: string; limit: number }) {
+    const beforeSeq = page.cursor ? decodeCursor(page.cursor) : undefined;
+    const rows = await inChain(chain, (tx) =>
+      repo.list(tx, chain, filter, { limit: page.limit + 1, ...(beforeSeq ? { beforeSeq } : {}) }),
+    );
+    const data = rows.slice(0, page.limit);
+    const last = data[data.length - 1];
+    return {
+      data: data.map(toEventView),
+      nextCursor: rows.length > page.limit && last ? encodeCursor(last.seq) : null,
+    };
+  }
+
+  /** Every matching event, oldest first, a page at a time (for JSON Lines exports). */
+  async function* exportEvents(chain: string, filter: AuditFilter): AsyncGenerator<AuditEventView> {
+    let afterSeq = 0;
+    for (;;) {
+      const rows = await inChain(chain, (tx) => repo.listAscending(tx, chain, filter, { afterSeq, limit: PAGE }));
+      for (const r of rows) yield toEventView(r);
+      const last = rows[rows.length - 1];
+      if (!last || rows.length < PAGE) return;
+      afterSeq = last.seq;
+    }
+  }
+
+  async function verify(chain: string): Promise<VerifyReport> {
+    return inChain(chain, async (tx) => {
+      const head = await repo.findHead(tx, chain);
+      const anchor = { seq: head?.anchorSeq ?? 1, hash: head?.anchorHash ?? GENESIS_HASH };
+      const checkpoints = await repo.listCheckpoints(tx, chain, anchor.seq);
+      const walker = chainWalker(anchor, new Set(checkpoints.map((c) => c.seq)));
+      let afterSeq = anchor.seq - 1;
+      for (;;) {
+        const rows = await repo.listAscending(tx, chain, {}, { afterSeq, limit: PAGE });
+        let go = true;
+        for (const r of rows) {
+          go = walker.push(r);
+          if (!go) break;
+        }
+        const last = rows[rows.length - 1];
+        if (!go || !last || rows.length < PAGE) break;
+        afterSeq = last.seq;
+      }
+      const result = walker.finish(head ? { seq: head.seq, hash: head.hash } : null);
+      const breaks: ChainBreak[] = result.broken ? [result.broken] : [];
+      const key = deps.signingKey;
+      for (const c of checkpoints) {
+        if (key) {
+          if (c.keyId !== key.keyId) breaks.push({ seq: c.seq, reason: 'checkpoint_key_unknown' });
+          else if (!verifyCheckpoint(key, c)) breaks.push({ seq: c.seq, reason: 'checkpoint_signature_invalid' });
+        }
+        const seen = walker.hashAt(c.seq);
+        // A checkpoint past a break cannot be compared; the break is reported already.
+        if (!(result.broken && c.seq >= result.broken.seq) && seen !== c.hash) {
+          breaks.push({ seq: c.seq, reason: 'checkpoint_mismatch' });
+        }
+      }
+      breaks.sort((a, b) => a.seq - b.seq);
+      const first = breaks[0] ?? null;
+      const latest = checkpoints[checkpoints.length - 1];
+      return {
+        ok: first === null,
+        chain,
+        checked: result.checked,
+        firstBrokenSeq: first?.seq ?? null,
+        reason: first?.reason ?? null,
+        message: first
+          ? `Chain ${chain} is broken at seq ${first.seq}: ${MESSAGES[first.reason]}.`
+          : `Chain ${chain} verifies: ${result.checked} events from seq ${anchor.seq}, ${checkpoints.length} checkpoints.`,
+        anchor,
+        head: { seq: head?.seq ?? 0, hash: head?.hash ?? GENESIS_HASH },
+        checkpoints: {
+          checked: checkpoints.length,
+          signaturesChecked: key !== null,
+          latest: latest ? toCheckpointView(latest) : null,
+        },
+        publicKey: key ? { keyId: key.keyId, raw: key.publicKeyRaw } : null,
+      };
+    });
+  }
+
+  function requireKey(): AuditSigningKey {
+    if (!deps.signingKey) {
+      throw new AppError(
+        'unavailable',
+        'Audit checkpoints need a signing key: set BERTH_AUDIT_SIGNING_KEY or BERTH_AUDIT_SIGNING_KEY_FILE (the same on every replica).',
+      );
+    }
+    return deps.signingKey;
+  }
+
+  async function checkpointIn(tx: Database, chain: string, key: AuditSigningKey): Promise<CheckpointView | null> {
+    const head = await repo.findHead(tx, chain);
+    if (!head || head.seq < head.anchorSeq) return null;
+    const createdAt = clock.now();
+    const row: AuditCheckpointRow = {
+      id: newId('ack', createdAt),
+      chain,
+      workspaceId: chain === PLATFORM_CHAIN ? null : chain,
+      seq: head.seq,
+      hash: head.hash,
+      createdAt,
+      keyId: key.keyId,
+      signature: signCheckpoint(key, { chain, seq: head.seq, hash: head.hash, createdAt }),
+    };
+    await repo.insertCheckpoint(tx, row);
+    return toCheckpointView(row);
+  }
+
+  return {
+    /**
+     * Appends one event to its chain inside the caller's transaction, so the event commits
+     * (or rolls back) with the change it records.
+     *
+     * @example await audit.record(tx, { workspaceId, actor: scope.actor, action: 'key.created', target: { type: 'key', id } });
+     */
+    record,
+
+    /** A page of a chain's events, newest first, filtered. */
+    list,
+
+    exportEvents,
+
+    /** Recomputes a chain from its anchor and checks its checkpoints; names the first broken seq. */
+    verify,
+
+    /** Verifies every chain (the platform chain first). */
+    async verifyAll(): Promise<VerifyReport[]> {
+      const heads = await db.system((tx) => repo.listHeads(tx));
+      const chains = [PLATFORM_CHAIN, ...heads.map((h) => h.chain).filter((c) => c !== PLATFORM_CHAIN)];
+      const out: VerifyReport[] = [];
+      for (const c of chains) out.push(await verify(c));
+      return out;
+    },
+
+    /** Signs a checkpoint of the chain's current head now (on demand). */
+    async createCheckpoint(chain: string): Promise<CheckpointView> {
+      const key = requireKey();
+      const made = await inChain(chain, (tx) => checkpointIn(tx, chain, key));
+      if (!made) throw new AppError('conflict', 'The audit log has no events to checkpoint yet.');
+      return made;
+    },
+
+    /** The periodic job: a checkpoint for every chain with events no checkpoint covers yet. */
+    async checkpointAll(): Promise<number> {
+      const key = deps.signingKey;
+      if (!key) {
+        if (!warnedNoKey) deps.logger.warn('Audit checkpoints skipped: no signing key is configured.');
+        warnedNoKey = true;
+        return 0;
+      }
+      return db.system(async (tx) => {
+        const heads = await repo.headsNeedingCheckpoint(tx);
+        for (const h of heads) await checkpointIn(tx, h.chain, key);
+        return heads.length;
+      });
+    },
+
+    /**
+     * Retention (the privacy module's job): removes a whole expired prefix of a chain, the
+     * events with seq < `beforeSeq`, and moves the chain's anchor so it still verifies.
+     */
+    async dropBefore(chain: string, beforeSeq: number): Promise<number> {
+      return inChain(chain, (tx) => repo.dropBefore(tx, chain, beforeSeq));
+    },
+
+    /** The current head of a chain, read in the caller's transaction. */
+    async headOf(tx: Database, chain: string): Promise<{ seq: number; hash: string }> {
+      const head = await repo.findHead(tx, chain);
+      return { seq: head?.seq ?? 0, hash: head?.hash ?? GENESIS_HASH };
+    },
+
+    /**
+     * Removes a deleted workspace's whole chain inside the deleting transaction (record the
+     * deletion in the platform chain first). Returns the number of events removed.
+     */
+    async dropWorkspaceChain(tx: Database, workspaceId: string): Promise<number> {
+      return repo.dropChain(tx, workspaceId);
+    },
+
+    async findHead(chain: string) {
+      return inChain(chain, (tx) => repo.findHead(tx, chain));
+    },
+
+    publicKey() {
+      const key = requireKey();
+      return { keyId: key.keyId, publicKeyRaw: key.publicKeyRaw, publicKeyPem: key.publicKeyPem };
+    },
+  };
+}
+
+export type AuditCore = ReturnType<typeof auditService>;
