@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { type App, type AppDeps, buildApp, createModules, type Modules, registerJobs } from './app.ts';
 import type { Config } from './config.ts';
+import { type LoadedAuditSigningKey, loadAuditSigningKey } from './modules/audit/index.ts';
 import { type Keyring, loadKeyring } from './modules/vault/index.ts';
 import { createBus, memoryBus } from './platform/bus/index.ts';
 import { type Clock, systemClock } from './platform/clock.ts';
@@ -21,6 +22,8 @@ export type Runtime = {
   config: Config;
   db: Db;
   keyring: Keyring;
+  /** Signs audit checkpoints; null on server Postgres until configured. */
+  auditSigningKey: LoadedAuditSigningKey | null;
   logger: Logger;
   clock: Clock;
   migrations: MigrateResult;
@@ -42,6 +45,7 @@ export async function openRuntime(
   const lock = embedded ? lockDataDir(config.dataDir, opts.purpose, () => clock.now()) : null;
   try {
     const keyring = loadKeyring(config, { engine: embedded ? 'pglite' : 'postgres', logger });
+    const auditSigningKey = loadAuditSigningKey(config, { engine: embedded ? 'pglite' : 'postgres', logger });
     let db: Db;
     let migrations: MigrateResult;
     if (config.DATABASE_URL) {
@@ -61,6 +65,7 @@ export async function openRuntime(
       config,
       db,
       keyring,
+      auditSigningKey,
       logger,
       clock,
       migrations,
@@ -84,10 +89,10 @@ export async function startServer(
   opts: { logger?: Logger; clock?: Clock } = {},
 ): Promise<RunningServer> {
   const runtime = await openRuntime(config, { purpose: 'server', ...opts });
-  const { db, logger, clock, keyring } = runtime;
+  const { db, logger, clock, keyring, auditSigningKey } = runtime;
   const jobs = createJobs({ db, logger, ownerUrl: config.DATABASE_URL });
   const bus = createBus(config, logger);
-  const deps: AppDeps = { config, db, logger, clock, jobs, keyring, bus };
+  const deps: AppDeps = { config, db, logger, clock, jobs, keyring, auditSigningKey, bus };
   let app: App | null = null;
   try {
     app = await buildApp(deps);
@@ -138,6 +143,7 @@ export function operatorModules(runtime: Runtime, jobs: Jobs): Modules {
     clock: runtime.clock,
     jobs,
     keyring: runtime.keyring,
+    auditSigningKey: runtime.auditSigningKey,
     // Operator commands are short-lived and cache nothing other processes rely on.
     bus: memoryBus(),
   });
