@@ -297,17 +297,26 @@ describe('happy', () => {
     );
   });
 
-  it('purges expired sessions, spent tokens and old throttling rows', async () => {
-    const a = await user();
-    await a.post('/api/auth/logout');
-    app.clock.advance(13 * HOUR);
-    const purged = await app.modules.identity.service.purgeExpired();
-    expect(purged.sessions).toBeGreaterThan(0);
-    const [row] = await app.db.query<{ n: string }>(
-      'select count(*)::text as n from sessions where revoked_at is not null or absolute_expires_at <= $1',
-      [app.clock.now().toISOString()],
-    );
-    expect(row?.n).toBe('0');
+  it('purges exactly the expired sessions, spent tokens and old throttling rows', async () => {
+    // Its own database, so the counts are exact.
+    const fresh = await createTestApp();
+    try {
+      const svc = fresh.modules.identity.service;
+      const a = await signUp(fresh); // a session, a live verification token, a sign-up counter row
+      const b = await logIn(fresh, a.email, a.password);
+      await b.post('/api/auth/logout');
+      const wrong = await new TestClient(fresh, { ip: '192.0.2.9' }).post('/api/auth/login', {
+        email: a.email,
+        password: 'wrong-password-1',
+      });
+      expect(wrong.status).toBe(401); // two failure rows: the account's and the address's
+      expect(await svc.purgeExpired()).toEqual({ sessions: 1, emailTokens: 0, challenges: 0, loginFailures: 0 });
+      fresh.clock.advance(25 * HOUR);
+      expect(await svc.purgeExpired()).toEqual({ sessions: 1, emailTokens: 1, challenges: 0, loginFailures: 3 });
+      expect(await svc.purgeExpired()).toEqual({ sessions: 0, emailTokens: 0, challenges: 0, loginFailures: 0 });
+    } finally {
+      await fresh.close();
+    }
   });
 });
 
@@ -640,7 +649,7 @@ describe('security', () => {
     expect(logs).not.toMatch(/berth_session=/);
   });
 
-  it('keeps no plaintext password or session token in any column of the database', async () => {
+  it('keeps no plaintext password, session token or email token in any column of the database', async () => {
     const tables = await app.db.query<{ table_name: string }>(
       "select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE'",
     );
@@ -655,7 +664,9 @@ describe('security', () => {
     expect(dump).toContain('usr_');
     expect(secrets.passwords.size).toBeGreaterThan(5);
     expect(secrets.sessionTokens.size).toBeGreaterThan(5);
-    for (const s of [...secrets.passwords, ...secrets.sessionTokens]) {
+    expect(secrets.other.size).toBeGreaterThan(3);
+    // Email tokens too: the outbox holds mail bodies only encrypted.
+    for (const s of [...secrets.passwords, ...secrets.sessionTokens, ...secrets.other]) {
       expect(dump.includes(s), 'a plaintext secret is stored').toBe(false);
     }
   });

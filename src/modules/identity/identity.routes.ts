@@ -22,6 +22,10 @@ type Deps = { core: IdentityCore & MfaUseCases & OperatorsService; publicUrl: st
 export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
   const { core, publicUrl, clock } = deps;
   const ok = { ok: true as const };
+  // Changes to one's own account are recorded as the user's security events, not in a workspace's audit log.
+  const auditOwnAccount = { audit: { exempt: 'own account: recorded as a security event' } };
+  const auditProfile = { audit: { exempt: 'own profile (display name): a personal setting, not an admin action' } };
+  const auditNoChange = { audit: { exempt: 'sends a verification email; changes nothing an admin governs' } };
 
   /** A finished sign-in sets the cookie and answers the user and CSRF token; a 2FA step answers 401 with a challenge. */
   function signedIn(req: FastifyRequest, reply: FastifyReply, result: LoginResult, status: 200 | 201 = 200) {
@@ -36,20 +40,20 @@ export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
     return reply.status(status).send({ user: result.user, csrfToken: result.session.csrfToken });
   }
 
-  app.post('/api/auth/signup', { schema: S.SignupRoute }, async (req, reply) => {
+  app.post('/api/auth/signup', { config: auditOwnAccount, schema: S.SignupRoute }, async (req, reply) => {
     const { user, session } = await core.signup(req.body, requestMeta(req));
     return signedIn(req, reply, { kind: 'session', user, session }, 201);
   });
 
-  app.post('/api/auth/login', { schema: S.LoginRoute }, async (req, reply) =>
+  app.post('/api/auth/login', { config: auditOwnAccount, schema: S.LoginRoute }, async (req, reply) =>
     signedIn(req, reply, await core.login(req.body, requestMeta(req))),
   );
 
-  app.post('/api/auth/login/mfa', { schema: S.LoginMfaRoute }, async (req, reply) =>
+  app.post('/api/auth/login/mfa', { config: auditOwnAccount, schema: S.LoginMfaRoute }, async (req, reply) =>
     signedIn(req, reply, await core.loginMfa(req.body, requestMeta(req))),
   );
 
-  app.post('/api/auth/logout', { schema: S.LogoutRoute }, async (req, reply) => {
+  app.post('/api/auth/logout', { config: auditOwnAccount, schema: S.LogoutRoute }, async (req, reply) => {
     if (req.auth.kind === 'session') await core.logout(req.auth, requestMeta(req));
     clearSessionCookie(reply, publicUrl);
     return ok;
@@ -63,7 +67,7 @@ export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
 
   app.post(
     '/api/auth/sessions/revoke-all',
-    { schema: S.RevokeAllRoute, preHandler: sessionRequired },
+    { config: auditOwnAccount, schema: S.RevokeAllRoute, preHandler: sessionRequired },
     async (req, reply) => {
       const revoked = await core.revokeAllSessions(requireSession(req), requestMeta(req));
       clearSessionCookie(reply, publicUrl);
@@ -77,7 +81,7 @@ export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
 
   app.delete(
     '/api/me/sessions/:id',
-    { schema: S.RevokeSessionRoute, preHandler: sessionRequired },
+    { config: auditOwnAccount, schema: S.RevokeSessionRoute, preHandler: sessionRequired },
     async (req, reply) => {
       const auth = requireSession(req);
       await core.revokeSession(auth, req.params.id, requestMeta(req));
@@ -86,59 +90,77 @@ export function registerIdentityRoutes(app: HttpServer, deps: Deps) {
     },
   );
 
-  app.post('/api/auth/verify-email', { schema: S.VerifyEmailRoute }, async (req) => ({
+  app.post('/api/auth/verify-email', { config: auditOwnAccount, schema: S.VerifyEmailRoute }, async (req) => ({
     user: await core.verifyEmail(req.body.token, requestMeta(req)),
   }));
 
   app.post(
     '/api/auth/verify-email/resend',
-    { schema: S.ResendVerificationRoute, preHandler: sessionRequired },
+    { config: auditNoChange, schema: S.ResendVerificationRoute, preHandler: sessionRequired },
     async (req) => {
       await core.resendVerification(requireSession(req), requestMeta(req));
       return ok;
     },
   );
 
-  app.post('/api/auth/password/forgot', { schema: S.ForgotPasswordRoute }, async (req) => {
+  app.post('/api/auth/password/forgot', { config: auditOwnAccount, schema: S.ForgotPasswordRoute }, async (req) => {
     await core.forgotPassword(req.body.email, requestMeta(req));
     return ok;
   });
 
-  app.post('/api/auth/password/reset', { schema: S.ResetPasswordRoute }, async (req, reply) => {
-    await core.resetPassword(req.body, requestMeta(req));
-    if (req.auth.kind === 'session') clearSessionCookie(reply, publicUrl);
-    return ok;
-  });
+  app.post(
+    '/api/auth/password/reset',
+    { config: auditOwnAccount, schema: S.ResetPasswordRoute },
+    async (req, reply) => {
+      await core.resetPassword(req.body, requestMeta(req));
+      if (req.auth.kind === 'session') clearSessionCookie(reply, publicUrl);
+      return ok;
+    },
+  );
 
-  app.post('/api/me/password', { schema: S.ChangePasswordRoute, preHandler: sessionRequired }, async (req) => {
-    await core.changePassword(requireSession(req), req.body, requestMeta(req));
-    return ok;
-  });
+  app.post(
+    '/api/me/password',
+    { config: auditOwnAccount, schema: S.ChangePasswordRoute, preHandler: sessionRequired },
+    async (req) => {
+      await core.changePassword(requireSession(req), req.body, requestMeta(req));
+      return ok;
+    },
+  );
 
   app.get('/api/me', { schema: S.MeRoute, preHandler: sessionRequired }, async (req) => ({
     user: await core.me(requireSession(req)),
   }));
 
-  app.patch('/api/me', { schema: S.UpdateMeRoute, preHandler: sessionRequired }, async (req) => ({
+  app.patch('/api/me', { config: auditProfile, schema: S.UpdateMeRoute, preHandler: sessionRequired }, async (req) => ({
     user: await core.updateMe(requireSession(req), req.body),
   }));
 
-  app.post('/api/me/mfa/totp', { schema: S.StartTotpRoute, preHandler: sessionRequired }, async (req) =>
-    core.startTotp(requireSession(req), requestMeta(req)),
+  app.post(
+    '/api/me/mfa/totp',
+    { config: auditOwnAccount, schema: S.StartTotpRoute, preHandler: sessionRequired },
+    async (req) => core.startTotp(requireSession(req), requestMeta(req)),
   );
 
-  app.post('/api/me/mfa/totp/confirm', { schema: S.ConfirmTotpRoute, preHandler: sessionRequired }, async (req) => ({
-    recoveryCodes: await core.confirmTotp(requireSession(req), req.body.code, requestMeta(req)),
-  }));
+  app.post(
+    '/api/me/mfa/totp/confirm',
+    { config: auditOwnAccount, schema: S.ConfirmTotpRoute, preHandler: sessionRequired },
+    async (req) => ({
+      recoveryCodes: await core.confirmTotp(requireSession(req), req.body.code, requestMeta(req)),
+    }),
+  );
 
-  app.delete('/api/me/mfa/totp', { schema: S.DisableTotpRoute, preHandler: sessionRequired }, async (req) => {
-    await core.disableTotp(requireSession(req), req.body, requestMeta(req));
-    return ok;
-  });
+  app.delete(
+    '/api/me/mfa/totp',
+    { config: auditOwnAccount, schema: S.DisableTotpRoute, preHandler: sessionRequired },
+    async (req) => {
+      await core.disableTotp(requireSession(req), req.body, requestMeta(req));
+      return ok;
+    },
+  );
 
   app.post(
     '/api/me/mfa/recovery-codes',
-    { schema: S.RegenerateRecoveryCodesRoute, preHandler: sessionRequired },
+    { config: auditOwnAccount, schema: S.RegenerateRecoveryCodesRoute, preHandler: sessionRequired },
     async (req) => ({
       recoveryCodes: await core.regenerateRecoveryCodes(requireSession(req), req.body.code, requestMeta(req)),
     }),

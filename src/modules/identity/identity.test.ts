@@ -162,6 +162,21 @@ describe('security', () => {
     expect(k.verifyCsrfToken('ses_A', '')).toBe(false);
   });
 
+  it('keeps throttling keys across a KEK rotation (derived from the oldest KEK version)', () => {
+    const before = identityKeys(keyring(1, 1));
+    const rotated = identityKeys({
+      current: { version: 2, key: Buffer.alloc(32, 2) },
+      all: new Map([
+        [1, Buffer.alloc(32, 1)],
+        [2, Buffer.alloc(32, 2)],
+      ]),
+    });
+    expect(rotated.throttleKey('account', 'ada@example.com')).toBe(before.throttleKey('account', 'ada@example.com'));
+    expect(rotated.throttleKey('ip', '10.0.0.1')).toBe(before.throttleKey('ip', '10.0.0.1'));
+    // Only dropping the oldest version changes them.
+    expect(identityKeys(keyring(2, 2)).throttleKey('ip', '10.0.0.1')).not.toBe(before.throttleKey('ip', '10.0.0.1'));
+  });
+
   it('keys throttling hashes, so the table holds no email or IP in clear', () => {
     const k = identityKeys(keyring(1, 1));
     const h = k.throttleKey('account', 'ada@example.com');

@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeSmtp, startFakeSmtp } from '../../../test/fakes/smtp.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { signUp, testEmail } from '../../../test/helpers/identity.ts';
-import { DAY } from '../../platform/clock.ts';
+import { DAY, HOUR } from '../../platform/clock.ts';
 import { createLogger } from '../../platform/logger.ts';
-import { smtpMailer } from './notifications.service.ts';
+import { OUTBOX_PLATFORM_OWNER, smtpMailer, UNREADABLE_BODY } from './notifications.service.ts';
 
 describe('happy: SMTP', () => {
   let smtp: FakeSmtp;
@@ -102,23 +104,93 @@ describe('happy: outbox', () => {
     await app?.close();
   });
 
-  it('keeps mail in the outbox without SMTP, lists it newest first, and purges it after 30 days', async () => {
+  it('keeps mail in the outbox without SMTP, lists it newest first, and purges it after 30 days at the latest', async () => {
     const svc = app.modules.notifications.service;
     expect(svc.transport).toBe('outbox');
     const email = testEmail();
     await svc.mailer.send({ to: email, subject: 'First', text: 'one', tag: 'test' });
     app.clock.advance(1000);
-    await svc.mailer.send({ to: email, subject: 'Second', text: 'two', tag: 'test' });
+    // A link that claims to live 90 days is still kept 30 days at most.
+    await svc.mailer.send({
+      to: email,
+      subject: 'Second',
+      text: 'two',
+      tag: 'test',
+      expiresAt: new Date(app.clock.now().getTime() + 90 * DAY),
+    });
     const list = await svc.listOutbox({ limit: 2 });
     expect(list.map((m) => m.subject)).toEqual(['Second', 'First']);
     expect(list[0]).toMatchObject({ to: email, text: 'two', tag: 'test' });
     expect(list[0]?.id).toMatch(/^out_/);
     expect(await svc.listOutbox({ limit: 1 })).toHaveLength(1);
-    app.clock.advance(29 * DAY);
+    app.clock.advance(30 * DAY - 2000);
     expect(await svc.purgeOutbox()).toBe(0);
-    app.clock.advance(DAY + 1000);
-    expect(await svc.purgeOutbox()).toBeGreaterThanOrEqual(2);
+    app.clock.advance(1000);
+    expect(await svc.purgeOutbox()).toBe(1);
+    app.clock.advance(1000);
+    expect(await svc.purgeOutbox()).toBe(1);
     expect(await svc.listOutbox()).toEqual([]);
     expect(app.logs.join('\n')).not.toContain(email);
+  });
+
+  it('keeps a message only as long as its link lives, and forgets it when the link is used', async () => {
+    const svc = app.modules.notifications.service;
+    const now = app.clock.now().getTime();
+    await svc.mailer.send({
+      to: testEmail(),
+      subject: 'Link',
+      text: 'short',
+      tag: 'test',
+      expiresAt: new Date(now + HOUR),
+    });
+    await svc.mailer.send({ to: testEmail(), subject: 'Used', text: 'used', tag: 'test', ref: 'tok_used' });
+    await svc.mailer.send({ to: testEmail(), subject: 'Kept', text: 'kept', tag: 'test' });
+    await svc.mailer.retract?.('tok_used');
+    expect((await svc.listOutbox()).map((m) => m.subject).sort()).toEqual(['Kept', 'Link']);
+    app.clock.advance(HOUR);
+    expect(await svc.purgeOutbox()).toBe(1);
+    expect((await svc.listOutbox()).map((m) => m.subject)).toEqual(['Kept']);
+    app.clock.advance(30 * DAY);
+    expect(await svc.purgeOutbox()).toBe(1);
+  });
+});
+
+describe('security', () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await createTestApp();
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('stores bodies only as vault ciphertext: under the recipient’s key, or the outbox’s own for addresses without an account', async () => {
+    const svc = app.modules.notifications.service;
+    const user = await signUp(app);
+    const marker = `secret-link-${randomBytes(8).toString('hex')}`;
+    await svc.mailer.send({ to: user.email, subject: 'Mine', text: marker, tag: 'test', userId: user.userId });
+    await svc.mailer.send({ to: testEmail(), subject: 'Theirs', text: `${marker}-2`, tag: 'test' });
+    const rows = await app.db.query<{ subject: string; body_ciphertext: Uint8Array; user_id: string | null }>(
+      "select subject, body_ciphertext, user_id from email_outbox where subject in ('Mine', 'Theirs') order by subject",
+    );
+    expect(rows.map((r) => r.user_id)).toEqual([user.userId, null]);
+    for (const r of rows) expect(Buffer.from(r.body_ciphertext).toString('latin1')).not.toContain(marker);
+    const owners = await app.db.system(async (tx) => {
+      const res = await tx.execute(sql`select owner_type, owner_id from vault_data_keys order by owner_id`);
+      return (res as unknown as { rows: Array<{ owner_type: string; owner_id: string }> }).rows;
+    });
+    expect(owners).toEqual(
+      expect.arrayContaining([
+        { owner_type: 'user', owner_id: user.userId },
+        { owner_type: OUTBOX_PLATFORM_OWNER.type, owner_id: OUTBOX_PLATFORM_OWNER.id },
+      ]),
+    );
+    const listed = await svc.listOutbox({ limit: 1000 });
+    expect(listed.find((m) => m.subject === 'Mine')?.text).toBe(marker);
+    // Erasing the recipient's key (crypto-shredding) makes their stored mail unreadable for good.
+    await app.modules.vault.service.destroyOwnerKey({ type: 'user', id: user.userId });
+    const after = await svc.listOutbox({ limit: 1000 });
+    expect(after.filter((m) => m.to === user.email).map((m) => m.text)).toEqual([UNREADABLE_BODY, UNREADABLE_BODY]);
+    expect(after.find((m) => m.subject === 'Theirs')?.text).toBe(`${marker}-2`);
   });
 });
