@@ -9,13 +9,112 @@ import type { Scope } from '../../platform/http/context.ts';
 /**
  * Row-level security is the second lock behind every repo's `workspace_id` filter: these
  * tests query without any filter and prove the database itself keeps workspaces apart.
- * PGlite runs as a superuser, which Postgres exempts from RLS, so they need server Postgres.
+ * The tables come from the catalog, not from a list: every table in schema public with a
+ * `workspace_id` column is a tenant table (plus `workspaces`, keyed on its `id`), so a new
+ * module's table without `berth_enable_tenant_rls` fails here.
+ * The flags and policies are checked on both engines; the behaviour needs server Postgres,
+ * because PGlite runs as a superuser, which Postgres exempts from RLS.
  */
-const TABLES = ['workspaces', 'memberships', 'invitations'] as const;
-
 async function rows<T>(tx: Database, query: ReturnType<typeof sql>): Promise<T[]> {
   return ((await tx.execute(query)) as unknown as { rows: T[] }).rows;
 }
+
+type Policy = { name: string; cmd: string; permissive: boolean; qual: string | null; check: string | null };
+type TenantTable = {
+  relname: string;
+  owner: string;
+  relrowsecurity: boolean;
+  relforcerowsecurity: boolean;
+  policies: Policy[];
+};
+
+/** Every tenant table of schema public, from the catalog, with its RLS flags and policies. */
+async function tenantTables(app: TestApp): Promise<TenantTable[]> {
+  return app.db.query<TenantTable>(
+    `select c.relname, pg_get_userbyid(c.relowner) as owner, c.relrowsecurity, c.relforcerowsecurity,
+            coalesce((select json_agg(json_build_object(
+                        'name', p.polname, 'cmd', p.polcmd::text, 'permissive', p.polpermissive,
+                        'qual', pg_get_expr(p.polqual, p.polrelid), 'check', pg_get_expr(p.polwithcheck, p.polrelid))
+                        order by p.polname)
+                        from pg_policy p where p.polrelid = c.oid), '[]'::json) as policies
+       from pg_class c
+       join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and c.relkind in ('r', 'p')
+        and (c.relname = 'workspaces' or exists (
+              select 1 from pg_attribute a
+               where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped))
+      order by c.relname`,
+  );
+}
+
+/**
+ * What is wrong with a tenant table's row-level security, if anything: it must be enabled and
+ * forced; reading must be filtered by the bound workspace (a SELECT or ALL policy on its key
+ * and `berth.workspace_id`); and no permissive policy may be unconditional (each depends on a
+ * `berth.*` setting), since permissive policies add up.
+ */
+function rlsProblems(t: TenantTable): string[] {
+  const key = t.relname === 'workspaces' ? 'id' : 'workspace_id';
+  const problems: string[] = [];
+  if (!t.relrowsecurity) problems.push('not enabled');
+  if (!t.relforcerowsecurity) problems.push('not forced');
+  const isolates = (p: Policy) =>
+    (p.cmd === '*' || p.cmd === 'r') &&
+    p.qual !== null &&
+    p.qual.includes(key) &&
+    p.qual.includes("'berth.workspace_id'");
+  if (!t.policies.some(isolates)) problems.push('no policy filters reads by berth.workspace_id');
+  for (const p of t.policies.filter((x) => x.permissive)) {
+    for (const expr of [p.qual, p.check]) {
+      if (expr !== null && !expr.includes("'berth."))
+        problems.push(`policy ${p.name} does not depend on a berth.* setting`);
+    }
+  }
+  return problems;
+}
+
+describe('security', () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await createTestApp();
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it('every table with a workspace_id column has row-level security enabled, forced, and a tenant policy', async () => {
+    const tables = await tenantTables(app);
+    expect(tables.map((t) => t.relname)).toEqual(expect.arrayContaining(['invitations', 'memberships', 'workspaces']));
+    const wrong = Object.fromEntries(tables.map((t) => [t.relname, rlsProblems(t)]).filter(([, p]) => p.length > 0));
+    expect(wrong, "add `select berth_enable_tenant_rls('<table>');` to the table's migration").toEqual({});
+  });
+
+  it('the check itself refuses tables without RLS, unforced, unfiltered or with an open policy', () => {
+    const good: TenantTable = {
+      relname: 'things',
+      owner: 'berth',
+      relrowsecurity: true,
+      relforcerowsecurity: true,
+      policies: [
+        {
+          name: 'tenant_isolation',
+          cmd: '*',
+          permissive: true,
+          qual: "(workspace_id = current_setting('berth.workspace_id'::text, true))",
+          check: null,
+        },
+      ],
+    };
+    expect(rlsProblems(good)).toEqual([]);
+    expect(rlsProblems({ ...good, relrowsecurity: false })).toEqual(['not enabled']);
+    expect(rlsProblems({ ...good, relforcerowsecurity: false })).toEqual(['not forced']);
+    expect(rlsProblems({ ...good, policies: [] })).toEqual(['no policy filters reads by berth.workspace_id']);
+    const open = { name: 'open', cmd: 'r', permissive: true, qual: 'true', check: null };
+    expect(rlsProblems({ ...good, policies: [...good.policies, open] })).toEqual([
+      'policy open does not depend on a berth.* setting',
+    ]);
+  });
+});
 
 describe.skipIf(!onServerPostgres())(
   'row-level security (server Postgres only; skipped without TEST_DATABASE_URL)',
@@ -111,28 +210,41 @@ describe.skipIf(!onServerPostgres())(
       });
 
       it('outside any tenant transaction the app pool sees no tenant rows at all', async () => {
-        for (const table of TABLES) {
-          const [r] = await app.db.query<{ n: number }>(`select count(*)::int as n from ${table}`);
-          expect(r?.n, table).toBe(0);
+        const tables = await tenantTables(app);
+        for (const { relname } of tables) {
+          const [r] = await app.db.query<{ n: number }>(`select count(*)::int as n from "${relname}"`);
+          expect(r?.n, relname).toBe(0);
         }
+        // The fixture rows exist: system work sees them.
+        const seen = await app.db.system((tx) =>
+          rows<{ n: number }>(tx, sql`select count(*)::int as n from invitations`),
+        );
+        expect(seen[0]?.n).toBeGreaterThan(0);
       });
 
-      it('the app role owns no table, is no superuser, has no BYPASSRLS; RLS is enabled and forced', async () => {
+      it('inside tenant(A) an unfiltered select of any tenant table sees only A', async () => {
+        const tables = (await tenantTables(app)).filter((t) => t.relname !== 'workspaces');
+        await app.db.tenant(a, async (tx) => {
+          for (const { relname } of tables) {
+            const ids = await rows<{ workspace_id: string }>(
+              tx,
+              sql.raw(`select distinct workspace_id from "${relname}"`),
+            );
+            expect(
+              ids.every((r) => r.workspace_id === a),
+              relname,
+            ).toBe(true);
+          }
+        });
+      });
+
+      it('the app role owns no tenant table, is no superuser, has no BYPASSRLS; RLS is enabled and forced', async () => {
         const [me] = await app.db.query<{ current_user: string; rolsuper: boolean; rolbypassrls: boolean }>(
           'select current_user, r.rolsuper, r.rolbypassrls from pg_roles r where r.rolname = current_user',
         );
         expect(me).toEqual({ current_user: 'berth_app', rolsuper: false, rolbypassrls: false });
-        const tables = await app.db.query<{
-          relname: string;
-          owner: string;
-          relrowsecurity: boolean;
-          relforcerowsecurity: boolean;
-        }>(
-          `select c.relname, pg_get_userbyid(c.relowner) as owner, c.relrowsecurity, c.relforcerowsecurity
-           from pg_class c where c.relname = any($1) and c.relkind = 'r' order by c.relname`,
-          [[...TABLES]],
-        );
-        expect(tables.map((t) => t.relname)).toEqual(['invitations', 'memberships', 'workspaces']);
+        const tables = await tenantTables(app);
+        expect(tables.length).toBeGreaterThanOrEqual(3);
         for (const t of tables) {
           expect(t.owner, t.relname).not.toBe('berth_app');
           expect(t.relrowsecurity && t.relforcerowsecurity, t.relname).toBe(true);
