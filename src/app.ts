@@ -20,7 +20,12 @@ export function createModules(deps: AppDeps) {
   const audit = createAuditModule({ ...deps, workspaces: () => workspaces.service });
   const vault = createVaultModule(deps);
   const notifications = createNotificationsModule({ ...deps, vault: vault.service });
-  const identity = createIdentityModule({ ...deps, vault: vault.service, mailer: notifications.service.mailer });
+  const identity = createIdentityModule({
+    ...deps,
+    vault: vault.service,
+    mailer: notifications.service.mailer,
+    audit: audit.service,
+  });
   const workspaces = createWorkspacesModule({
     ...deps,
     identity: identity.service,
@@ -67,7 +72,15 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerApiReference(http);
 
   // Order matters: identity installs the authentication hook every later route relies on.
-  for (const m of [modules.identity, modules.workspaces, modules.vault, modules.notifications, modules.setup, modules.audit]) {
+  // Audit goes first: it notes every later route's audit policy and binds request facts for events.
+  for (const m of [
+    modules.audit,
+    modules.identity,
+    modules.workspaces,
+    modules.vault,
+    modules.notifications,
+    modules.setup,
+  ]) {
     await m.registerRoutes?.(http);
   }
   return { http, modules };

@@ -53,7 +53,16 @@ export {
 export type AuditService = AuditCore & {
   /** The workspaces module's event handler: `workspaces.onEvent(audit.recordWorkspaceEvent)`. */
   recordWorkspaceEvent: ReturnType<typeof workspaceEventRecorder>;
+  /**
+   * Every state-changing route registered after the audit module's, with its declared
+   * exemption (`config: { audit: { exempt } }`) or null: the coverage test's route table.
+   */
+  routePolicies(): RoutePolicy[];
 };
+
+export type RoutePolicy = { method: string; url: string; exempt: string | null };
+
+const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export const AUDIT_CHECKPOINT_JOB = 'audit.checkpoint';
 
@@ -76,11 +85,24 @@ export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
         ? parseAuditSigningKey(deps.config.BERTH_AUDIT_SIGNING_KEY)
         : (deps.auditSigningKey ?? null),
   });
-  const service: AuditService = { ...core, recordWorkspaceEvent: workspaceEventRecorder(core) };
+  const policies: RoutePolicy[] = [];
+  const service: AuditService = {
+    ...core,
+    recordWorkspaceEvent: workspaceEventRecorder(core),
+    routePolicies: () => [...policies],
+  };
   return {
     service,
     dataMap: moduleDataMap('audit', auditTables),
+    /** Register first: the onRoute hook sees only routes added after it. */
     registerRoutes(app: HttpServer) {
+      app.addHook('onRoute', (route) => {
+        for (const method of [route.method].flat()) {
+          if (!STATE_CHANGING.has(method)) continue;
+          const exempt = (route.config as { audit?: { exempt?: unknown } } | undefined)?.audit?.exempt;
+          policies.push({ method, url: route.url, exempt: typeof exempt === 'string' ? exempt : null });
+        }
+      });
       // Request facts (IP, user agent, request id) for events whose actor carries none.
       app.addHook('onRequest', (req, _reply, done) => {
         const ua = req.headers['user-agent'];

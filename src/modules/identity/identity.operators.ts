@@ -1,7 +1,8 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
-import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
+import type { Actor, RequestMeta, SessionAuth } from '../../platform/http/context.ts';
+import type { AuditService } from '../audit/index.ts';
 import { identityRepo } from './identity.repo.ts';
 import { type IdentityCore, normalizeEmail, type PublicUser } from './identity.service.ts';
 
@@ -9,6 +10,8 @@ type Deps = {
   db: Db;
   clock: Clock;
   core: Pick<IdentityCore, 'mustUser' | 'toPublicUser' | 'recordSecurityEvent'>;
+  /** Operator actions go to the platform audit chain, in the transaction of the change. */
+  audit: Pick<AuditService, 'record'>;
 };
 
 /** Refuses a change that would leave no active operator besides `leaving`. */
@@ -23,6 +26,11 @@ export function operatorsService(deps: Deps) {
   const { db, clock } = deps;
   const { mustUser, toPublicUser, recordSecurityEvent } = deps.core;
   const repo = identityRepo;
+
+  function audited(tx: Database, actor: SessionAuth, meta: RequestMeta, action: string, userId: string) {
+    const who: Actor = { type: 'user', userId: actor.userId, sessionId: actor.sessionId, meta };
+    return deps.audit.record(tx, { workspaceId: null, actor: who, action, target: { type: 'user', id: userId } });
+  }
 
   return {
     /**
@@ -47,7 +55,11 @@ export function operatorsService(deps: Deps) {
         ? await mustUser(target.userId)
         : await repo.userByEmail(db.orm, normalizeEmail(target.email ?? ''));
       if (!row) throw new AppError('not_found', 'No such user.');
-      const updated = await repo.updateUser(db.orm, row.id, { isOperator: true, updatedAt: clock.now() });
+      const updated = await db.orm.transaction(async (tx) => {
+        const changed = await repo.updateUser(tx, row.id, { isOperator: true, updatedAt: clock.now() });
+        await audited(tx, actor, meta, 'operator.added', row.id);
+        return changed;
+      });
       await recordSecurityEvent({ type: 'operator_added', userId: row.id, meta, details: { by: actor.userId } });
       return toPublicUser(updated ?? row);
     },
@@ -63,6 +75,7 @@ export function operatorsService(deps: Deps) {
         if (!operators.some((o) => o.id === userId)) throw new AppError('not_found', 'This user is not an operator.');
         assertAnotherActiveOperator(operators, userId);
         await repo.updateUser(tx, userId, { isOperator: false, updatedAt: clock.now() });
+        await audited(tx, actor, meta, 'operator.removed', userId);
       });
       await recordSecurityEvent({ type: 'operator_removed', userId, meta, details: { by: actor.userId } });
     },
@@ -82,6 +95,7 @@ export function operatorsService(deps: Deps) {
         }
         const updated = await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
         await repo.revokeUserSessions(tx, userId, now, 'account_disabled');
+        await audited(tx, actor, meta, 'user.disabled', userId);
         return updated;
       });
       await recordSecurityEvent({ type: 'account_disabled', userId, meta, details: { by: actor.userId } });
@@ -90,7 +104,11 @@ export function operatorsService(deps: Deps) {
 
     async enableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
       await mustUser(userId);
-      const row = await repo.updateUser(db.orm, userId, { status: 'active', updatedAt: clock.now() });
+      const row = await db.orm.transaction(async (tx) => {
+        const changed = await repo.updateUser(tx, userId, { status: 'active', updatedAt: clock.now() });
+        await audited(tx, actor, meta, 'user.enabled', userId);
+        return changed;
+      });
       await recordSecurityEvent({ type: 'account_enabled', userId, meta, details: { by: actor.userId } });
       return toPublicUser(row ?? (await mustUser(userId)));
     },

@@ -3,6 +3,7 @@
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
+import type { AuditService } from '../audit/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Keyring, VaultService } from '../vault/index.ts';
@@ -50,7 +51,13 @@ export type IdentityService = ReturnType<typeof identityService> &
 export const IDENTITY_PURGE_JOB = 'identity.purge-expired';
 
 export function createIdentityModule(
-  deps: PlatformDeps & { vault: VaultService; mailer: Mailer; keyring?: Keyring },
+  deps: PlatformDeps & {
+    vault: VaultService;
+    mailer: Mailer;
+    keyring?: Keyring;
+    /** Operator actions are recorded in the platform audit chain. */
+    audit: Pick<AuditService, 'record'>;
+  },
 ): Module<IdentityService> {
   if (!('keyring' in deps) || !deps.keyring) throw new Error('identity needs the keyring (CSRF and throttling keys)');
   const keys = identityKeys(deps.keyring);
@@ -70,7 +77,7 @@ export function createIdentityModule(
   const service: IdentityService = {
     ...core,
     ...mfaUseCases({ mfa, core }),
-    ...operatorsService({ db: deps.db, clock: deps.clock, core }),
+    ...operatorsService({ db: deps.db, clock: deps.clock, core, audit: deps.audit }),
   };
   return {
     service,

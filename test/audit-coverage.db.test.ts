@@ -1,0 +1,316 @@
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateAuditSigningKey } from '../src/modules/audit/index.ts';
+import { createTestApp, type TestApp } from './helpers/app.ts';
+import { TestClient, type TestResponse } from './helpers/client.ts';
+import { logIn, makeOperator, type SignedInClient, signUp, testEmail, testPassword } from './helpers/identity.ts';
+
+/**
+ * Invariant 4, derived from the route table: every state-changing route (POST, PUT, PATCH,
+ * DELETE) the app registers either writes exactly the audit events its fixture names (one,
+ * except first-run setup) when it succeeds, or declares `config: { audit: { exempt } }`
+ * with a reason. A new route with neither fails here, so none slips through.
+ *
+ * The routes come from the audit module's onRoute hook (every route registered after it,
+ * which is all of them), not from a list kept here.
+ */
+
+type Vars = Record<string, string>;
+type Fixture = {
+  /** The audit actions the call writes (sorted comparison). */
+  actions: string[];
+  /** Prepares what the call needs; its own events are not counted. */
+  prepare?: () => Promise<Vars>;
+  call: (v: Vars) => Promise<TestResponse>;
+};
+
+let app: TestApp;
+let operator: SignedInClient;
+const clients = new Map<string, SignedInClient>();
+
+async function user(label: string): Promise<SignedInClient> {
+  const c = await signUp(app, { email: testEmail(label) });
+  clients.set(c.userId, c);
+  return c;
+}
+
+function client(v: Vars, key: string): SignedInClient {
+  const c = clients.get(v[key] ?? '');
+  if (!c) throw new Error(`no client for ${key}`);
+  return c;
+}
+
+async function workspace(): Promise<Vars> {
+  const owner = await user('owner');
+  const res = await owner.post<{ id: string }>('/api/workspaces', { name: 'Covered' });
+  return { owner: owner.userId, ws: res.body.id };
+}
+
+async function withMember(role: 'admin' | 'member' = 'member'): Promise<Vars> {
+  const v = await workspace();
+  const member = await user('member');
+  const scope = {
+    workspaceId: v.ws ?? '',
+    actor: { type: 'user' as const, userId: v.owner ?? '' },
+    role: 'owner' as const,
+  };
+  const { token } = await app.modules.workspaces.service.invite({ scope, email: member.email, role });
+  await app.modules.workspaces.service.acceptInvitation({ token, userId: member.userId });
+  return { ...v, member: member.userId };
+}
+
+async function invitation(): Promise<Vars> {
+  const v = await workspace();
+  const email = testEmail('invitee');
+  const scope = {
+    workspaceId: v.ws ?? '',
+    actor: { type: 'user' as const, userId: v.owner ?? '' },
+    role: 'owner' as const,
+  };
+  const { invitation: inv, token } = await app.modules.workspaces.service.invite({ scope, email, role: 'viewer' });
+  return { ...v, email, invitationId: inv.id, token };
+}
+
+async function key(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ key: { id: string } }>(`/api/workspaces/${v.ws}/keys`, {
+    name: 'ci',
+    scopes: ['models:read'],
+  });
+  if (res.status !== 201) throw new Error(`key fixture: ${res.status} ${res.text}`);
+  return { ...v, keyId: res.body.key.id };
+}
+
+const ws = (v: Vars) => `/api/workspaces/${v.ws}`;
+
+const FIXTURES: Record<string, Fixture> = {
+  'POST /api/setup': {
+    // One action, two chains: the platform records the setup, the new workspace its creation.
+    actions: ['platform.setup', 'workspace.created'],
+    prepare: async () => ({ token: (await app.modules.setup.service.setupHint('http://berth.test'))?.token ?? '' }),
+    call: (v) =>
+      new TestClient(app).post('/api/setup', {
+        token: v.token,
+        email: 'first-operator@example.test',
+        password: 'first operator passphrase',
+        workspaceName: 'Operators',
+      }),
+  },
+  'POST /api/workspaces': {
+    actions: ['workspace.created'],
+    prepare: async () => ({ owner: (await user('creator')).userId }),
+    call: (v) => client(v, 'owner').post('/api/workspaces', { name: 'New one' }),
+  },
+  'PATCH /api/workspaces/:workspaceId': {
+    actions: ['workspace.renamed'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').patch(ws(v), { name: 'Renamed' }),
+  },
+  'DELETE /api/workspaces/:workspaceId': {
+    actions: ['workspace.deleted'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').delete(ws(v), { confirmName: 'Covered' }),
+  },
+  'PUT /api/workspaces/:workspaceId/security': {
+    actions: ['workspace.security_changed'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').put(`${ws(v)}/security`, { requireMfa: false }),
+  },
+  'PATCH /api/workspaces/:workspaceId/members/:userId': {
+    actions: ['member.role_changed'],
+    prepare: () => withMember(),
+    call: (v) => client(v, 'owner').patch(`${ws(v)}/members/${v.member}`, { role: 'admin' }),
+  },
+  'DELETE /api/workspaces/:workspaceId/members/:userId': {
+    actions: ['member.removed'],
+    prepare: () => withMember(),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/members/${v.member}`),
+  },
+  'POST /api/workspaces/:workspaceId/leave': {
+    actions: ['member.left'],
+    prepare: () => withMember(),
+    call: (v) => client(v, 'member').post(`${ws(v)}/leave`),
+  },
+  'POST /api/workspaces/:workspaceId/transfer-ownership': {
+    actions: ['ownership.transferred'],
+    prepare: () => withMember('admin'),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/transfer-ownership`, { userId: v.member }),
+  },
+  'POST /api/workspaces/:workspaceId/invitations': {
+    actions: ['invitation.created'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/invitations`, { email: testEmail('invited'), role: 'member' }),
+  },
+  'DELETE /api/workspaces/:workspaceId/invitations/:invitationId': {
+    actions: ['invitation.revoked'],
+    prepare: invitation,
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/invitations/${v.invitationId}`),
+  },
+  'POST /api/invitations/accept': {
+    actions: ['member.added'],
+    prepare: async () => {
+      const v = await invitation();
+      const invitee = await signUp(app, { email: v.email });
+      clients.set(invitee.userId, invitee);
+      return { ...v, invitee: invitee.userId };
+    },
+    call: (v) => client(v, 'invitee').post('/api/invitations/accept', { token: v.token }),
+  },
+  'POST /api/invitations/decline': {
+    actions: ['invitation.declined'],
+    prepare: invitation,
+    call: (v) => new TestClient(app).post('/api/invitations/decline', { token: v.token }),
+  },
+  'POST /api/workspaces/:workspaceId/keys': {
+    actions: ['key.created'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/keys`, { name: 'k', scopes: ['models:read'] }),
+  },
+  'PATCH /api/workspaces/:workspaceId/keys/:keyId': {
+    actions: ['key.updated'],
+    prepare: key,
+    call: (v) => client(v, 'owner').patch(`${ws(v)}/keys/${v.keyId}`, { name: 'renamed' }),
+  },
+  'POST /api/workspaces/:workspaceId/keys/:keyId/revoke': {
+    actions: ['key.revoked'],
+    prepare: key,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/keys/${v.keyId}/revoke`),
+  },
+  'POST /api/workspaces/:workspaceId/keys/:keyId/roll': {
+    actions: ['key.rolled'],
+    prepare: key,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/keys/${v.keyId}/roll`, {}),
+  },
+  'POST /api/operator/operators': {
+    actions: ['operator.added'],
+    prepare: async () => ({ target: (await user('op-to-be')).userId }),
+    call: (v) => operator.post('/api/operator/operators', { userId: v.target }),
+  },
+  'DELETE /api/operator/operators/:userId': {
+    actions: ['operator.removed'],
+    prepare: async () => {
+      const target = await user('op-leaving');
+      await makeOperator(app, target.userId);
+      return { target: target.userId };
+    },
+    call: (v) => operator.delete(`/api/operator/operators/${v.target}`),
+  },
+  'POST /api/operator/users/:id/disable': {
+    actions: ['user.disabled'],
+    prepare: async () => ({ target: (await user('to-disable')).userId }),
+    call: (v) => operator.post(`/api/operator/users/${v.target}/disable`),
+  },
+  'POST /api/operator/users/:id/enable': {
+    actions: ['user.enabled'],
+    prepare: async () => {
+      const target = await user('to-enable');
+      await operator.post(`/api/operator/users/${target.userId}/disable`);
+      return { target: target.userId };
+    },
+    call: (v) => operator.post(`/api/operator/users/${v.target}/enable`),
+  },
+};
+
+/** The seq of every chain's head, read past row-level security. */
+async function heads(): Promise<Map<string, number>> {
+  const rows = await app.db.system(async (tx) => {
+    const res = (await tx.execute(sql`select chain, seq from audit_chain_heads`)) as unknown as {
+      rows: Array<{ chain: string; seq: string | number }>;
+    };
+    return res.rows;
+  });
+  return new Map(rows.map((r) => [r.chain, Number(r.seq)]));
+}
+
+/** The actions of the events appended since `before` (chains deleted meanwhile are gone, with their events). */
+async function actionsSince(before: Map<string, number>): Promise<string[]> {
+  const out: string[] = [];
+  for (const [chain, seq] of await heads()) {
+    const from = before.get(chain) ?? 0;
+    if (seq <= from) continue;
+    const rows = await app.db.system(async (tx) => {
+      const res = (await tx.execute(
+        sql`select action from audit_events where chain = ${chain} and seq > ${from} order by seq`,
+      )) as unknown as { rows: Array<{ action: string }> };
+      return res.rows;
+    });
+    out.push(...rows.map((r) => r.action));
+  }
+  return out.sort();
+}
+
+beforeAll(async () => {
+  app = await createTestApp({
+    config: {
+      BERTH_AUDIT_SIGNING_KEY: generateAuditSigningKey(),
+      BERTH_SIGNUP_IP_MAX: 10_000,
+      BERTH_EMAIL_IP_MAX: 10_000,
+      BERTH_EMAIL_ADDRESS_MAX: 100,
+    },
+  });
+});
+afterAll(async () => {
+  await app.close();
+});
+
+describe('security', () => {
+  it('every state-changing route is either audited by a fixture or exempt with a reason', () => {
+    const policies = app.modules.audit.service.routePolicies();
+    expect(policies.length).toBeGreaterThan(30);
+    const routes = policies.map((p) => `${p.method} ${p.url}`);
+    const uncovered = policies.filter((p) => !p.exempt && !FIXTURES[`${p.method} ${p.url}`]);
+    expect(
+      uncovered.map((p) => `${p.method} ${p.url}`),
+      'state-changing routes with neither an audit fixture here nor config.audit.exempt',
+    ).toEqual([]);
+    const both = policies.filter((p) => p.exempt && FIXTURES[`${p.method} ${p.url}`]);
+    expect(
+      both.map((p) => `${p.method} ${p.url}`),
+      'routes both exempt and given a fixture',
+    ).toEqual([]);
+    const stale = Object.keys(FIXTURES).filter((k) => !routes.includes(k));
+    expect(stale, 'fixtures for routes the app no longer has').toEqual([]);
+    for (const p of policies.filter((x) => x.exempt)) expect(p.exempt?.length ?? 0).toBeGreaterThan(10);
+  });
+
+  it('each audited route writes exactly its audit event, and every chain still verifies', async () => {
+    // First-run setup goes first: it makes the operator the operator routes need.
+    const order = ['POST /api/setup', ...Object.keys(FIXTURES).filter((k) => k !== 'POST /api/setup')];
+    const failures: string[] = [];
+    for (const route of order) {
+      const fixture = FIXTURES[route];
+      if (!fixture) continue;
+      const vars = (await fixture.prepare?.()) ?? {};
+      const before = await heads();
+      const res = await fixture.call(vars);
+      if (res.status >= 300) {
+        failures.push(`${route}: answered ${res.status} ${res.text.slice(0, 200)}`);
+        continue;
+      }
+      const actions = await actionsSince(before);
+      const expected = [...fixture.actions].sort();
+      if (JSON.stringify(actions) !== JSON.stringify(expected)) {
+        failures.push(`${route}: wrote [${actions.join(', ')}], expected [${expected.join(', ')}]`);
+      }
+      if (route === 'POST /api/setup') {
+        operator = await logIn(app, 'first-operator@example.test', 'first operator passphrase');
+      }
+    }
+    expect(failures).toEqual([]);
+    for (const report of await app.modules.audit.service.verifyAll()) {
+      expect(report, report.chain).toMatchObject({ ok: true });
+    }
+  });
+
+  it('an exempt route of the own account does record a security event', async () => {
+    const someone = await user('self');
+    const before = await app.modules.identity.service.listSecurityEvents(someone.userId);
+    const res = await someone.post('/api/me/password', {
+      currentPassword: someone.password,
+      newPassword: testPassword(),
+    });
+    expect(res.status).toBe(200);
+    const after = await app.modules.identity.service.listSecurityEvents(someone.userId);
+    expect(after.length).toBe(before.length + 1);
+  });
+});
