@@ -68,11 +68,19 @@ export const keysRepo = {
   /** Every secret of these keys, newest first. */
   async secretsOf(tx: Database, workspaceId: string, keyIds: string[]): Promise<ApiKeySecretRow[]> {
     if (keyIds.length === 0) return [];
-    return tx
-      .select()
-      .from(apiKeySecrets)
-      .where(and(eq(apiKeySecrets.workspaceId, workspaceId), inArray(apiKeySecrets.keyId, keyIds)))
-      .orderBy(desc(apiKeySecrets.createdAt), desc(apiKeySecrets.id));
+    return (
+      tx
+        .select()
+        .from(apiKeySecrets)
+        .where(and(eq(apiKeySecrets.workspaceId, workspaceId), inArray(apiKeySecrets.keyId, keyIds)))
+        // Within one instant, the secret a roll just made (no expiry) comes before the one it replaced.
+        .orderBy(
+          desc(apiKeySecrets.createdAt),
+          sql`${apiKeySecrets.expiresAt} is null desc`,
+          sql`${apiKeySecrets.expiresAt} desc nulls first`,
+          desc(apiKeySecrets.id),
+        )
+    );
   },
 
   async updateKey(tx: Database, workspaceId: string, keyId: string, patch: KeyPatch): Promise<ApiKeyRow | null> {

@@ -19,7 +19,7 @@ import {
   type SelfView,
   type UpdateKeyInput,
 } from './keys.schemas.ts';
-import { assertRoleAllowsScopes, type KeyScope } from './keys.scopes.ts';
+import { assertRoleAllowsScopes, type KeyScope, scopePermissions, scopesCover } from './keys.scopes.ts';
 import type { ApiKeyRow, ApiKeySecretRow } from './keys.tables.ts';
 import type { UsageTracker } from './keys.usage.ts';
 
@@ -228,12 +228,12 @@ export function keysService(deps: Deps) {
     return row;
   }
 
-  /** A key acting through the API may hand out only scopes it has itself. */
+  /** A key acting through the API may hand out only what its own scopes cover. */
   async function assertWithinCaller(tx: Database, scope: Scope, scopes: readonly KeyScope[]) {
     if (scope.actor.type !== 'api_key') return;
     const caller = await repo.findKey(tx, scope.workspaceId, scope.actor.keyId);
-    const own = new Set(caller?.scopes ?? []);
-    const extra = scopes.filter((s) => !own.has(s));
+    const own = caller?.scopes ?? [];
+    const extra = scopes.filter((s) => !scopePermissions(s).every((p) => scopesCover(own, p)));
     if (extra.length > 0) {
       throw new AppError('insufficient_scope', `An API key cannot grant scopes it does not have: ${extra.join(', ')}.`);
     }
