@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
+import { createKeysModule } from './modules/keys/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
@@ -33,13 +34,14 @@ export function createModules(deps: AppDeps) {
     mailer: notifications.service.mailer,
   });
   workspaces.service.onEvent(audit.service.recordWorkspaceEvent);
+  const keys = createKeysModule({ ...deps, workspaces: workspaces.service, audit: audit.service });
   const setup = createSetupModule({
     ...deps,
     identity: identity.service,
     workspaces: workspaces.service,
     audit: audit.service,
   });
-  return { audit, notifications, vault, identity, workspaces, setup };
+  return { audit, notifications, vault, identity, workspaces, keys, setup };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -72,9 +74,11 @@ export async function buildApp(deps: AppDeps): Promise<App> {
   registerApiReference(http);
 
   // Order matters: identity installs the authentication hook every later route relies on.
+  // The keys hook must run before identity's session hook: a request with a key is never a cookie session.
   // Audit goes first: it notes every later route's audit policy and binds request facts for events.
   for (const m of [
     modules.audit,
+    modules.keys,
     modules.identity,
     modules.workspaces,
     modules.vault,
