@@ -120,11 +120,17 @@ export function toInvitationView(inv: InvitationRow, now: Date): InvitationView 
   };
 }
 
-/** A workspace name has 1 to 100 characters once trimmed (the HTTP schema says so too; in-process callers get the same rule). */
+/**
+ * A workspace name has 1 to 100 characters once trimmed, none of them a control character
+ * (the HTTP schema says so too; in-process callers get the same rule).
+ */
 export function workspaceName(name: string): string {
   const trimmed = name.trim();
-  if (trimmed.length < 1 || trimmed.length > 100) {
-    throw new AppError('validation_failed', 'A workspace name has 1 to 100 characters.');
+  if (trimmed.length < 1 || trimmed.length > 100 || /\p{Cc}/u.test(trimmed)) {
+    throw new AppError(
+      'validation_failed',
+      'A workspace name has 1 to 100 characters, none of them control characters.',
+    );
   }
   return trimmed;
 }

@@ -85,7 +85,12 @@ describe('security', () => {
   it('every table with a workspace_id column has row-level security enabled, forced, and a tenant policy', async () => {
     const tables = await tenantTables(app);
     expect(tables.map((t) => t.relname)).toEqual(expect.arrayContaining(['invitations', 'memberships', 'workspaces']));
-    const wrong = Object.fromEntries(tables.map((t) => [t.relname, rlsProblems(t)]).filter(([, p]) => p.length > 0));
+    const wrong = Object.fromEntries(
+      tables.flatMap((t) => {
+        const problems = rlsProblems(t);
+        return problems.length > 0 ? [[t.relname, problems] as const] : [];
+      }),
+    );
     expect(wrong, "add `select berth_enable_tenant_rls('<table>');` to the table's migration").toEqual({});
   });
 

@@ -419,6 +419,50 @@ describe('errors', () => {
     expect(await roleOf(url, owner, user.userId)).toBe('member');
   });
 
+  it('odd input answers 4xx with a stable code, never a database error', async () => {
+    const { owner, url } = await createWorkspace('Odd');
+    const answers = [
+      await owner.patch(url, { name: 'bad\u0000name' }),
+      await owner.post('/api/workspaces', { name: 'tab\tname' }),
+      await owner.patch(`${url}/members/usr_%00`, { role: 'viewer' }),
+      await owner.delete(`${url}/members/%00`),
+      await owner.delete(`${url}/invitations/inv_%00`),
+      await owner.post(`${url}/transfer-ownership`, { userId: 'usr_\u0000' }),
+      await owner.get(`/api/workspaces/ws_%00`),
+      await owner.post('/api/invitations/accept', { token: '\u0000' }),
+      await new TestClient(app).post('/api/invitations/decline', { token: '\u0000'.repeat(10) }),
+    ];
+    for (const res of answers) {
+      expect(res.status, res.text).toBeGreaterThanOrEqual(400);
+      expect(res.status, res.text).toBeLessThan(500);
+      expect(res.body).toMatchObject({ code: expect.any(String) });
+    }
+    expect((await owner.get<Ws>(url)).body.name).toBe('Odd');
+  });
+
+  it('in-process callers get the same stable codes as HTTP callers', async () => {
+    const { owner, ws } = await createWorkspace('Service');
+    const service = app.modules.workspaces.service;
+    const scope = { workspaceId: ws, actor: { type: 'user' as const, userId: owner.userId }, role: 'owner' as const };
+    await expect(service.renameWorkspace({ scope, name: ' '.repeat(3) })).rejects.toMatchObject({
+      code: 'validation_failed',
+    });
+    await expect(service.renameWorkspace({ scope, name: 'x'.repeat(101) })).rejects.toMatchObject({
+      code: 'validation_failed',
+    });
+    await expect(service.renameWorkspace({ scope, name: 'nul\u0000' })).rejects.toMatchObject({
+      code: 'validation_failed',
+    });
+    await expect(service.createWorkspace({ ownerUserId: newId('usr'), name: 'Ghost' })).rejects.toMatchObject({
+      code: 'not_found',
+    });
+    await expect(service.invite({ scope, email: 'not an address', role: 'member' })).rejects.toMatchObject({
+      code: 'validation_failed',
+    });
+    const system = { ...scope, actor: { type: 'system' as const, name: 'test' } };
+    await expect(service.leave({ scope: system })).rejects.toMatchObject({ code: 'bad_request' });
+  });
+
   it('needs a session to create, list or accept', async () => {
     const anon = new TestClient(app);
     expect((await anon.post('/api/workspaces', { name: 'x' })).body).toMatchObject({ code: 'unauthenticated' });
@@ -509,6 +553,24 @@ describe('security', () => {
 
     // Turning the requirement off is an owner action like any other.
     expect((await owner.put<Ws>(`${url}/security`, { requireMfa: false })).body.requireMfa).toBe(false);
+  });
+
+  it("the 2FA rule for requiring 2FA is the service's: no caller can skip it", async () => {
+    const { owner, ws } = await createWorkspace();
+    const service = app.modules.workspaces.service;
+    const asUser = { workspaceId: ws, actor: { type: 'user' as const, userId: owner.userId }, role: 'owner' as const };
+    const asKey = { ...asUser, actor: { type: 'api_key' as const, keyId: newId('key'), userId: owner.userId } };
+    const asSystem = { ...asUser, actor: { type: 'system' as const, name: 'test' } };
+    for (const scope of [asUser, asKey, asSystem]) {
+      await expect(service.setRequireMfa({ scope, requireMfa: true })).rejects.toMatchObject({ code: 'mfa_required' });
+    }
+    // The owner's account turns 2FA on: the person behind the session or the API key may now require it.
+    await enableMfa(owner);
+    expect((await service.setRequireMfa({ scope: asKey, requireMfa: true })).requireMfa).toBe(true);
+    expect((await service.setRequireMfa({ scope: asUser, requireMfa: false })).requireMfa).toBe(false);
+    await expect(service.setRequireMfa({ scope: asSystem, requireMfa: true })).rejects.toMatchObject({
+      code: 'mfa_required',
+    });
   });
 
   it('a removed member cannot reuse their old invitation to come back', async () => {

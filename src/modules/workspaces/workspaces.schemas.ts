@@ -6,8 +6,21 @@ import { ROLES } from './workspaces.permissions.ts';
 export const RoleSchema = z.enum(ROLES).describe('owner > admin > member > viewer');
 export const InvitableRole = z.enum(['admin', 'member', 'viewer']);
 
-const WorkspaceName = z.string().trim().min(1).max(100).describe('1 to 100 characters');
-const Id = z.string().min(1).max(64);
+/** Control characters (NUL, tabs, line breaks...) have no place in a name; Postgres refuses NUL outright. */
+const NO_CONTROL_CHARACTERS = /^[^\p{Cc}]*$/u;
+const WorkspaceName = z
+  .string()
+  .trim()
+  .min(1)
+  .max(100)
+  .regex(NO_CONTROL_CHARACTERS, 'no control characters')
+  .describe('1 to 100 characters');
+/** Berth ids are prefixed ULIDs (`usr_01J…`): anything else cannot name a row. */
+const Id = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9_]+$/, 'an id');
 
 export const WorkspaceParams = z.strictObject({ workspaceId: Id });
 export const MemberParams = z.strictObject({ workspaceId: Id, userId: Id });
