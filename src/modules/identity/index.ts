@@ -40,7 +40,10 @@ export { totpCodeAt } from './identity.totp.ts';
 
 /**
  * What other modules and the CLI use: `createUser`, `findUserById`, `findUserByEmail`,
- * `recordSecurityEvent`, `countOperators`, and the rest of the use cases behind the routes.
+ * `recordSecurityEvent`, `countOperators` (all operators: was this install set up?),
+ * `countActiveOperators` (never allowed to reach 0), and the rest of the use cases behind
+ * the routes. The module also runs PASSWORD_RESET_MAIL_JOB (reset links are mailed off the
+ * request path).
  *
  * @example const { id } = await identity.createUser({ email, password, isOperator: true, emailVerified: true });
  */
