@@ -1,0 +1,15 @@
+import type { MatrixContext, MatrixRoute } from '../../../test/helpers/tenancy.ts';
+
+/**
+ * Test-only: the role matrix of every audit route of a workspace (run by
+ * audit.matrix.routes.test.ts, read by the matrix coverage test). Nothing in src imports it.
+ */
+const audit = (c: MatrixContext) => `/api/workspaces/${c.workspaceId}/audit`;
+const MANAGERS = ['owner', 'admin'] as const;
+
+export const matrixRoutes: MatrixRoute[] = [
+  { method: 'GET', url: audit, allowed: MANAGERS },
+  { method: 'GET', url: (c) => `${audit(c)}/export`, allowed: MANAGERS },
+  { method: 'GET', url: (c) => `${audit(c)}/verify`, allowed: MANAGERS },
+  { method: 'POST', url: (c) => `${audit(c)}/checkpoints`, allowed: MANAGERS },
+];
