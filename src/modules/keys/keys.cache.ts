@@ -11,7 +11,7 @@ export type KeyCacheOptions = {
   /** How long "no such key" is remembered (absorbs floods of one bad key). */
   negativeTtlMs?: number;
   /**
-   * After an invalidation, lookups of the same keys are not cached for this long: a lookup
+   * After an invalidation of a key (or of all), its lookups are not cached for this long: a lookup
    * that raced the change (read before it committed, stored after the message) cannot put
    * the old state back, and a message sent before its transaction committed still works.
    */
@@ -32,7 +32,6 @@ export function keyCache<T>(opts: KeyCacheOptions) {
   const entries = new Map<string, Entry<T>>();
   const byKey = new Map<string, Set<string>>();
   const heldKeys = new Map<string, number>();
-  const heldHashes = new Map<string, number>();
   let heldAll = 0;
 
   const now = () => opts.clock.now().getTime();
@@ -48,17 +47,14 @@ export function keyCache<T>(opts: KeyCacheOptions) {
     }
   }
 
-  function held(hash: string, keyId: string | null, at: number): boolean {
+  function held(keyId: string | null, at: number): boolean {
     if (heldAll > at) return true;
-    if ((heldHashes.get(hash) ?? 0) > at) return true;
     return keyId !== null && (heldKeys.get(keyId) ?? 0) > at;
   }
 
   function pruneHolds(at: number) {
-    for (const map of [heldKeys, heldHashes]) {
-      if (map.size < max) continue;
-      for (const [k, until] of map) if (until <= at) map.delete(k);
-    }
+    if (heldKeys.size < max) return;
+    for (const [k, until] of heldKeys) if (until <= at) heldKeys.delete(k);
   }
 
   return {
@@ -79,7 +75,7 @@ export function keyCache<T>(opts: KeyCacheOptions) {
     /** Stores a lookup's result unless an invalidation of it is being held. */
     set(hash: string, value: T | null, keyId: string | null): void {
       const at = now();
-      if (held(hash, keyId, at)) return;
+      if (held(keyId, at)) return;
       drop(hash);
       while (entries.size >= max) {
         const oldest = entries.keys().next();
@@ -107,10 +103,8 @@ export function keyCache<T>(opts: KeyCacheOptions) {
         for (const hash of [...(byKey.get(keyId) ?? [])]) drop(hash);
         heldKeys.set(keyId, at + hold);
       }
-      for (const hash of inv.hashes ?? []) {
-        drop(hash);
-        heldHashes.set(hash, at + hold);
-      }
+      // A hash is invalidated when its secret is new: only a remembered "unknown" can be stale.
+      for (const hash of inv.hashes ?? []) drop(hash);
       pruneHolds(at);
     },
 
