@@ -10,6 +10,8 @@ export type PostgresBusOptions = {
   logger: Logger;
   /** First reconnect delay; doubles up to 5 s. */
   reconnectMs?: number;
+  /** The connection's application_name (default `berth-bus`). */
+  name?: string;
 };
 
 /**
@@ -57,7 +59,7 @@ export function postgresBus(opts: PostgresBusOptions): Bus {
     if (client) return Promise.resolve(client);
     if (closed) return Promise.reject(new Error('bus closed'));
     connecting ??= (async () => {
-      const c = new pg.Client({ connectionString: opts.url, application_name: 'berth-bus' });
+      const c = new pg.Client({ connectionString: opts.url, application_name: opts.name ?? 'berth-bus' });
       c.on('notification', (n) => dispatch(n.channel, n.payload ?? ''));
       c.on('error', () => lost(c));
       c.on('end', () => lost(c));

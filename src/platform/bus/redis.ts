@@ -9,9 +9,13 @@ type Subscription = { handler: BusHandler; onGap?: () => void };
  * connection can do nothing else). ioredis reconnects and subscribes again by itself;
  * subscribers hear about the gap through `onGap`.
  */
-export function redisBus(opts: { url: string; logger: Logger }): Bus {
+export function redisBus(opts: {
+  url: string;
+  logger: Logger /** CLIENT SETNAME (default `berth-bus`). */;
+  name?: string;
+}): Bus {
   const subs = new Map<string, Set<Subscription>>();
-  const common = { maxRetriesPerRequest: 2, lazyConnect: true, connectionName: 'berth-bus' };
+  const common = { maxRetriesPerRequest: 2, lazyConnect: true, connectionName: opts.name ?? 'berth-bus' };
   const pub = new Redis(opts.url, common);
   const sub = new Redis(opts.url, common);
   pub.on('error', () => undefined);
