@@ -161,16 +161,16 @@ export function loadConfig(input: LoadConfigInput = {}): Config {
   if (c.BERTH_KEK && c.BERTH_KEK_FILE) {
     throw new ConfigError('BERTH_KEK_FILE', 'set either BERTH_KEK or BERTH_KEK_FILE, not both');
   }
-  const host = c.BERTH_HOST.includes(':') ? `[${c.BERTH_HOST}]` : c.BERTH_HOST;
-  const publicUrl = (c.BERTH_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${c.BERTH_PORT}`).replace(
-    /\/+$/,
-    '',
   if (c.BERTH_AUDIT_SIGNING_KEY && c.BERTH_AUDIT_SIGNING_KEY_FILE) {
     throw new ConfigError(
       'BERTH_AUDIT_SIGNING_KEY_FILE',
       'set either BERTH_AUDIT_SIGNING_KEY or BERTH_AUDIT_SIGNING_KEY_FILE, not both',
     );
   }
+  const host = c.BERTH_HOST.includes(':') ? `[${c.BERTH_HOST}]` : c.BERTH_HOST;
+  const publicUrl = (c.BERTH_PUBLIC_URL ?? `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${c.BERTH_PORT}`).replace(
+    /\/+$/,
+    '',
   );
   return { ...c, publicUrl, dataDir: path.resolve(c.BERTH_DATA_DIR) };
 }
