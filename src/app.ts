@@ -40,6 +40,7 @@ export function createModules(deps: AppDeps) {
     identity: identity.service,
     workspaces: workspaces.service,
     audit: audit.service,
+    keys: keys.service,
   });
   return { audit, notifications, vault, identity, workspaces, keys, setup };
 }

@@ -3,6 +3,7 @@ import type { Db } from '../../platform/db/db.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
+import type { KeysService } from '../keys/index.ts';
 import type { Module } from '../types.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
 import { FirstAdminInput, type SetupService, setupService } from './setup.service.ts';
@@ -15,6 +16,7 @@ const SetupReply = z.object({
   email: z.string(),
   workspaceId: z.string(),
   workspaceName: z.string(),
+  apiKey: z.string().describe('An API key with every scope for the new workspace: shown this once'),
 });
 
 /** First-run setup: `berth admin create` and the one-time setup token. Owns no tables. */
@@ -23,6 +25,7 @@ export function createSetupModule(deps: {
   audit: Pick<AuditService, 'record'>;
   identity: IdentityService;
   workspaces: WorkspacesService;
+  keys: Pick<KeysService, 'createKey'>;
 }): Module<SetupService> {
   const service = setupService(deps);
   return {

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { logIn } from '../../../test/helpers/identity.ts';
+import { SCOPES } from '../keys/index.ts';
 
 let app: TestApp;
 beforeEach(async () => {
@@ -23,10 +24,22 @@ describe('happy', () => {
     const hint = await app.modules.setup.service.setupHint('http://berth.test');
     expect(hint?.text).toContain('/api/setup');
     const anon = new TestClient(app);
-    const res = await anon.post<{ userId: string; workspaceId: string }>('/api/setup', body(hint?.token ?? ''));
+    const res = await anon.post<{ userId: string; workspaceId: string; apiKey: string }>(
+      '/api/setup',
+      body(hint?.token ?? ''),
+    );
     expect(res.status).toBe(201);
     expect(res.body.userId).toMatch(/^usr_/);
     expect(res.body.workspaceId).toMatch(/^ws_/);
+
+    // A one-time API key with every scope for the new workspace, shown once and usable at once.
+    expect(res.body.apiKey).toMatch(/^brt_live_/);
+    const keyed = new TestClient(app, { origin: null });
+    keyed.headers = { authorization: `Bearer ${res.body.apiKey}` };
+    const self = await keyed.get<{ workspaceId: string; scopes: string[] }>('/api/keys/self');
+    expect(self.body.workspaceId).toBe(res.body.workspaceId);
+    expect(self.body.scopes).toEqual([...SCOPES]);
+    expect((await keyed.get(`/api/workspaces/${res.body.workspaceId}/members`)).status).toBe(200);
 
     const admin = await logIn(app, 'first@example.com', 'a long enough passphrase');
     const me = await admin.get<{ user: { isOperator: boolean; emailVerified: boolean } }>('/api/me');

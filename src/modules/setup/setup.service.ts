@@ -5,6 +5,7 @@ import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
+import { type KeysService, SCOPES } from '../keys/index.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
 
 export const FirstAdminInput = z.strictObject({
@@ -20,6 +21,7 @@ type Deps = {
   audit: Pick<AuditService, 'record'>;
   identity: Pick<IdentityService, 'createUser' | 'countOperators'>;
   workspaces: Pick<WorkspacesService, 'createWorkspace'>;
+  keys: Pick<KeysService, 'createKey'>;
 };
 
 /**
@@ -57,7 +59,18 @@ export function setupService(deps: Deps) {
         diff: { operator: user.id, workspaceId: workspace.id, via },
       }),
     );
-    return { userId: user.id, email: user.email, workspaceId: workspace.id, workspaceName: workspace.name };
+    // A one-time API key with every scope, so a fresh install can be driven from scripts.
+    const { secret } = await deps.keys.createKey({
+      scope: { workspaceId: workspace.id, actor: { type: 'user', userId: user.id }, role: 'owner' },
+      input: { name: 'Initial admin key', scopes: [...SCOPES] },
+    });
+    return {
+      userId: user.id,
+      email: user.email,
+      workspaceId: workspace.id,
+      workspaceName: workspace.name,
+      apiKey: secret,
+    };
   }
 
   return {
