@@ -33,7 +33,12 @@ export function registerAdminCommands(program: Command, io: Io, globals: () => G
         io,
         Boolean(g.json),
         result,
-        `Created operator ${result.email} (${result.userId}) with workspace "${result.workspaceName}" (${result.workspaceId}).`,
+        [
+          `Created operator ${result.email} (${result.userId}) with workspace "${result.workspaceName}" (${result.workspaceId}).`,
+          '',
+          'API key with every scope for this workspace (shown this once, store it now):',
+          result.apiKey,
+        ].join('\n'),
       );
     });
 }

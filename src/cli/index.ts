@@ -3,6 +3,7 @@ import { VERSION } from '../app.ts';
 import { type Config, loadConfig, type RawConfig } from '../config.ts';
 import { registerAdminCommands } from './admin.commands.ts';
 import { registerAuditCommands } from './audit.commands.ts';
+import { registerKeysCommands } from './keys.commands.ts';
 import { registerMailCommands } from './mail.commands.ts';
 import { describeError, EXIT, type Io } from './output.ts';
 import { registerServerCommands } from './server.commands.ts';
@@ -38,6 +39,7 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerAdminCommands(program, io, globals);
   registerVaultCommands(program, io, globals);
   registerMailCommands(program, io, globals);
+  registerKeysCommands(program, io, globals);
   registerAuditCommands(program, io, globals);
   return program;
 }

@@ -69,7 +69,8 @@ describe('happy', () => {
   it('has help on the command and on every subcommand', async () => {
     const top = await berth(['--help']);
     expect(top.code).toBe(0);
-    for (const cmd of ['start', 'migrate', 'admin', 'config', 'vault', 'status']) expect(top.stdout).toContain(cmd);
+    for (const cmd of ['start', 'migrate', 'admin', 'config', 'vault', 'status', 'keys'])
+      expect(top.stdout).toContain(cmd);
     for (const sub of [
       ['start'],
       ['migrate'],
@@ -78,6 +79,10 @@ describe('happy', () => {
       ['vault', 'generate-key'],
       ['vault', 'rotate'],
       ['status'],
+      ['keys', 'create'],
+      ['keys', 'list'],
+      ['keys', 'revoke'],
+      ['keys', 'roll'],
     ]) {
       const r = await berth([...sub, '--help']);
       expect(r.code, sub.join(' ')).toBe(0);
@@ -96,6 +101,7 @@ describe('happy', () => {
     const ids = JSON.parse(created.stdout);
     expect(ids.userId).toMatch(/^usr_/);
     expect(ids.workspaceId).toMatch(/^ws_/);
+    expect(ids.apiKey).toMatch(/^brt_live_[0-9A-Za-z]{32}_[0-9A-Za-z]{6}$/);
     // The generated key-encryption key is private to the owner.
     expect(statSync(path.join(dataDir, 'kek')).mode & 0o777).toBe(0o600);
 
@@ -125,6 +131,42 @@ describe('happy', () => {
       const status = await berth(['status', '--url', server.url, '--json']);
       expect(status.code).toBe(0);
       expect(JSON.parse(status.stdout)).toMatchObject({ live: true, ready: true });
+
+      // The one-time key of `admin create` drives the server: keys over HTTP.
+      const auth = ['--url', server.url, '--api-key', ids.apiKey, '--json'];
+      const listed = await berth(['keys', 'list', ...auth]);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(JSON.parse(listed.stdout).data).toEqual([
+        expect.objectContaining({ name: 'Initial admin key', createdBy: ids.userId, status: 'active' }),
+      ]);
+      const made = await berth([
+        'keys',
+        'create',
+        '--name',
+        'CI',
+        '--scopes',
+        'gateway:invoke,models:read',
+        '--expires',
+        '30d',
+        ...auth,
+      ]);
+      expect(made.code, made.stderr).toBe(0);
+      const ci = JSON.parse(made.stdout);
+      expect(ci.secret).toMatch(/^brt_live_/);
+      expect(ci.key.scopes).toEqual(['gateway:invoke', 'models:read']);
+      const rolled = await berth(['keys', 'roll', ci.key.id, '--grace', '0', ...auth]);
+      expect(rolled.code, rolled.stderr).toBe(0);
+      expect(JSON.parse(rolled.stdout).key.secrets).toHaveLength(1);
+      const revoked = await berth(['keys', 'revoke', ci.key.id, ...auth]);
+      expect(revoked.code, revoked.stderr).toBe(0);
+      expect(JSON.parse(revoked.stdout).status).toBe('revoked');
+      const again = await berth(['keys', 'revoke', ci.key.id, ...auth]);
+      expect(again.code).toBe(4);
+      expect(JSON.parse(again.stdout).error.code).toBe('conflict');
+      const typo = `${ids.apiKey.slice(0, -1)}${ids.apiKey.endsWith('x') ? 'y' : 'x'}`;
+      const wrong = await berth(['keys', 'list', '--url', server.url, '--api-key', typo, '--json']);
+      expect(wrong.code).toBe(4);
+      expect(JSON.parse(wrong.stdout).error.code).toBe('invalid_api_key');
 
       const busy = await berth(['migrate'], env);
       expect(busy.code).toBe(3);
