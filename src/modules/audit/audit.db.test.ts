@@ -179,7 +179,7 @@ describe('errors', () => {
           name: 'No key',
         })
       ).id;
-      await expect(keyless.modules.audit.service.createCheckpoint(ws)).rejects.toMatchObject({ code: 'unavailable' });
+      await expect(keyless.modules.audit.service.createCheckpoint(ws)).rejects.toMatchObject({ code: 'conflict' });
       expect(await keyless.modules.audit.service.checkpointAll()).toBe(0);
       const report = await keyless.modules.audit.service.verify(ws);
       expect(report).toMatchObject({ ok: true, publicKey: null, checkpoints: { signaturesChecked: false } });

@@ -146,15 +146,15 @@ describe('errors', () => {
     }
   });
 
-  it('without a signing key, checkpoints and the public key answer 503 unavailable', async () => {
+  it('without a signing key, checkpoints answer 409 conflict naming the setting, the public key 404', async () => {
     const keyless = await createTestApp();
     try {
       const someone = await signUp(keyless);
       const id = (await someone.post<{ id: string }>('/api/workspaces', { name: 'K' })).body.id;
       const cp = await someone.post(`/api/workspaces/${id}/audit/checkpoints`);
-      expect(cp.status).toBe(503);
+      expect(cp.status).toBe(409);
       expect(String(cp.body.detail)).toContain('BERTH_AUDIT_SIGNING_KEY');
-      expect((await new TestClient(keyless).get('/api/audit/public-key')).status).toBe(503);
+      expect((await new TestClient(keyless).get('/api/audit/public-key')).status).toBe(404);
       expect((await someone.get(`/api/workspaces/${id}/audit/verify`)).body).toMatchObject({ ok: true });
     } finally {
       await keyless.close();

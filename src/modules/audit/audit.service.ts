@@ -224,10 +224,11 @@ export function auditService(deps: Deps) {
     });
   }
 
+  /** A missing key is the installation's configuration, not a server fault: 409, not 5xx. */
   function requireKey(): AuditSigningKey {
     if (!deps.signingKey) {
       throw new AppError(
-        'unavailable',
+        'conflict',
         'Audit checkpoints need a signing key: set BERTH_AUDIT_SIGNING_KEY or BERTH_AUDIT_SIGNING_KEY_FILE (the same on every replica).',
       );
     }
@@ -328,7 +329,8 @@ export function auditService(deps: Deps) {
     },
 
     publicKey() {
-      const key = requireKey();
+      if (!deps.signingKey) throw new AppError('not_found', 'No audit signing key is configured on this installation.');
+      const key = deps.signingKey;
       return { keyId: key.keyId, publicKeyRaw: key.publicKeyRaw, publicKeyPem: key.publicKeyPem };
     },
   };
