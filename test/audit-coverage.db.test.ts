@@ -85,8 +85,9 @@ const ws = (v: Vars) => `/api/workspaces/${v.ws}`;
 
 const FIXTURES: Record<string, Fixture> = {
   'POST /api/setup': {
-    // One action, two chains: the platform records the setup, the new workspace its creation.
-    actions: ['platform.setup', 'workspace.created'],
+    // First-run setup does three things, each recorded where it belongs: the platform chain
+    // records the setup, the new workspace's chain its creation and its first API key.
+    actions: ['key.created', 'platform.setup', 'workspace.created'],
     prepare: async () => ({ token: (await app.modules.setup.service.setupHint('http://berth.test'))?.token ?? '' }),
     call: (v) =>
       new TestClient(app).post('/api/setup', {
