@@ -331,6 +331,41 @@ describe('happy', () => {
     expect(view.body).toMatchObject({ status: 'revoked', revokedBy: owner.userId });
   });
 
+  it('forgets the keys of a deleted workspace at once', async () => {
+    const ws = (await owner.post<{ id: string }>('/api/workspaces', { name: 'Short-lived' })).body.id;
+    const { secret } = await createKey(owner, { scopes: ['workspace:admin', 'gateway:invoke'] }, ws);
+    expect((await keyClient(secret).get('/v1/models')).status).toBe(404);
+    const deleted = await owner.delete(`/api/workspaces/${ws}`, { confirmName: 'Short-lived' });
+    expect(deleted.status).toBe(204);
+    const after = await keyClient(secret).get('/v1/models');
+    expect(after.status).toBe(401);
+    expect(after.body).toMatchObject({ error: { code: 'invalid_api_key' } });
+  });
+
+  it('issues brt_test_ keys when BERTH_KEY_ENVIRONMENT is test', async () => {
+    const testEnv = await createTestApp({ config: { BERTH_KEY_ENVIRONMENT: 'test' } });
+    try {
+      const u = await testEnv.modules.identity.service.createUser({
+        email: 'env@keys.test',
+        password: 'a long enough passphrase',
+        isOperator: false,
+        emailVerified: true,
+      });
+      const w = await testEnv.modules.workspaces.service.createWorkspace({ ownerUserId: u.id, name: 'Env' });
+      const { secret, key } = await testEnv.modules.keys.service.createKey({
+        scope: { workspaceId: w.id, actor: { type: 'user', userId: u.id }, role: 'owner' },
+        input: { name: 'Test env', scopes: ['gateway:invoke'] },
+      });
+      expect(secret).toMatch(/^brt_test_/);
+      expect(key.prefix).toMatch(/^brt_test_/);
+      const c = new TestClient(testEnv, { origin: null });
+      c.headers = { authorization: `Bearer ${secret}` };
+      expect((await c.get('/v1/models')).status).toBe(404);
+    } finally {
+      await testEnv.close();
+    }
+  });
+
   it("limits a key to its creator's current role", async () => {
     const demoted = await user('demoted');
     await join(wsA, demoted, 'admin');
