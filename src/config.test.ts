@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, maskedConfig } from './config.ts';
+import { ConfigError, ConfigSchema, loadConfig, maskedConfig } from './config.ts';
 
 describe('happy', () => {
   it('has working defaults with nothing configured', () => {
@@ -38,6 +38,13 @@ describe('happy', () => {
     expect(() =>
       loadConfig({ env: { PATH: '/bin', HOME: '/root', BERTH_URL: 'http://x', BERTH_API_KEY: 'k' } }),
     ).not.toThrow();
+  });
+});
+
+describe('docs', () => {
+  it('docs/operations/configuration.md documents every setting', () => {
+    const doc = readFileSync(new URL('../docs/operations/configuration.md', import.meta.url), 'utf8');
+    for (const key of Object.keys(ConfigSchema.shape)) expect(doc, key).toContain(`\`${key}\``);
   });
 });
 

@@ -16,7 +16,11 @@ export function registerVaultCommands(program: Command, io: Io, globals: () => G
       const g = globals();
       const version = Number(opts.kekVersion);
       if (!Number.isInteger(version) || version < 1) {
-        throw new CliError(`--kek-version must be a whole number from 1: ${opts.kekVersion}`, EXIT.usage, 'invalid_version');
+        throw new CliError(
+          `--kek-version must be a whole number from 1: ${opts.kekVersion}`,
+          EXIT.usage,
+          'invalid_version',
+        );
       }
       const key = generateKek(version);
       emit(io, Boolean(g.json), { version, key }, key);
