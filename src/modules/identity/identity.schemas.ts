@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { singleLineText } from '../../platform/http/schemas.ts';
 
 /** Bodies reject unknown fields; strings are bounded. Password rules are checked by the service (`weak_password`). */
 const email = z.email().max(254);
@@ -6,7 +7,7 @@ const password = z.string().min(1).max(1024);
 const token = z.string().min(1).max(200);
 const totpCode = z.string().regex(/^\d{6}$/, 'a 6-digit code');
 const recoveryCode = z.string().min(1).max(64);
-const displayName = z.string().trim().min(1).max(100);
+const displayName = singleLineText(1, 100);
 
 export const UserSchema = z.object({
   id: z.string(),

@@ -3,6 +3,7 @@ import { randomToken, safeEqual, sha256Hex } from '../../platform/crypto.ts';
 import type { Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
+import { singleLineText } from '../../platform/http/schemas.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
 import { type KeysService, SCOPES } from '../keys/index.ts';
@@ -11,8 +12,8 @@ import type { WorkspacesService } from '../workspaces/index.ts';
 export const FirstAdminInput = z.strictObject({
   email: z.string().max(254),
   password: z.string().max(1024),
-  workspaceName: z.string().trim().min(1).max(100),
-  displayName: z.string().trim().min(1).max(100).optional(),
+  workspaceName: singleLineText(1, 100),
+  displayName: singleLineText(1, 100).optional(),
 });
 export type FirstAdminInput = z.infer<typeof FirstAdminInput>;
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { singleLineText } from '../../platform/http/schemas.ts';
 import { ROLES } from './workspaces.permissions.ts';
 
 /** Request and response shapes of the workspaces API (they are also the OpenAPI document). */
@@ -6,15 +7,7 @@ import { ROLES } from './workspaces.permissions.ts';
 export const RoleSchema = z.enum(ROLES).describe('owner > admin > member > viewer');
 export const InvitableRole = z.enum(['admin', 'member', 'viewer']);
 
-/** Control characters (NUL, tabs, line breaks...) have no place in a name; Postgres refuses NUL outright. */
-const NO_CONTROL_CHARACTERS = /^[^\p{Cc}]*$/u;
-const WorkspaceName = z
-  .string()
-  .trim()
-  .min(1)
-  .max(100)
-  .regex(NO_CONTROL_CHARACTERS, 'no control characters')
-  .describe('1 to 100 characters');
+const WorkspaceName = singleLineText(1, 100);
 /** Berth ids are prefixed ULIDs (`usr_01J…`): anything else cannot name a row. */
 const Id = z
   .string()

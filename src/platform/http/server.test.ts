@@ -32,6 +32,10 @@ beforeAll(async () => {
   app.get('/api/conflict', async () => {
     throw new AppError('email_taken', 'That email is taken.');
   });
+  app.get('/api/db-refused', async () => {
+    // What drizzle throws when Postgres refuses a value: the driver error as its cause.
+    throw Object.assign(new Error('Failed query: insert ...'), { cause: { code: '22P05', message: 'unsupported' } });
+  });
   app.get('/api/boom', async () => {
     throw new Error('secret-internal-detail from db: duplicate key (email)=(alice@example.com)');
   });
@@ -93,6 +97,7 @@ describe('errors', () => {
       ],
       [{ method: 'GET', url: '/api/nothing-here' }, 404, 'route_not_found'],
       [{ method: 'GET', url: '/api/conflict' }, 409, 'email_taken'],
+      [{ method: 'GET', url: '/api/db-refused' }, 400, 'validation_failed'],
     ];
     for (const [req, status, code] of cases) {
       const res = await app.inject(req);

@@ -84,6 +84,11 @@ export function toAppError(err: unknown): AppError {
     case 'FST_ERR_NOT_FOUND':
       return new AppError('route_not_found', 'No such route.');
   }
+  // The database refused a value as data (class 22: NUL byte, out-of-range number...):
+  // that is bad input that slipped past a schema, not a fault of Berth's.
+  if (sqlState(err)?.startsWith('22')) {
+    return new AppError('validation_failed', 'A value in the request cannot be stored.');
+  }
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     if (fe.statusCode === 413) return new AppError('payload_too_large', 'The request body is too large.');
     if (fe.statusCode === 415) return new AppError('unsupported_media_type', 'Unsupported content type.');
@@ -106,6 +111,15 @@ export function describeInternal(err: unknown) {
       .slice(1, 8)
       .map((l) => l.trim()),
   };
+}
+
+/** The SQLSTATE of a database error, also when a query builder wrapped it. */
+function sqlState(err: unknown): string | undefined {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 3; depth++) {
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) return e.code;
+    e = e.cause as typeof e;
+  }
+  return undefined;
 }
 
 export type ErrorRenderer = (err: AppError, req: FastifyRequest, reply: FastifyReply) => unknown;
