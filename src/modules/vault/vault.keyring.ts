@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Config, ConfigError } from '../../config.ts';
 import type { Logger } from '../../platform/logger.ts';
+import { dataDirSecret, readSecretFile, warnIfLoose } from '../../platform/secret-file.ts';
 
 /** The key-encryption keys Berth knows: the newest version wraps, every version unwraps. */
 export type Keyring = { current: { version: number; key: Buffer }; all: Map<number, Buffer> };
@@ -66,11 +67,7 @@ export function formatKeyring(keyring: Keyring): string {
 }
 
 function readKeyringFile(file: string, setting: 'BERTH_KEK_FILE' | 'BERTH_KEK'): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(setting, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
+  return readSecretFile(file, setting);
 }
 
 /** The file a file-based keyring lives in: BERTH_KEK_FILE, else `<dataDir>/kek` on embedded; null for BERTH_KEK. */
@@ -95,7 +92,7 @@ export function loadKeyring(
   if (config.BERTH_KEK_FILE) {
     const file = path.resolve(config.BERTH_KEK_FILE);
     const keyring = parseKeyring(readKeyringFile(file, 'BERTH_KEK_FILE'), 'BERTH_KEK_FILE');
-    warnIfLoose(file, opts.logger);
+    warnIfLoose(file, opts.logger, 'key-encryption key');
     return { ...keyring, source: 'BERTH_KEK_FILE', file, generated: false };
   }
   if (opts.engine === 'postgres') {
@@ -104,40 +101,18 @@ export function loadKeyring(
       'required with DATABASE_URL: set BERTH_KEK or BERTH_KEK_FILE to a key from `berth vault generate-key`, the same on every replica',
     );
   }
-  const file = path.join(config.dataDir, DATA_DIR_KEK_FILE);
-  let generated = false;
-  try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(file, `${generateKek(1)}\n`, { mode: 0o600, flag: 'wx' });
-    generated = true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-      throw new ConfigError(
-        'BERTH_KEK_FILE',
-        `cannot create ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-      );
-    }
-  }
-  const keyring = parseKeyring(readKeyringFile(file, 'BERTH_KEK_FILE'), 'BERTH_KEK_FILE');
-  if (generated) {
-    opts.logger.warn(
-      { file },
+  const { file, text, generated } = dataDirSecret({
+    dataDir: config.dataDir,
+    name: DATA_DIR_KEK_FILE,
+    setting: 'BERTH_KEK_FILE',
+    what: 'key-encryption key',
+    generate: () => generateKek(1),
+    logger: opts.logger,
+    generatedMessage:
       'Generated a key-encryption key for the vault. Back this file up with the data directory: without it, encrypted secrets cannot be read.',
-    );
-  } else {
-    warnIfLoose(file, opts.logger);
-  }
+  });
+  const keyring = parseKeyring(text, 'BERTH_KEK_FILE');
   return { ...keyring, source: 'data_dir', file, generated };
-}
-
-function warnIfLoose(file: string, logger: Logger) {
-  try {
-    if ((statSync(file).mode & 0o077) !== 0) {
-      logger.warn({ file }, 'The key-encryption key file is readable by other users; restrict it to mode 0600.');
-    }
-  } catch {
-    // Already read successfully; a failing stat changes nothing.
-  }
 }
 
 /**
