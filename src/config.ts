@@ -58,6 +58,8 @@ export const ConfigSchema = z
     BERTH_KEK_FILE: z.string().min(1).optional(),
     BERTH_AUDIT_SIGNING_KEY: z.string().min(1).optional(),
     BERTH_AUDIT_SIGNING_KEY_FILE: z.string().min(1).optional(),
+    /** Public keys of retired audit signing keys (raw base64url, comma-separated): old checkpoints still verify. */
+    BERTH_AUDIT_RETIRED_PUBLIC_KEYS: z.string().min(1).optional(),
     DATABASE_URL: url(['postgres:', 'postgresql:']).optional(),
     BERTH_DB_POOL_MAX: int(1, 1000).default(10),
     BERTH_DB_APP_ROLE: z

@@ -109,7 +109,13 @@ export type BreakReason =
   /** A checkpoint was signed by a key Berth does not know. */
   | 'checkpoint_key_unknown'
   /** A signed checkpoint names a hash the chain no longer has at that seq. */
-  | 'checkpoint_mismatch';
+  | 'checkpoint_mismatch'
+  /** The chain has events (or checkpoints) but no head: the head was removed. */
+  | 'head_missing'
+  /** Events remain below the anchor: the anchor was moved to skip them. */
+  | 'events_below_anchor'
+  /** A chain that must exist (an existing workspace's) has nothing at all. */
+  | 'chain_missing';
 
 export type ChainBreak = { seq: number; reason: BreakReason };
 

@@ -3,9 +3,20 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { onServerPostgres } from '../../../test/helpers/db.ts';
+import { TEST_APP_ROLE } from '../../../test/helpers/global-setup.ts';
 import { testEmail, testPassword } from '../../../test/helpers/identity.ts';
+import { DAY } from '../../platform/clock.ts';
 import type { Actor } from '../../platform/http/context.ts';
-import { AUDIT_CHECKPOINT_JOB, type AuditService, generateAuditSigningKey, PLATFORM_CHAIN } from './index.ts';
+import { auditRepo } from './audit.repo.ts';
+import { auditService } from './audit.service.ts';
+import {
+  AUDIT_CHECKPOINT_JOB,
+  type AuditService,
+  generateAuditSigningKey,
+  PLATFORM_CHAIN,
+  parseAuditSigningKey,
+  parseRetiredPublicKeys,
+} from './index.ts';
 
 let app: TestApp;
 let audit: AuditService;
@@ -32,6 +43,21 @@ async function tamper(text: string) {
     if (!app.testDb.url) await app.db.exec('rollback');
     throw err;
   }
+}
+
+/** Runs `fn` with the clock `days` in the past, so what it records is that old (the database's clock is real). */
+async function inThePast<T>(days: number, fn: () => Promise<T>): Promise<T> {
+  app.clock.set(new Date(Date.now() - days * DAY));
+  try {
+    return await fn();
+  } finally {
+    app.clock.set(new Date());
+  }
+}
+
+/** One raw statement inside a workspace transaction (what a compromised application could send). */
+async function inTenant(workspaceId: string, text: string) {
+  return app.db.tenant(workspaceId, (tx) => tx.execute(sql.raw(text)));
 }
 
 const actor: Actor = {
@@ -128,17 +154,26 @@ describe('happy', () => {
     expect(await audit.checkpointAll()).toBe(0);
   });
 
-  it('retention drops a whole prefix through the narrow function and the chain still verifies from its anchor', async () => {
-    const ws = await newWorkspace();
-    await append(ws, 5);
+  it('retention drops a whole expired prefix through the narrow function, recorded in the platform chain; the chain still verifies from its anchor', async () => {
+    const ws = await inThePast(100, async () => {
+      const id = await newWorkspace();
+      await append(id, 5);
+      return id;
+    });
     await audit.createCheckpoint(ws);
     const sixth = await asOwner<{ prev_hash: string }>(
       'select prev_hash from audit_events where chain = $1 and seq = 4',
       [ws],
     );
-    expect(await audit.dropBefore(ws, 4)).toBe(3);
+    expect(await audit.dropBefore(ws, 4, { retentionDays: 90 })).toBe(3);
     const report = await audit.verify(ws);
     expect(report).toMatchObject({ ok: true, checked: 3, anchor: { seq: 4, hash: sixth[0]?.prev_hash } });
+    const recorded = await audit.list(PLATFORM_CHAIN, { action: 'audit.retention_applied', target: ws }, { limit: 5 });
+    expect(recorded.data.map((e) => e.diff)).toEqual([
+      { beforeSeq: 4, anchorHash: sixth[0]?.prev_hash, fromSeq: 1, retentionDays: 90 },
+    ]);
+    expect(recorded.data[0]?.actor).toMatchObject({ type: 'system', id: 'audit-retention' });
+    expect((await audit.verify(PLATFORM_CHAIN)).ok).toBe(true);
     const left = await asOwner<{ seq: string }>('select seq from audit_events where chain = $1 order by seq', [ws]);
     expect(left.map((r) => Number(r.seq))).toEqual([4, 5, 6]);
     expect(await append(ws, 1)).toEqual([7]);
@@ -188,15 +223,181 @@ describe('errors', () => {
     }
   });
 
-  it('retention cannot drop past the head nor the platform chain as a whole', async () => {
+  it('retention cannot drop the head, events younger than the retention, nor use a retention under 30 days', async () => {
+    const ws = await inThePast(100, async () => {
+      const id = await newWorkspace();
+      await append(id, 2);
+      return id;
+    });
+    await append(ws, 2);
+    // Keeps at least the head event (before: head + 1 emptied the chain and verify said ok).
+    await expect(audit.dropBefore(ws, 6, { retentionDays: 30 })).rejects.toThrow();
+    // Events 4 and 5 are from today.
+    await expect(audit.dropBefore(ws, 5, { retentionDays: 30 })).rejects.toThrow();
+    await expect(audit.dropBefore(ws, 3, { retentionDays: 29 })).rejects.toMatchObject({ code: 'validation_failed' });
+    // The database enforces the floor itself, whatever the caller passes.
+    await expect(
+      app.db.tenant(ws, (tx) => tx.execute(sql`select berth_audit_drop_before(${ws}, 3, interval '1 day')`)),
+    ).rejects.toThrow();
+    expect((await audit.verify(ws)).checked).toBe(5);
+    expect(await audit.dropBefore(ws, 4, { retentionDays: 30 })).toBe(3);
+    expect((await audit.verify(ws)).ok).toBe(true);
+    await expect(app.db.system((tx) => audit.dropWorkspaceChain(tx, PLATFORM_CHAIN))).rejects.toThrow();
+  });
+
+  it('verifying a chain that does not exist is not_found; an existing workspace without a chain is broken', async () => {
+    await expect(audit.verify('ws_00000000000000000000000000')).rejects.toMatchObject({ code: 'not_found' });
+    expect(await audit.verify('ws_00000000000000000000000000', { known: true })).toMatchObject({
+      ok: false,
+      reason: 'chain_missing',
+    });
+  });
+
+  it('on-demand checkpoints: refused when the head did not move, at most one a minute per chain', async () => {
     const ws = await newWorkspace();
-    await expect(audit.dropBefore(ws, 5)).rejects.toThrow();
+    await append(ws, 1);
+    await audit.createCheckpoint(ws);
+    await expect(audit.createCheckpoint(ws)).rejects.toMatchObject({ code: 'conflict' });
+    await append(ws, 1);
+    await expect(audit.createCheckpoint(ws)).rejects.toMatchObject({ code: 'rate_limited' });
+    app.clock.advance(61_000);
+    try {
+      expect(await audit.createCheckpoint(ws)).toMatchObject({ seq: 3 });
+    } finally {
+      app.clock.set(new Date());
+    }
+  });
+
+  it('retention also refuses when not recorded in the platform chain first', async () => {
+    const ws = await inThePast(100, async () => {
+      const id = await newWorkspace();
+      await append(id, 3);
+      return id;
+    });
+    await expect(
+      app.db.tenant(ws, (tx) => tx.execute(sql`select berth_audit_drop_before(${ws}, 3, interval '30 days')`)),
+    ).rejects.toThrow();
+    expect((await audit.verify(ws)).checked).toBe(4);
     await expect(app.db.system((tx) => audit.dropWorkspaceChain(tx, PLATFORM_CHAIN))).rejects.toThrow();
     expect((await audit.verify(ws)).ok).toBe(true);
   });
 });
 
 describe('security', () => {
+  it('chain heads only advance by one appended event: anchors, rewinds, skips and removals are refused', async () => {
+    const ws = await newWorkspace();
+    await append(ws, 3);
+    for (const stmt of [
+      `update audit_chain_heads set anchor_seq = 3 where chain = '${ws}'`,
+      `update audit_chain_heads set anchor_hash = repeat('1', 64) where chain = '${ws}'`,
+      `update audit_chain_heads set seq = 1 where chain = '${ws}'`,
+      `update audit_chain_heads set seq = seq + 1, hash = repeat('1', 64) where chain = '${ws}'`,
+      `delete from audit_chain_heads where chain = '${ws}'`,
+      `insert into audit_chain_heads (chain, workspace_id, seq, hash) values ('ws_forged', 'ws_forged', 5, repeat('1', 64))`,
+    ]) {
+      await expect(inTenant(ws, stmt), stmt).rejects.toMatchObject({ cause: { code: '42501' } });
+    }
+    // The switch the removal functions use is not enough for anyone else.
+    await expect(
+      inTenant(
+        ws,
+        `select set_config('berth.audit_retention', 'on', true), set_config('berth.bypass_rls', 'on', true); update audit_chain_heads set anchor_seq = 3 where chain = '${ws}'`,
+      ),
+    ).rejects.toThrow();
+    expect(await audit.verify(ws)).toMatchObject({ ok: true, checked: 4 });
+  });
+
+  it('a chain is dropped only with its workspace and a platform record naming its head: forged settings and records fail', async () => {
+    const a = await newWorkspace();
+    const b = await newWorkspace();
+    await append(b, 2);
+    // No record: refused.
+    await expect(app.db.system((tx) => audit.dropWorkspaceChain(tx, b))).rejects.toThrow();
+    // From A's transaction, forging B's settings and B's deletion record: B still exists, refused at commit.
+    const head = await audit.findHead(b);
+    await expect(
+      app.db.tenant(a, async (tx) => {
+        await tx.execute(sql`select set_config('berth.workspace_id', ${b}, true)`);
+        await audit.record(tx, {
+          workspaceId: null,
+          actor,
+          action: 'workspace.deleted',
+          target: { type: 'workspace', id: b },
+          diff: { chainSeq: head?.seq, chainHash: head?.hash },
+        });
+        await audit.dropWorkspaceChain(tx, b);
+      }),
+    ).rejects.toThrow();
+    expect(await audit.verify(b)).toMatchObject({ ok: true, checked: 3 });
+  });
+
+  it('verify fails when events exist below the anchor or the head is missing', async () => {
+    const ws = await newWorkspace();
+    await append(ws, 3);
+    await tamper(`update audit_chain_heads set anchor_seq = 3,
+      anchor_hash = (select hash from audit_events where chain = '${ws}' and seq = 2) where chain = '${ws}'`);
+    expect(await audit.verify(ws)).toMatchObject({ ok: false, firstBrokenSeq: 1, reason: 'events_below_anchor' });
+    await tamper(`delete from audit_chain_heads where chain = '${ws}'`);
+    expect(await audit.verify(ws)).toMatchObject({ ok: false, reason: 'head_missing' });
+    const all = await audit.verifyAll();
+    expect(all.find((r) => r.chain === ws)).toMatchObject({ ok: false, reason: 'head_missing' });
+  });
+
+  it('a rotated signing key: old checkpoints verify with the retired public key, and are unknown without it', async () => {
+    const ws = await newWorkspace();
+    await append(ws, 1);
+    await audit.createCheckpoint(ws);
+    const old = audit.publicKey();
+    const next = parseAuditSigningKey(generateAuditSigningKey());
+    const rotated = (retired: string | undefined) =>
+      auditService({
+        db: app.db,
+        repo: auditRepo,
+        clock: app.clock,
+        logger: app.logger,
+        signingKey: next,
+        retiredKeys: parseRetiredPublicKeys(retired),
+      });
+    expect(await rotated(undefined).verify(ws)).toMatchObject({ ok: false, reason: 'checkpoint_key_unknown' });
+    expect(await rotated(old.publicKeyRaw).verify(ws)).toMatchObject({ ok: true, checkpoints: { checked: 1 } });
+    expect(() => parseRetiredPublicKeys('not-a-key')).toThrow(/BERTH_AUDIT_RETIRED_PUBLIC_KEYS/);
+  });
+
+  it.skipIf(!onServerPostgres())(
+    'the application role cannot call the removal functions outside their rules, nor delete with the switch on',
+    async () => {
+      const ws = await newWorkspace();
+      await append(ws, 2);
+      for (const stmt of [
+        `select berth_audit_drop_before('${ws}', 3, interval '30 days')`,
+        `select berth_audit_drop_before('${ws}', 4, interval '3650 days')`,
+        `select berth_audit_drop_chain('${ws}')`,
+      ]) {
+        await expect(inTenant(ws, stmt), stmt).rejects.toThrow();
+      }
+      // Another role of the cluster may not call them at all.
+      const perms = await asOwner<{ pub: boolean; app: boolean }>(
+        `select has_function_privilege('public', 'berth_audit_drop_chain(text)', 'execute') as pub,
+              has_function_privilege($1, 'berth_audit_drop_chain(text)', 'execute') as app`,
+        [TEST_APP_ROLE],
+      );
+      expect(perms[0]).toEqual({ pub: false, app: true });
+      // Even a role granted DELETE (not the owner) cannot delete with the retention switch on.
+      await asOwner(`grant delete on audit_events to ${TEST_APP_ROLE}`);
+      try {
+        await expect(
+          inTenant(
+            ws,
+            `select set_config('berth.audit_retention', 'on', true); delete from audit_events where chain = '${ws}'`,
+          ),
+        ).rejects.toThrow();
+      } finally {
+        await asOwner(`revoke delete on audit_events from ${TEST_APP_ROLE}`);
+      }
+      expect(await audit.verify(ws)).toMatchObject({ ok: true, checked: 3 });
+    },
+  );
+
   it('the trigger refuses UPDATE, DELETE and TRUNCATE of events and checkpoints, even for the owner', async () => {
     const ws = await newWorkspace();
     await audit.createCheckpoint(ws);

@@ -117,6 +117,47 @@ export const auditRepo = {
     return rows[0]?.seq ?? 0;
   },
 
+  /** The newest checkpoint of a chain (the rate limit of on-demand checkpoints). */
+  async lastCheckpoint(tx: Database, chain: string): Promise<AuditCheckpointRow | null> {
+    const rows = await tx
+      .select()
+      .from(auditCheckpoints)
+      .where(eq(auditCheckpoints.chain, chain))
+      .orderBy(desc(auditCheckpoints.createdAt))
+      .limit(1);
+    return rows[0] ?? null;
+  },
+
+  /** The lowest seq stored for a chain below `belowSeq` (null when none): events the anchor should have removed. */
+  async firstSeqBelow(tx: Database, chain: string, belowSeq: number): Promise<number | null> {
+    const rows = await tx
+      .select({ seq: auditEvents.seq })
+      .from(auditEvents)
+      .where(and(eq(auditEvents.chain, chain), lt(auditEvents.seq, belowSeq)))
+      .orderBy(asc(auditEvents.seq))
+      .limit(1);
+    return rows[0]?.seq ?? null;
+  },
+
+  /** The hash of one event, or null. */
+  async hashAt(tx: Database, chain: string, seq: number): Promise<string | null> {
+    const rows = await tx
+      .select({ hash: auditEvents.hash })
+      .from(auditEvents)
+      .where(and(eq(auditEvents.chain, chain), eq(auditEvents.seq, seq)))
+      .limit(1);
+    return rows[0]?.hash ?? null;
+  },
+
+  /** Chains that hold events or checkpoints but no head (system work): a removed head. */
+  async headlessChains(tx: Database): Promise<string[]> {
+    const res = (await tx.execute(
+      sql`select chain from (select chain from audit_events union select chain from audit_checkpoints) c
+          where not exists (select 1 from audit_chain_heads h where h.chain = c.chain) order by chain`,
+    )) as unknown as { rows: Array<{ chain: string }> };
+    return res.rows.map((r) => r.chain);
+  },
+
   /** Heads with events no checkpoint covers yet (system work). */
   async headsNeedingCheckpoint(tx: Database): Promise<AuditChainHeadRow[]> {
     return tx
@@ -131,8 +172,10 @@ export const auditRepo = {
   },
 
   /** Retention: removes the chain's events with seq < `seq` through the one narrow database function. */
-  async dropBefore(tx: Database, chain: string, seq: number): Promise<number> {
-    const res = (await tx.execute(sql`select berth_audit_drop_before(${chain}, ${seq}) as removed`)) as unknown as {
+  async dropBefore(tx: Database, chain: string, seq: number, retentionDays: number): Promise<number> {
+    const res = (await tx.execute(
+      sql`select berth_audit_drop_before(${chain}, ${seq}, make_interval(days => ${retentionDays})) as removed`,
+    )) as unknown as {
       rows: Array<{ removed: string | number }>;
     };
     return Number(res.rows[0]?.removed ?? 0);

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import { forbidden } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import { operatorRequired } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
@@ -100,7 +101,8 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
       },
       preHandler: read,
     },
-    async (req) => service.verify(requireScope(req).workspaceId),
+    // The workspace exists (the permission check found it), so a missing chain is broken.
+    async (req) => service.verify(requireScope(req).workspaceId, { known: true }),
   );
 
   app.post(
@@ -109,14 +111,20 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
       schema: {
         tags,
         security,
-        summary: "Sign a checkpoint of the workspace's audit chain now",
+        summary:
+          "Sign a checkpoint of the workspace's audit chain now (owners' and admins' sessions; only when the head moved, at most once a minute)",
         params: WorkspaceParams,
         response: { 201: CheckpointReply },
       },
       preHandler: read,
       config: checkpointExempt,
     },
-    async (req, reply) => reply.status(201).send(await service.createCheckpoint(requireScope(req).workspaceId)),
+    async (req, reply) => {
+      const scope = requireScope(req);
+      // A write that adds undeletable rows: not for API keys (which may carry audit:read).
+      if (scope.actor.type !== 'user') throw forbidden("Signing a checkpoint needs an owner's or admin's session.");
+      return reply.status(201).send(await service.createCheckpoint(scope.workspaceId));
+    },
   );
 
   app.get(
@@ -145,7 +153,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
       },
       preHandler: operatorRequired,
     },
-    async () => service.verify(PLATFORM_CHAIN),
+    async () => service.verify(PLATFORM_CHAIN, { known: true }),
   );
 
   app.post(

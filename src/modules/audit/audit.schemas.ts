@@ -67,6 +67,9 @@ export const VerifyReport = z.object({
       'checkpoint_signature_invalid',
       'checkpoint_key_unknown',
       'checkpoint_mismatch',
+      'head_missing',
+      'events_below_anchor',
+      'chain_missing',
     ])
     .nullable(),
   message: z.string(),

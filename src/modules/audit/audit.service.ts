@@ -8,7 +8,7 @@ import type { Logger } from '../../platform/logger.ts';
 import { type ChainBreak, chainWalker, GENESIS_HASH, hashEvent, normalizeDiff } from './audit.chain.ts';
 import type { AuditFilter, AuditRepo } from './audit.repo.ts';
 import type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
-import { type AuditSigningKey, signCheckpoint, verifyCheckpoint } from './audit.signing.ts';
+import { type AuditSigningKey, type AuditVerifyKey, signCheckpoint, verifyCheckpoint } from './audit.signing.ts';
 import type { AuditCheckpointRow, AuditEventRow } from './audit.tables.ts';
 
 /** What a caller records. `workspaceId: null` writes to the platform chain (operator actions). */
@@ -39,7 +39,14 @@ type Deps = {
   clock: Clock;
   logger: Logger;
   signingKey: AuditSigningKey | null;
+  /** Public keys of rotated-out signing keys (BERTH_AUDIT_RETIRED_PUBLIC_KEYS): their checkpoints still verify. */
+  retiredKeys?: AuditVerifyKey[];
 };
+
+/** The shortest audit retention the database accepts (also enforced in SQL). */
+export const MIN_AUDIT_RETENTION_DAYS = 30;
+/** On-demand checkpoints: at most one per chain in this window. */
+const CHECKPOINT_INTERVAL_MS = 60_000;
 
 function actorColumns(actor: Actor) {
   switch (actor.type) {
@@ -100,6 +107,9 @@ const MESSAGES: Record<ChainBreak['reason'], string> = {
   checkpoint_signature_invalid: 'a checkpoint signature does not verify with the audit public key',
   checkpoint_key_unknown: 'a checkpoint was signed by a key this installation does not know',
   checkpoint_mismatch: 'a signed checkpoint names a hash the chain no longer has at that seq',
+  head_missing: 'the chain has events but its head record was removed',
+  events_below_anchor: 'events remain below the anchor (the anchor was moved to skip them)',
+  chain_missing: 'the workspace has no audit chain at all (its events and head were removed)',
 };
 
 /**
@@ -168,12 +178,22 @@ export function auditService(deps: Deps) {
     }
   }
 
-  async function verify(chain: string): Promise<VerifyReport> {
+  const verifyKeys = new Map<string, AuditVerifyKey>();
+  for (const k of deps.retiredKeys ?? []) verifyKeys.set(k.keyId, k);
+  if (deps.signingKey) verifyKeys.set(deps.signingKey.keyId, deps.signingKey);
+
+  /**
+   * Recomputes `chain` from its anchor. `known`: the chain must exist (a workspace that
+   * exists always has one), so a missing chain is reported broken; otherwise an unknown
+   * workspace chain (a typo, a deleted workspace) answers not_found rather than "ok".
+   */
+  async function verify(chain: string, opts: { known?: boolean } = {}): Promise<VerifyReport> {
     return inChain(chain, async (tx) => {
       const head = await repo.findHead(tx, chain);
       const anchor = { seq: head?.anchorSeq ?? 1, hash: head?.anchorHash ?? GENESIS_HASH };
-      const checkpoints = await repo.listCheckpoints(tx, chain, anchor.seq);
-      const walker = chainWalker(anchor, new Set(checkpoints.map((c) => c.seq)));
+      const checkpoints = await repo.listCheckpoints(tx, chain);
+      const covered = checkpoints.filter((c) => c.seq >= anchor.seq);
+      const walker = chainWalker(anchor, new Set(covered.map((c) => c.seq)));
       let afterSeq = anchor.seq - 1;
       for (;;) {
         const rows = await repo.listAscending(tx, chain, {}, { afterSeq, limit: PAGE });
@@ -188,13 +208,28 @@ export function auditService(deps: Deps) {
       }
       const result = walker.finish(head ? { seq: head.seq, hash: head.hash } : null);
       const breaks: ChainBreak[] = result.broken ? [result.broken] : [];
-      const key = deps.signingKey;
+      if (!head) {
+        const firstEvent = await repo.firstSeqBelow(tx, chain, Number.MAX_SAFE_INTEGER);
+        const firstCheckpoint = checkpoints[0]?.seq ?? null;
+        if (firstEvent !== null || firstCheckpoint !== null) {
+          breaks.push({ seq: firstEvent ?? firstCheckpoint ?? 1, reason: 'head_missing' });
+        } else if (opts.known) {
+          breaks.push({ seq: 1, reason: 'chain_missing' });
+        } else if (chain !== PLATFORM_CHAIN) {
+          throw new AppError('not_found', `No audit chain ${chain}: no such workspace, or it was deleted.`);
+        }
+      } else if (anchor.seq > 1) {
+        const below = await repo.firstSeqBelow(tx, chain, anchor.seq);
+        if (below !== null) breaks.push({ seq: below, reason: 'events_below_anchor' });
+      }
       for (const c of checkpoints) {
-        if (key) {
-          if (c.keyId !== key.keyId) breaks.push({ seq: c.seq, reason: 'checkpoint_key_unknown' });
+        if (verifyKeys.size > 0) {
+          const key = verifyKeys.get(c.keyId);
+          if (!key) breaks.push({ seq: c.seq, reason: 'checkpoint_key_unknown' });
           else if (!verifyCheckpoint(key, c)) breaks.push({ seq: c.seq, reason: 'checkpoint_signature_invalid' });
         }
-        const seen = walker.hashAt(c.seq);
+        if (c.seq < anchor.seq - 1) continue; // before the kept range: its signature is all there is to check
+        const seen = c.seq === anchor.seq - 1 ? anchor.hash : walker.hashAt(c.seq);
         // A checkpoint past a break cannot be compared; the break is reported already.
         if (!(result.broken && c.seq >= result.broken.seq) && seen !== c.hash) {
           breaks.push({ seq: c.seq, reason: 'checkpoint_mismatch' });
@@ -202,7 +237,11 @@ export function auditService(deps: Deps) {
       }
       breaks.sort((a, b) => a.seq - b.seq);
       const first = breaks[0] ?? null;
-      const latest = checkpoints[checkpoints.length - 1];
+      const latest = checkpoints.reduce<AuditCheckpointRow | undefined>(
+        (a, c) => (!a || c.seq > a.seq || (c.seq === a.seq && c.createdAt > a.createdAt) ? c : a),
+        undefined,
+      );
+      const key = deps.signingKey;
       return {
         ok: first === null,
         chain,
@@ -216,7 +255,7 @@ export function auditService(deps: Deps) {
         head: { seq: head?.seq ?? 0, hash: head?.hash ?? GENESIS_HASH },
         checkpoints: {
           checked: checkpoints.length,
-          signaturesChecked: key !== null,
+          signaturesChecked: verifyKeys.size > 0,
           latest: latest ? toCheckpointView(latest) : null,
         },
         publicKey: key ? { keyId: key.keyId, raw: key.publicKeyRaw } : null,
@@ -272,19 +311,37 @@ export function auditService(deps: Deps) {
 
     /** Verifies every chain (the platform chain first). */
     async verifyAll(): Promise<VerifyReport[]> {
-      const heads = await db.system((tx) => repo.listHeads(tx));
-      const chains = [PLATFORM_CHAIN, ...heads.map((h) => h.chain).filter((c) => c !== PLATFORM_CHAIN)];
+      const { heads, headless } = await db.system(async (tx) => ({
+        heads: await repo.listHeads(tx),
+        headless: await repo.headlessChains(tx),
+      }));
+      const chains = new Set([PLATFORM_CHAIN, ...heads.map((h) => h.chain), ...headless]);
       const out: VerifyReport[] = [];
-      for (const c of chains) out.push(await verify(c));
+      for (const c of chains) out.push(await verify(c, { known: true }));
       return out;
     },
 
-    /** Signs a checkpoint of the chain's current head now (on demand). */
+    /**
+     * Signs a checkpoint of the chain's current head now (on demand): only when the head
+     * moved since the last checkpoint, and at most one a minute per chain.
+     */
     async createCheckpoint(chain: string): Promise<CheckpointView> {
       const key = requireKey();
-      const made = await inChain(chain, (tx) => checkpointIn(tx, chain, key));
-      if (!made) throw new AppError('conflict', 'The audit log has no events to checkpoint yet.');
-      return made;
+      return inChain(chain, async (tx) => {
+        // Locking the head serialises concurrent requests, so the limits below hold.
+        const head = await repo.lockHead(tx, chain, chain === PLATFORM_CHAIN ? null : chain);
+        if (head.seq < head.anchorSeq) throw new AppError('conflict', 'The audit log has no events to checkpoint yet.');
+        const last = await repo.lastCheckpoint(tx, chain);
+        if (last && last.seq >= head.seq) {
+          throw new AppError('conflict', 'The latest checkpoint already covers the head of this chain.');
+        }
+        if (last && clock.now().getTime() - last.createdAt.getTime() < CHECKPOINT_INTERVAL_MS) {
+          throw new AppError('rate_limited', 'At most one checkpoint a minute per chain: try again shortly.');
+        }
+        const made = await checkpointIn(tx, chain, key);
+        if (!made) throw new AppError('conflict', 'The audit log has no events to checkpoint yet.');
+        return made;
+      });
     },
 
     /** The periodic job: a checkpoint for every chain with events no checkpoint covers yet. */
@@ -304,10 +361,33 @@ export function auditService(deps: Deps) {
 
     /**
      * Retention (the privacy module's job): removes a whole expired prefix of a chain, the
-     * events with seq < `beforeSeq`, and moves the chain's anchor so it still verifies.
+     * events with seq < `beforeSeq`, and moves the chain's anchor so it still verifies. The
+     * removal is first recorded in the platform chain (`audit.retention_applied`, with the
+     * range and the new anchor), which the database function requires; the database also
+     * refuses unless every removed event is older than `retentionDays` (at least 30) by its
+     * own clock, and keeps at least the head event.
+     *
+     * @example await audit.dropBefore(workspaceId, 120, { retentionDays: 365 });
      */
-    async dropBefore(chain: string, beforeSeq: number): Promise<number> {
-      return inChain(chain, (tx) => repo.dropBefore(tx, chain, beforeSeq));
+    async dropBefore(chain: string, beforeSeq: number, opts: { retentionDays: number }): Promise<number> {
+      const { retentionDays } = opts;
+      if (!Number.isInteger(retentionDays) || retentionDays < MIN_AUDIT_RETENTION_DAYS) {
+        throw new AppError('validation_failed', `Audit retention is at least ${MIN_AUDIT_RETENTION_DAYS} days.`);
+      }
+      return inChain(chain, async (tx) => {
+        const head = await repo.findHead(tx, chain);
+        if (!head || beforeSeq <= head.anchorSeq) return 0;
+        const anchorHash = await repo.hashAt(tx, chain, beforeSeq - 1);
+        if (!anchorHash) throw new AppError('conflict', `Audit chain ${chain} has no event ${beforeSeq - 1}.`);
+        await record(tx, {
+          workspaceId: null,
+          actor: { type: 'system', name: 'audit-retention' },
+          action: 'audit.retention_applied',
+          target: { type: 'audit_chain', id: chain },
+          diff: { beforeSeq, anchorHash, fromSeq: head.anchorSeq, retentionDays },
+        });
+        return repo.dropBefore(tx, chain, beforeSeq, retentionDays);
+      });
     },
 
     /** The current head of a chain, read in the caller's transaction. */

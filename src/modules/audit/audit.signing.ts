@@ -171,3 +171,33 @@ export function loadAuditSigningKey(
   }
   return { ...key, source: 'data_dir', file, generated };
 }
+
+/** A public key that verifies checkpoints (the current key's, or a retired one's). */
+export type AuditVerifyKey = Pick<AuditSigningKey, 'keyId' | 'publicKey'>;
+
+/**
+ * Parses BERTH_AUDIT_RETIRED_PUBLIC_KEYS: raw Ed25519 public keys (base64url, as
+ * `GET /api/audit/public-key` shows them), comma-separated. Checkpoints signed before a key
+ * rotation keep verifying; trust comes from the configuration, not the database.
+ */
+export function parseRetiredPublicKeys(text: string | undefined): AuditVerifyKey[] {
+  if (!text) return [];
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((raw) => {
+      const bytes = /^[A-Za-z0-9_-]{43}$/.test(raw) ? Buffer.from(raw, 'base64url') : null;
+      if (!bytes || bytes.length !== 32) {
+        throw new ConfigError('BERTH_AUDIT_RETIRED_PUBLIC_KEYS', 'holds a value that is not a raw Ed25519 public key');
+      }
+      try {
+        return {
+          keyId: auditKeyId(bytes),
+          publicKey: createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw }, format: 'jwk' }),
+        };
+      } catch {
+        throw new ConfigError('BERTH_AUDIT_RETIRED_PUBLIC_KEYS', 'holds a value that is not a raw Ed25519 public key');
+      }
+    });
+}

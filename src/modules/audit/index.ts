@@ -9,7 +9,7 @@ import type { WorkspacesService } from '../workspaces/index.ts';
 import { auditRepo } from './audit.repo.ts';
 import { registerAuditRoutes } from './audit.routes.ts';
 import { type AuditCore, auditService, requestContext } from './audit.service.ts';
-import { type AuditSigningKey, parseAuditSigningKey } from './audit.signing.ts';
+import { type AuditSigningKey, parseAuditSigningKey, parseRetiredPublicKeys } from './audit.signing.ts';
 import { auditTables } from './audit.tables.ts';
 import { workspaceEventRecorder } from './audit.workspaces.ts';
 
@@ -23,9 +23,10 @@ export {
 } from './audit.chain.ts';
 export type { AuditFilter } from './audit.repo.ts';
 export type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
-export { type AuditInput, PLATFORM_CHAIN } from './audit.service.ts';
+export { type AuditInput, MIN_AUDIT_RETENTION_DAYS, PLATFORM_CHAIN } from './audit.service.ts';
 export {
   type AuditSigningKey,
+  type AuditVerifyKey,
   auditKeyId,
   checkpointMessage,
   DATA_DIR_AUDIT_KEY_FILE,
@@ -33,6 +34,7 @@ export {
   type LoadedAuditSigningKey,
   loadAuditSigningKey,
   parseAuditSigningKey,
+  parseRetiredPublicKeys,
   signCheckpoint,
   verifyCheckpoint,
 } from './audit.signing.ts';
@@ -84,6 +86,7 @@ export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
       deps.auditSigningKey === undefined && deps.config.BERTH_AUDIT_SIGNING_KEY
         ? parseAuditSigningKey(deps.config.BERTH_AUDIT_SIGNING_KEY)
         : (deps.auditSigningKey ?? null),
+    retiredKeys: parseRetiredPublicKeys(deps.config.BERTH_AUDIT_RETIRED_PUBLIC_KEYS),
   });
   const policies: RoutePolicy[] = [];
   const service: AuditService = {

@@ -150,4 +150,10 @@ async function grantAppRole(client: pg.Client, role: string) {
     await client.query(`revoke update, delete, truncate on ${pg.escapeIdentifier(name)} from ${r}`);
   }
   await client.query(`grant usage, select, update on all sequences in schema public to ${r}`);
+  // Narrow SECURITY DEFINER paths revoked from PUBLIC (commented 'berth:app-callable'): this role only.
+  const callable = await client.query<{ sig: string }>(
+    `select p.oid::regprocedure::text as sig from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'public' and obj_description(p.oid, 'pg_proc') = 'berth:app-callable'`,
+  );
+  for (const { sig } of callable.rows) await client.query(`grant execute on function ${sig} to ${r}`);
 }
