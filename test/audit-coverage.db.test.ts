@@ -22,10 +22,14 @@ type Fixture = {
   /** Prepares what the call needs; its own events are not counted. */
   prepare?: () => Promise<Vars>;
   call: (v: Vars) => Promise<TestResponse>;
+  /** A call of the same route that fails inside its use case (after the checks at the door): it must write nothing. */
+  fail?: (v: Vars) => Promise<TestResponse>;
 };
 
 let app: TestApp;
 let operator: SignedInClient;
+/** What first-run setup wrote (filled by the route walk). */
+let setupEvents: Written[] = [];
 const clients = new Map<string, SignedInClient>();
 
 async function user(label: string): Promise<SignedInClient> {
@@ -89,6 +93,13 @@ const FIXTURES: Record<string, Fixture> = {
     // records the setup, the new workspace's chain its creation and its first API key.
     actions: ['key.created', 'platform.setup', 'workspace.created'],
     prepare: async () => ({ token: (await app.modules.setup.service.setupHint('http://berth.test'))?.token ?? '' }),
+    fail: (v) =>
+      new TestClient(app).post('/api/setup', {
+        token: v.token,
+        email: 'first-operator@example.test',
+        password: 'short',
+        workspaceName: 'Operators',
+      }),
     call: (v) =>
       new TestClient(app).post('/api/setup', {
         token: v.token,
@@ -110,6 +121,7 @@ const FIXTURES: Record<string, Fixture> = {
   'DELETE /api/workspaces/:workspaceId': {
     actions: ['workspace.deleted'],
     prepare: workspace,
+    fail: (v) => client(v, 'owner').delete(ws(v), { confirmName: 'Not the name' }),
     call: (v) => client(v, 'owner').delete(ws(v), { confirmName: 'Covered' }),
   },
   'PUT /api/workspaces/:workspaceId/security': {
@@ -120,6 +132,7 @@ const FIXTURES: Record<string, Fixture> = {
   'PATCH /api/workspaces/:workspaceId/members/:userId': {
     actions: ['member.role_changed'],
     prepare: () => withMember(),
+    fail: (v) => client(v, 'owner').patch(`${ws(v)}/members/${v.owner}`, { role: 'admin' }),
     call: (v) => client(v, 'owner').patch(`${ws(v)}/members/${v.member}`, { role: 'admin' }),
   },
   'DELETE /api/workspaces/:workspaceId/members/:userId': {
@@ -135,6 +148,7 @@ const FIXTURES: Record<string, Fixture> = {
   'POST /api/workspaces/:workspaceId/transfer-ownership': {
     actions: ['ownership.transferred'],
     prepare: () => withMember('admin'),
+    fail: (v) => client(v, 'member').post(`${ws(v)}/transfer-ownership`, { userId: v.owner }),
     call: (v) => client(v, 'owner').post(`${ws(v)}/transfer-ownership`, { userId: v.member }),
   },
   'POST /api/workspaces/:workspaceId/invitations': {
@@ -194,6 +208,7 @@ const FIXTURES: Record<string, Fixture> = {
       await makeOperator(app, target.userId);
       return { target: target.userId };
     },
+    fail: () => operator.delete('/api/operator/operators/usr_00000000000000000000000000'),
     call: (v) => operator.delete(`/api/operator/operators/${v.target}`),
   },
   'POST /api/operator/users/:id/disable': {
@@ -223,21 +238,65 @@ async function heads(): Promise<Map<string, number>> {
   return new Map(rows.map((r) => [r.chain, Number(r.seq)]));
 }
 
-/** The actions of the events appended since `before` (chains deleted meanwhile are gone, with their events). */
-async function actionsSince(before: Map<string, number>): Promise<string[]> {
-  const out: string[] = [];
+type Written = { action: string; chain: string; xid: string; targetType: string; targetId: string };
+
+/** The events appended since `before` (chains deleted meanwhile are gone, with their events), with their transaction ids. */
+async function eventsSince(before: Map<string, number>): Promise<Written[]> {
+  const out: Written[] = [];
   for (const [chain, seq] of await heads()) {
     const from = before.get(chain) ?? 0;
     if (seq <= from) continue;
     const rows = await app.db.system(async (tx) => {
       const res = (await tx.execute(
-        sql`select action from audit_events where chain = ${chain} and seq > ${from} order by seq`,
-      )) as unknown as { rows: Array<{ action: string }> };
+        sql`select action, chain, xmin::text as xid, target_type as "targetType", target_id as "targetId"
+            from audit_events where chain = ${chain} and seq > ${from} order by seq`,
+      )) as unknown as { rows: Written[] };
       return res.rows;
     });
-    out.push(...rows.map((r) => r.action));
+    out.push(...rows);
   }
-  return out.sort();
+  return out.sort((a, b) => (a.action < b.action ? -1 : a.action > b.action ? 1 : 0));
+}
+
+/**
+ * The transaction that last wrote the row an event names (xmin), where that row still
+ * exists: the change and its event must share it (invariant 4: the same transaction).
+ */
+async function targetXid(e: Written): Promise<string | null> {
+  const query =
+    e.targetType === 'workspace'
+      ? sql`select xmin::text as xid from workspaces where id = ${e.targetId}`
+      : e.targetType === 'api_key'
+        ? sql`select xmin::text as xid from api_keys where id = ${e.targetId}`
+        : e.targetType === 'invitation'
+          ? sql`select xmin::text as xid from invitations where id = ${e.targetId}`
+          : e.targetType === 'user' && e.chain !== 'platform' && e.action.startsWith('member.')
+            ? sql`select xmin::text as xid from memberships where workspace_id = ${e.chain} and user_id = ${e.targetId}`
+            : null;
+  if (!query) return null;
+  const rows = await app.db.system(async (tx) => {
+    const res = (await tx.execute(query)) as unknown as { rows: Array<{ xid: string }> };
+    return res.rows;
+  });
+  return rows[0]?.xid ?? null;
+}
+
+/** Failures of one route's events: wrong actions, several transactions, or a change in another transaction. */
+async function checkWritten(route: string, expected: string[], events: Written[]): Promise<string[]> {
+  const failures: string[] = [];
+  const actions = events.map((e) => e.action);
+  if (JSON.stringify(actions) !== JSON.stringify([...expected].sort())) {
+    failures.push(`${route}: wrote [${actions.join(', ')}], expected [${[...expected].sort().join(', ')}]`);
+  }
+  const xids = new Set(events.map((e) => e.xid));
+  if (xids.size > 1) failures.push(`${route}: its events were written by ${xids.size} transactions, not one`);
+  for (const e of events) {
+    const xid = await targetXid(e);
+    if (xid !== null && xid !== e.xid) {
+      failures.push(`${route}: ${e.action} was written in another transaction than its ${e.targetType}`);
+    }
+  }
+  return failures;
 }
 
 beforeAll(async () => {
@@ -278,29 +337,55 @@ describe('security', () => {
     // First-run setup goes first: it makes the operator the operator routes need.
     const order = ['POST /api/setup', ...Object.keys(FIXTURES).filter((k) => k !== 'POST /api/setup')];
     const failures: string[] = [];
+    let failing = 0;
     for (const route of order) {
       const fixture = FIXTURES[route];
       if (!fixture) continue;
       const vars = (await fixture.prepare?.()) ?? {};
+      if (fixture.fail) {
+        failing++;
+        const start = await heads();
+        const refused = await fixture.fail(vars);
+        if (refused.status < 400) failures.push(`${route}: the failing call answered ${refused.status}`);
+        const written = await eventsSince(start);
+        if (written.length > 0) {
+          failures.push(`${route}: a failed call wrote [${written.map((e) => e.action).join(', ')}]`);
+        }
+      }
       const before = await heads();
       const res = await fixture.call(vars);
       if (res.status >= 300) {
         failures.push(`${route}: answered ${res.status} ${res.text.slice(0, 200)}`);
         continue;
       }
-      const actions = await actionsSince(before);
-      const expected = [...fixture.actions].sort();
-      if (JSON.stringify(actions) !== JSON.stringify(expected)) {
-        failures.push(`${route}: wrote [${actions.join(', ')}], expected [${expected.join(', ')}]`);
+      const written = await eventsSince(before);
+      if (route === 'POST /api/setup') {
+        // Open: first-run setup spans several transactions (see the it.fails test below).
+        setupEvents = written;
+        const actions = written.map((e) => e.action);
+        if (JSON.stringify(actions) !== JSON.stringify([...fixture.actions].sort())) {
+          failures.push(`${route}: wrote [${actions.join(', ')}]`);
+        }
+      } else {
+        failures.push(...(await checkWritten(route, fixture.actions, written)));
       }
       if (route === 'POST /api/setup') {
         operator = await logIn(app, 'first-operator@example.test', 'first operator passphrase');
       }
     }
     expect(failures).toEqual([]);
+    expect(failing).toBeGreaterThanOrEqual(5);
     for (const report of await app.modules.audit.service.verifyAll()) {
       expect(report, report.chain).toMatchObject({ ok: true });
     }
+  });
+
+  // Known gap (review finding C3): setup creates the user, the workspace, the platform event
+  // and the key in separate transactions. This test turns green (and must become `it`) once
+  // setup runs in one transaction.
+  it.fails('first-run setup writes its events in one transaction with the rows they name', async () => {
+    expect(setupEvents.length).toBe(3);
+    expect(await checkWritten('POST /api/setup', FIXTURES['POST /api/setup']?.actions ?? [], setupEvents)).toEqual([]);
   });
 
   it('an exempt route of the own account does record a security event', async () => {

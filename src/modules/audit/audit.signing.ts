@@ -188,7 +188,7 @@ export function parseRetiredPublicKeys(text: string | undefined): AuditVerifyKey
     .filter((s) => s.length > 0)
     .map((raw) => {
       const bytes = /^[A-Za-z0-9_-]{43}$/.test(raw) ? Buffer.from(raw, 'base64url') : null;
-      if (!bytes || bytes.length !== 32) {
+      if (bytes?.length !== 32) {
         throw new ConfigError('BERTH_AUDIT_RETIRED_PUBLIC_KEYS', 'holds a value that is not a raw Ed25519 public key');
       }
       try {
