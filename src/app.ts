@@ -34,7 +34,12 @@ export function createModules(deps: AppDeps) {
     mailer: notifications.service.mailer,
   });
   workspaces.service.onEvent(audit.service.recordWorkspaceEvent);
-  const keys = createKeysModule({ ...deps, workspaces: workspaces.service, audit: audit.service });
+  const keys = createKeysModule({
+    ...deps,
+    workspaces: workspaces.service,
+    identity: identity.service,
+    audit: audit.service,
+  });
   const setup = createSetupModule({
     ...deps,
     identity: identity.service,

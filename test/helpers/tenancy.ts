@@ -4,6 +4,11 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, expect, it } from 'vitest';
 import type { Role, Scope } from '../../src/platform/http/context.ts';
+import type {
+  MatrixContext as SpecContext,
+  MatrixRoute as SpecRoute,
+  MatrixUser as SpecUser,
+} from '../../src/platform/http/matrix.ts';
 import type { TestApp } from './app.ts';
 import { TestClient } from './client.ts';
 import { signUp } from './identity.ts';
@@ -60,39 +65,10 @@ import { signUp } from './identity.ts';
 export type MatrixCaller = Role | 'outsider' | 'anonymous';
 export const MATRIX_CALLERS: readonly MatrixCaller[] = ['anonymous', 'outsider', 'viewer', 'member', 'admin', 'owner'];
 
-export type MatrixUser = { userId: string; email: string; client: TestClient };
-
-export type MatrixContext = {
-  app: TestApp;
-  /** Workspace A: the one the routes are about. */
-  workspaceId: string;
-  /** Workspace B: the outsider's own workspace. */
-  otherWorkspaceId: string;
-  users: Record<Role | 'outsider', MatrixUser>;
-  anonymous: TestClient;
-  /** The owner's scope in A, for preparing data through services. */
-  ownerScope: Scope;
-  /** Signs up a new user and adds them to A with `role` (a target for member routes). */
-  addMember(role: Role): Promise<MatrixUser>;
-  /** What `setup` returned for the current request. */
-  vars: Record<string, string>;
-};
-
-export type MatrixRoute = {
-  /** Shown in the test name; defaults to the method and the URL pattern. */
-  name?: string;
-  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-  url: (ctx: MatrixContext) => string;
-  body?: (ctx: MatrixContext) => unknown;
-  /** Roles of A that may use the route. */
-  allowed: readonly Role[];
-  /** Runs before each caller's request; its result is `ctx.vars` (ids of fresh targets). */
-  setup?: (ctx: MatrixContext) => Promise<Record<string, string>>;
-  /** Give every allowed caller a new fixture (for routes that change it for good). */
-  fresh?: boolean;
-  /** Expected outcome for specific allowed roles that differ, e.g. `{ owner: '403 last_owner' }`. */
-  expect?: Partial<Record<Role, string>>;
-};
+// The spec types live in src (module specs import them from there); named here for the test app.
+export type MatrixUser = SpecUser<TestClient>;
+export type MatrixContext = SpecContext<TestApp, TestClient>;
+export type MatrixRoute = SpecRoute<TestApp, TestClient>;
 
 export type RoleMatrixOptions = {
   app: () => TestApp;

@@ -12,6 +12,8 @@ type Deps = {
   core: Pick<IdentityCore, 'mustUser' | 'toPublicUser' | 'recordSecurityEvent'>;
   /** Operator actions go to the platform audit chain, in the transaction of the change. */
   audit: Pick<AuditService, 'record'>;
+  /** Told once a disable has committed (other modules end what the account could still use). */
+  userDisabled?: (userId: string) => Promise<void>;
 };
 
 /** Refuses a change that would leave no active operator besides `leaving`. */
@@ -98,6 +100,7 @@ export function operatorsService(deps: Deps) {
         await audited(tx, actor, meta, 'user.disabled', userId);
         return updated;
       });
+      await deps.userDisabled?.(userId);
       await recordSecurityEvent({ type: 'account_disabled', userId, meta, details: { by: actor.userId } });
       return toPublicUser(row ?? (await mustUser(userId)));
     },

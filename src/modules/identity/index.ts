@@ -49,7 +49,16 @@ export { totpCodeAt } from './identity.totp.ts';
  */
 export type IdentityService = ReturnType<typeof identityService> &
   ReturnType<typeof mfaUseCases> &
-  ReturnType<typeof operatorsService>;
+  ReturnType<typeof operatorsService> & {
+    /**
+     * Calls `handler` after an account is disabled (its sessions are already ended), so
+     * other modules stop what the account could still use (its API keys). A failing
+     * handler is logged; the others still run.
+     *
+     * @example identity.onUserDisabled((userId) => keys.forgetUser(userId));
+     */
+    onUserDisabled(handler: (userId: string) => Promise<void> | void): void;
+  };
 
 export const IDENTITY_PURGE_JOB = 'identity.purge-expired';
 
@@ -77,10 +86,23 @@ export function createIdentityModule(
     mfa,
     jobs: deps.jobs,
   });
+  const disabledHandlers: Array<(userId: string) => Promise<void> | void> = [];
+  const userDisabled = async (userId: string) => {
+    for (const h of disabledHandlers) {
+      try {
+        await h(userId);
+      } catch {
+        deps.logger.warn('identity: a handler of a disabled account failed');
+      }
+    }
+  };
   const service: IdentityService = {
     ...core,
     ...mfaUseCases({ mfa, core }),
-    ...operatorsService({ db: deps.db, clock: deps.clock, core, audit: deps.audit }),
+    ...operatorsService({ db: deps.db, clock: deps.clock, core, audit: deps.audit, userDisabled }),
+    onUserDisabled(handler) {
+      disabledHandlers.push(handler);
+    },
   };
   return {
     service,

@@ -2,10 +2,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, forbidden } from '../../platform/errors.ts';
 import { requestMeta } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { roleAllows, type WorkspaceAccess } from '../workspaces/index.ts';
+import { type MembershipLookup, roleAllows, type WorkspaceAccess } from '../workspaces/index.ts';
 import { looksLikeKey } from './keys.format.ts';
 import { insufficientScope, scopesCover } from './keys.scopes.ts';
-import type { KeyPrincipal, KeysService } from './keys.service.ts';
+import type { KeysService } from './keys.service.ts';
+import type { KeyPrincipal } from './keys.verify.ts';
 
 /** Query parameters that carry credentials in other APIs: refused whatever their value. */
 const KEY_PARAMS = new Set(['api_key', 'apikey', 'api-key', 'x-api-key', 'key', 'access_token']);
@@ -146,15 +147,11 @@ export function installKeyAuth(app: HttpServer, service: Pick<KeysService, 'veri
 
 /**
  * Workspace access for a request authenticated by a key: only the key's own workspace
- * (others answer 404 like for any non-member), with its creator's current role, and a
- * scope check that answers 403 `insufficient_scope`.
+ * (others answer 404 like for any non-member), with its creator's current role (read per
+ * request), the creator's 2FA state for the workspace rule, and a scope check that
+ * answers 403 `insufficient_scope`.
  */
-export function keyAccessResolver(members: {
-  resolveMembership(
-    workspaceId: string,
-    userId: string,
-  ): Promise<{ role: WorkspaceAccess['role']; requireMfa: boolean } | null>;
-}) {
+export function keyAccessResolver(members: MembershipLookup) {
   return async (req: FastifyRequest, workspaceId: string): Promise<WorkspaceAccess | null> => {
     const auth = req.auth;
     if (auth.kind !== 'api_key' || auth.workspaceId !== workspaceId) return null;
@@ -164,8 +161,9 @@ export function keyAccessResolver(members: {
       actor: { type: 'api_key', keyId: auth.keyId, userId: auth.userId, meta: requestMeta(req) },
       role: m.role,
       requireMfa: m.requireMfa,
-      // A key is not interactive: the workspace's 2FA rule applied when its creator made it.
-      mfaSatisfied: true,
+      // The workspace 2FA rule follows the key's creator: while they have no second factor,
+      // their keys get what members without one get (403 `mfa_required` for the rest).
+      mfaSatisfied: apiKeyOf(req)?.creatorMfa ?? false,
       allows(permission) {
         if (!scopesCover(auth.scopes, permission)) throw insufficientScope(permission);
         return true;

@@ -6,8 +6,13 @@ export type KeyCacheOptions = {
   clock: Clock;
   /** Most entries kept; the least recently used go first. */
   max?: number;
-  /** How long a found key is trusted without asking the database. */
+  /**
+   * How long a found key is trusted without asking the database: the longest a replica
+   * that missed an invalidation (bus down) keeps honouring a revoked key.
+   */
   ttlMs?: number;
+  /** The TTL while degraded (after this replica failed to publish an invalidation). */
+  degradedTtlMs?: number;
   /** How long "no such key" is remembered (absorbs floods of one bad key). */
   negativeTtlMs?: number;
   /**
@@ -26,7 +31,9 @@ type Entry<T> = { value: T | null; keyId: string | null; until: number };
  */
 export function keyCache<T>(opts: KeyCacheOptions) {
   const max = opts.max ?? 10_000;
-  const ttl = opts.ttlMs ?? 30_000;
+  const ttl = opts.ttlMs ?? 10_000;
+  const degradedTtl = opts.degradedTtlMs ?? 1_000;
+  let degradedUntil = 0;
   const negativeTtl = opts.negativeTtlMs ?? 5_000;
   const hold = opts.holdMs ?? 2_000;
   const entries = new Map<string, Entry<T>>();
@@ -82,7 +89,11 @@ export function keyCache<T>(opts: KeyCacheOptions) {
         if (oldest.done) break;
         drop(oldest.value);
       }
-      entries.set(hash, { value, keyId, until: at + (value === null ? negativeTtl : ttl) });
+      const life = Math.min(
+        value === null ? negativeTtl : ttl,
+        degradedUntil > at ? degradedTtl : Number.POSITIVE_INFINITY,
+      );
+      entries.set(hash, { value, keyId, until: at + life });
       if (keyId) {
         let set = byKey.get(keyId);
         if (!set) {
@@ -106,6 +117,16 @@ export function keyCache<T>(opts: KeyCacheOptions) {
       // A hash is invalidated when its secret is new: only a remembered "unknown" can be stale.
       for (const hash of inv.hashes ?? []) drop(hash);
       pruneHolds(at);
+    },
+
+    /**
+     * Empties the cache and keeps entries short-lived (`degradedTtlMs`) for `forMs`: used
+     * when this replica could not reach the bus, so it may be missing others' messages too.
+     */
+    degrade(forMs: number): void {
+      entries.clear();
+      byKey.clear();
+      degradedUntil = now() + forMs;
     },
 
     /** Empties the cache without holding anything (the benchmark's cache-miss case, tests). */

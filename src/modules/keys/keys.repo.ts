@@ -65,6 +65,15 @@ export const keysRepo = {
       .orderBy(desc(apiKeys.createdAt), desc(apiKeys.id));
   },
 
+  /**
+   * Ids of the keys `userId` created, in every workspace (a db.system() transaction): what
+   * replicas drop from their caches when the account is disabled.
+   */
+  async keyIdsOfCreator(tx: Database, userId: string): Promise<string[]> {
+    const rows = await tx.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.createdBy, userId));
+    return rows.map((r) => r.id);
+  },
+
   /** Every secret of these keys, newest first. */
   async secretsOf(tx: Database, workspaceId: string, keyIds: string[]): Promise<ApiKeySecretRow[]> {
     if (keyIds.length === 0) return [];

@@ -1,14 +1,13 @@
 import type { Clock } from '../../platform/clock.ts';
-import { safeEqual, sha256Hex } from '../../platform/crypto.ts';
+import { sha256Hex } from '../../platform/crypto.ts';
 import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError, notFound } from '../../platform/errors.ts';
 import type { Actor, Role, Scope } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
-import type { Logger } from '../../platform/logger.ts';
+import type { AuditInput } from '../audit/index.ts';
 import { roleAllows, type WorkspaceEvent } from '../workspaces/index.ts';
-import type { Invalidation, KeyCache } from './keys.cache.ts';
 import { generateKey, type KeyEnvironment, parseKey } from './keys.format.ts';
-import { type Cidr, ipAllowed, normalizeCidrs, parseCidr } from './keys.net.ts';
+import { normalizeCidrs } from './keys.net.ts';
 import type { KeyPatch, KeysRepo } from './keys.repo.ts';
 import {
   type CreateKeyInput,
@@ -19,75 +18,34 @@ import {
   type SelfView,
   type UpdateKeyInput,
 } from './keys.schemas.ts';
-import { assertRoleAllowsScopes, type KeyScope, scopePermissions, scopesCover } from './keys.scopes.ts';
+import { assertRoleAllowsScopes, isScope, type KeyScope, scopePermissions, scopesCover } from './keys.scopes.ts';
 import type { ApiKeyRow, ApiKeySecretRow } from './keys.tables.ts';
 import type { UsageTracker } from './keys.usage.ts';
+import type { KeyPrincipal, KeyVerifier } from './keys.verify.ts';
 
 /** What the keys module records in the audit log (the audit module's `record`). */
-export type KeysAudit = {
-  record(
-    tx: Database,
-    input: {
-      workspaceId: string | null;
-      actor: Actor;
-      action: string;
-      target: { type: string; id: string };
-      outcome?: 'success' | 'failure';
-      diff?: Record<string, unknown>;
-    },
-  ): Promise<unknown>;
-};
+export type KeysAudit = { record(tx: Database, input: AuditInput): Promise<unknown> };
 
-/** Who a verified API key is, with the settings the gateway enforces. */
-export type KeyPrincipal = {
-  keyId: string;
-  workspaceId: string;
-  /** The member who created the key (its rights are the key's ceiling). */
-  userId: string;
-  /** The creator's current role (cached with the key; refreshed on role changes). */
-  role: Role;
-  name: string;
-  scopes: readonly string[];
-  allowedModels: readonly string[] | null;
-  rateLimitRpm: number | null;
-  rateLimitTpm: number | null;
-  spendLimitMicros: number | null;
-  spendLimitPeriod: 'day' | 'month' | null;
-  expiresAt: Date | null;
-};
-
-/** What the verification cache holds per hash: the facts, not the verdict (time moves). */
-export type CachedKey = Omit<KeyPrincipal, 'role' | 'expiresAt'> & {
-  hash: string;
-  role: Role | null;
-  ipAllowlist: readonly Cidr[] | null;
-  keyExpiresAt: number | null;
-  secretExpiresAt: number | null;
-  revoked: boolean;
-};
-
-export const KEYS_CHANNEL = 'berth.keys';
-
+/** The workspace facts key management reads inside its own transaction. */
 type Members = {
-  resolveMembership(workspaceId: string, userId: string): Promise<{ role: Role; requireMfa: boolean } | null>;
+  /** The member's role, share-locked in `tx` (a concurrent role change waits, or is seen). */
+  lockMemberRole(tx: Database, workspaceId: string, userId: string): Promise<Role | null>;
 };
 
 type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
   repo: KeysRepo;
   clock: Clock;
-  logger: Logger;
   audit: KeysAudit;
   members: Members;
-  cache: KeyCache<CachedKey>;
   usage: UsageTracker;
-  /** Sends an invalidation to every replica (this one included). */
-  publish(inv: Invalidation): Promise<void>;
+  verifier: Pick<
+    KeyVerifier,
+    'announce' | 'announceAfterCommit' | 'verifyKey' | 'applyInvalidation' | 'clearCache' | 'forgetUser'
+  >;
   env: KeyEnvironment;
 };
 
-const invalidKey = () =>
-  new AppError('invalid_api_key', 'The API key is not valid: check that it was copied whole (it has a checksum).');
 const conflict = (message: string) => new AppError('conflict', message);
 const invalid = (path: string, message: string) =>
   new AppError('validation_failed', message, { details: [{ path, message }] });
@@ -198,24 +156,19 @@ function dedupe(scopes: readonly KeyScope[]): KeyScope[] {
 /**
  * The API keys use cases. Every call takes the caller's `scope`; each state change runs in
  * one transaction with its audit event and, once committed, tells every replica to drop
- * what it cached about the key.
+ * what it cached about the key (keys.verify.ts holds verification and the cache).
+ *
+ * Who may do what to a key: its creator manages it within their role; members with
+ * `keys:manage` may see, edit and revoke others' keys, but only the creator rolls a key
+ * (a roll returns a secret), and an edit never leaves a key with more than the editor has.
  *
  * @example
  * const { key, secret } = await keys.createKey({ scope, input: { name: 'CI', scopes: ['gateway:invoke'] } });
  * const principal = await keys.verifyKey(secret, '203.0.113.7');
  */
 export function keysService(deps: Deps) {
-  const { db, repo, clock, cache } = deps;
-  const inflight = new Map<string, Promise<CachedKey | null>>();
-
-  async function announce(inv: Invalidation) {
-    cache.invalidate(inv);
-    try {
-      await deps.publish(inv);
-    } catch {
-      deps.logger.warn('keys: could not announce an invalidation to other replicas');
-    }
-  }
+  const { db, repo, clock, verifier } = deps;
+  const { announce } = verifier;
 
   /** The key, if the caller may see it: managers see every key, others their own. */
   async function visibleKey(tx: Database, scope: Scope, keyId: string, lock: boolean): Promise<ApiKeyRow> {
@@ -239,49 +192,20 @@ export function keysService(deps: Deps) {
     }
   }
 
+  /**
+   * Editing someone else's key (any field: clearing an allow-list or a limit widens it too)
+   * takes a caller who could hold everything that key holds: a role allowing its scopes
+   * and, for a key caller, its own scopes covering them.
+   */
+  async function assertMayEditOthers(tx: Database, scope: Scope, row: ApiKeyRow) {
+    if (row.createdBy === actorUserId(scope)) return;
+    const scopes = row.scopes.filter(isScope);
+    assertRoleAllowsScopes(scope.role, scopes, 'Your');
+    await assertWithinCaller(tx, scope, scopes);
+  }
+
   async function viewOf(tx: Database, row: ApiKeyRow, now: Date): Promise<KeyView> {
     return toView(row, await repo.secretsOf(tx, row.workspaceId, [row.id]), now);
-  }
-
-  async function load(hash: string): Promise<CachedKey | null> {
-    const found = await db.system((tx) => repo.findByHash(tx, hash));
-    if (!found) return null;
-    const { key, secret } = found;
-    const revoked = Boolean(key.revokedAt || secret.revokedAt);
-    const membership = revoked ? null : await deps.members.resolveMembership(key.workspaceId, key.createdBy);
-    return {
-      hash: secret.hash,
-      keyId: key.id,
-      workspaceId: key.workspaceId,
-      userId: key.createdBy,
-      role: membership?.role ?? null,
-      name: key.name,
-      scopes: key.scopes,
-      allowedModels: key.allowedModels,
-      rateLimitRpm: key.rateLimitRpm,
-      rateLimitTpm: key.rateLimitTpm,
-      spendLimitMicros: key.spendLimitMicros,
-      spendLimitPeriod: key.spendLimitPeriod,
-      ipAllowlist: key.ipAllowlist ? key.ipAllowlist.map(parseCidr) : null,
-      keyExpiresAt: key.expiresAt?.getTime() ?? null,
-      secretExpiresAt: secret.expiresAt?.getTime() ?? null,
-      revoked,
-    };
-  }
-
-  /** The cached facts about a hash, reading the database at most once for concurrent misses. */
-  async function lookup(hash: string): Promise<CachedKey | null> {
-    const cached = cache.get(hash);
-    if (cached.hit) return cached.value;
-    let pending = inflight.get(hash);
-    if (!pending) {
-      pending = load(hash).finally(() => inflight.delete(hash));
-      inflight.set(hash, pending);
-      const value = await pending;
-      cache.set(hash, value, value?.keyId ?? null);
-      return value;
-    }
-    return pending;
   }
 
   return {
@@ -388,21 +312,23 @@ export function keysService(deps: Deps) {
       if (newScopes) {
         patch.scopes = newScopes;
         assertRoleAllowsScopes(scope.role, newScopes, 'Your');
-        // The key's ceiling is its creator's role, whoever edits it. Asked before the
-        // transaction: the membership lookup opens one of its own.
-        const current = await db.tenant(scope.workspaceId, (tx) => visibleKey(tx, scope, keyId, false));
-        const creatorRole = (await deps.members.resolveMembership(scope.workspaceId, current.createdBy))?.role;
-        if (!creatorRole) throw conflict('The member who created this key is no longer in the workspace.');
-        assertRoleAllowsScopes(creatorRole, newScopes, "The key creator's");
       }
       const view = await db.tenant(scope.workspaceId, async (tx) => {
         const row = await visibleKey(tx, scope, keyId, true);
         if (row.revokedAt) throw conflict('This API key is revoked; create a new one.');
+        await assertMayEditOthers(tx, scope, row);
         checkSpend(
           patch.spendLimitMicros !== undefined ? patch.spendLimitMicros : row.spendLimitMicros,
           patch.spendLimitPeriod !== undefined ? patch.spendLimitPeriod : row.spendLimitPeriod,
         );
-        if (newScopes) await assertWithinCaller(tx, scope, newScopes);
+        if (newScopes) {
+          // The key's ceiling is its creator's role, whoever edits it: read in this
+          // transaction, share-locked, so a concurrent demotion is either seen or waits.
+          const creatorRole = await deps.members.lockMemberRole(tx, scope.workspaceId, row.createdBy);
+          if (!creatorRole) throw conflict('The member who created this key is no longer in the workspace.');
+          assertRoleAllowsScopes(creatorRole, newScopes, "The key creator's");
+          await assertWithinCaller(tx, scope, newScopes);
+        }
         const updated = await repo.updateKey(tx, scope.workspaceId, keyId, patch);
         if (!updated) throw notFound('API key');
         const diff: Record<string, unknown> = {};
@@ -450,7 +376,8 @@ export function keysService(deps: Deps) {
 
     /**
      * Gives the key a new secret; the old one keeps working for `gracePeriodSeconds`
-     * (default 24 h, 0 = stops now). The key's id, settings and history stay.
+     * (default 24 h, 0 = stops now). The key's id, settings and history stay. Only the
+     * key's creator may roll it (403 `forbidden` for anyone else).
      */
     async rollKey({
       scope,
@@ -470,6 +397,10 @@ export function keysService(deps: Deps) {
       const oldUntil = new Date(now.getTime() + grace * 1000);
       const key = await db.tenant(scope.workspaceId, async (tx) => {
         const row = await visibleKey(tx, scope, keyId, true);
+        // A roll hands out the key's secret: only its creator may have it (managers revoke).
+        if (row.createdBy !== actorUserId(scope)) {
+          throw new AppError('forbidden', 'Only the member who created this API key can roll it; revoke it instead.');
+        }
         if (row.revokedAt) throw conflict('This API key is revoked; create a new one.');
         if (statusOf(row, now) === 'expired') throw conflict('This API key has expired; extend its expiry first.');
         await repo.expireSecrets(tx, scope.workspaceId, keyId, oldUntil);
@@ -488,53 +419,8 @@ export function keysService(deps: Deps) {
       return { key, secret: minted.secret };
     },
 
-    /**
-     * Authenticates a presented key: checksum first (no database for junk), then the cache
-     * or one lookup by hash, then revocation, expiry, the creator's membership and the IP
-     * allow-list. Throws the 401/403 the caller should answer.
-     */
-    async verifyKey(text: string, ip: string): Promise<KeyPrincipal> {
-      const parsed = parseKey(text);
-      if (!parsed) throw invalidKey();
-      const hash = sha256Hex(parsed.key);
-      const rec = await lookup(hash);
-      if (!rec || !safeEqual(rec.hash, hash)) throw invalidKey();
-      const now = clock.now().getTime();
-      if (rec.revoked) throw new AppError('api_key_revoked', 'This API key was revoked.');
-      if (rec.keyExpiresAt !== null && rec.keyExpiresAt <= now) {
-        throw new AppError('api_key_expired', 'This API key has expired.');
-      }
-      if (rec.secretExpiresAt !== null && rec.secretExpiresAt <= now) {
-        throw new AppError(
-          'api_key_expired',
-          'This API key was rolled and the old secret has expired: use the new one.',
-        );
-      }
-      if (!rec.role) {
-        throw new AppError('api_key_revoked', 'The member who created this API key is no longer in the workspace.');
-      }
-      if (rec.ipAllowlist && !ipAllowed(rec.ipAllowlist, ip)) {
-        throw new AppError(
-          'ip_not_allowed',
-          "This API key may not be used from this IP address (see the key's allow-list).",
-        );
-      }
-      deps.usage.touch(rec.keyId);
-      return {
-        keyId: rec.keyId,
-        workspaceId: rec.workspaceId,
-        userId: rec.userId,
-        role: rec.role,
-        name: rec.name,
-        scopes: rec.scopes,
-        allowedModels: rec.allowedModels,
-        rateLimitRpm: rec.rateLimitRpm,
-        rateLimitTpm: rec.rateLimitTpm,
-        spendLimitMicros: rec.spendLimitMicros,
-        spendLimitPeriod: rec.spendLimitPeriod,
-        expiresAt: rec.keyExpiresAt === null ? null : new Date(rec.keyExpiresAt),
-      };
-    },
+    /** See keys.verify.ts: checksum, cache or one lookup, revocation, expiry, creator, allow-list. */
+    verifyKey: (text: string, ip: string): Promise<KeyPrincipal> => verifier.verifyKey(text, ip),
 
     /** What `GET /api/keys/self` answers: the calling key and its workspace. */
     describeSelf(p: KeyPrincipal): SelfView {
@@ -550,7 +436,8 @@ export function keysService(deps: Deps) {
 
     /**
      * Reacts to workspace changes inside their transaction: a removed member's keys are
-     * revoked; role changes and deletions drop cached keys (their ceiling changed).
+     * revoked; role changes and deletions drop cached keys (their ceiling changed). Replicas
+     * hear about it once the transaction has committed, so none re-reads the old state.
      */
     async onWorkspaceEvent(e: WorkspaceEvent, tx: Database): Promise<void> {
       const now = clock.now();
@@ -563,18 +450,18 @@ export function keysService(deps: Deps) {
             now,
             actorUserIdOrNull(e.actor),
           );
-          if (ids.length > 0) await announce({ keys: ids });
+          if (ids.length > 0) verifier.announceAfterCommit(tx, { keys: ids });
           return;
         }
         case 'member.role_changed': {
           const ids = (await repo.listKeys(tx, e.workspaceId, e.userId)).map((r) => r.id);
-          if (ids.length > 0) await announce({ keys: ids });
+          if (ids.length > 0) verifier.announceAfterCommit(tx, { keys: ids });
           return;
         }
         case 'ownership.transferred':
         case 'workspace.deleting': {
           const ids = (await repo.listKeys(tx, e.workspaceId)).map((r) => r.id);
-          if (ids.length > 0) await announce({ keys: ids });
+          if (ids.length > 0) verifier.announceAfterCommit(tx, { keys: ids });
           return;
         }
         default:
@@ -583,45 +470,17 @@ export function keysService(deps: Deps) {
     },
 
     /** Applies an invalidation another replica (or this one) announced on the bus. */
-    applyInvalidation(message: string): void {
-      const inv = parseInvalidation(message);
-      if (inv) cache.invalidate(inv);
-      else deps.logger.warn('keys: ignored a malformed invalidation message');
-    },
+    applyInvalidation: (message: string): void => verifier.applyInvalidation(message),
+
+    /** Drops every replica's cached keys of a user whose account was disabled. */
+    forgetUser: (userId: string): Promise<void> => verifier.forgetUser(userId),
 
     /** Writes pending last-used times now (normally once a minute, and on shutdown). */
     flushUsage: () => deps.usage.flush(),
 
     /** Forgets every cached verification (after a bus reconnect; the benchmark's miss case). */
-    clearCache: () => cache.clear(),
+    clearCache: (): void => verifier.clearCache(),
   };
 }
 
 export type KeysService = ReturnType<typeof keysService>;
-
-function stringArray(v: unknown): v is string[] {
-  return Array.isArray(v) && v.every((x) => typeof x === 'string');
-}
-
-/** Parses a bus message; null when it is not an invalidation. */
-export function parseInvalidation(message: string): Invalidation | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(message);
-  } catch {
-    return null;
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
-  const o = v as Record<string, unknown>;
-  const inv: Invalidation = {};
-  if (o.all === true) inv.all = true;
-  if (o.keys !== undefined) {
-    if (!stringArray(o.keys)) return null;
-    inv.keys = o.keys;
-  }
-  if (o.hashes !== undefined) {
-    if (!stringArray(o.hashes)) return null;
-    inv.hashes = o.hashes;
-  }
-  return inv;
-}

@@ -6,8 +6,8 @@ import { keyCache } from './keys.cache.ts';
 import { CHECKSUM_LENGTH, crc32, generateKey, KEY_LENGTH, parseKey, toBase62 } from './keys.format.ts';
 import { formatCidr, ipAllowed, normalizeCidrs, parseCidr, parseIp } from './keys.net.ts';
 import { roleAllowsScope, SCOPES, scopePermissions, scopesCover } from './keys.scopes.ts';
-import { parseInvalidation } from './keys.service.ts';
 import { usageTracker } from './keys.usage.ts';
+import { parseInvalidation } from './keys.verify.ts';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 

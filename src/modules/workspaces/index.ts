@@ -14,7 +14,7 @@ import { registerWorkspaceRoutes } from './workspaces.routes.ts';
 import { type UserDirectory, workspacesService } from './workspaces.service.ts';
 import { workspacesTables } from './workspaces.tables.ts';
 
-export type { AccessResolver, WorkspaceAccess } from './workspaces.access.ts';
+export type { AccessResolver, MembershipLookup, WorkspaceAccess } from './workspaces.access.ts';
 export { requireScope } from './workspaces.access.ts';
 export {
   allowedWithoutMfa,

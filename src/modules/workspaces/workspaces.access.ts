@@ -21,9 +21,12 @@ export type WorkspaceAccess = {
  */
 export type AccessResolver = (req: FastifyRequest, workspaceId: string) => Promise<WorkspaceAccess | null>;
 
-type Deps = {
+/** Reads a user's current role in a workspace and the workspace's 2FA rule (null = not a member). */
+export type MembershipLookup = {
   resolveMembership(workspaceId: string, userId: string): Promise<{ role: Role; requireMfa: boolean } | null>;
 };
+
+type Deps = MembershipLookup;
 
 /**
  * The one authorisation check of workspace routes.

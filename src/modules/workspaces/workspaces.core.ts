@@ -154,14 +154,19 @@ export function workspacesCore(deps: WorkspacesServiceDeps) {
       for (const h of handlers) await h(event, tx);
     },
 
-    /** Locks the workspace and re-reads the actor's current role (it may have changed since the check). */
+    /**
+     * Locks the workspace and re-reads the actor's current role (it may have changed since the
+     * check). An API key acts with its creator's role capped at admin: owner actions (making
+     * or changing owners, security settings, deletion, transfer) stay with owners' sessions.
+     */
     async lockForChange(tx: Database, scope: Scope): Promise<{ workspace: WorkspaceRow; actorRole: Role }> {
       const workspace = await repo.lockWorkspace(tx, scope.workspaceId);
       if (!workspace) throw notFound('workspace');
-      if (scope.actor.type !== 'user') return { workspace, actorRole: scope.role };
+      if (scope.actor.type === 'system') return { workspace, actorRole: scope.role };
       const me = await repo.findMembership(tx, scope.workspaceId, scope.actor.userId);
       if (!me) throw notFound('workspace');
-      return { workspace, actorRole: me.role };
+      const capped = scope.actor.type === 'api_key' && me.role === 'owner' ? 'admin' : me.role;
+      return { workspace, actorRole: capped };
     },
 
     /** The signed-in user of the scope; other actors (API keys, system work) get 400. */

@@ -1,14 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import type { MatrixContext, MatrixRoute } from '../../../test/helpers/tenancy.ts';
+import type { MatrixContext, MatrixRoute } from '../../platform/http/matrix.ts';
+import type { WorkspacesService } from './index.ts';
+
+/** What the specs use of the app. */
+type WorkspacesApp = { modules: { workspaces: { service: Pick<WorkspacesService, 'invite'> } } };
+type Ctx = MatrixContext<WorkspacesApp>;
 
 /**
  * Test-only: the role matrix of every workspaces route (run by workspaces.matrix.routes.test.ts,
  * read by the coverage test). Nothing in src imports it.
  */
 
-const ws = (c: MatrixContext) => `/api/workspaces/${c.workspaceId}`;
+const ws = (c: Ctx) => `/api/workspaces/${c.workspaceId}`;
 
-const invite = async (c: MatrixContext) => {
+const invite = async (c: Ctx) => {
   const { invitation } = await c.app.modules.workspaces.service.invite({
     scope: c.ownerScope,
     email: `invitee-${randomBytes(4).toString('hex')}@matrix.test`,
@@ -17,7 +22,7 @@ const invite = async (c: MatrixContext) => {
   return { invitationId: invitation.id };
 };
 
-export const matrixRoutes: MatrixRoute[] = [
+export const matrixRoutes: MatrixRoute<WorkspacesApp>[] = [
   { method: 'GET', url: ws, allowed: ['owner', 'admin', 'member', 'viewer'] },
   { method: 'PATCH', url: ws, body: () => ({ name: 'Renamed' }), allowed: ['owner', 'admin'] },
   {

@@ -83,6 +83,16 @@ export const workspacesRepo = {
       .sort();
   },
 
+  /** The membership with a share lock: role changes and removals of it wait for the caller's transaction. */
+  async lockMembershipShared(tx: Database, workspaceId: string, userId: string): Promise<MembershipRow | null> {
+    const rows = await tx
+      .select()
+      .from(memberships)
+      .where(and(eq(memberships.workspaceId, workspaceId), eq(memberships.userId, userId)))
+      .for('share');
+    return rows[0] ?? null;
+  },
+
   async findMembership(tx: Database, workspaceId: string, userId: string): Promise<MembershipRow | null> {
     const rows = await tx
       .select()

@@ -564,9 +564,13 @@ describe('security', () => {
     for (const scope of [asUser, asKey, asSystem]) {
       await expect(service.setRequireMfa({ scope, requireMfa: true })).rejects.toMatchObject({ code: 'mfa_required' });
     }
-    // The owner's account turns 2FA on: the person behind the session or the API key may now require it.
+    // The owner's account turns 2FA on: the owner's session may now require it. Their API key
+    // still may not: owner actions stay with owners' sessions (a key acts at most as an admin).
     await enableMfa(owner);
-    expect((await service.setRequireMfa({ scope: asKey, requireMfa: true })).requireMfa).toBe(true);
+    await expect(service.setRequireMfa({ scope: asKey, requireMfa: true })).rejects.toMatchObject({
+      code: 'forbidden',
+    });
+    expect((await service.setRequireMfa({ scope: asUser, requireMfa: true })).requireMfa).toBe(true);
     expect((await service.setRequireMfa({ scope: asUser, requireMfa: false })).requireMfa).toBe(false);
     await expect(service.setRequireMfa({ scope: asSystem, requireMfa: true })).rejects.toMatchObject({
       code: 'mfa_required',

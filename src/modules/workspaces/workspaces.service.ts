@@ -1,3 +1,4 @@
+import type { Database } from '../../platform/db/db.ts';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
 import type { Actor, Role, Scope } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
@@ -100,6 +101,15 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
         const w = await repo.findWorkspace(tx, workspaceId);
         return w ? { role: m.role, requireMfa: w.requireMfa } : null;
       });
+    },
+
+    /**
+     * A member's current role read inside the caller's transaction `tx` (bound to the
+     * workspace), share-locked so a role change or removal either committed before (and is
+     * seen) or waits until the caller commits. Null when they are not a member.
+     */
+    async lockMemberRole(tx: Database, workspaceId: string, userId: string): Promise<Role | null> {
+      return (await repo.lockMembershipShared(tx, workspaceId, userId))?.role ?? null;
     },
 
     async getWorkspace({ scope }: { scope: Scope }): Promise<WorkspaceView & { role: Role }> {

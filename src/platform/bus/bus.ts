@@ -49,10 +49,26 @@ export function deliver(handler: BusHandler, message: string, onError: (err: unk
   }
 }
 
-/** The in-process bus: delivery is synchronous, so a publish has reached every subscriber when it resolves. */
-export function memoryBus(): Bus {
+/**
+ * What in-process buses share: buses made on one hub hear each other, like replicas on one
+ * broker (tests run two app replicas in one process with two buses on one hub).
+ */
+export type MemoryHub = { readonly emitter: EventEmitter };
+
+export function memoryHub(): MemoryHub {
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
+  return { emitter };
+}
+
+/**
+ * The in-process bus: delivery is synchronous, so a publish has reached every subscriber
+ * (of every bus on the same hub) when it resolves. Without a hub it has one of its own.
+ * Closing a bus ends its own subscriptions only.
+ */
+export function memoryBus(opts: { hub?: MemoryHub } = {}): Bus {
+  const { emitter } = opts.hub ?? memoryHub();
+  const mine = new Set<{ channel: string; listener: (m: string) => void }>();
   let closed = false;
   return {
     kind: 'memory',
@@ -64,15 +80,19 @@ export function memoryBus(): Bus {
     },
     async subscribe(channel, handler) {
       assertChannel(channel);
-      const listener = (m: string) => deliver(handler, m, () => undefined);
-      emitter.on(channel, listener);
+      if (closed) throw new Error('bus closed');
+      const entry = { channel, listener: (m: string) => deliver(handler, m, () => undefined) };
+      emitter.on(channel, entry.listener);
+      mine.add(entry);
       return async () => {
-        emitter.off(channel, listener);
+        emitter.off(channel, entry.listener);
+        mine.delete(entry);
       };
     },
     async close() {
       closed = true;
-      emitter.removeAllListeners();
+      for (const e of mine) emitter.off(e.channel, e.listener);
+      mine.clear();
     },
   };
 }

@@ -1,11 +1,11 @@
 import type { Config } from '../../config.ts';
 import type { Logger } from '../logger.ts';
-import { type Bus, memoryBus } from './bus.ts';
+import { type Bus, type MemoryHub, memoryBus, memoryHub } from './bus.ts';
 import { postgresBus } from './postgres.ts';
 import { redisBus } from './redis.ts';
 
 export type { Bus, BusHandler } from './bus.ts';
-export { memoryBus, postgresBus, redisBus };
+export { type MemoryHub, memoryBus, memoryHub, postgresBus, redisBus };
 
 /**
  * The bus for this installation: Redis pub/sub when REDIS_URL is set, else Postgres

@@ -92,26 +92,56 @@ function guardRoot(orm: Database): Database {
   });
 }
 
+type AfterCommit = () => Promise<void> | void;
+
+/** Callbacks waiting for the scoped transaction that owns a handle to commit. */
+const afterCommitOf = new WeakMap<Database, AfterCommit[]>();
+
+/**
+ * Runs `fn` once the db.tenant()/db.system() transaction owning `tx` has committed (never
+ * when it rolls back): for what other processes must only hear about once the change is
+ * visible, such as cache invalidations sent over the bus. `fn` handles its own failures
+ * (the change is committed by then; a throw is dropped, not reported to the caller).
+ *
+ * @example afterCommit(tx, () => bus.publish('berth.keys', JSON.stringify({ keys })));
+ */
+export function afterCommit(tx: Database, fn: AfterCommit): void {
+  const list = afterCommitOf.get(tx);
+  if (!list) throw new Error('afterCommit needs the handle of a db.tenant() or db.system() transaction.');
+  list.push(fn);
+}
+
+async function runAfterCommit(list: AfterCommit[]) {
+  for (const fn of list) {
+    try {
+      await fn();
+    } catch {
+      // Committed already: the callback owns its error handling.
+    }
+  }
+}
+
 function withScopes(orm: Database): Pick<Db, 'tenant' | 'system'> {
+  async function scoped<T>(
+    kind: 'tenant' | 'system',
+    bind: (tx: Database) => Promise<void>,
+    fn: (tx: Database) => Promise<T>,
+  ) {
+    assertNoOpenTransaction(`db.${kind}`);
+    const after: AfterCommit[] = [];
+    const result = await orm.transaction((tx) =>
+      openTransaction.run(kind, async () => {
+        afterCommitOf.set(tx, after);
+        await bind(tx);
+        return fn(tx);
+      }),
+    );
+    await runAfterCommit(after);
+    return result;
+  }
   return {
-    tenant: (workspaceId, fn) => {
-      assertNoOpenTransaction('db.tenant');
-      return orm.transaction((tx) =>
-        openTransaction.run('tenant', async () => {
-          await bindTenant(tx, workspaceId);
-          return fn(tx);
-        }),
-      );
-    },
-    system: (fn) => {
-      assertNoOpenTransaction('db.system');
-      return orm.transaction((tx) =>
-        openTransaction.run('system', async () => {
-          await bindSystem(tx);
-          return fn(tx);
-        }),
-      );
-    },
+    tenant: (workspaceId, fn) => scoped('tenant', (tx) => bindTenant(tx, workspaceId), fn),
+    system: (fn) => scoped('system', bindSystem, fn),
   };
 }
 
