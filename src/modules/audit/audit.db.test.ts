@@ -7,6 +7,7 @@ import { TEST_APP_ROLE } from '../../../test/helpers/global-setup.ts';
 import { testEmail, testPassword } from '../../../test/helpers/identity.ts';
 import { DAY } from '../../platform/clock.ts';
 import type { Actor } from '../../platform/http/context.ts';
+import { createLogger } from '../../platform/logger.ts';
 import { auditRepo } from './audit.repo.ts';
 import { auditService } from './audit.service.ts';
 import {
@@ -354,7 +355,7 @@ describe('security', () => {
         db: app.db,
         repo: auditRepo,
         clock: app.clock,
-        logger: app.logger,
+        logger: createLogger({ level: 'silent' }),
         signingKey: next,
         retiredKeys: parseRetiredPublicKeys(retired),
       });

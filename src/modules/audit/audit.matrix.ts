@@ -11,5 +11,6 @@ export const matrixRoutes: MatrixRoute[] = [
   { method: 'GET', url: audit, allowed: MANAGERS },
   { method: 'GET', url: (c) => `${audit(c)}/export`, allowed: MANAGERS },
   { method: 'GET', url: (c) => `${audit(c)}/verify`, allowed: MANAGERS },
-  { method: 'POST', url: (c) => `${audit(c)}/checkpoints`, allowed: MANAGERS },
+  // Fresh: a chain takes one checkpoint per head move and minute, so each caller needs its own.
+  { method: 'POST', url: (c) => `${audit(c)}/checkpoints`, allowed: MANAGERS, fresh: true },
 ];

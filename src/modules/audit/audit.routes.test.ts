@@ -163,6 +163,19 @@ describe('errors', () => {
 });
 
 describe('security', () => {
+  it('an API key with workspace:admin (audit:read) reads and verifies but cannot sign checkpoints (a write of undeletable rows)', async () => {
+    const { secret } = await app.modules.keys.service.createKey({
+      scope: { workspaceId: ws, actor: { type: 'user', userId: owner.userId }, role: 'owner' },
+      input: { name: 'auditor', scopes: ['workspace:admin'] },
+    });
+    const key = new TestClient(app);
+    key.headers = { authorization: `Bearer ${secret}` };
+    expect((await key.get(`${base()}/verify`)).status).toBe(200);
+    const cp = await key.post(`${base()}/checkpoints`);
+    expect(cp.status).toBe(403);
+    expect(cp.body).toMatchObject({ code: 'forbidden' });
+  });
+
   it('the platform chain is for operators only', async () => {
     expect((await new TestClient(app).get('/api/operator/audit')).status).toBe(401);
     expect((await owner.get('/api/operator/audit')).status).toBe(403);
