@@ -5,7 +5,7 @@ import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { createTestDb, onServerPostgres, type TestDb } from '../../../test/helpers/db.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
-import { type Bus, memoryBus, postgresBus, redisBus } from '../../platform/bus/index.ts';
+import { type Bus, memoryBus, memoryHub, postgresBus, redisBus } from '../../platform/bus/index.ts';
 import { manualClock } from '../../platform/clock.ts';
 import { createLogger } from '../../platform/logger.ts';
 import type { KeyWithSecret } from './keys.schemas.ts';
@@ -15,8 +15,9 @@ import type { KeyWithSecret } from './keys.schemas.ts';
  * updated on replica A stops working on replica B, whose cache had it, as soon as B hears
  * the bus message; without a message B would keep answering from its cache (the control).
  *
- * PGlite: both apps share the embedded database and an in-process bus. Server Postgres:
- * each replica has its own LISTEN/NOTIFY connection. With TEST_REDIS_URL: Redis pub/sub.
+ * PGlite: both apps share the embedded database; each has its own in-process bus, joined by
+ * one hub. Server Postgres: each replica has its own LISTEN/NOTIFY connection. With
+ * TEST_REDIS_URL: Redis pub/sub.
  */
 
 type Pair = { a: TestApp; b: TestApp; busA: Bus; busB: Bus; testDb: TestDb };
@@ -29,8 +30,10 @@ async function pair(kind: 'memory' | 'postgres' | 'redis'): Promise<Pair> {
   let busA: Bus;
   let busB: Bus;
   if (kind === 'memory') {
-    busA = memoryBus();
-    busB = busA;
+    // Two buses joined by one hub, like two processes on one broker: B hears only what is published.
+    const hub = memoryHub();
+    busA = memoryBus({ hub });
+    busB = memoryBus({ hub });
   } else if (kind === 'postgres') {
     const url = testDb.url;
     if (!url) throw new Error('server Postgres expected');
@@ -113,6 +116,40 @@ function replicaSuite(kind: 'memory' | 'postgres' | 'redis') {
     const next = await onB(secret);
     expect(next.status).toBe(401);
     expect(next.body.code).toBe('api_key_revoked');
+  });
+
+  it('a member removed on replica A: their key is refused by replica B, whose cache had it', async () => {
+    const m = await signUp(p.a, { email: `member-${randomBytes(4).toString('hex')}@replicas.test`, ip: '10.77.0.2' });
+    const scope = { workspaceId: ws, actor: { type: 'user' as const, userId: owner.userId }, role: 'owner' as const };
+    const { token } = await p.a.modules.workspaces.service.invite({ scope, email: m.email, role: 'admin' });
+    await p.a.modules.workspaces.service.acceptInvitation({ token, userId: m.userId });
+    const created = await m.post<KeyWithSecret>(`/api/workspaces/${ws}/keys`, {
+      name: 'Member',
+      scopes: ['gateway:invoke'],
+    });
+    expect(created.status).toBe(201);
+    const { secret, key } = created.body;
+    const v1OnB = () => {
+      const c = new TestClient(p.b, { origin: null });
+      c.headers = { authorization: `Bearer ${secret}` };
+      return c.get('/v1/models');
+    };
+    // Authenticated on B (the gateway's routes come later: 404 route_not_found), now cached there.
+    expect((await v1OnB()).status).toBe(404);
+
+    // Demoted to viewer on A: B drops its cached role and refuses the gateway.
+    let wait = await heard(p.busB, key.id);
+    expect((await owner.patch(`/api/workspaces/${ws}/members/${m.userId}`, { role: 'viewer' })).status).toBe(200);
+    await wait();
+    expect((await v1OnB()).status).toBe(403);
+
+    // Removed on A: B refuses the key as revoked.
+    wait = await heard(p.busB, key.id);
+    expect((await owner.delete(`/api/workspaces/${ws}/members/${m.userId}`)).status).toBe(204);
+    await wait();
+    const gone = await v1OnB();
+    expect(gone.status).toBe(401);
+    expect(gone.body).toMatchObject({ error: { code: 'api_key_revoked' } });
   });
 
   it('a roll with no grace on A ends the old secret on B; a scope change on A applies on B', async () => {

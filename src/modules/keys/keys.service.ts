@@ -193,14 +193,14 @@ export function keysService(deps: Deps) {
   }
 
   /**
-   * Editing someone else's key (any field: clearing an allow-list or a limit widens it too)
-   * takes a caller who could hold everything that key holds: a role allowing its scopes
-   * and, for a key caller, its own scopes covering them.
+   * Editing a key (any field: clearing an allow-list or a limit widens it too) or rolling it
+   * takes a caller who could hold everything the key holds: for someone else's key a role
+   * allowing its scopes, and for a key caller its own scopes covering them (an owner's
+   * workspace:admin key cannot reach the owner's gateway key).
    */
-  async function assertMayEditOthers(tx: Database, scope: Scope, row: ApiKeyRow) {
-    if (row.createdBy === actorUserId(scope)) return;
+  async function assertMayEdit(tx: Database, scope: Scope, row: ApiKeyRow) {
     const scopes = row.scopes.filter(isScope);
-    assertRoleAllowsScopes(scope.role, scopes, 'Your');
+    if (row.createdBy !== actorUserId(scope)) assertRoleAllowsScopes(scope.role, scopes, 'Your');
     await assertWithinCaller(tx, scope, scopes);
   }
 
@@ -316,7 +316,7 @@ export function keysService(deps: Deps) {
       const view = await db.tenant(scope.workspaceId, async (tx) => {
         const row = await visibleKey(tx, scope, keyId, true);
         if (row.revokedAt) throw conflict('This API key is revoked; create a new one.');
-        await assertMayEditOthers(tx, scope, row);
+        await assertMayEdit(tx, scope, row);
         checkSpend(
           patch.spendLimitMicros !== undefined ? patch.spendLimitMicros : row.spendLimitMicros,
           patch.spendLimitPeriod !== undefined ? patch.spendLimitPeriod : row.spendLimitPeriod,
@@ -402,6 +402,7 @@ export function keysService(deps: Deps) {
           throw new AppError('forbidden', 'Only the member who created this API key can roll it; revoke it instead.');
         }
         if (row.revokedAt) throw conflict('This API key is revoked; create a new one.');
+        await assertMayEdit(tx, scope, row);
         if (statusOf(row, now) === 'expired') throw conflict('This API key has expired; extend its expiry first.');
         await repo.expireSecrets(tx, scope.workspaceId, keyId, oldUntil);
         await repo.insertSecret(tx, minted.row);

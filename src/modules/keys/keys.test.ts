@@ -1,13 +1,14 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { manualClock } from '../../platform/clock.ts';
+import { createLogger } from '../../platform/logger.ts';
 import { roleAllows } from '../workspaces/index.ts';
 import { keyCache } from './keys.cache.ts';
 import { CHECKSUM_LENGTH, crc32, generateKey, KEY_LENGTH, parseKey, toBase62 } from './keys.format.ts';
 import { formatCidr, ipAllowed, normalizeCidrs, parseCidr, parseIp } from './keys.net.ts';
 import { roleAllowsScope, SCOPES, scopePermissions, scopesCover } from './keys.scopes.ts';
 import { usageTracker } from './keys.usage.ts';
-import { parseInvalidation } from './keys.verify.ts';
+import { type CachedKey, keyVerifier, parseInvalidation } from './keys.verify.ts';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
@@ -84,6 +85,9 @@ describe('happy', () => {
     expect(scopesCover(['workspace:admin'], 'workspace:delete')).toBe(false);
     expect(scopesCover(['workspace:admin'], 'ownership:transfer')).toBe(false);
     expect(scopesCover(['workspace:admin'], 'billing:manage')).toBe(false);
+    expect(scopesCover(['workspace:admin'], 'security:manage')).toBe(false);
+    // An explicit list, not "whatever admins may do": leaving the workspace is a person's act.
+    expect(scopesCover(['workspace:admin'], 'membership:leave')).toBe(false);
   });
 
   it('allows a role only the scopes whose permissions it has', () => {
@@ -122,6 +126,45 @@ describe('happy', () => {
     cache.set('h4', 'd', 'k4');
     cache.invalidate({ all: true });
     expect(cache.size).toBe(0);
+  });
+
+  it('trusts a found key 10 s by default: the bound for a replica that missed an invalidation', () => {
+    const clock = manualClock();
+    const cache = keyCache<string>({ clock });
+    cache.set('h1', 'a', 'k1');
+    clock.advance(9_999);
+    expect(cache.get('h1')).toEqual({ hit: true, value: 'a' });
+    clock.advance(2);
+    expect(cache.get('h1')).toEqual({ hit: false });
+  });
+
+  it('after a failed announcement, logs it, empties the cache and keeps entries short-lived for a minute', async () => {
+    const clock = manualClock();
+    const cache = keyCache<CachedKey>({ clock });
+    const logger = createLogger({ level: 'silent' });
+    const warn = vi.spyOn(logger, 'warn');
+    const verifier = keyVerifier({
+      db: { system: () => Promise.reject(new Error('not used')) },
+      repo: { findByHash: async () => null, keyIdsOfCreator: async () => [] },
+      clock,
+      logger,
+      members: { resolveMembership: async () => null },
+      users: { findUserById: async () => null },
+      cache,
+      usage: usageTracker({ clock, write: async () => undefined, onError: () => undefined }),
+      publish: () => Promise.reject(new Error('bus down')),
+    });
+    cache.set('other', null, null);
+    await expect(verifier.announce({ keys: ['key_x'] })).resolves.toBeUndefined();
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(cache.size).toBe(0);
+    cache.set('h1', null, 'k1');
+    clock.advance(1_001);
+    expect(cache.get('h1')).toEqual({ hit: false });
+    clock.advance(60_000);
+    cache.set('h2', null, 'k2');
+    clock.advance(1_001);
+    expect(cache.get('h2')).toEqual({ hit: true, value: null });
   });
 
   it('writes last-used times at most once a minute per key, in one batch', async () => {

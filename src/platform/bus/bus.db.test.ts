@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { serverUrl } from '../../../test/helpers/db.ts';
 import { createLogger } from '../logger.ts';
-import { type Bus, createBus, memoryBus, postgresBus, redisBus } from './index.ts';
+import { type Bus, createBus, memoryBus, memoryHub, postgresBus, redisBus } from './index.ts';
 
 const logger = createLogger({ level: 'silent' });
 const opened: Bus[] = [];
@@ -90,8 +90,27 @@ function contract(makePair: () => { a: Bus; b: Bus }) {
 describe('happy', () => {
   describe('in-process', () => {
     contract(() => {
-      const shared = memoryBus();
-      return { a: shared, b: shared };
+      const hub = memoryHub();
+      return { a: memoryBus({ hub }), b: memoryBus({ hub }) };
+    });
+
+    it('keeps buses on different hubs apart, and closing one bus leaves the others on its hub working', async () => {
+      const hub = memoryHub();
+      const a = track(memoryBus({ hub }));
+      const b = track(memoryBus({ hub }));
+      const elsewhere = track(memoryBus());
+      const far: string[] = [];
+      await elsewhere.subscribe('berth.test', (m) => far.push(m));
+      const gone: string[] = [];
+      await a.subscribe('berth.test', (m) => gone.push(m));
+      const onB = await collect(b, 'berth.test', 1);
+      await a.close();
+      await expect(a.publish('berth.test', 'x')).rejects.toThrow(/closed/);
+      const c = track(memoryBus({ hub }));
+      await c.publish('berth.test', 'after a closed');
+      expect(await onB.done).toEqual(['after a closed']);
+      expect(gone).toEqual([]);
+      expect(far).toEqual([]);
     });
 
     it('is what createBus gives an embedded installation', () => {
