@@ -1,15 +1,15 @@
 import type { Command } from 'commander';
 import type { AuditEventView, VerifyReport } from '../modules/audit/index.ts';
-import { callServer, serverTarget } from './http.ts';
+import { callServer, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
-import { CliError, EXIT, emit, type Io } from './output.ts';
+import { CliError, emit, type Io } from './output.ts';
 import { withModules } from './runtime.ts';
 
 /** `berth audit verify` exits with this when any chain is broken (documented in docs/api/audit.md). */
 export const EXIT_AUDIT_BROKEN = 6;
 
-type HttpOpts = { url?: string; apiKey?: string; workspace?: string };
+type HttpOpts = WorkspaceHttpOpts;
 
 function describeReport(r: VerifyReport): string {
   const where = r.chain === 'platform' ? 'platform chain' : `workspace ${r.chain}`;
@@ -31,17 +31,6 @@ function finish(io: Io, json: boolean, reports: VerifyReport[]) {
   }
 }
 
-/** The workspace an API key belongs to, when --workspace is not given. */
-async function workspaceOf(opts: HttpOpts, io: Io): Promise<{ target: ReturnType<typeof serverTarget>; ws: string }> {
-  const target = serverTarget(opts, io.env);
-  if (opts.workspace) return { target, ws: opts.workspace };
-  if (!target.apiKey) {
-    throw new CliError('Name the workspace with --workspace, or pass --api-key.', EXIT.usage, 'workspace_required');
-  }
-  const self = await callServer<{ workspaceId: string }>(target, 'GET', '/api/keys/self');
-  return { target, ws: self.workspaceId };
-}
-
 /** `berth audit list` (over HTTP) and `berth audit verify` (offline on the database, or over HTTP). */
 export function registerAuditCommands(program: Command, io: Io, globals: () => GlobalOptions) {
   const audit = program.command('audit').description('The tamper-evident audit log.');
@@ -57,7 +46,7 @@ export function registerAuditCommands(program: Command, io: Io, globals: () => G
     .option('--limit <n>', 'how many (1-200)', '50')
     .action(async (opts: HttpOpts & { action?: string; actor?: string; limit: string }) => {
       const g = globals();
-      const { target, ws } = await workspaceOf(opts, io);
+      const { target, workspaceId: ws } = await workspaceOf(opts, io.env);
       const query = new URLSearchParams({ limit: opts.limit });
       if (opts.action) query.set('action', opts.action);
       if (opts.actor) query.set('actor', opts.actor);
@@ -84,7 +73,7 @@ export function registerAuditCommands(program: Command, io: Io, globals: () => G
     .action(async (opts: HttpOpts) => {
       const g = globals();
       if (opts.url) {
-        const { target, ws } = await workspaceOf(opts, io);
+        const { target, workspaceId: ws } = await workspaceOf(opts, io.env);
         const report = await callServer<VerifyReport>(
           target,
           'GET',

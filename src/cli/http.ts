@@ -54,3 +54,26 @@ export async function callServer<T>(target: ServerTarget, method: string, path: 
   }
   return parsed as T;
 }
+
+/** The options of user-level commands that work in one workspace over HTTP. */
+export type WorkspaceHttpOpts = { url?: string; apiKey?: string; workspace?: string };
+
+/**
+ * The server and the workspace for a user-level command: `--workspace`, or else the
+ * workspace of the API key itself (`GET /api/keys/self`). These commands authenticate with
+ * an API key (`--api-key` / `BERTH_API_KEY`); without one they stop with exit code 2.
+ *
+ * @example const { target, workspaceId } = await workspaceOf(opts, io.env);
+ */
+export async function workspaceOf(
+  opts: WorkspaceHttpOpts,
+  env: Record<string, string | undefined>,
+): Promise<{ target: ServerTarget; workspaceId: string }> {
+  const target = serverTarget(opts, env);
+  if (!target.apiKey) {
+    throw new CliError('Pass an API key with --api-key or BERTH_API_KEY.', EXIT.usage, 'api_key_required');
+  }
+  const workspaceId =
+    opts.workspace ?? (await callServer<{ workspaceId: string }>(target, 'GET', '/api/keys/self')).workspaceId;
+  return { target, workspaceId };
+}

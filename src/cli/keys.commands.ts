@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import type { KeyView, KeyWithSecret } from '../modules/keys/index.ts';
-import { callServer, type ServerTarget, serverTarget } from './http.ts';
+import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
 
-type HttpOpts = { url?: string; apiKey?: string; workspace?: string };
+type HttpOpts = WorkspaceHttpOpts;
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
 
@@ -27,14 +27,10 @@ export function parseExpiry(text: string, now: Date): string {
   return at.toISOString();
 }
 
-/** The server and the workspace: `--workspace`, or the workspace of the API key itself. */
-async function workspaceOf(opts: HttpOpts, io: Io): Promise<{ target: ServerTarget; base: string }> {
-  const target = serverTarget(opts, io.env);
-  if (!target.apiKey) {
-    throw new CliError('Pass an API key with --api-key or BERTH_API_KEY.', EXIT.usage, 'api_key_required');
-  }
-  const ws = opts.workspace ?? (await callServer<{ workspaceId: string }>(target, 'GET', '/api/keys/self')).workspaceId;
-  return { target, base: `/api/workspaces/${encodeURIComponent(ws)}/keys` };
+/** The server and the workspace's keys URL (see `workspaceOf`). */
+async function keysOf(opts: HttpOpts, io: Io): Promise<{ target: ServerTarget; base: string }> {
+  const { target, workspaceId } = await workspaceOf(opts, io.env);
+  return { target, base: `/api/workspaces/${encodeURIComponent(workspaceId)}/keys` };
 }
 
 function describeKey(k: KeyView): string {
@@ -70,7 +66,7 @@ export function registerKeysCommands(program: Command, io: Io, globals: () => Gl
       .map((s) => s.trim())
       .filter(Boolean);
     const expiresAt = opts.expires ? parseExpiry(opts.expires, new Date()) : undefined;
-    const { target, base } = await workspaceOf(opts, io);
+    const { target, base } = await keysOf(opts, io);
     const created = await callServer<KeyWithSecret>(target, 'POST', base, {
       name: opts.name,
       scopes,
@@ -88,7 +84,7 @@ export function registerKeysCommands(program: Command, io: Io, globals: () => Gl
     keys.command('list').description('List API keys (name, prefix and last 4, scopes, expiry, last use).'),
   ).action(async (opts: HttpOpts) => {
     const g = globals();
-    const { target, base } = await workspaceOf(opts, io);
+    const { target, base } = await keysOf(opts, io);
     const list = await callServer<{ data: KeyView[] }>(target, 'GET', base);
     emit(io, Boolean(g.json), list, list.data.length ? list.data.map(describeKey).join('\n') : 'No API keys.');
   });
@@ -97,7 +93,7 @@ export function registerKeysCommands(program: Command, io: Io, globals: () => Gl
     .argument('<id>', 'the key id (key_...)')
     .action(async (id: string, opts: HttpOpts) => {
       const g = globals();
-      const { target, base } = await workspaceOf(opts, io);
+      const { target, base } = await keysOf(opts, io);
       const key = await callServer<KeyView>(target, 'POST', `${base}/${encodeURIComponent(id)}/revoke`);
       emit(io, Boolean(g.json), key, `Revoked ${key.id} (${key.name}).`);
     });
@@ -112,7 +108,7 @@ export function registerKeysCommands(program: Command, io: Io, globals: () => Gl
     .action(async (id: string, opts: HttpOpts & { grace: string }) => {
       const g = globals();
       const gracePeriodSeconds = parseDuration(opts.grace, '--grace');
-      const { target, base } = await workspaceOf(opts, io);
+      const { target, base } = await keysOf(opts, io);
       const rolled = await callServer<KeyWithSecret>(target, 'POST', `${base}/${encodeURIComponent(id)}/roll`, {
         gracePeriodSeconds,
       });
