@@ -24,6 +24,8 @@ type Deps = {
 
 const tags = ['audit'];
 const security = [{ session: [], csrf: [] }];
+/** Workspace routes also take API keys (scope `workspace:admin` covers audit:read). */
+const workspaceSecurity: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];
 const checkpointExempt = {
   audit: { exempt: 'writes a signed checkpoint of the audit log, itself the record of this action' },
 };
@@ -52,7 +54,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
     {
       schema: {
         tags,
-        security,
+        security: workspaceSecurity,
         summary: "List the workspace's audit events, newest first (filters, cursor pagination)",
         params: WorkspaceParams,
         querystring: AuditQuery,
@@ -68,7 +70,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
     {
       schema: {
         tags,
-        security,
+        security: workspaceSecurity,
         summary: "Export the workspace's audit events as JSON Lines, oldest first",
         params: WorkspaceParams,
         querystring: ExportQuery,
@@ -94,7 +96,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
     {
       schema: {
         tags,
-        security,
+        security: workspaceSecurity,
         summary: "Recompute the workspace's audit chain and check its signed checkpoints",
         params: WorkspaceParams,
         response: { 200: VerifyReport },
@@ -110,7 +112,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
     {
       schema: {
         tags,
-        security,
+        security: workspaceSecurity,
         summary:
           "Sign a checkpoint of the workspace's audit chain now (owners' and admins' sessions; only when the head moved, at most once a minute)",
         params: WorkspaceParams,
