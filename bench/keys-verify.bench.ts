@@ -2,9 +2,11 @@
  * What API key verification costs per request, as a ratio to a no-auth baseline measured in
  * the same run: a real Berth app on embedded PGlite, requests through Fastify's inject.
  *
- *   (a) baseline:   no credentials (every hook still runs)
+ *   (a) baseline:   no credentials (every hook still runs), a trivial route
  *   (b) cache hit:  a valid key, verified from the in-memory cache
  *   (c) cache miss: a valid key with the cache emptied before each request (database lookups)
+ *   (d) GET /api/workspaces/:id with a key, cache hit and miss: what a real /api call costs,
+ *       including the per-request membership read of `requirePermission` and the handler
  *
  * Run: npm run bench:keys   (or node --import tsx bench/keys-verify.bench.ts)
  */
@@ -61,10 +63,17 @@ async function main() {
   });
 
   const keyed = { authorization: `Bearer ${secret}` };
+  const ping = '/bench/ping';
+  const workspace = `/api/workspaces/${ws.id}`;
+  const clear = () => app.modules.keys.service.clearCache();
+  const none = () => undefined;
   const modes = {
-    'no auth (baseline)': { headers: {}, before: () => undefined, expect: 'anonymous' },
-    'key, cache hit': { headers: keyed, before: () => undefined, expect: 'api_key' },
-    'key, cache miss': { headers: keyed, before: () => app.modules.keys.service.clearCache(), expect: 'api_key' },
+    'no auth (baseline)': { url: ping, headers: {}, before: none, expect: 'anonymous' },
+    'key, cache hit': { url: ping, headers: keyed, before: none, expect: 'api_key' },
+    'key, cache miss': { url: ping, headers: keyed, before: clear, expect: 'api_key' },
+    // A real /api call: key verification + the per-request membership read + the handler's query.
+    'key, GET workspace': { url: workspace, headers: keyed, before: none, expect: ws.id },
+    'key, miss, GET ws': { url: workspace, headers: keyed, before: clear, expect: ws.id },
   } as const;
   type Mode = keyof typeof modes;
 
@@ -74,9 +83,11 @@ async function main() {
     const start = performance.now();
     while (performance.now() - start < ms) {
       m.before();
-      const res = await app.http.inject({ method: 'GET', url: '/bench/ping', headers: m.headers });
-      if (res.statusCode !== 200 || res.json().auth !== m.expect)
+      const res = await app.http.inject({ method: 'GET', url: m.url, headers: m.headers });
+      const body = res.json() as { auth?: string; id?: string };
+      if (res.statusCode !== 200 || (body.auth ?? body.id) !== m.expect) {
         throw new Error(`${mode}: ${res.statusCode} ${res.body}`);
+      }
       n++;
     }
     return { n, elapsed: performance.now() - start };
