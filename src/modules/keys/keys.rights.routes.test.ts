@@ -315,7 +315,8 @@ describe('security', () => {
       for (;;) {
         if (settled) break;
         const waiting = await app.db.query<{ n: number }>(
-          "select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()",
+          // pg_locks and the pids of pg_stat_activity are visible to the app role (wait events are not).
+          'select count(*)::int as n from pg_locks where not granted and pid in (select pid from pg_stat_activity where datname = current_database())',
         );
         if ((waiting[0]?.n ?? 0) > 0) break;
         await new Promise((r) => setImmediate(r));
