@@ -71,7 +71,11 @@ export async function workspaceOf(
 ): Promise<{ target: ServerTarget; workspaceId: string }> {
   const target = serverTarget(opts, env);
   if (!target.apiKey) {
-    throw new CliError('Pass an API key with --api-key or BERTH_API_KEY.', EXIT.usage, 'api_key_required');
+    throw new CliError(
+      'Pass an API key with --api-key or BERTH_API_KEY (its own workspace is used unless you name one with --workspace).',
+      EXIT.usage,
+      'api_key_required',
+    );
   }
   const workspaceId =
     opts.workspace ?? (await callServer<{ workspaceId: string }>(target, 'GET', '/api/keys/self')).workspaceId;
