@@ -112,7 +112,7 @@ export function registerAuditRoutes(app: HttpServer, { service, requirePermissio
     {
       schema: {
         tags,
-        security: workspaceSecurity,
+        security,
         summary:
           "Sign a checkpoint of the workspace's audit chain now (owners' and admins' sessions; only when the head moved, at most once a minute)",
         params: WorkspaceParams,
