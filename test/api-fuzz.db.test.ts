@@ -25,7 +25,8 @@ function apiOperations(app: TestApp): Op[] {
   return ops;
 }
 
-const STACK_TRACE = /\bat [^\s]+ \(|node_modules|\.ts:\d+:\d+|\bstack\b/i;
+/** What a leaked stack trace looks like: V8 frames, module paths, source positions, a "stack" field. */
+const STACK_TRACE = /\n\s+at .+:\d+:\d+|node_modules\/|\.ts:\d+:\d+|"stack"\s*:/;
 
 /** Generated bodies: valid-looking shapes with wrong values, junk, and raw malformed text. */
 function bodies(keys: string[]) {

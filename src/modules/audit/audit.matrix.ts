@@ -1,4 +1,4 @@
-import type { MatrixContext, MatrixRoute } from '../../../test/helpers/tenancy.ts';
+import type { MatrixContext, MatrixRoute } from '../../platform/http/matrix.ts';
 
 /**
  * Test-only: the role matrix of every audit route of a workspace (run by
