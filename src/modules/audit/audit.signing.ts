@@ -1,8 +1,8 @@
 import { createHash, createPrivateKey, createPublicKey, type KeyObject, randomBytes, sign, verify } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { type Config, ConfigError } from '../../config.ts';
 import type { Logger } from '../../platform/logger.ts';
+import { dataDirSecret, readSecretFile, warnIfLoose } from '../../platform/secret-file.ts';
 
 /**
  * The Ed25519 key that signs audit checkpoints. Text form: `berth-audit-ed25519:<32-byte
@@ -97,24 +97,6 @@ export function verifyCheckpoint(
   }
 }
 
-function readKeyFile(file: string, setting: Setting): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(setting, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
-}
-
-function warnIfLoose(file: string, logger: Logger) {
-  try {
-    if ((statSync(file).mode & 0o077) !== 0) {
-      logger.warn({ file }, 'The audit signing key file is readable by other users; restrict it to mode 0600.');
-    }
-  } catch {
-    // Already read successfully; a failing stat changes nothing.
-  }
-}
-
 /**
  * Loads the checkpoint signing key from BERTH_AUDIT_SIGNING_KEY or
  * BERTH_AUDIT_SIGNING_KEY_FILE. Without either: on the embedded engine it reads
@@ -136,8 +118,11 @@ export function loadAuditSigningKey(
   }
   if (config.BERTH_AUDIT_SIGNING_KEY_FILE) {
     const file = path.resolve(config.BERTH_AUDIT_SIGNING_KEY_FILE);
-    const key = parseAuditSigningKey(readKeyFile(file, 'BERTH_AUDIT_SIGNING_KEY_FILE'), 'BERTH_AUDIT_SIGNING_KEY_FILE');
-    warnIfLoose(file, opts.logger);
+    const key = parseAuditSigningKey(
+      readSecretFile(file, 'BERTH_AUDIT_SIGNING_KEY_FILE'),
+      'BERTH_AUDIT_SIGNING_KEY_FILE',
+    );
+    warnIfLoose(file, opts.logger, 'audit signing key');
     return { ...key, source: 'BERTH_AUDIT_SIGNING_KEY_FILE', file, generated: false };
   }
   if (opts.engine === 'postgres') {
@@ -146,29 +131,17 @@ export function loadAuditSigningKey(
     );
     return null;
   }
-  const file = path.join(config.dataDir, DATA_DIR_AUDIT_KEY_FILE);
-  let generated = false;
-  try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(file, `${generateAuditSigningKey()}\n`, { mode: 0o600, flag: 'wx' });
-    generated = true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-      throw new ConfigError(
-        'BERTH_AUDIT_SIGNING_KEY_FILE',
-        `cannot create ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-      );
-    }
-  }
-  const key = parseAuditSigningKey(readKeyFile(file, 'BERTH_AUDIT_SIGNING_KEY_FILE'), 'BERTH_AUDIT_SIGNING_KEY_FILE');
-  if (generated) {
-    opts.logger.warn(
-      { file },
+  const { file, text, generated } = dataDirSecret({
+    dataDir: config.dataDir,
+    name: DATA_DIR_AUDIT_KEY_FILE,
+    setting: 'BERTH_AUDIT_SIGNING_KEY_FILE',
+    what: 'audit signing key',
+    generate: generateAuditSigningKey,
+    logger: opts.logger,
+    generatedMessage:
       'Generated the audit checkpoint signing key. Back this file up with the data directory and give auditors its public key (GET /api/audit/public-key).',
-    );
-  } else {
-    warnIfLoose(file, opts.logger);
-  }
+  });
+  const key = parseAuditSigningKey(text, 'BERTH_AUDIT_SIGNING_KEY_FILE');
   return { ...key, source: 'data_dir', file, generated };
 }
 
