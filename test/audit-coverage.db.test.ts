@@ -360,7 +360,7 @@ describe('security', () => {
       }
       const written = await eventsSince(before);
       if (route === 'POST /api/setup') {
-        // Open: first-run setup spans several transactions (see the it.fails test below).
+        // Checked by its own test below (setup writes to two chains, the platform's and the workspace's).
         setupEvents = written;
         const actions = written.map((e) => e.action);
         if (JSON.stringify(actions) !== JSON.stringify([...fixture.actions].sort())) {
@@ -380,10 +380,8 @@ describe('security', () => {
     }
   });
 
-  // Known gap (review finding C3): setup creates the user, the workspace, the platform event
-  // and the key in separate transactions. This test turns green (and must become `it`) once
-  // setup runs in one transaction.
-  it.fails('first-run setup writes its events in one transaction with the rows they name', async () => {
+  // Setup creates the user, the workspace, the platform event and the key in one transaction.
+  it('first-run setup writes its events in one transaction with the rows they name', async () => {
     expect(setupEvents.length).toBe(3);
     expect(await checkWritten('POST /api/setup', FIXTURES['POST /api/setup']?.actions ?? [], setupEvents)).toEqual([]);
   });

@@ -59,8 +59,8 @@ export function mfaService(deps: Deps) {
   }
 
   return {
-    async isEnabled(userId: string): Promise<boolean> {
-      const row = await repo.totpByUser(db.orm, userId);
+    async isEnabled(userId: string, tx: Database = db.orm): Promise<boolean> {
+      const row = await repo.totpByUser(tx, userId);
       return row?.confirmedAt != null;
     },
 

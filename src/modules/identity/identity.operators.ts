@@ -49,7 +49,7 @@ export function operatorsService(deps: Deps) {
     },
 
     async listOperators(): Promise<PublicUser[]> {
-      return Promise.all((await repo.listOperators(db.orm)).map(toPublicUser));
+      return Promise.all((await repo.listOperators(db.orm)).map((row) => toPublicUser(row)));
     },
 
     async addOperator(actor: SessionAuth, target: { userId?: string; email?: string }, meta: RequestMeta) {

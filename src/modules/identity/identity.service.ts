@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Config } from '../../config.ts';
 import { type Clock, MINUTE } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
@@ -85,7 +85,7 @@ function identityBase(deps: IdentityDeps) {
   const { db, clock, logger, mailer, throttle, mfa } = deps;
   const repo = identityRepo;
 
-  async function toPublicUser(row: UserRow): Promise<PublicUser> {
+  async function toPublicUser(row: UserRow, tx: Database = db.orm): Promise<PublicUser> {
     return {
       id: row.id,
       email: row.email,
@@ -93,7 +93,7 @@ function identityBase(deps: IdentityDeps) {
       status: row.status,
       isOperator: row.isOperator,
       emailVerified: row.emailVerifiedAt !== null,
-      mfaEnabled: await mfa.isEnabled(row.id),
+      mfaEnabled: await mfa.isEnabled(row.id, tx),
       createdAt: row.createdAt.toISOString(),
     };
   }
@@ -104,9 +104,10 @@ function identityBase(deps: IdentityDeps) {
     return row;
   }
 
-  async function recordSecurityEvent(e: SecurityEventInput): Promise<void> {
+  /** Records a security event; in the caller's transaction `tx` when given. */
+  async function recordSecurityEvent(e: SecurityEventInput, tx: Database = db.orm): Promise<void> {
     const now = clock.now();
-    await repo.insertSecurityEvent(db.orm, {
+    await repo.insertSecurityEvent(tx, {
       id: newId('sev', now),
       userId: e.userId ?? null,
       type: e.type,
@@ -165,13 +166,16 @@ function identityBase(deps: IdentityDeps) {
     }
   }
 
-  async function createUserRow(input: {
-    email: string;
-    password: string;
-    displayName?: string | null;
-    isOperator?: boolean;
-    emailVerified?: boolean;
-  }): Promise<UserRow> {
+  async function createUserRow(
+    input: {
+      email: string;
+      password: string;
+      displayName?: string | null;
+      isOperator?: boolean;
+      emailVerified?: boolean;
+    },
+    tx: Database = db.orm,
+  ): Promise<UserRow> {
     const email = normalizeEmail(input.email);
     if (!emailSchema.safeParse(email).success) {
       throw new AppError('validation_failed', 'The email address is not valid.', {
@@ -192,7 +196,7 @@ function identityBase(deps: IdentityDeps) {
       createdAt: now,
       updatedAt: now,
     };
-    if (!(await repo.insertUser(db.orm, row))) {
+    if (!(await repo.insertUser(tx, row))) {
       throw new AppError('email_taken', 'An account with this email address already exists.');
     }
     return row;
@@ -235,23 +239,33 @@ export function identityService(deps: IdentityDeps) {
 
     /**
      * Creates an account (CLI `berth admin create`, sign-up). Validates the password rules;
-     * `email_taken` when the address is in use.
+     * `email_taken` when the address is in use. With `tx`, the user and its security event
+     * are written in the caller's transaction (first-run setup), committing with it.
      *
      * @example await identity.createUser({ email: 'ada@example.com', password, isOperator: true });
      */
-    async createUser(input: Parameters<IdentityBase['createUserRow']>[0]): Promise<{ id: string; email: string }> {
-      const row = await base.createUserRow(input);
-      await base.recordSecurityEvent({
-        type: 'account_created',
-        userId: row.id,
-        details: { operator: row.isOperator },
-      });
+    async createUser(
+      input: Parameters<IdentityBase['createUserRow']>[0],
+      opts: { tx?: Database } = {},
+    ): Promise<{ id: string; email: string }> {
+      const tx = opts.tx ?? db.orm;
+      const row = await base.createUserRow(input, tx);
+      await base.recordSecurityEvent(
+        {
+          type: 'account_created',
+          userId: row.id,
+          details: { operator: row.isOperator },
+        },
+        tx,
+      );
       return { id: row.id, email: row.email };
     },
 
-    async findUserById(id: string): Promise<PublicUser | null> {
-      const row = isId(id, 'usr') ? await repo.userById(db.orm, id) : null;
-      return row ? base.toPublicUser(row) : null;
+    /** The user, or null; read in the caller's transaction `tx` when given. */
+    async findUserById(id: string, opts: { tx?: Database } = {}): Promise<PublicUser | null> {
+      const tx = opts.tx ?? db.orm;
+      const row = isId(id, 'usr') ? await repo.userById(tx, id) : null;
+      return row ? base.toPublicUser(row, tx) : null;
     },
 
     async findUserByEmail(address: string): Promise<PublicUser | null> {

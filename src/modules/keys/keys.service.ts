@@ -1,6 +1,6 @@
 import type { Clock } from '../../platform/clock.ts';
 import { sha256Hex } from '../../platform/crypto.ts';
-import type { Database, Db } from '../../platform/db/db.ts';
+import { bindTenant, type Database, type Db } from '../../platform/db/db.ts';
 import { AppError, notFound } from '../../platform/errors.ts';
 import type { Actor, Role, Scope } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
@@ -209,8 +209,23 @@ export function keysService(deps: Deps) {
   }
 
   return {
-    /** Creates a key carrying the caller's rights; the plaintext is returned this once. */
-    async createKey({ scope, input }: { scope: Scope; input: CreateKeyInput }): Promise<KeyWithSecret> {
+    /**
+     * Creates a key carrying the caller's rights; the plaintext is returned this once. With
+     * `tx`, it joins the caller's transaction (binding it to the scope's workspace); `actor`
+     * names who the `key.created` event is attributed to when it is not `scope.actor`
+     * (first-run setup: the system, while the key still belongs to the new user).
+     */
+    async createKey({
+      scope,
+      input,
+      tx: outer,
+      actor,
+    }: {
+      scope: Scope;
+      input: CreateKeyInput;
+      tx?: Database;
+      actor?: Actor;
+    }): Promise<KeyWithSecret> {
       const userId = actorUserId(scope);
       const now = clock.now();
       const scopes = dedupe(input.scopes);
@@ -241,13 +256,13 @@ export function keysService(deps: Deps) {
         revokedBy: null,
       };
       const minted = mintSecret(deps.env, id, scope.workspaceId, now);
-      const key = await db.tenant(scope.workspaceId, async (tx) => {
+      const write = async (tx: Database) => {
         await assertWithinCaller(tx, scope, scopes);
         await repo.insertKey(tx, row);
         await repo.insertSecret(tx, minted.row);
         await deps.audit.record(tx, {
           workspaceId: scope.workspaceId,
-          actor: scope.actor,
+          actor: actor ?? scope.actor,
           action: 'key.created',
           target: { type: 'api_key', id },
           diff: {
@@ -260,8 +275,15 @@ export function keysService(deps: Deps) {
           },
         });
         return toView(row, [minted.row], now);
-      });
+      };
       // A lookup of this hash before it existed may be remembered as unknown: forget it.
+      if (outer) {
+        await bindTenant(outer, scope.workspaceId);
+        const key = await write(outer);
+        verifier.announceAfterCommit(outer, { hashes: [minted.row.hash] });
+        return { key, secret: minted.secret };
+      }
+      const key = await db.tenant(scope.workspaceId, write);
       await announce({ hashes: [minted.row.hash] });
       return { key, secret: minted.secret };
     },

@@ -1,4 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { sql } from 'drizzle-orm';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { logIn } from '../../../test/helpers/identity.ts';
@@ -11,6 +12,23 @@ beforeEach(async () => {
 afterEach(async () => {
   await app.close();
 });
+
+/** Row counts of everything first-run setup writes, read across workspaces. */
+async function counts() {
+  return app.db.system(async (tx) => {
+    const res = (await tx.execute(sql`select
+      (select count(*) from users)::int as users,
+      (select count(*) from security_events)::int as security_events,
+      (select count(*) from workspaces)::int as workspaces,
+      (select count(*) from memberships)::int as memberships,
+      (select count(*) from audit_events)::int as audit_events,
+      (select count(*) from api_keys)::int as api_keys,
+      (select count(*) from api_key_secrets)::int as api_key_secrets`)) as unknown as {
+      rows: Array<Record<string, number>>;
+    };
+    return res.rows[0];
+  });
+}
 
 const body = (token: string, email = 'first@example.com') => ({
   token,
@@ -40,6 +58,16 @@ describe('happy', () => {
     expect(self.body.workspaceId).toBe(res.body.workspaceId);
     expect(self.body.scopes).toEqual([...SCOPES]);
     expect((await keyed.get(`/api/workspaces/${res.body.workspaceId}/members`)).status).toBe(200);
+
+    // The key belongs to the new user; its creation is attributed to the system (setup).
+    const keyEvent = await app.db.system(async (tx) => {
+      const res = (await tx.execute(sql`select e.actor_type, e.actor_id, k.created_by
+        from audit_events e join api_keys k on k.id = e.target_id where e.action = 'key.created'`)) as unknown as {
+        rows: Array<Record<string, string>>;
+      };
+      return res.rows;
+    });
+    expect(keyEvent).toEqual([{ actor_type: 'system', actor_id: 'setup', created_by: res.body.userId }]);
 
     const admin = await logIn(app, 'first@example.com', 'a long enough passphrase');
     const me = await admin.get<{ user: { isOperator: boolean; emailVerified: boolean } }>('/api/me');
@@ -76,5 +104,28 @@ describe('errors', () => {
     expect(extra.body.code).toBe('validation_failed');
     const ok = await anon.post('/api/setup', body(hint?.token ?? ''));
     expect(ok.status).toBe(201);
+  });
+
+  it('is all or nothing: when the key cannot be created, nothing remains and the token still works', async () => {
+    const hint = await app.modules.setup.service.setupHint('http://berth.test');
+    const before = await counts();
+    const keys = app.modules.keys.service;
+    const createKey = keys.createKey.bind(keys);
+    // The key's rows and event are written, then the step fails: everything must roll back.
+    const spy = vi.spyOn(keys, 'createKey').mockImplementationOnce(async (args) => {
+      await createKey(args);
+      throw new Error('key store unavailable');
+    });
+    const anon = new TestClient(app);
+    const failed = await anon.post('/api/setup', body(hint?.token ?? ''));
+    expect(failed.status).toBe(500);
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(await counts()).toEqual(before);
+    expect(await app.modules.identity.service.findUserByEmail('first@example.com')).toBeNull();
+    expect(await app.modules.identity.service.countOperators()).toBe(0);
+
+    const ok = await anon.post<{ userId: string }>('/api/setup', body(hint?.token ?? ''));
+    expect(ok.status).toBe(201);
+    expect(ok.body.userId).toMatch(/^usr_/);
   });
 });

@@ -17,6 +17,9 @@ export const FirstAdminInput = z.strictObject({
 });
 export type FirstAdminInput = z.infer<typeof FirstAdminInput>;
 
+/** Who the initial API key's creation is attributed to (the key itself belongs to the new user). */
+const SETUP_ACTOR: Actor = { type: 'system', name: 'setup' };
+
 type Deps = {
   db: Pick<Db, 'system'>;
   audit: Pick<AuditService, 'record'>;
@@ -35,35 +38,42 @@ export function setupService(deps: Deps) {
   let busy = false;
 
   /**
-   * Creates the first operator and their workspace. The platform chain records it as
-   * `platform.setup` (`via`: 'setup_token' or 'cli'); the workspace's own chain records
-   * `workspace.created`. The user and the workspace are created by their modules' own
-   * transactions, so the platform event follows them in a third one.
+   * Creates the first operator, their workspace and an initial API key in ONE transaction:
+   * all of it, or nothing (a failure leaves no user behind and the setup token usable). The
+   * platform chain records it as `platform.setup` (`via`: 'setup_token' or 'cli'); the
+   * workspace's own chain records `workspace.created` and `key.created` (the latter by the
+   * system, while the key belongs to the new user), each in that same transaction.
    */
   async function createFirstAdmin(raw: FirstAdminInput, via: 'cli' | 'setup_token' = 'cli') {
     const input = FirstAdminInput.parse(raw);
-    const user = await deps.identity.createUser({
-      email: input.email,
-      password: input.password,
-      displayName: input.displayName,
-      isOperator: true,
-      emailVerified: true,
-    });
     const actor: Actor = { type: 'system', name: via === 'cli' ? 'berth-admin-create' : 'setup-token' };
-    const workspace = await deps.workspaces.createWorkspace({ ownerUserId: user.id, name: input.workspaceName });
-    await deps.db.system((tx) =>
-      deps.audit.record(tx, {
+    const { user, workspace, secret } = await deps.db.system(async (tx) => {
+      const user = await deps.identity.createUser(
+        {
+          email: input.email,
+          password: input.password,
+          displayName: input.displayName,
+          isOperator: true,
+          emailVerified: true,
+        },
+        { tx },
+      );
+      const workspace = await deps.workspaces.createWorkspace({ ownerUserId: user.id, name: input.workspaceName, tx });
+      await deps.audit.record(tx, {
         workspaceId: null,
         actor,
         action: 'platform.setup',
         target: { type: 'user', id: user.id },
         diff: { operator: user.id, workspaceId: workspace.id, via },
-      }),
-    );
-    // A one-time API key with every scope, so a fresh install can be driven from scripts.
-    const { secret } = await deps.keys.createKey({
-      scope: { workspaceId: workspace.id, actor: { type: 'user', userId: user.id }, role: 'owner' },
-      input: { name: 'Initial admin key', scopes: [...SCOPES] },
+      });
+      // A one-time API key with every scope, so a fresh install can be driven from scripts.
+      const { secret } = await deps.keys.createKey({
+        scope: { workspaceId: workspace.id, actor: { type: 'user', userId: user.id }, role: 'owner' },
+        input: { name: 'Initial admin key', scopes: [...SCOPES] },
+        actor: SETUP_ACTOR,
+        tx,
+      });
+      return { user, workspace, secret };
     });
     return {
       userId: user.id,

@@ -43,9 +43,9 @@ type Identity = Pick<IdentityService, 'findUserById' | 'findUserByEmail'>;
 /** Adapts the identity service to what this module needs to know about users. */
 function userDirectory(identity: Identity): UserDirectory {
   return {
-    async getUsers(ids) {
+    async getUsers(ids, tx) {
       const unique = [...new Set(ids)];
-      const found = await Promise.all(unique.map((id) => identity.findUserById(id)));
+      const found = await Promise.all(unique.map((id) => identity.findUserById(id, tx ? { tx } : {})));
       return found.flatMap((u) => (u ? [{ id: u.id, email: u.email, displayName: u.displayName }] : []));
     },
     async findUserIdByEmail(email) {

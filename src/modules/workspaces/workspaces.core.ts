@@ -19,8 +19,8 @@ import type { InvitationRow, WorkspaceRow } from './workspaces.tables.ts';
 
 /** What this module needs to know about users (the identity module answers it). */
 export type UserDirectory = {
-  /** The users with these ids that exist (any order). */
-  getUsers(ids: string[]): Promise<Array<{ id: string; email: string; displayName: string | null }>>;
+  /** The users with these ids that exist (any order); read in the caller's transaction `tx` when given. */
+  getUsers(ids: string[], tx?: Database): Promise<Array<{ id: string; email: string; displayName: string | null }>>;
   /** The id of the user with this (lower-case) email, if any. */
   findUserIdByEmail(email: string): Promise<string | null>;
   /** Whether the user has a confirmed second factor now (false for unknown users). */

@@ -1,4 +1,4 @@
-import type { Database } from '../../platform/db/db.ts';
+import { bindTenant, type Database } from '../../platform/db/db.ts';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
 import type { Actor, Role, Scope } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
@@ -48,15 +48,29 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
       core.onEvent(handler);
     },
 
-    /** Creates a workspace owned by `ownerUserId` (also used by `berth admin create`). */
-    async createWorkspace(input: { ownerUserId: string; name: string; actor?: Actor }): Promise<WorkspaceView> {
+    /**
+     * Creates a workspace owned by `ownerUserId` (also used by `berth admin create`). With
+     * `tx`, it joins the caller's transaction (first-run setup, where the owner is not
+     * committed yet), which it binds to the new workspace for the rest of that transaction.
+     */
+    async createWorkspace(input: {
+      ownerUserId: string;
+      name: string;
+      actor?: Actor;
+      tx?: Database;
+    }): Promise<WorkspaceView> {
       const name = workspaceName(input.name);
-      const [owner] = await users.getUsers([input.ownerUserId]);
+      const [owner] = await users.getUsers([input.ownerUserId], input.tx);
       if (!owner) throw notFound('user');
       const now = clock.now();
       const id = newId('ws', now);
       const actor: Actor = input.actor ?? { type: 'user', userId: input.ownerUserId };
-      return db.tenant(id, async (tx) => {
+      const inTenant = async (fn: (tx: Database) => Promise<WorkspaceView>) => {
+        if (!input.tx) return db.tenant(id, fn);
+        await bindTenant(input.tx, id);
+        return fn(input.tx);
+      };
+      return inTenant(async (tx) => {
         const row: WorkspaceRow = {
           id,
           name,

@@ -38,7 +38,11 @@ export interface Db {
   readonly pool?: pg.Pool;
 }
 
-async function bindTenant(tx: Database, workspaceId: string) {
+/**
+ * Binds `tx` to one workspace for the rest of its transaction (what db.tenant() does on
+ * entry): for work that joins a caller's transaction instead of opening its own.
+ */
+export async function bindTenant(tx: Database, workspaceId: string) {
   await tx.execute(sql`select set_config('berth.workspace_id', ${workspaceId}, true)`);
 }
 
