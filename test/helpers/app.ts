@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { type App, buildApp, registerJobs } from '../../src/app.ts';
 import { loadConfig, type RawConfig } from '../../src/config.ts';
 import type { Keyring } from '../../src/modules/vault/index.ts';
@@ -73,5 +74,25 @@ export async function createTestApp(opts: TestAppOptions = {}): Promise<TestApp>
       if (!opts.testDb) await testDb.drop();
       rmSync(dataDir, { recursive: true, force: true });
     },
+  };
+}
+
+/**
+ * One test app for the enclosing `describe`, created before its tests and closed after;
+ * returns a getter (the app exists only once `beforeAll` ran).
+ *
+ * @example const app = useTestApp(); roleMatrix({ app, routes });
+ */
+export function useTestApp(opts: Parameters<typeof createTestApp>[0] = {}): () => TestApp {
+  let app: TestApp | undefined;
+  beforeAll(async () => {
+    app = await createTestApp(opts);
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+  return () => {
+    if (!app) throw new Error('The test app is created in beforeAll; use it inside tests.');
+    return app;
   };
 }
