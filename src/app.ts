@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
+import { type CreditGate, createGatewayModule } from './modules/gateway/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createKeysModule } from './modules/keys/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
@@ -12,7 +13,12 @@ import { registerApiReference } from './platform/http/docs.ts';
 import { createHttpServer, type HttpServer } from './platform/http/server.ts';
 import { jobsDataMap } from './platform/jobs/jobs.datamap.ts';
 
-export type AppDeps = PlatformDeps & { keyring: Keyring; auditSigningKey?: AuditSigningKey | null };
+export type AppDeps = PlatformDeps & {
+  keyring: Keyring;
+  auditSigningKey?: AuditSigningKey | null;
+  /** The gateway's credit reservations (billing's ledger); unlimited when absent. */
+  credits?: CreditGate;
+};
 
 export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
@@ -47,7 +53,13 @@ export function createModules(deps: AppDeps) {
     audit: audit.service,
     keys: keys.service,
   });
-  return { audit, notifications, vault, identity, workspaces, keys, setup };
+  const gateway = createGatewayModule({
+    ...deps,
+    vault: vault.service,
+    audit: audit.service,
+    requirePermission: workspaces.service.requirePermission,
+  });
+  return { audit, notifications, vault, identity, workspaces, keys, setup, gateway };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -90,6 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     modules.vault,
     modules.notifications,
     modules.setup,
+    modules.gateway,
   ]) {
     await m.registerRoutes?.(http);
   }

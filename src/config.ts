@@ -88,6 +88,15 @@ export const ConfigSchema = z
     BERTH_INVITATION_TTL_DAYS: int(1, 90).default(7),
     BERTH_JOBS: bool.default(true),
     BERTH_KEY_ENVIRONMENT: z.enum(['live', 'test']).default('live'),
+    BERTH_EGRESS_ALLOW: z.string().optional(),
+    BERTH_UNPRICED_MODELS: z.enum(['refuse', 'free']).default('refuse'),
+    BERTH_GATEWAY_BODY_LIMIT: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
+    BERTH_GATEWAY_RETRIES: int(0, 5).default(1),
+    BERTH_GATEWAY_TOTAL_TIMEOUT_MS: int(1000, 3_600_000).default(300_000),
+    BERTH_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS: int(1, 10_000_000).default(4096),
+    BERTH_GATEWAY_WORKSPACE_RPM: int(1, 100_000_000).optional(),
+    BERTH_GATEWAY_WORKSPACE_TPM: int(1, 1_000_000_000_000).optional(),
+    BERTH_USAGE_JOURNAL_FSYNC: bool.default(false),
   })
   .strict();
 

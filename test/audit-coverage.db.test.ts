@@ -87,6 +87,32 @@ async function key(): Promise<Vars> {
 
 const ws = (v: Vars) => `/api/workspaces/${v.ws}`;
 
+/** A provider with an explicit model list: nothing is called upstream. */
+const providerBody = {
+  name: 'covered',
+  adapter: 'openai-compatible',
+  baseUrl: 'https://llm.example.com/v1',
+  models: ['m1'],
+};
+
+async function provider(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/providers`, providerBody);
+  if (res.status !== 201) throw new Error(`provider fixture: ${res.status} ${res.text}`);
+  return { ...v, providerId: res.body.id };
+}
+
+async function price(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').put(`${ws(v)}/model-prices`, {
+    model: 'm1',
+    inputMicrosPerMtok: 1,
+    outputMicrosPerMtok: 2,
+  });
+  if (res.status !== 200) throw new Error(`price fixture: ${res.status} ${res.text}`);
+  return v;
+}
+
 const FIXTURES: Record<string, Fixture> = {
   'POST /api/setup': {
     // First-run setup does three things, each recorded where it belongs: the platform chain
@@ -195,6 +221,28 @@ const FIXTURES: Record<string, Fixture> = {
     actions: ['key.rolled'],
     prepare: key,
     call: (v) => client(v, 'owner').post(`${ws(v)}/keys/${v.keyId}/roll`, {}),
+  },
+  'POST /api/workspaces/:workspaceId/providers': {
+    actions: ['provider.added'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/providers`, providerBody),
+  },
+  'DELETE /api/workspaces/:workspaceId/providers/:providerId': {
+    actions: ['provider.removed'],
+    prepare: provider,
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/providers/${v.providerId}`),
+  },
+  'PUT /api/workspaces/:workspaceId/model-prices': {
+    actions: ['model_price.set'],
+    prepare: workspace,
+    call: (v) =>
+      client(v, 'owner').put(`${ws(v)}/model-prices`, { model: 'm1', inputMicrosPerMtok: 1, outputMicrosPerMtok: 2 }),
+  },
+  'DELETE /api/workspaces/:workspaceId/model-prices/:model': {
+    actions: ['model_price.removed'],
+    prepare: price,
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/model-prices/m1`),
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/model-prices/never-priced`),
   },
   'POST /api/operator/operators': {
     actions: ['operator.added'],

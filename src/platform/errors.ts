@@ -18,6 +18,9 @@ export const ERROR_CODES = {
   invalid_mfa_code: 400,
   confirmation_mismatch: 400,
   api_key_in_query: 400,
+  model_not_priced: 400,
+  egress_denied: 400,
+  upstream_bad_request: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -26,6 +29,8 @@ export const ERROR_CODES = {
   invalid_api_key: 401,
   api_key_revoked: 401,
   api_key_expired: 401,
+  // 402
+  insufficient_credits: 402,
   // 403
   forbidden: 403,
   csrf_failed: 403,
@@ -35,9 +40,11 @@ export const ERROR_CODES = {
   last_operator: 403,
   insufficient_scope: 403,
   ip_not_allowed: 403,
+  model_not_allowed: 403,
   // 404
   not_found: 404,
   route_not_found: 404,
+  model_not_found: 404,
   // 409
   conflict: 409,
   email_taken: 409,
@@ -49,9 +56,12 @@ export const ERROR_CODES = {
   // 429
   rate_limited: 429,
   too_many_attempts: 429,
-  // 500 / 503
+  upstream_rate_limited: 429,
+  // 500 / 502 / 503 / 504
   internal_error: 500,
+  upstream_error: 502,
   unavailable: 503,
+  upstream_timeout: 504,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

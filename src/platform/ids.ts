@@ -25,6 +25,8 @@ export const ID_PREFIXES = [
   'job',
   'aud',
   'ack',
+  'prv',
+  'use',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 
@@ -40,10 +42,31 @@ function encodeTime(ms: number): string {
   return out;
 }
 
-function encodeRandom(): string {
-  const bytes = randomBytes(10);
+const RANDOM_MAX = (1n << 80n) - 1n;
+/** Per prefix: the millisecond of its last id and that id's random bits. */
+const last = new Map<string, { ms: number; random: bigint }>();
+
+/**
+ * 80 random bits, except within one millisecond, where each id takes the previous one's
+ * bits plus one (ULID's monotonic mode): ids made in the same millisecond by this process
+ * with one prefix still sort in the order they were made.
+ */
+function nextRandom(prefix: string, ms: number): bigint {
+  const prev = last.get(prefix);
+  if (prev && prev.ms === ms && prev.random < RANDOM_MAX) {
+    prev.random += 1n;
+    return prev.random;
+  }
   let bits = 0n;
-  for (const b of bytes) bits = (bits << 8n) | BigInt(b);
+  for (const b of randomBytes(10)) bits = (bits << 8n) | BigInt(b);
+  // Leave room to count up within the millisecond.
+  const random = bits >> 1n;
+  last.set(prefix, { ms, random });
+  return random;
+}
+
+function encodeRandom(prefix: string, ms: number): string {
+  let bits = nextRandom(prefix, ms);
   let out = '';
   for (let i = 0; i < 16; i++) {
     out = (ALPHABET[Number(bits & 31n)] ?? '0') + out;
@@ -53,7 +76,8 @@ function encodeRandom(): string {
 }
 
 export function newId(prefix: IdPrefix, at: Date = new Date()): string {
-  return `${prefix}_${encodeTime(at.getTime())}${encodeRandom()}`;
+  const ms = at.getTime();
+  return `${prefix}_${encodeTime(ms)}${encodeRandom(prefix, ms)}`;
 }
 
 const ID_RE = /^[a-z]{2,4}_[0-9A-HJKMNP-TV-Z]{26}$/;

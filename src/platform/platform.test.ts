@@ -19,6 +19,13 @@ describe('happy', () => {
     expect(new Set(Array.from({ length: 1000 }, () => newId('ws'))).size).toBe(1000);
   });
 
+  it('ids made in the same millisecond sort in the order they were made', () => {
+    const at = new Date('2026-03-01T00:00:00Z');
+    const ids = Array.from({ length: 200 }, () => newId('use', at));
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids.map((id) => id.slice(4, 14))).size).toBe(1);
+  });
+
   it('the manual clock moves only when told', () => {
     const clock = manualClock('2026-03-01T00:00:00Z');
     expect(clock.now().toISOString()).toBe('2026-03-01T00:00:00.000Z');

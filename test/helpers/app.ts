@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { type App, buildApp, registerJobs } from '../../src/app.ts';
 import { loadConfig, type RawConfig } from '../../src/config.ts';
+import type { CreditGate } from '../../src/modules/gateway/index.ts';
 import type { Keyring } from '../../src/modules/vault/index.ts';
 import { type Bus, memoryBus } from '../../src/platform/bus/index.ts';
 import { type ManualClock, manualClock } from '../../src/platform/clock.ts';
@@ -35,6 +36,8 @@ export type TestAppOptions = {
   bus?: Bus;
   /** Share another app's database (a second replica); it is not dropped by `close()`. */
   testDb?: TestDb;
+  /** The gateway's credit gate (default: unlimited). */
+  credits?: CreditGate;
 };
 
 /**
@@ -56,7 +59,16 @@ export async function createTestApp(opts: TestAppOptions = {}): Promise<TestApp>
   const logger = createLogger({ level: 'debug', destination: { write: (line: string) => logs.push(line) } });
   const clock = opts.clock ?? manualClock(new Date());
   const jobs = createJobs({ db: testDb.db, logger, ownerUrl: testDb.url ?? undefined });
-  const deps = { config, db: testDb.db, logger, clock, jobs, keyring: TEST_KEYRING, bus };
+  const deps = {
+    config,
+    db: testDb.db,
+    logger,
+    clock,
+    jobs,
+    keyring: TEST_KEYRING,
+    bus,
+    ...(opts.credits ? { credits: opts.credits } : {}),
+  };
   const app = await buildApp(deps);
   await registerJobs(deps, app.modules);
   await app.http.ready();

@@ -179,10 +179,13 @@ describe('happy', () => {
 
   it('gives /v1 to keys with gateway:invoke only, in OpenAI error shape', async () => {
     const { secret } = await createKey(owner, { scopes: ['gateway:invoke'] });
-    // Authentication passes; the gateway's routes come later, so the route is unknown.
+    // Authentication passes: the workspace has no provider yet, so the list is empty.
     const ok = await keyClient(secret).get('/v1/models');
-    expect(ok.status).toBe(404);
-    expect(ok.body).toEqual({
+    expect(ok.status).toBe(200);
+    expect(ok.body).toEqual({ object: 'list', data: [] });
+    const unknown = await keyClient(secret).get('/v1/nothing-here');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toEqual({
       error: { message: 'No such route.', type: 'invalid_request_error', param: null, code: 'route_not_found' },
     });
 
@@ -321,7 +324,7 @@ describe('happy', () => {
     const leaver = await user('leaver');
     await join(wsA, leaver, 'member');
     const { secret, key } = await createKey(leaver, { scopes: ['gateway:invoke'] });
-    expect((await keyClient(secret).get('/v1/models')).status).toBe(404);
+    expect((await keyClient(secret).get('/v1/models')).status).toBe(200);
     const removed = await owner.delete(`/api/workspaces/${wsA}/members/${leaver.userId}`);
     expect(removed.status).toBe(204);
     const after = await keyClient(secret).get('/v1/models');
@@ -334,7 +337,7 @@ describe('happy', () => {
   it('forgets the keys of a deleted workspace at once', async () => {
     const ws = (await owner.post<{ id: string }>('/api/workspaces', { name: 'Short-lived' })).body.id;
     const { secret } = await createKey(owner, { scopes: ['workspace:admin', 'gateway:invoke'] }, ws);
-    expect((await keyClient(secret).get('/v1/models')).status).toBe(404);
+    expect((await keyClient(secret).get('/v1/models')).status).toBe(200);
     const deleted = await owner.delete(`/api/workspaces/${ws}`, { confirmName: 'Short-lived' });
     expect(deleted.status).toBe(204);
     const after = await keyClient(secret).get('/v1/models');
@@ -360,7 +363,7 @@ describe('happy', () => {
       expect(key.prefix).toMatch(/^brt_test_/);
       const c = new TestClient(testEnv, { origin: null });
       c.headers = { authorization: `Bearer ${secret}` };
-      expect((await c.get('/v1/models')).status).toBe(404);
+      expect((await c.get('/v1/models')).status).toBe(200);
     } finally {
       await testEnv.close();
     }

@@ -30,6 +30,7 @@ export type RetentionClass =
   | 'until_expiry' // deleted as soon as it expires or is used (sessions, tokens)
   | 'security_13_months'
   | 'audit_13_months' // audit events and their checkpoints (plan-dependent later)
+  | 'usage_13_months' // per-call usage events (rolled up into daily aggregates by the privacy issue)
   | 'outbox_30_days'
   | 'operational'; // platform bookkeeping, no personal data
 

@@ -1,0 +1,181 @@
+import type { FastifyRequest } from 'fastify';
+import type { HttpServer } from '../../platform/http/server.ts';
+import { type Permission, requireScope } from '../workspaces/index.ts';
+import { CATALOG_VERSION } from './gateway.catalog.ts';
+import type { ProvidersService } from './gateway.providers.ts';
+import type { UsageReports } from './gateway.reports.ts';
+import {
+  AddProviderBody,
+  ModelList,
+  PriceList,
+  PriceParams,
+  PriceView,
+  ProviderList,
+  ProviderParams,
+  ProviderView,
+  SetPriceBody,
+  UsageAnswer,
+  UsageQuery,
+  WorkspaceParams,
+} from './gateway.schemas.ts';
+import type { GatewayService } from './gateway.service.ts';
+
+type Deps = {
+  providers: ProvidersService;
+  gateway: GatewayService;
+  reports: UsageReports;
+  requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+};
+
+const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];
+
+/** Managing a workspace's providers, prices and reading its usage. */
+export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway, reports, requirePermission }: Deps) {
+  const ws = '/api/workspaces/:workspaceId';
+
+  app.post(
+    `${ws}/providers`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Connect a model provider (credentials are stored encrypted and never returned)',
+        params: WorkspaceParams,
+        body: AddProviderBody,
+        response: { 201: ProviderView },
+      },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req, reply) =>
+      reply.status(201).send(await providers.addProvider({ scope: requireScope(req), input: req.body })),
+  );
+
+  app.get(
+    `${ws}/providers`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'List providers',
+        params: WorkspaceParams,
+        response: { 200: ProviderList },
+      },
+      preHandler: requirePermission('providers:read'),
+    },
+    async (req) => ({ data: await providers.listProviders({ scope: requireScope(req) }) }),
+  );
+
+  app.get(
+    `${ws}/providers/:providerId`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Get a provider',
+        params: ProviderParams,
+        response: { 200: ProviderView },
+      },
+      preHandler: requirePermission('providers:read'),
+    },
+    async (req) => providers.getProvider({ scope: requireScope(req), providerId: req.params.providerId }),
+  );
+
+  app.delete(
+    `${ws}/providers/:providerId`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Remove a provider and its credentials',
+        params: ProviderParams,
+      },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req, reply) => {
+      await providers.removeProvider({ scope: requireScope(req), providerId: req.params.providerId });
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    `${ws}/models`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Models the workspace can call, with provider and price',
+        params: WorkspaceParams,
+        response: { 200: ModelList },
+      },
+      preHandler: requirePermission('providers:read'),
+    },
+    async (req) => ({
+      data: await gateway.listModels(requireScope(req).workspaceId),
+      catalogVersion: CATALOG_VERSION,
+    }),
+  );
+
+  app.put(
+    `${ws}/model-prices`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: "Set the workspace's price for a model (overrides the catalog)",
+        params: WorkspaceParams,
+        body: SetPriceBody,
+        response: { 200: PriceView },
+      },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req) => providers.setPrice({ scope: requireScope(req), input: req.body }),
+  );
+
+  app.get(
+    `${ws}/model-prices`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: "The workspace's prices",
+        params: WorkspaceParams,
+        response: { 200: PriceList },
+      },
+      preHandler: requirePermission('providers:read'),
+    },
+    async (req) => ({ data: await providers.listPrices({ scope: requireScope(req) }) }),
+  );
+
+  app.delete(
+    `${ws}/model-prices/:model`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: "Remove the workspace's price for a model",
+        params: PriceParams,
+      },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req, reply) => {
+      await providers.removePrice({ scope: requireScope(req), model: req.params.model });
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    `${ws}/usage`,
+    {
+      schema: {
+        tags: ['usage'],
+        security,
+        summary: 'Usage events (newest first) or aggregates per day, model, key or provider',
+        params: WorkspaceParams,
+        querystring: UsageQuery,
+        response: { 200: UsageAnswer },
+      },
+      preHandler: requirePermission('usage:read'),
+    },
+    async (req) => reports.queryUsage({ scope: requireScope(req), query: req.query }),
+  );
+}

@@ -1,0 +1,66 @@
+import { randomBytes } from 'node:crypto';
+import type { MatrixContext, MatrixRoute } from '../../platform/http/matrix.ts';
+import type { ProvidersService } from './gateway.providers.ts';
+
+/** What the specs use of the app. */
+type GatewayApp = {
+  modules: { gateway: { service: { providers: Pick<ProvidersService, 'addProvider' | 'setPrice'> } } };
+};
+type Ctx = MatrixContext<GatewayApp>;
+
+/**
+ * Test-only: the role matrix of the gateway's management routes (run by
+ * gateway.matrix.routes.test.ts, read by the coverage test). Everyone reads providers,
+ * prices, models and usage; owners and admins change them. Nothing in src imports it.
+ */
+
+const ws = (c: Ctx) => `/api/workspaces/${c.workspaceId}`;
+const unique = () => `p-${randomBytes(4).toString('hex')}`;
+
+/** A provider with an explicit model list (nothing is called upstream), fresh for each caller. */
+const provider = async (c: Ctx) => {
+  const p = await c.app.modules.gateway.service.providers.addProvider({
+    scope: c.ownerScope,
+    input: { name: unique(), adapter: 'openai-compatible', baseUrl: 'https://llm.example.com/v1', models: ['m1'] },
+  });
+  return { providerId: p.id };
+};
+
+const price = async (c: Ctx) => {
+  const model = unique();
+  await c.app.modules.gateway.service.providers.setPrice({
+    scope: c.ownerScope,
+    input: { model, inputMicrosPerMtok: 1, outputMicrosPerMtok: 2 },
+  });
+  return { model };
+};
+
+const everyone = ['owner', 'admin', 'member', 'viewer'] as const;
+const managers = ['owner', 'admin'] as const;
+
+export const matrixRoutes: MatrixRoute<GatewayApp>[] = [
+  {
+    method: 'POST',
+    url: (c) => `${ws(c)}/providers`,
+    body: () => ({
+      name: unique(),
+      adapter: 'openai-compatible',
+      baseUrl: 'https://llm.example.com/v1',
+      models: ['m1'],
+    }),
+    allowed: managers,
+  },
+  { method: 'GET', url: (c) => `${ws(c)}/providers`, allowed: everyone },
+  { method: 'GET', setup: provider, url: (c) => `${ws(c)}/providers/${c.vars.providerId}`, allowed: everyone },
+  { method: 'DELETE', setup: provider, url: (c) => `${ws(c)}/providers/${c.vars.providerId}`, allowed: managers },
+  { method: 'GET', url: (c) => `${ws(c)}/models`, allowed: everyone },
+  {
+    method: 'PUT',
+    url: (c) => `${ws(c)}/model-prices`,
+    body: () => ({ model: unique(), inputMicrosPerMtok: 100, outputMicrosPerMtok: 200 }),
+    allowed: managers,
+  },
+  { method: 'GET', url: (c) => `${ws(c)}/model-prices`, allowed: everyone },
+  { method: 'DELETE', setup: price, url: (c) => `${ws(c)}/model-prices/${c.vars.model}`, allowed: managers },
+  { method: 'GET', url: (c) => `${ws(c)}/usage`, allowed: everyone },
+];

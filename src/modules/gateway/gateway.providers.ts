@@ -1,0 +1,383 @@
+import type { Clock } from '../../platform/clock.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { afterCommit } from '../../platform/db/db.ts';
+import { AppError, notFound } from '../../platform/errors.ts';
+import type { Scope } from '../../platform/http/context.ts';
+import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
+import { isId, newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
+import type { AuditInput } from '../audit/index.ts';
+import type { VaultService } from '../vault/index.ts';
+import type { ProviderAdapter } from './gateway.adapter.ts';
+import { catalogLookup, type ModelPrice } from './gateway.catalog.ts';
+import type { GatewayRepo } from './gateway.repo.ts';
+import type { AddProviderInput, PriceView, ProviderView, SetPriceInput } from './gateway.schemas.ts';
+import type { PriceRow, ProviderRow } from './gateway.tables.ts';
+import { createOpenAiCompatibleAdapter } from './providers/openai-compatible.ts';
+
+/** A provider ready to call: its adapter holds the decrypted credential, in memory only. */
+export type LiveProvider = {
+  id: string;
+  name: string;
+  adapterKind: ProviderRow['adapter'];
+  models: string[];
+  timeoutMs: number;
+  adapter: ProviderAdapter;
+};
+
+/** What the gateway knows about one workspace, cached in memory and dropped on every change. */
+export type WorkspaceGateway = {
+  providers: LiveProvider[];
+  prices: Map<string, ModelPrice>;
+  loadedAt: number;
+};
+
+type Credentials = { apiKey?: string; headers?: Record<string, string> };
+
+export type ProvidersDeps = {
+  db: Pick<Db, 'tenant'>;
+  repo: GatewayRepo;
+  clock: Clock;
+  logger: Logger;
+  vault: Pick<VaultService, 'encrypt' | 'decrypt'>;
+  audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
+  egress: EgressGuard;
+  /** Tells every replica that a workspace's gateway settings changed. */
+  publish(workspaceId: string): Promise<void>;
+  cacheTtlMs?: number;
+  /** Builds the adapter for a provider; tests may wrap it. */
+  createAdapter?: (row: ProviderRow, credentials: Credentials, egress: EgressGuard) => ProviderAdapter;
+};
+
+const credentialsContext = (workspaceId: string, providerId: string) =>
+  ({ owner: { type: 'workspace', id: workspaceId }, record: providerId, field: 'credentials' }) as const;
+
+export function defaultAdapter(row: ProviderRow, credentials: Credentials, egress: EgressGuard): ProviderAdapter {
+  if (row.adapter === 'anthropic') {
+    throw new AppError('bad_request', 'The Anthropic adapter is not available in this version of Berth.');
+  }
+  return createOpenAiCompatibleAdapter({
+    name: row.name,
+    baseUrl: row.baseUrl,
+    ...(credentials.apiKey ? { apiKey: credentials.apiKey } : {}),
+    ...(credentials.headers ? { headers: credentials.headers } : {}),
+    timeoutMs: row.timeoutMs,
+    lookup: egress.lookup,
+  });
+}
+
+function toView(row: ProviderRow, hasCredentials: boolean): ProviderView {
+  return {
+    id: row.id,
+    name: row.name,
+    adapter: row.adapter,
+    baseUrl: row.baseUrl,
+    models: row.models,
+    timeoutMs: row.timeoutMs,
+    hasCredentials,
+    createdBy: row.createdBy,
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
+
+function priceView(row: PriceRow): PriceView {
+  return {
+    model: row.model,
+    inputMicrosPerMtok: row.inputMicrosPerMtok,
+    outputMicrosPerMtok: row.outputMicrosPerMtok,
+    cachedInputMicrosPerMtok: row.cachedInputMicrosPerMtok,
+    contextWindow: row.contextWindow,
+    updatedAt: row.updatedAt.toISOString(),
+  };
+}
+
+function actorUser(scope: Scope): string | null {
+  return scope.actor.type === 'system' ? null : scope.actor.userId;
+}
+
+/**
+ * Providers and prices of workspaces: management (audited, credentials through the vault)
+ * and the in-memory view the hot path reads (`workspace(id)`), reloaded after a TTL or
+ * at once when any replica changes the workspace's settings.
+ */
+export function providersService(deps: ProvidersDeps) {
+  const { db, repo, clock } = deps;
+  const ttl = deps.cacheTtlMs ?? 60_000;
+  const make = deps.createAdapter ?? defaultAdapter;
+  const cache = new Map<string, Promise<WorkspaceGateway>>();
+  const live = new Map<string, WorkspaceGateway>();
+
+  function checkUrl(raw: string) {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new AppError('validation_failed', 'The base URL is not a valid URL.', {
+        details: [{ path: '/baseUrl', message: 'not a URL' }],
+      });
+    }
+    if (url.username || url.password) {
+      throw new AppError('validation_failed', 'Put credentials in apiKey or headers, not in the base URL.', {
+        details: [{ path: '/baseUrl', message: 'credentials in the URL' }],
+      });
+    }
+    try {
+      deps.egress.assertUrl(url);
+    } catch (err) {
+      if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
+      throw err;
+    }
+    return url.toString().replace(/\/+$/, '');
+  }
+
+  async function load(workspaceId: string): Promise<WorkspaceGateway> {
+    const { rows, prices, creds } = await db.tenant(workspaceId, async (tx) => {
+      const rows = await repo.listProviders(tx, workspaceId);
+      const prices = await repo.listPrices(tx, workspaceId);
+      const creds = new Map<string, Credentials>();
+      for (const row of rows) {
+        if (!row.credentialsCiphertext) continue;
+        const plain = await deps.vault.decrypt(credentialsContext(workspaceId, row.id), row.credentialsCiphertext, tx);
+        creds.set(row.id, JSON.parse(plain.toString('utf8')) as Credentials);
+      }
+      return { rows, prices, creds };
+    });
+    const providers: LiveProvider[] = [];
+    for (const row of rows) {
+      try {
+        providers.push({
+          id: row.id,
+          name: row.name,
+          adapterKind: row.adapter,
+          models: row.models,
+          timeoutMs: row.timeoutMs,
+          adapter: make(row, creds.get(row.id) ?? {}, deps.egress),
+        });
+      } catch {
+        deps.logger.warn({ provider: row.id }, 'gateway: a provider could not be loaded; it is skipped');
+      }
+    }
+    return {
+      providers,
+      prices: new Map(
+        prices.map((p) => [
+          p.model,
+          {
+            inputMicrosPerMtok: p.inputMicrosPerMtok,
+            outputMicrosPerMtok: p.outputMicrosPerMtok,
+            cachedInputMicrosPerMtok: p.cachedInputMicrosPerMtok,
+            contextWindow: p.contextWindow,
+          },
+        ]),
+      ),
+      loadedAt: clock.now().getTime(),
+    };
+  }
+
+  function retire(workspaceId: string) {
+    cache.delete(workspaceId);
+    const old = live.get(workspaceId);
+    live.delete(workspaceId);
+    // In-flight calls keep their adapter; its pool closes once they are done.
+    if (old) for (const p of old.providers) void p.adapter.close().catch(() => undefined);
+  }
+
+  function changed(tx: Database, workspaceId: string) {
+    afterCommit(tx, async () => {
+      retire(workspaceId);
+      await deps
+        .publish(workspaceId)
+        .catch(() => deps.logger.warn('gateway: could not tell other replicas of a change'));
+    });
+  }
+
+  async function visibleProvider(tx: Database, workspaceId: string, id: string) {
+    const row = isId(id, 'prv') ? await repo.findProvider(tx, workspaceId, id) : undefined;
+    if (!row) throw notFound('provider');
+    return row;
+  }
+
+  return {
+    /** The workspace's providers and prices as the hot path sees them. */
+    async workspace(workspaceId: string): Promise<WorkspaceGateway> {
+      const hit = live.get(workspaceId);
+      if (hit && clock.now().getTime() - hit.loadedAt < ttl) return hit;
+      if (hit) retire(workspaceId);
+      let pending = cache.get(workspaceId);
+      if (!pending) {
+        pending = load(workspaceId).then(
+          (w) => {
+            if (cache.get(workspaceId) === pending) live.set(workspaceId, w);
+            return w;
+          },
+          (err) => {
+            cache.delete(workspaceId);
+            throw err;
+          },
+        );
+        cache.set(workspaceId, pending);
+      }
+      return pending;
+    },
+
+    /** Another replica changed this workspace's settings (or the bus had a gap: `null`, all). */
+    forget(workspaceId: string | null) {
+      if (workspaceId === null) for (const ws of [...live.keys(), ...cache.keys()]) retire(ws);
+      else retire(workspaceId);
+    },
+
+    async close() {
+      for (const ws of [...live.keys()]) retire(ws);
+    },
+
+    /** Connects a provider; with no model list given, asks the provider which models it serves. */
+    async addProvider({ scope, input }: { scope: Scope; input: AddProviderInput }): Promise<ProviderView> {
+      const baseUrl = checkUrl(input.baseUrl);
+      const now = clock.now();
+      const id = newId('prv', now);
+      const credentials: Credentials = {
+        ...(input.apiKey ? { apiKey: input.apiKey } : {}),
+        ...(input.headers && Object.keys(input.headers).length > 0 ? { headers: input.headers } : {}),
+      };
+      const row: ProviderRow = {
+        id,
+        workspaceId: scope.workspaceId,
+        name: input.name,
+        adapter: input.adapter,
+        baseUrl,
+        credentialsCiphertext: null,
+        models: input.models ? [...new Set(input.models)] : [],
+        timeoutMs: input.timeoutMs ?? 60_000,
+        createdBy: actorUser(scope),
+        createdAt: now,
+        updatedAt: now,
+      };
+      if (!input.models) {
+        const adapter = make(row, credentials, deps.egress);
+        try {
+          row.models = [...new Set(await adapter.listModels({ timeoutMs: Math.min(row.timeoutMs, 15_000) }))].slice(
+            0,
+            1000,
+          );
+        } catch {
+          throw new AppError(
+            'bad_request',
+            'The provider did not list its models (GET /models failed); pass the model list with `models`.',
+          );
+        } finally {
+          await adapter.close();
+        }
+      }
+      return db.tenant(scope.workspaceId, async (tx) => {
+        if (await repo.findProviderByName(tx, scope.workspaceId, row.name)) {
+          throw new AppError('conflict', `A provider named ${row.name} exists in this workspace.`);
+        }
+        const hasCredentials = Object.keys(credentials).length > 0;
+        if (hasCredentials) {
+          row.credentialsCiphertext = await deps.vault.encrypt(
+            credentialsContext(scope.workspaceId, id),
+            Buffer.from(JSON.stringify(credentials), 'utf8'),
+            tx,
+          );
+        }
+        await repo.insertProvider(tx, row);
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'provider.added',
+          target: { type: 'provider', id },
+          diff: { name: row.name, adapter: row.adapter, baseUrl, models: row.models.slice(0, 50), hasCredentials },
+        });
+        changed(tx, scope.workspaceId);
+        return toView(row, hasCredentials);
+      });
+    },
+
+    async listProviders({ scope }: { scope: Scope }): Promise<ProviderView[]> {
+      return db.tenant(scope.workspaceId, async (tx) =>
+        (await repo.listProviders(tx, scope.workspaceId)).map((r) => toView(r, r.credentialsCiphertext !== null)),
+      );
+    },
+
+    async getProvider({ scope, providerId }: { scope: Scope; providerId: string }): Promise<ProviderView> {
+      return db.tenant(scope.workspaceId, async (tx) => {
+        const row = await visibleProvider(tx, scope.workspaceId, providerId);
+        return toView(row, row.credentialsCiphertext !== null);
+      });
+    },
+
+    /** Removes a provider and its credential (the ciphertext goes with the row). */
+    async removeProvider({ scope, providerId }: { scope: Scope; providerId: string }): Promise<void> {
+      await db.tenant(scope.workspaceId, async (tx) => {
+        const row = await visibleProvider(tx, scope.workspaceId, providerId);
+        await repo.deleteProvider(tx, scope.workspaceId, row.id);
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'provider.removed',
+          target: { type: 'provider', id: row.id },
+          diff: { name: row.name },
+        });
+        changed(tx, scope.workspaceId);
+      });
+    },
+
+    async setPrice({ scope, input }: { scope: Scope; input: SetPriceInput }): Promise<PriceView> {
+      const row: PriceRow = {
+        workspaceId: scope.workspaceId,
+        model: input.model,
+        inputMicrosPerMtok: input.inputMicrosPerMtok,
+        outputMicrosPerMtok: input.outputMicrosPerMtok,
+        cachedInputMicrosPerMtok: input.cachedInputMicrosPerMtok ?? null,
+        contextWindow: input.contextWindow ?? null,
+        updatedAt: clock.now(),
+      };
+      return db.tenant(scope.workspaceId, async (tx) => {
+        await repo.upsertPrice(tx, row);
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'model_price.set',
+          target: { type: 'model', id: row.model },
+          diff: {
+            inputMicrosPerMtok: row.inputMicrosPerMtok,
+            outputMicrosPerMtok: row.outputMicrosPerMtok,
+            cachedInputMicrosPerMtok: row.cachedInputMicrosPerMtok,
+            contextWindow: row.contextWindow,
+          },
+        });
+        changed(tx, scope.workspaceId);
+        return priceView(row);
+      });
+    },
+
+    async listPrices({ scope }: { scope: Scope }): Promise<PriceView[]> {
+      return db.tenant(scope.workspaceId, async (tx) => (await repo.listPrices(tx, scope.workspaceId)).map(priceView));
+    },
+
+    async removePrice({ scope, model }: { scope: Scope; model: string }): Promise<void> {
+      await db.tenant(scope.workspaceId, async (tx) => {
+        if (!(await repo.deletePrice(tx, scope.workspaceId, model))) throw notFound('price');
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'model_price.removed',
+          target: { type: 'model', id: model },
+        });
+        changed(tx, scope.workspaceId);
+      });
+    },
+  };
+}
+
+export type ProvidersService = ReturnType<typeof providersService>;
+
+/** A model's price: the workspace's own, else the catalog's, else the workspace's '*' default. */
+export function priceOf(
+  w: Pick<WorkspaceGateway, 'prices'>,
+  catalog: ReadonlyMap<string, ModelPrice>,
+  model: string,
+): ModelPrice | undefined {
+  return w.prices.get(model) ?? catalogLookup(catalog, model) ?? w.prices.get('*');
+}

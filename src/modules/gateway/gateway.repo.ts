@@ -1,0 +1,174 @@
+import { and, asc, desc, eq, gte, lt, sql } from 'drizzle-orm';
+import type { Database } from '../../platform/db/db.ts';
+import {
+  gatewayModelPrices,
+  gatewayProviders,
+  type PriceRow,
+  type ProviderRow,
+  type UsageEventRow,
+  usageEvents,
+} from './gateway.tables.ts';
+
+export type UsageGroup = 'day' | 'model' | 'key' | 'provider';
+
+export type UsageAggregate = {
+  group: string;
+  requests: number;
+  errors: number;
+  inputTokens: number;
+  outputTokens: number;
+  cachedTokens: number;
+  reasoningTokens: number;
+  costMicros: number;
+};
+
+const GROUP_EXPR: Record<UsageGroup, ReturnType<typeof sql>> = {
+  day: sql`to_char(${usageEvents.createdAt} at time zone 'UTC', 'YYYY-MM-DD')`,
+  model: sql`${usageEvents.model}`,
+  key: sql`coalesce(${usageEvents.keyId}, '')`,
+  provider: sql`coalesce(${usageEvents.provider}, '')`,
+};
+
+/** Every SQL statement on the gateway's tables. Tenant queries name their workspace. */
+export const gatewayRepo = {
+  async insertProvider(tx: Database, row: ProviderRow) {
+    await tx.insert(gatewayProviders).values(row);
+  },
+
+  async listProviders(tx: Database, workspaceId: string): Promise<ProviderRow[]> {
+    return tx
+      .select()
+      .from(gatewayProviders)
+      .where(eq(gatewayProviders.workspaceId, workspaceId))
+      .orderBy(asc(gatewayProviders.name));
+  },
+
+  async findProvider(tx: Database, workspaceId: string, id: string): Promise<ProviderRow | undefined> {
+    const rows = await tx
+      .select()
+      .from(gatewayProviders)
+      .where(and(eq(gatewayProviders.workspaceId, workspaceId), eq(gatewayProviders.id, id)));
+    return rows[0];
+  },
+
+  async findProviderByName(tx: Database, workspaceId: string, name: string): Promise<ProviderRow | undefined> {
+    const rows = await tx
+      .select()
+      .from(gatewayProviders)
+      .where(and(eq(gatewayProviders.workspaceId, workspaceId), eq(gatewayProviders.name, name)));
+    return rows[0];
+  },
+
+  async deleteProvider(tx: Database, workspaceId: string, id: string): Promise<boolean> {
+    const rows = await tx
+      .delete(gatewayProviders)
+      .where(and(eq(gatewayProviders.workspaceId, workspaceId), eq(gatewayProviders.id, id)))
+      .returning({ id: gatewayProviders.id });
+    return rows.length > 0;
+  },
+
+  async upsertPrice(tx: Database, row: PriceRow) {
+    await tx
+      .insert(gatewayModelPrices)
+      .values(row)
+      .onConflictDoUpdate({
+        target: [gatewayModelPrices.workspaceId, gatewayModelPrices.model],
+        set: {
+          inputMicrosPerMtok: row.inputMicrosPerMtok,
+          outputMicrosPerMtok: row.outputMicrosPerMtok,
+          cachedInputMicrosPerMtok: row.cachedInputMicrosPerMtok,
+          contextWindow: row.contextWindow,
+          updatedAt: row.updatedAt,
+        },
+      });
+  },
+
+  async listPrices(tx: Database, workspaceId: string): Promise<PriceRow[]> {
+    return tx
+      .select()
+      .from(gatewayModelPrices)
+      .where(eq(gatewayModelPrices.workspaceId, workspaceId))
+      .orderBy(asc(gatewayModelPrices.model));
+  },
+
+  async deletePrice(tx: Database, workspaceId: string, model: string): Promise<boolean> {
+    const rows = await tx
+      .delete(gatewayModelPrices)
+      .where(and(eq(gatewayModelPrices.workspaceId, workspaceId), eq(gatewayModelPrices.model, model)))
+      .returning({ model: gatewayModelPrices.model });
+    return rows.length > 0;
+  },
+
+  /** Inserts usage events; a request id already recorded (a journal replay) is skipped. */
+  async insertUsage(tx: Database, rows: UsageEventRow[]): Promise<number> {
+    if (rows.length === 0) return 0;
+    const inserted = await tx
+      .insert(usageEvents)
+      .values(rows)
+      .onConflictDoNothing({ target: usageEvents.requestId })
+      .returning({ id: usageEvents.id });
+    return inserted.length;
+  },
+
+  async listUsage(
+    tx: Database,
+    workspaceId: string,
+    f: { since: Date; until: Date; after?: string; limit: number; keyId?: string; model?: string },
+  ): Promise<UsageEventRow[]> {
+    const conds = [
+      eq(usageEvents.workspaceId, workspaceId),
+      gte(usageEvents.createdAt, f.since),
+      lt(usageEvents.createdAt, f.until),
+    ];
+    if (f.after) conds.push(lt(usageEvents.id, f.after));
+    if (f.keyId) conds.push(eq(usageEvents.keyId, f.keyId));
+    if (f.model) conds.push(eq(usageEvents.model, f.model));
+    return tx
+      .select()
+      .from(usageEvents)
+      .where(and(...conds))
+      .orderBy(desc(usageEvents.id))
+      .limit(f.limit);
+  },
+
+  async aggregateUsage(
+    tx: Database,
+    workspaceId: string,
+    f: { since: Date; until: Date; groupBy: UsageGroup },
+  ): Promise<UsageAggregate[]> {
+    const group = GROUP_EXPR[f.groupBy];
+    const rows = await tx
+      .select({
+        group: sql<string>`${group}`,
+        requests: sql<number>`count(*)::int`,
+        errors: sql<number>`(count(*) filter (where ${usageEvents.status} >= 400))::int`,
+        inputTokens: sql<number>`coalesce(sum(${usageEvents.inputTokens}), 0)::bigint`,
+        outputTokens: sql<number>`coalesce(sum(${usageEvents.outputTokens}), 0)::bigint`,
+        cachedTokens: sql<number>`coalesce(sum(${usageEvents.cachedTokens}), 0)::bigint`,
+        reasoningTokens: sql<number>`coalesce(sum(${usageEvents.reasoningTokens}), 0)::bigint`,
+        costMicros: sql<number>`coalesce(sum(${usageEvents.costMicros}), 0)::bigint`,
+      })
+      .from(usageEvents)
+      .where(
+        and(
+          eq(usageEvents.workspaceId, workspaceId),
+          gte(usageEvents.createdAt, f.since),
+          lt(usageEvents.createdAt, f.until),
+        ),
+      )
+      .groupBy(group)
+      .orderBy(group);
+    return rows.map((r) => ({
+      group: r.group,
+      requests: Number(r.requests),
+      errors: Number(r.errors),
+      inputTokens: Number(r.inputTokens),
+      outputTokens: Number(r.outputTokens),
+      cachedTokens: Number(r.cachedTokens),
+      reasoningTokens: Number(r.reasoningTokens),
+      costMicros: Number(r.costMicros),
+    }));
+  },
+};
+
+export type GatewayRepo = typeof gatewayRepo;

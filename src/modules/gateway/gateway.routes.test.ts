@@ -1,0 +1,487 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
+import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { type GatewayWorkspace, gatewayWorkspace, listen, openAiClient } from '../../../test/helpers/gateway.ts';
+import { memoryCredits } from './gateway.credits.ts';
+
+/**
+ * The /v1 gateway driven by the official OpenAI SDK (unmodified but for base URL and key)
+ * against a real HTTP upstream speaking OpenAI's API on loopback.
+ */
+
+type UsageEvent = {
+  requestId: string;
+  status: number;
+  errorCode: string | null;
+  model: string;
+  provider: string | null;
+  inputTokens: number;
+  outputTokens: number;
+  estimated: boolean;
+  costMicros: number;
+  attempts: number;
+  stream: boolean;
+  keyId: string | null;
+};
+
+const BALANCE = 1_000_000_000;
+
+type ApiError = InstanceType<typeof OpenAI.APIError>;
+
+let app: TestApp;
+let fake: FakeOpenAi;
+let backup: FakeOpenAi;
+const credits = memoryCredits();
+let gw: GatewayWorkspace;
+
+async function usageOf(w: GatewayWorkspace): Promise<UsageEvent[]> {
+  const res = await w.owner.get<{ data: UsageEvent[] }>(`/api/workspaces/${w.workspaceId}/usage?limit=1000`);
+  expect(res.status).toBe(200);
+  return res.body.data;
+}
+
+async function lastUsage(w: GatewayWorkspace): Promise<UsageEvent> {
+  await app.modules.gateway.service.idle();
+  const [latest] = await usageOf(w);
+  if (!latest) throw new Error('no usage event');
+  return latest;
+}
+
+beforeAll(async () => {
+  fake = await startFakeOpenAi();
+  backup = await startFakeOpenAi();
+  app = await createTestApp({ config: { BERTH_EGRESS_ALLOW: '127.0.0.1', BERTH_GATEWAY_RETRIES: 1 }, credits });
+  gw = await gatewayWorkspace(app, {
+    providers: [{ name: 'fake', baseUrl: fake.baseUrl, apiKey: 'sk-upstream-secret', timeoutMs: 1500 }],
+  });
+  credits.grant(gw.workspaceId, BALANCE);
+});
+
+afterAll(async () => {
+  await app?.close();
+  await fake?.close();
+  await backup?.close();
+});
+
+describe('happy', () => {
+  it('lists the models of the workspace (discovered from the provider)', async () => {
+    const list = await gw.openai.models.list();
+    expect(list.data.map((m) => m.id).sort()).toEqual(['gpt-4o', 'gpt-4o-mini', 'text-embedding-3-small']);
+    const one = await gw.openai.models.retrieve('gpt-4o');
+    expect(one).toMatchObject({ id: 'gpt-4o', object: 'model', owned_by: 'fake' });
+  });
+
+  it('answers a chat completion, says who served it, and meters it exactly', async () => {
+    const { data, response } = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello there' }], seed: 7, stop: ['zz'] })
+      .withResponse();
+    expect(data.choices[0]?.message.content).toBe('echo: hello there');
+    expect(response.headers.get('x-berth-provider')).toBe('fake');
+    expect(response.headers.get('x-berth-model')).toBe('gpt-4o-mini');
+    const requestId = response.headers.get('x-request-id');
+    const upstream = fake.received.at(-1);
+    expect(upstream?.headers.authorization).toBe('Bearer sk-upstream-secret');
+    expect(upstream?.body).toMatchObject({ seed: 7, stop: ['zz'], model: 'gpt-4o-mini' });
+    const event = await lastUsage(gw);
+    expect(event).toMatchObject({
+      requestId,
+      status: 200,
+      model: 'gpt-4o-mini',
+      provider: 'fake',
+      inputTokens: data.usage?.prompt_tokens,
+      outputTokens: data.usage?.completion_tokens,
+      estimated: false,
+      attempts: 1,
+      stream: false,
+      keyId: gw.keyId,
+    });
+    // gpt-4o-mini: 0.15 USD in, 0.60 USD out per million tokens, rounded up.
+    const prompt = data.usage?.prompt_tokens ?? 0;
+    const completion = data.usage?.completion_tokens ?? 0;
+    expect(event.costMicros).toBe(Math.ceil((prompt * 150_000 + completion * 600_000) / 1_000_000));
+  });
+
+  it('streams, with the usage chunk when asked for it', async () => {
+    const stream = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'one two three' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe('echo: one two three');
+    expect(usage?.completion_tokens).toBe(4);
+    const event = await lastUsage(gw);
+    expect(event).toMatchObject({ status: 200, stream: true, outputTokens: 4, estimated: false });
+  });
+
+  it('asks the provider for usage on every stream, but shows it only to clients that asked', async () => {
+    const stream = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'quiet' }],
+      stream: true,
+    });
+    const chunks: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    expect(chunks.every((c) => c.choices.length > 0 && !c.usage)).toBe(true);
+    expect(fake.received.at(-1)?.body?.stream_options).toEqual({ include_usage: true });
+    const event = await lastUsage(gw);
+    expect(event).toMatchObject({ status: 200, outputTokens: 2, estimated: false });
+  });
+
+  it('passes tools through and returns parallel tool calls, whole and streamed', async () => {
+    const tools: OpenAI.ChatCompletionTool[] = [
+      {
+        type: 'function',
+        function: { name: 'lookup', parameters: { type: 'object', properties: { q: { type: 'string' } } } },
+      },
+      { type: 'function', function: { name: 'search', parameters: { type: 'object' } } },
+    ];
+    const res = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'weather' }],
+      tools,
+      tool_choice: 'auto',
+      parallel_tool_calls: true,
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
+    });
+    expect(res.choices[0]?.finish_reason).toBe('tool_calls');
+    const calls = res.choices[0]?.message.tool_calls ?? [];
+    expect(calls.map((c) => (c.type === 'function' ? c.function.name : ''))).toEqual(['lookup', 'search']);
+    expect(fake.received.at(-1)?.body).toMatchObject({ tool_choice: 'auto', parallel_tool_calls: true });
+    expect(fake.received.at(-1)?.body?.response_format).toMatchObject({ type: 'json_schema' });
+
+    const stream = gw.openai.chat.completions.stream({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'weather' }],
+      tools,
+    });
+    const final = await stream.finalChatCompletion();
+    const streamed = final.choices[0]?.message.tool_calls ?? [];
+    expect(streamed).toHaveLength(2);
+    const first = streamed[0];
+    expect(first?.type === 'function' ? JSON.parse(first.function.arguments) : null).toEqual({ q: 'weather' });
+  });
+
+  it('answers n choices and embeddings', async () => {
+    const res = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'x' }],
+      n: 2,
+    });
+    expect(res.choices).toHaveLength(2);
+    const emb = await gw.openai.embeddings.create({ model: 'text-embedding-3-small', input: ['a b', 'c'] });
+    expect(emb.data).toHaveLength(2);
+    expect(emb.data[0]?.embedding).toHaveLength(8);
+    const event = await lastUsage(gw);
+    expect(event).toMatchObject({ status: 200, model: 'text-embedding-3-small', inputTokens: 3, outputTokens: 0 });
+  });
+
+  it('reports usage per model and per day', async () => {
+    const byModel = await gw.owner.get<{ data: { group: string; requests: number }[] }>(
+      `/api/workspaces/${gw.workspaceId}/usage?groupBy=model`,
+    );
+    expect(byModel.status).toBe(200);
+    expect(byModel.body.data.map((g) => g.group)).toEqual(expect.arrayContaining(['gpt-4o', 'gpt-4o-mini']));
+    const byDay = await gw.owner.get<{ data: { group: string; requests: number }[] }>(
+      `/api/workspaces/${gw.workspaceId}/usage?groupBy=day`,
+    );
+    expect(byDay.body.data).toHaveLength(1);
+    expect(byDay.body.data[0]?.requests).toBe((await usageOf(gw)).length);
+  });
+
+  it('falls back to the next provider when the first is rate limited or failing', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [
+        { name: 'a-primary', baseUrl: fake.baseUrl, models: ['gpt-4o'], timeoutMs: 1500 },
+        { name: 'b-backup', baseUrl: backup.baseUrl, models: ['gpt-4o'], timeoutMs: 1500 },
+      ],
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    fake.next({ kind: 'status', status: 429, retryAfter: '0' }, { kind: 'status', status: 503 });
+    const { data, response } = await w.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'fallback' }] })
+      .withResponse();
+    expect(data.choices[0]?.message.content).toBe('echo: fallback');
+    expect(response.headers.get('x-berth-provider')).toBe('b-backup');
+    expect(await lastUsage(w)).toMatchObject({ status: 200, provider: 'b-backup', attempts: 3 });
+  });
+});
+
+describe('errors', () => {
+  it('answers unknown models with 404 model_not_found in OpenAI shape', async () => {
+    const err = await gw.openai.chat.completions
+      .create({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((err as ApiError).code).toBe('model_not_found');
+  });
+
+  it('refuses models outside the key allow-list', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [{ name: 'fake', baseUrl: fake.baseUrl }],
+      key: { allowedModels: ['gpt-4o-mini'] },
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const err = await w.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.PermissionDeniedError);
+    expect((err as ApiError).code).toBe('model_not_allowed');
+    expect((await w.openai.models.list()).data.map((m) => m.id)).toEqual(['gpt-4o-mini']);
+  });
+
+  it('refuses with 402 insufficient_credits when the worst case is not covered, and holds nothing', async () => {
+    const w = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl }] });
+    credits.grant(w.workspaceId, 100);
+    const err = await w.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }], max_tokens: 100_000 })
+      .catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(402);
+    expect((err as ApiError).code).toBe('insufficient_credits');
+    expect(credits.balance(w.workspaceId)).toBe(100);
+  });
+
+  it('retries an upstream 500, then answers 502 without its body, meters the failure and releases the credits', async () => {
+    const before = credits.balance(gw.workspaceId);
+    const held = credits.openReservations();
+    fake.next({ kind: 'status', status: 500 }, { kind: 'status', status: 500 });
+    const err = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'secret-prompt-500' }] })
+      .catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(502);
+    expect((err as ApiError).code).toBe('upstream_error');
+    expect(JSON.stringify(err)).not.toContain('secret-prompt-500');
+    expect(await lastUsage(gw)).toMatchObject({ status: 502, errorCode: 'upstream_error', attempts: 2, costMicros: 0 });
+    expect(credits.balance(gw.workspaceId)).toBe(before);
+    expect(credits.openReservations()).toBe(held);
+  });
+
+  it('relays an upstream 4xx as upstream_bad_request without the prompt it echoed', async () => {
+    fake.next({ kind: 'status', status: 422 });
+    const err = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'secret-prompt-422' }] })
+      .catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(400);
+    expect((err as ApiError).code).toBe('upstream_bad_request');
+    expect((err as ApiError).message).not.toContain('secret-prompt-422');
+    expect(await lastUsage(gw)).toMatchObject({ status: 400, attempts: 1 });
+  });
+
+  it('times out a hanging upstream with 504', async () => {
+    fake.next({ kind: 'hang' }, { kind: 'hang' });
+    const err = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(504);
+    expect((err as ApiError).code).toBe('upstream_timeout');
+  });
+
+  it('answers 502 for upstream garbage and wrong content types, and stays healthy', async () => {
+    for (const kind of ['garbage', 'html'] as const) {
+      fake.next({ kind }, { kind });
+      const err = await gw.openai.chat.completions
+        .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
+      expect((err as ApiError).status).toBe(502);
+    }
+    const ok = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'ok' }],
+    });
+    expect(ok.choices[0]?.message.content).toBe('echo: ok');
+  });
+
+  it('ends a truncated upstream stream with an error event the SDK raises, and meters it', async () => {
+    fake.next({ kind: 'truncate' });
+    const stream = await gw.openai.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'a b c d e f g h' }],
+      stream: true,
+    });
+    const err = await (async () => {
+      for await (const _ of stream) {
+        // read until the error
+      }
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    const event = await lastUsage(gw);
+    expect(event).toMatchObject({ status: 502, errorCode: 'upstream_error', stream: true, estimated: true });
+    expect(event.outputTokens).toBeGreaterThan(0);
+  });
+
+  it('meters a stream the client abandons, billing what was delivered', async () => {
+    fake.next({ kind: 'slow_stream', delayMs: 50 });
+    const controller = new AbortController();
+    const stream = await gw.openai.chat.completions.create(
+      { model: 'gpt-4o', messages: [{ role: 'user', content: 'w '.repeat(40) }], stream: true },
+      { signal: controller.signal },
+    );
+    let seen = 0;
+    await (async () => {
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta.content) seen++;
+        if (seen === 3) controller.abort();
+      }
+    })().catch(() => undefined);
+    let event: UsageEvent | undefined;
+    for (let i = 0; i < 50 && event?.errorCode !== 'client_closed'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      event = await lastUsage(gw);
+    }
+    expect(event).toMatchObject({ status: 499, errorCode: 'client_closed', estimated: true });
+    expect(event?.outputTokens).toBeGreaterThan(0);
+    expect(event?.costMicros).toBeGreaterThan(0);
+  });
+
+  it('limits requests per minute per key with 429, Retry-After and x-ratelimit headers', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [{ name: 'fake', baseUrl: fake.baseUrl }],
+      key: { rateLimitRpm: 2 },
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const call = () =>
+      w.openai.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }).withResponse();
+    const first = await call();
+    expect(first.response.headers.get('x-ratelimit-limit-requests')).toBe('2');
+    expect(first.response.headers.get('x-ratelimit-remaining-requests')).toBe('1');
+    await call();
+    const err = await call().catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(429);
+    expect((err as ApiError).code).toBe('rate_limited');
+    expect(Number((err as ApiError).headers?.get('retry-after'))).toBeGreaterThan(0);
+    app.clock.advance(60_000);
+    expect((await call()).data.choices).toHaveLength(1);
+  });
+
+  it('refuses unpriced models unless the workspace prices them', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [{ name: 'local', baseUrl: fake.baseUrl, models: ['llama-local'] }],
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const err = await w.openai.chat.completions
+      .create({ model: 'llama-local', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect((err as ApiError).code).toBe('model_not_priced');
+    const set = await w.owner.put(`/api/workspaces/${w.workspaceId}/model-prices`, {
+      model: 'llama-local',
+      inputMicrosPerMtok: 1_000_000,
+      outputMicrosPerMtok: 2_000_000,
+    });
+    expect(set.status).toBe(200);
+    const res = await w.openai.chat.completions.create({
+      model: 'llama-local',
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(res.choices[0]?.message.content).toBe('echo: x');
+    expect((await lastUsage(w)).costMicros).toBeGreaterThan(0);
+  });
+
+  it('rejects malformed requests with 400 in OpenAI shape', async () => {
+    const url = await listen(app);
+    for (const body of [
+      { model: 'gpt-4o', messages: [] },
+      { model: 'gpt-4o', messages: [{ role: 'wizard', content: 'x' }] },
+      {
+        model: 'gpt-4o',
+        messages: [{ role: 'user', content: 'x' }],
+        tools: [{ type: 'function', function: { name: 'bad name!' } }],
+      },
+      { messages: [{ role: 'user', content: 'x' }] },
+    ]) {
+      const res = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gw.secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(400);
+      const json = (await res.json()) as { error: { code: string; type: string } };
+      expect(json.error).toMatchObject({ code: 'validation_failed', type: 'invalid_request_error' });
+    }
+    const bad = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gw.secret}`, 'content-type': 'application/json' },
+      body: '{"model": ',
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
+  });
+});
+
+describe('security', () => {
+  it('never returns or logs a provider credential', async () => {
+    const list = await gw.owner.get<{ data: Record<string, unknown>[] }>(`/api/workspaces/${gw.workspaceId}/providers`);
+    expect(list.status).toBe(200);
+    expect(list.body.data[0]).toMatchObject({ name: 'fake', hasCredentials: true });
+    expect(list.text).not.toContain('sk-upstream-secret');
+    expect(app.logs.join('\n')).not.toContain('sk-upstream-secret');
+  });
+
+  it('refuses provider addresses that are private unless allow-listed', async () => {
+    for (const baseUrl of [
+      'http://10.1.2.3/v1',
+      'http://169.254.169.254/latest',
+      'http://[::1]:8080/v1',
+      'file:///etc/passwd',
+    ]) {
+      const res = await gw.owner.post(`/api/workspaces/${gw.workspaceId}/providers`, {
+        name: 'evil',
+        adapter: 'openai-compatible',
+        baseUrl,
+        models: ['m'],
+      });
+      expect(res.status, baseUrl).toBe(400);
+      expect(res.body.code).toBe('egress_denied');
+    }
+  });
+
+  it('refuses loopback upstreams when the operator has not allowed them, also through a host name', async () => {
+    const strict = await createTestApp();
+    try {
+      const w = await gatewayWorkspace(strict);
+      const literal = await w.owner.post(`/api/workspaces/${w.workspaceId}/providers`, {
+        name: 'loop',
+        adapter: 'openai-compatible',
+        baseUrl: fake.baseUrl,
+        models: ['gpt-4o'],
+      });
+      expect(literal.body.code).toBe('egress_denied');
+      // A name is checked where it resolves, at connect time.
+      const named = await w.owner.post(`/api/workspaces/${w.workspaceId}/providers`, {
+        name: 'named',
+        adapter: 'openai-compatible',
+        baseUrl: fake.baseUrl.replace('127.0.0.1', 'localhost'),
+        models: ['gpt-4o'],
+      });
+      expect(named.status).toBe(201);
+      const before = fake.received.length;
+      const err = await w.openai.chat.completions
+        .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
+      expect((err as ApiError).status).toBe(502);
+      expect(fake.received.length).toBe(before);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('refuses a cookie-only /v1 call and keys without gateway:invoke', async () => {
+    const url = await listen(app);
+    const res = await fetch(`${url}/v1/models`);
+    expect(res.status).toBe(401);
+    const key = await gw.owner.post<{ secret: string }>(`/api/workspaces/${gw.workspaceId}/keys`, {
+      name: 'usage only',
+      scopes: ['usage:read'],
+    });
+    const err = await openAiClient(url, key.body.secret)
+      .models.list()
+      .catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(403);
+  });
+});

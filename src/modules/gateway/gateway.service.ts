@@ -1,0 +1,345 @@
+import type { Clock } from '../../platform/clock.ts';
+import { AppError } from '../../platform/errors.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
+import { type CallOptions, UpstreamError, type Usage } from './gateway.adapter.ts';
+import { costMicros, type ModelPrice } from './gateway.catalog.ts';
+import type { CreditGate, Reservation } from './gateway.credits.ts';
+import type { RateLimiter } from './gateway.limits.ts';
+import { type LiveProvider, type ProvidersService, priceOf } from './gateway.providers.ts';
+import type { UsageEventRow } from './gateway.tables.ts';
+import type { UsageRecorder } from './gateway.usage.ts';
+
+/** Who is calling, from the verified API key. */
+export type Caller = {
+  workspaceId: string;
+  keyId: string | null;
+  userId: string | null;
+  allowedModels: readonly string[] | null;
+  rateLimitRpm: number | null;
+  rateLimitTpm: number | null;
+  requestId: string;
+};
+
+export type Endpoint = 'chat.completions' | 'embeddings' | 'messages';
+
+/** One way to serve the requested model: a provider and the model name it knows. */
+export type Candidate = { provider: LiveProvider; model: string };
+
+export type LimitHeaders = Record<string, string>;
+
+export type Outcome = {
+  status: number;
+  errorCode?: string | null;
+  usage?: Usage | undefined;
+  /** Used when the provider reported no usage (flagged as estimated). */
+  estimate?: { input: number; output: number };
+  ttftMs?: number | null;
+};
+
+export type GatewaySettings = {
+  unpricedModels: 'refuse' | 'free';
+  workspaceRpm: number | null;
+  workspaceTpm: number | null;
+  retries: number;
+  totalTimeoutMs: number;
+  defaultMaxOutputTokens: number;
+  breakerFailures: number;
+  breakerCooldownMs: number;
+};
+
+export type GatewayDeps = {
+  providers: Pick<ProvidersService, 'workspace'>;
+  catalog: ReadonlyMap<string, ModelPrice>;
+  limiter: RateLimiter;
+  credits: CreditGate;
+  usage: Pick<UsageRecorder, 'record'>;
+  clock: Clock;
+  logger: Logger;
+  settings: GatewaySettings;
+  /** Waits between attempts; tests may shorten it. */
+  sleep?: (ms: number) => Promise<void>;
+};
+
+/** A rough token count (4 characters a token) for when a provider reports none. */
+export function estimateTokens(text: string): number {
+  return estimateFromChars(text.length);
+}
+
+export function estimateFromChars(chars: number): number {
+  return Math.ceil(chars / 4);
+}
+
+const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The AppError a client sees for an upstream failure: fixed message, no upstream body. */
+export function clientError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof UpstreamError) {
+    if (err.code === 'upstream_aborted') return new AppError('upstream_error', 'The request was aborted.');
+    return new AppError(err.code, err.message, {
+      ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: Math.ceil(err.retryAfterSeconds) } : {}),
+    });
+  }
+  return new AppError('upstream_error', 'The upstream provider failed.');
+}
+
+/**
+ * The gateway's governance around each call: model allow-list, routing to candidates,
+ * price, rate limits, credit reservation, fallback with bounded retries, circuit breaking,
+ * and exactly one usage event per call.
+ */
+export function gatewayService(deps: GatewayDeps) {
+  const { settings, clock } = deps;
+  const sleep = deps.sleep ?? sleepFor;
+  const breakers = new Map<string, { failures: number; openUntil: number }>();
+  const background = new Set<Promise<unknown>>();
+
+  function track(p: Promise<unknown>) {
+    const tracked = p.catch(() => deps.logger.warn('gateway: a settlement or limit update failed'));
+    background.add(tracked);
+    void tracked.finally(() => background.delete(tracked));
+  }
+
+  function breakerOpen(providerId: string): boolean {
+    const b = breakers.get(providerId);
+    return !!b && b.openUntil > clock.now().getTime();
+  }
+
+  function noteResult(providerId: string, ok: boolean) {
+    if (ok) {
+      breakers.delete(providerId);
+      return;
+    }
+    const b = breakers.get(providerId) ?? { failures: 0, openUntil: 0 };
+    b.failures += 1;
+    if (b.failures >= settings.breakerFailures) {
+      b.openUntil = clock.now().getTime() + settings.breakerCooldownMs;
+      b.failures = 0;
+    }
+    breakers.set(providerId, b);
+  }
+
+  /** The providers that serve `model`: `name/model` picks one; otherwise every provider listing it, in name order. */
+  function candidatesFor(providers: LiveProvider[], model: string): Candidate[] {
+    const slash = model.indexOf('/');
+    if (slash > 0) {
+      const named = providers.find((p) => p.name === model.slice(0, slash));
+      if (named) return [{ provider: named, model: model.slice(slash + 1) }];
+    }
+    return providers.filter((p) => p.models.includes(model)).map((provider) => ({ provider, model }));
+  }
+
+  async function checkLimits(caller: Caller, headers: LimitHeaders) {
+    const checks: Array<{ key: string; limit: number; kind: 'requests' | 'tokens'; scope: 'key' | 'workspace' }> = [];
+    if (caller.keyId && caller.rateLimitRpm) {
+      checks.push({ key: `k:${caller.keyId}:r`, limit: caller.rateLimitRpm, kind: 'requests', scope: 'key' });
+    }
+    if (settings.workspaceRpm) {
+      checks.push({
+        key: `w:${caller.workspaceId}:r`,
+        limit: settings.workspaceRpm,
+        kind: 'requests',
+        scope: 'workspace',
+      });
+    }
+    if (caller.keyId && caller.rateLimitTpm) {
+      checks.push({ key: `k:${caller.keyId}:t`, limit: caller.rateLimitTpm, kind: 'tokens', scope: 'key' });
+    }
+    if (settings.workspaceTpm) {
+      checks.push({
+        key: `w:${caller.workspaceId}:t`,
+        limit: settings.workspaceTpm,
+        kind: 'tokens',
+        scope: 'workspace',
+      });
+    }
+    for (const c of checks) {
+      // Requests count when they start; tokens when they are known, so a window is refused once it is spent.
+      const d =
+        c.kind === 'requests' ? await deps.limiter.consume(c.key, 1, c.limit) : await deps.limiter.peek(c.key, c.limit);
+      const reset = Math.max(1, Math.ceil(d.resetMs / 1000));
+      if (c.scope === 'key' || !headers[`x-ratelimit-limit-${c.kind}`]) {
+        headers[`x-ratelimit-limit-${c.kind}`] = String(c.limit);
+        headers[`x-ratelimit-remaining-${c.kind}`] = String(d.remaining);
+        headers[`x-ratelimit-reset-${c.kind}`] = `${reset}s`;
+      }
+      if (!d.ok) {
+        throw new AppError(
+          'rate_limited',
+          `The ${c.scope === 'key' ? 'API key' : 'workspace'} is over its limit of ${c.limit} ${c.kind} per minute.`,
+          { retryAfterSeconds: reset },
+        );
+      }
+    }
+  }
+
+  return {
+    /** Waits for settlements and limit updates still running (tests, shutdown). */
+    async idle() {
+      while (background.size > 0) await Promise.all([...background]);
+    },
+
+    /** Every model the workspace can call, with its provider and price. */
+    async listModels(workspaceId: string) {
+      const w = await deps.providers.workspace(workspaceId);
+      const seen = new Set<string>();
+      const out: { id: string; provider: string; price: ModelPrice | null }[] = [];
+      for (const p of w.providers) {
+        for (const m of p.models) {
+          if (seen.has(m)) continue;
+          seen.add(m);
+          out.push({ id: m, provider: p.name, price: priceOf(w, deps.catalog, m) ?? null });
+        }
+      }
+      return out;
+    },
+
+    /**
+     * Checks and reserves everything a call needs before it goes upstream. The returned
+     * call runs attempts (`attempt`) and ends with `finish`, which records the usage event
+     * (journal first) and settles the reservation.
+     */
+    async begin(
+      caller: Caller,
+      input: {
+        endpoint: Endpoint;
+        model: string;
+        stream: boolean;
+        inputEstimate: number;
+        maxOutputTokens: number | null;
+      },
+    ) {
+      const started = performance.now();
+      const limitHeaders: LimitHeaders = {};
+      if (caller.allowedModels && !caller.allowedModels.includes(input.model)) {
+        throw new AppError('model_not_allowed', `This API key may not call ${input.model}.`);
+      }
+      const w = await deps.providers.workspace(caller.workspaceId);
+      const candidates = candidatesFor(w.providers, input.model);
+      if (candidates.length === 0) {
+        throw new AppError('model_not_found', `No provider of this workspace serves the model ${input.model}.`);
+      }
+      const first = candidates[0] as Candidate;
+      let price = priceOf(w, deps.catalog, first.model) ?? priceOf(w, deps.catalog, input.model);
+      if (!price) {
+        if (settings.unpricedModels === 'refuse') {
+          throw new AppError(
+            'model_not_priced',
+            `The model ${input.model} has no price; set one for the workspace (berth models price) to use it.`,
+          );
+        }
+        price = { inputMicrosPerMtok: 0, outputMicrosPerMtok: 0, cachedInputMicrosPerMtok: null, contextWindow: null };
+      }
+      const modelPrice = price;
+      await checkLimits(caller, limitHeaders);
+      const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
+      const worstCase = costMicros(modelPrice, { input: input.inputEstimate, output: maxOut, cached: 0 });
+      const reservation: Reservation = await deps.credits.reserve({
+        workspaceId: caller.workspaceId,
+        keyId: caller.keyId,
+        requestId: caller.requestId,
+        amountMicros: worstCase,
+      });
+
+      let attempts = 0;
+      let served: Candidate | null = null;
+      let finished = false;
+      const deadline = started + settings.totalTimeoutMs;
+
+      return {
+        limitHeaders,
+        get served() {
+          return served;
+        },
+
+        /**
+         * Runs `fn` against each candidate in order, retrying retryable failures (429, 5xx,
+         * timeouts, connection errors) with jittered backoff, skipping providers whose circuit
+         * is open while another candidate remains.
+         */
+        async attempt<T>(fn: (c: Candidate, opts: CallOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
+          let last: unknown = new UpstreamError('upstream_error');
+          const usable = candidates.filter((c) => !breakerOpen(c.provider.id));
+          const order = usable.length > 0 ? usable : candidates;
+          for (const c of order) {
+            for (let retry = 0; retry <= settings.retries; retry++) {
+              const left = deadline - performance.now();
+              if (left <= 0) throw new UpstreamError('upstream_timeout');
+              attempts += 1;
+              try {
+                const value = await fn(c, {
+                  timeoutMs: Math.min(c.provider.timeoutMs, left),
+                  ...(signal ? { signal } : {}),
+                });
+                noteResult(c.provider.id, true);
+                served = c;
+                return value;
+              } catch (err) {
+                last = err;
+                if (signal?.aborted) throw new UpstreamError('upstream_aborted');
+                if (!(err instanceof UpstreamError) || !err.retryable) throw err;
+                noteResult(c.provider.id, false);
+                if (retry < settings.retries) {
+                  const hinted = err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : 0;
+                  const backoff = Math.min(2000, 100 * 2 ** retry) * (0.5 + Math.random() / 2);
+                  const wait = Math.min(Math.max(hinted, backoff), 2000, Math.max(0, deadline - performance.now()));
+                  await sleep(wait);
+                }
+              }
+            }
+          }
+          throw last;
+        },
+
+        /** Records the call's usage event (before the client gets its last byte) and settles. Once per call. */
+        finish(outcome: Outcome) {
+          if (finished) return;
+          finished = true;
+          const u = outcome.usage;
+          const estimated = !u;
+          const inputTokens = u ? u.prompt_tokens : (outcome.estimate?.input ?? 0);
+          const outputTokens = u ? u.completion_tokens : (outcome.estimate?.output ?? 0);
+          const cachedTokens = u?.prompt_tokens_details?.cached_tokens ?? 0;
+          const reasoningTokens = u?.completion_tokens_details?.reasoning_tokens ?? 0;
+          const cost = costMicros(modelPrice, { input: inputTokens, output: outputTokens, cached: cachedTokens });
+          const now = clock.now();
+          const row: UsageEventRow = {
+            id: newId('use', now),
+            workspaceId: caller.workspaceId,
+            keyId: caller.keyId,
+            userId: caller.userId,
+            requestId: caller.requestId,
+            endpoint: input.endpoint,
+            provider: served?.provider.name ?? null,
+            model: served?.model ?? input.model,
+            status: outcome.status,
+            errorCode: outcome.errorCode ?? null,
+            stream: input.stream,
+            latencyMs: Math.max(0, Math.round(performance.now() - started)),
+            ttftMs: outcome.ttftMs ?? null,
+            inputTokens,
+            outputTokens,
+            cachedTokens,
+            reasoningTokens,
+            estimated,
+            costMicros: cost,
+            attempts,
+            createdAt: now,
+          };
+          deps.usage.record(row);
+          track(
+            cost > 0 || outputTokens > 0 ? deps.credits.settle(reservation, cost) : deps.credits.release(reservation),
+          );
+          const tokens = inputTokens + outputTokens;
+          if (tokens > 0 && caller.keyId && caller.rateLimitTpm) track(deps.limiter.add(`k:${caller.keyId}:t`, tokens));
+          if (tokens > 0 && settings.workspaceTpm) track(deps.limiter.add(`w:${caller.workspaceId}:t`, tokens));
+          return row;
+        },
+      };
+    },
+  };
+}
+
+export type GatewayService = ReturnType<typeof gatewayService>;
+export type GatewayCall = Awaited<ReturnType<GatewayService['begin']>>;

@@ -1,0 +1,136 @@
+import { bigint, boolean, integer, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
+import { bytea, ts } from '../../platform/db/columns.ts';
+import { col, mapTable } from '../../platform/db/datamap.ts';
+
+/** A model provider a workspace connected with its own credentials (see migrations/0011_gateway.sql). */
+export const gatewayProviders = pgTable(
+  'gateway_providers',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id').notNull(),
+    name: text('name').notNull(),
+    adapter: text('adapter', { enum: ['openai-compatible', 'anthropic'] }).notNull(),
+    baseUrl: text('base_url').notNull(),
+    credentialsCiphertext: bytea('credentials_ciphertext'),
+    models: text('models').array().notNull(),
+    timeoutMs: integer('timeout_ms').notNull(),
+    createdBy: text('created_by'),
+    createdAt: ts('created_at').notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [unique().on(t.workspaceId, t.name)],
+);
+
+/** A workspace's price for a model, per million tokens in micro-units; '*' prices unknown models. */
+export const gatewayModelPrices = pgTable(
+  'gateway_model_prices',
+  {
+    workspaceId: text('workspace_id').notNull(),
+    model: text('model').notNull(),
+    inputMicrosPerMtok: bigint('input_micros_per_mtok', { mode: 'number' }).notNull(),
+    outputMicrosPerMtok: bigint('output_micros_per_mtok', { mode: 'number' }).notNull(),
+    cachedInputMicrosPerMtok: bigint('cached_input_micros_per_mtok', { mode: 'number' }),
+    contextWindow: integer('context_window'),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.workspaceId, t.model] })],
+);
+
+/** One gateway call: metadata only, never content. */
+export const usageEvents = pgTable('usage_events', {
+  id: text('id').primaryKey(),
+  workspaceId: text('workspace_id').notNull(),
+  keyId: text('key_id'),
+  userId: text('user_id'),
+  requestId: text('request_id').notNull().unique(),
+  endpoint: text('endpoint').notNull(),
+  provider: text('provider'),
+  model: text('model').notNull(),
+  status: integer('status').notNull(),
+  errorCode: text('error_code'),
+  stream: boolean('stream').notNull(),
+  latencyMs: integer('latency_ms').notNull(),
+  ttftMs: integer('ttft_ms'),
+  inputTokens: integer('input_tokens').notNull(),
+  outputTokens: integer('output_tokens').notNull(),
+  cachedTokens: integer('cached_tokens').notNull(),
+  reasoningTokens: integer('reasoning_tokens').notNull(),
+  estimated: boolean('estimated').notNull(),
+  costMicros: bigint('cost_micros', { mode: 'number' }).notNull(),
+  attempts: integer('attempts').notNull(),
+  createdAt: ts('created_at').notNull(),
+});
+
+export type ProviderRow = typeof gatewayProviders.$inferSelect;
+export type PriceRow = typeof gatewayModelPrices.$inferSelect;
+export type UsageEventRow = typeof usageEvents.$inferSelect;
+
+/** The data map entries of the tables this module owns. */
+export const gatewayTables = [
+  mapTable(gatewayProviders, {
+    purpose: 'Model providers a workspace connects to call models with its own credentials',
+    basis: 'contract',
+    retention: 'workspace_lifetime',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      name: col('tenancy', false, { purpose: 'Name the workspace gave the provider' }),
+      adapter: col('tenancy', false, { purpose: 'Which upstream API the provider speaks' }),
+      baseUrl: col('tenancy', false, { purpose: 'Where calls to the provider go' }),
+      credentialsCiphertext: col('credential', false, {
+        secret: true,
+        purpose: "The provider's API key and headers, vault ciphertext",
+      }),
+      models: col('tenancy', false, { purpose: 'Models the provider serves' }),
+      timeoutMs: col('tenancy', false),
+      createdBy: col('identifier', true, { purpose: 'The member who connected the provider' }),
+      createdAt: col('tenancy', false),
+      updatedAt: col('tenancy', false),
+    },
+  }),
+  mapTable(gatewayModelPrices, {
+    purpose: 'Prices a workspace sets for models, to meter calls',
+    basis: 'contract',
+    retention: 'workspace_lifetime',
+    subject: 'workspace',
+    columns: {
+      workspaceId: col('identifier', false),
+      model: col('billing', false),
+      inputMicrosPerMtok: col('billing', false),
+      outputMicrosPerMtok: col('billing', false),
+      cachedInputMicrosPerMtok: col('billing', false),
+      contextWindow: col('billing', false),
+      updatedAt: col('billing', false),
+    },
+  }),
+  mapTable(usageEvents, {
+    purpose: 'Metering each gateway call (tokens, latency, status, cost) for usage reports, limits and billing',
+    basis: 'contract',
+    retention: 'usage_13_months',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      keyId: col('identifier', false, { purpose: 'The API key that made the call' }),
+      userId: col('identifier', true, { purpose: 'The member whose key made the call' }),
+      requestId: col('identifier', false, { purpose: 'Correlates the call with its response header and logs' }),
+      endpoint: col('usage_metadata', false),
+      provider: col('usage_metadata', false),
+      model: col('usage_metadata', false),
+      status: col('usage_metadata', false),
+      errorCode: col('usage_metadata', false),
+      stream: col('usage_metadata', false),
+      latencyMs: col('usage_metadata', false),
+      ttftMs: col('usage_metadata', false),
+      inputTokens: col('usage_metadata', false),
+      outputTokens: col('usage_metadata', false),
+      cachedTokens: col('usage_metadata', false),
+      reasoningTokens: col('usage_metadata', false),
+      estimated: col('usage_metadata', false, { purpose: 'Whether token counts are an estimate (no provider usage)' }),
+      costMicros: col('billing', false),
+      attempts: col('usage_metadata', false),
+      createdAt: col('usage_metadata', false),
+    },
+  }),
+];

@@ -1,0 +1,131 @@
+// The gateway module: the OpenAI-compatible inbound API (/v1), providers and prices of
+// workspaces, routing with fallback, rate limits, credit reservations and usage metering.
+// Other modules import only this file.
+import path from 'node:path';
+import type { FastifyRequest } from 'fastify';
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { Database } from '../../platform/db/db.ts';
+import { egressGuard } from '../../platform/http/egress.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
+import type { AuditInput } from '../audit/index.ts';
+import type { Module, PlatformDeps } from '../types.ts';
+import type { VaultService } from '../vault/index.ts';
+import type { Permission } from '../workspaces/index.ts';
+import { registerGatewayAdminRoutes } from './gateway.admin.routes.ts';
+import { SHIPPED_PRICES } from './gateway.catalog.ts';
+import { type CreditGate, unlimitedCredits } from './gateway.credits.ts';
+import { memoryRateLimiter, type RateLimiter, redisRateLimiter } from './gateway.limits.ts';
+import { type ProvidersDeps, providersService } from './gateway.providers.ts';
+import { gatewayRepo } from './gateway.repo.ts';
+import { usageReports } from './gateway.reports.ts';
+import { registerGatewayRoutes } from './gateway.routes.ts';
+import { gatewayService } from './gateway.service.ts';
+import { gatewayTables } from './gateway.tables.ts';
+import { usageRecorder } from './gateway.usage.ts';
+
+export type { ProviderAdapter } from './gateway.adapter.ts';
+export { CATALOG_VERSION, costMicros, type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
+export { type CreditGate, memoryCredits, type Reservation, unlimitedCredits } from './gateway.credits.ts';
+export type { RateLimiter } from './gateway.limits.ts';
+
+export const GATEWAY_CHANNEL = 'berth.gateway';
+
+export type GatewayDeps = PlatformDeps & {
+  vault: Pick<VaultService, 'encrypt' | 'decrypt'>;
+  audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
+  requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+  /** Billing's ledger; without it every call is allowed (Berth says so at start). */
+  credits?: CreditGate;
+  /** Shared counters; default Redis when REDIS_URL is set, else in memory. */
+  limiter?: RateLimiter;
+  createAdapter?: ProvidersDeps['createAdapter'];
+};
+
+/**
+ * Builds the gateway. Its /v1 routes rely on the keys module's hook (registered earlier)
+ * for authentication and the `gateway:invoke` scope.
+ *
+ * @example const gw = createGatewayModule({ ...deps, vault, audit, requirePermission, credits: billing.credits });
+ */
+export function createGatewayModule(deps: GatewayDeps) {
+  const { config } = deps;
+  const egress = egressGuard(config.BERTH_EGRESS_ALLOW);
+  const credits = deps.credits ?? unlimitedCredits;
+  const limiter =
+    deps.limiter ??
+    (config.REDIS_URL ? redisRateLimiter({ url: config.REDIS_URL, clock: deps.clock }) : memoryRateLimiter(deps.clock));
+  const providers = providersService({
+    db: deps.db,
+    repo: gatewayRepo,
+    clock: deps.clock,
+    logger: deps.logger,
+    vault: deps.vault,
+    audit: deps.audit,
+    egress,
+    publish: (workspaceId) => deps.bus.publish(GATEWAY_CHANNEL, workspaceId),
+    ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
+  });
+  const usage = usageRecorder({
+    dir: path.join(config.dataDir, 'usage-journal'),
+    insert: (rows) => deps.db.system((tx) => gatewayRepo.insertUsage(tx, rows)),
+    logger: deps.logger,
+    fsync: config.BERTH_USAGE_JOURNAL_FSYNC,
+  });
+  const gateway = gatewayService({
+    providers,
+    catalog: SHIPPED_PRICES,
+    limiter,
+    credits,
+    usage,
+    clock: deps.clock,
+    logger: deps.logger,
+    settings: {
+      unpricedModels: config.BERTH_UNPRICED_MODELS,
+      workspaceRpm: config.BERTH_GATEWAY_WORKSPACE_RPM ?? null,
+      workspaceTpm: config.BERTH_GATEWAY_WORKSPACE_TPM ?? null,
+      retries: config.BERTH_GATEWAY_RETRIES,
+      totalTimeoutMs: config.BERTH_GATEWAY_TOTAL_TIMEOUT_MS,
+      defaultMaxOutputTokens: config.BERTH_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS,
+      breakerFailures: 5,
+      breakerCooldownMs: 30_000,
+    },
+  });
+  const reports = usageReports({ db: deps.db, repo: gatewayRepo, clock: deps.clock, flush: () => usage.flush() });
+  const service = { ...gateway, providers, reports, usage, credits, limiter };
+
+  const module: Module<typeof service> = {
+    service,
+    dataMap: moduleDataMap('gateway', gatewayTables),
+    async registerRoutes(app: HttpServer) {
+      const replayed = await usage.replay();
+      if (replayed > 0) deps.logger.info({ events: replayed }, 'gateway: usage events replayed from the journal');
+      if (credits.kind === 'unlimited') {
+        deps.logger.info('gateway: no billing ledger is installed; credits are unlimited');
+      }
+      const unsubscribe = await deps.bus.subscribe(
+        GATEWAY_CHANNEL,
+        (workspaceId) => providers.forget(workspaceId),
+        () => providers.forget(null),
+      );
+      usage.start();
+      app.addHook('onClose', async () => {
+        await unsubscribe().catch(() => undefined);
+        await gateway.idle();
+        await usage.stop();
+        await providers.close();
+        await limiter.close();
+      });
+      registerGatewayRoutes(app, { service: gateway, bodyLimit: config.BERTH_GATEWAY_BODY_LIMIT });
+      registerGatewayAdminRoutes(app, {
+        providers,
+        gateway,
+        reports,
+        requirePermission: deps.requirePermission,
+      });
+    },
+  };
+  return module;
+}
+
+export type GatewayModule = ReturnType<typeof createGatewayModule>;
+export type GatewayModuleService = GatewayModule['service'];
