@@ -13,6 +13,7 @@ import { catalogLookup, type ModelPrice } from './gateway.catalog.ts';
 import type { GatewayRepo } from './gateway.repo.ts';
 import type { AddProviderInput, PriceView, ProviderView, SetPriceInput } from './gateway.schemas.ts';
 import type { PriceRow, ProviderRow } from './gateway.tables.ts';
+import { createAnthropicAdapter } from './providers/anthropic.ts';
 import { createOpenAiCompatibleAdapter } from './providers/openai-compatible.ts';
 
 /** A provider ready to call: its adapter holds the decrypted credential, in memory only. */
@@ -53,17 +54,16 @@ const credentialsContext = (workspaceId: string, providerId: string) =>
   ({ owner: { type: 'workspace', id: workspaceId }, record: providerId, field: 'credentials' }) as const;
 
 export function defaultAdapter(row: ProviderRow, credentials: Credentials, egress: EgressGuard): ProviderAdapter {
-  if (row.adapter === 'anthropic') {
-    throw new AppError('bad_request', 'The Anthropic adapter is not available in this version of Berth.');
-  }
-  return createOpenAiCompatibleAdapter({
+  const common = {
     name: row.name,
     baseUrl: row.baseUrl,
     ...(credentials.apiKey ? { apiKey: credentials.apiKey } : {}),
     ...(credentials.headers ? { headers: credentials.headers } : {}),
     timeoutMs: row.timeoutMs,
     lookup: egress.lookup,
-  });
+  };
+  if (row.adapter === 'anthropic') return createAnthropicAdapter(common);
+  return createOpenAiCompatibleAdapter(common);
 }
 
 function toView(row: ProviderRow, hasCredentials: boolean): ProviderView {

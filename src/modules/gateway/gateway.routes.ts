@@ -6,14 +6,24 @@ import { apiKeyOf, openAiError } from '../keys/index.ts';
 import type {
   ChatCompletionChunk,
   ChatCompletionRequest,
+  ChatCompletionResponse,
   ChatCompletionStream,
   EmbeddingsRequest,
   Usage,
 } from './gateway.adapter.ts';
-import { ChatCompletionBody, EmbeddingsBody, ModelIdParams } from './gateway.schemas.ts';
+import {
+  type AnthropicEvent,
+  anthropicError,
+  chunksToAnthropicEvents,
+  fromAnthropicRequest,
+  type InboundMessagesRequest,
+  toAnthropicResponse,
+} from './gateway.anthropic.ts';
+import { ChatCompletionBody, EmbeddingsBody, MessagesBody, ModelIdParams } from './gateway.schemas.ts';
 import {
   type Caller,
   clientError,
+  type Endpoint,
   estimateFromChars,
   estimateTokens,
   type GatewayCall,
@@ -88,6 +98,8 @@ function sse(data: unknown): string {
  * or completion is logged, stored or put in an error.
  */
 export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: Deps) {
+  app.addErrorRenderer('/v1/messages', (err) => anthropicError(err));
+
   app.get(
     '/v1/models',
     { schema: { tags, security, summary: 'List the models this key can call (OpenAI format)' } },
@@ -126,48 +138,20 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
       config: { audit },
       bodyLimit,
     },
+    async (req, reply) =>
+      runChat(service, req, reply, req.body as unknown as ChatCompletionRequest, 'chat.completions', openAiFormat),
+  );
+
+  app.post(
+    '/v1/messages',
+    {
+      schema: { tags, security, summary: 'Create a message (Anthropic Messages format)', body: MessagesBody },
+      config: { audit },
+      bodyLimit,
+    },
     async (req, reply) => {
-      const caller = callerOf(req);
-      const body = req.body as unknown as ChatCompletionRequest;
-      const stream = body.stream === true;
-      const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
-      const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
-      const call = await service.begin(caller, {
-        endpoint: 'chat.completions',
-        model: body.model,
-        stream,
-        inputEstimate,
-        maxOutputTokens: maxOut === null ? null : maxOut * (body.n ?? 1),
-      });
-      const gone = clientGone(req, reply);
-      if (!stream) {
-        try {
-          const res = await call.attempt(
-            (c, opts) => c.provider.adapter.chatCompletion({ ...body, model: c.model }, opts),
-            gone.signal,
-          );
-          const output = res.choices.reduce(
-            (n, ch) => n + (typeof ch.message.content === 'string' ? ch.message.content.length : 0),
-            0,
-          );
-          call.finish({
-            status: 200,
-            usage: res.usage,
-            estimate: { input: inputEstimate, output: estimateFromChars(output) },
-          });
-          servedHeaders(reply, call);
-          return res;
-        } catch (err) {
-          const e = clientError(err);
-          call.finish({
-            status: gone.signal.aborted ? 499 : e.status,
-            errorCode: gone.signal.aborted ? 'client_closed' : e.code,
-          });
-          servedHeaders(reply, call);
-          throw e;
-        }
-      }
-      return streamChat(reply, call, body, gone, inputEstimate);
+      const body = req.body as unknown as InboundMessagesRequest;
+      return runChat(service, req, reply, fromAnthropicRequest(body), 'messages', anthropicFormat(body.model));
     },
   );
 
@@ -215,57 +199,138 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
   );
 }
 
+/** How one inbound API writes answers: whole, as stream frames, and errors inside a stream. */
+type Format = {
+  whole(res: ChatCompletionResponse): unknown;
+  /** A fresh stream writer: frames for each chunk, the closing frames, and an error frame. */
+  stream(wantsUsage: boolean): {
+    chunk(c: ChatCompletionChunk): string;
+    end(usage: Usage | undefined): string;
+    error(e: AppError): string;
+  };
+};
+
+const openAiFormat: Format = {
+  whole: (res) => res,
+  stream: (wantsUsage) => ({
+    chunk: (c) => {
+      // Usage is always asked of the provider; the client sees it only when it asked too.
+      if (c.choices.length === 0) return wantsUsage ? sse(c) : '';
+      return sse(wantsUsage || c.usage === undefined ? c : { ...c, usage: undefined });
+    },
+    end: () => 'data: [DONE]\n\n',
+    error: (e) => sse(openAiError(e)),
+  }),
+};
+
+function event(e: AnthropicEvent): string {
+  return `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`;
+}
+
+function anthropicFormat(model: string): Format {
+  return {
+    whole: (res) => toAnthropicResponse(res),
+    stream: () => {
+      const events = chunksToAnthropicEvents(model);
+      return {
+        chunk: (c) => events.push(c).map(event).join(''),
+        end: (usage) => events.finish(usage).map(event).join(''),
+        error: (e) => event({ event: 'error', data: anthropicError(e) }),
+      };
+    },
+  };
+}
+
+function outputChars(res: ChatCompletionResponse): number {
+  let n = 0;
+  for (const ch of res.choices) {
+    if (typeof ch.message.content === 'string') n += ch.message.content.length;
+    for (const t of ch.message.tool_calls ?? []) n += t.function.arguments.length;
+  }
+  return n;
+}
+
 /**
- * Streams a chat completion as server-sent events. The usage event is journaled before
- * `[DONE]` goes out, so a client that saw the end of the stream is always metered. Aborted
- * streams are billed for what was delivered (estimated when the provider sent no usage).
+ * One chat call in either inbound format: governance and reservation (`begin`), attempts
+ * with fallback, and exactly one usage event, journaled before the client gets its last
+ * byte (before the JSON body, or before the stream's closing frames). Aborted streams are
+ * billed for what was delivered (estimated when the provider sent no usage).
  */
-async function streamChat(
+async function runChat(
+  service: GatewayService,
+  req: FastifyRequest,
   reply: FastifyReply,
-  call: GatewayCall,
   body: ChatCompletionRequest,
-  gone: AbortController,
-  inputEstimate: number,
+  endpoint: Endpoint,
+  format: Format,
 ) {
-  const wantsUsage = body.stream_options?.include_usage === true;
-  let stream: ChatCompletionStream;
+  const caller = callerOf(req);
+  const stream = body.stream === true;
+  const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
+  const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
+  const call = await service.begin(caller, {
+    endpoint,
+    model: body.model,
+    stream,
+    inputEstimate,
+    maxOutputTokens: maxOut === null ? null : maxOut * (body.n ?? 1),
+  });
+  const gone = clientGone(req, reply);
+  const failed = (err: unknown) => {
+    const e = clientError(err);
+    const aborted = gone.signal.aborted;
+    call.finish({ status: aborted ? 499 : e.status, errorCode: aborted ? 'client_closed' : e.code });
+    servedHeaders(reply, call);
+    return e;
+  };
+
+  if (!stream) {
+    let res: ChatCompletionResponse;
+    try {
+      res = await call.attempt(
+        (c, opts) => c.provider.adapter.chatCompletion({ ...body, model: c.model }, opts),
+        gone.signal,
+      );
+    } catch (err) {
+      throw failed(err);
+    }
+    call.finish({
+      status: 200,
+      usage: res.usage,
+      estimate: { input: inputEstimate, output: estimateFromChars(outputChars(res)) },
+    });
+    servedHeaders(reply, call);
+    return format.whole(res);
+  }
+
+  let upstream: ChatCompletionStream;
   try {
-    stream = await call.attempt(
+    upstream = await call.attempt(
       (c, opts) => c.provider.adapter.chatCompletionStream({ ...body, model: c.model }, opts),
       gone.signal,
     );
   } catch (err) {
-    const e = clientError(err);
-    call.finish({
-      status: gone.signal.aborted ? 499 : e.status,
-      errorCode: gone.signal.aborted ? 'client_closed' : e.code,
-    });
-    servedHeaders(reply, call);
-    throw e;
+    throw failed(err);
   }
+  const writer = format.stream(body.stream_options?.include_usage === true);
   const started = performance.now();
   let ttft: number | null = null;
   let delivered = 0;
   let usage: Usage | undefined;
+  const estimate = () => ({ input: inputEstimate, output: estimateFromChars(delivered) });
 
   async function* frames(): AsyncGenerator<string> {
     try {
-      for await (const chunk of stream) {
+      for await (const chunk of upstream) {
         if (chunk.usage) usage = chunk.usage;
-        const isUsageOnly = chunk.choices.length === 0;
-        if (isUsageOnly && !wantsUsage) continue;
         const len = deltaLength(chunk);
         if (len > 0 && ttft === null) ttft = Math.round(performance.now() - started);
         delivered += len;
-        yield sse(wantsUsage ? chunk : { ...chunk, usage: undefined });
+        const frame = writer.chunk(chunk);
+        if (frame) yield frame;
       }
-      call.finish({
-        status: 200,
-        usage,
-        ttftMs: ttft,
-        estimate: { input: inputEstimate, output: estimateFromChars(delivered) },
-      });
-      yield 'data: [DONE]\n\n';
+      call.finish({ status: 200, usage, ttftMs: ttft, estimate: estimate() });
+      yield writer.end(usage);
     } catch (err) {
       const aborted = gone.signal.aborted;
       const e = clientError(err);
@@ -274,18 +339,12 @@ async function streamChat(
         errorCode: aborted ? 'client_closed' : e.code,
         usage,
         ttftMs: ttft,
-        estimate: { input: inputEstimate, output: estimateFromChars(delivered) },
+        estimate: estimate(),
       });
-      if (!aborted) yield sse(openAiError(e));
+      if (!aborted) yield writer.error(e);
     } finally {
-      // The client left mid-stream: what was delivered is billed.
-      call.finish({
-        status: 499,
-        errorCode: 'client_closed',
-        usage,
-        ttftMs: ttft,
-        estimate: { input: inputEstimate, output: estimateFromChars(delivered) },
-      });
+      // Reached without a finish only when the client left mid-stream: what was delivered is billed.
+      call.finish({ status: 499, errorCode: 'client_closed', usage, ttftMs: ttft, estimate: estimate() });
     }
   }
 

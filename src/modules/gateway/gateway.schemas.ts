@@ -221,3 +221,66 @@ export const EmbeddingsBody = z.looseObject({
 });
 
 export const ModelIdParams = z.object({ model: z.string().min(1).max(300) });
+
+// ---- /v1/messages (Anthropic's shapes)
+
+const AnthropicText = z.looseObject({ type: z.literal('text'), text: z.string() });
+const AnthropicImage = z.looseObject({
+  type: z.literal('image'),
+  source: z.union([
+    z.looseObject({ type: z.literal('base64'), media_type: z.string(), data: z.string() }),
+    z.looseObject({ type: z.literal('url'), url: z.string() }),
+  ]),
+});
+const AnthropicBlock = z.union([
+  AnthropicText,
+  AnthropicImage,
+  z.looseObject({ type: z.literal('tool_use'), id: z.string(), name: z.string(), input: z.unknown() }),
+  z.looseObject({
+    type: z.literal('tool_result'),
+    tool_use_id: z.string(),
+    content: z.union([z.string(), z.array(z.union([AnthropicText, AnthropicImage]))]).optional(),
+    is_error: z.boolean().optional(),
+  }),
+  z.looseObject({ type: z.literal('thinking'), thinking: z.string() }),
+  z.looseObject({ type: z.string() }),
+]);
+
+export const MessagesBody = z.looseObject({
+  model: ModelName,
+  max_tokens: z.number().int().min(1),
+  messages: z
+    .array(
+      z.looseObject({ role: z.enum(['user', 'assistant']), content: z.union([z.string(), z.array(AnthropicBlock)]) }),
+    )
+    .min(1),
+  system: z.union([z.string(), z.array(AnthropicText)]).optional(),
+  stop_sequences: z.array(z.string()).max(16).optional(),
+  temperature: z.number().min(0).max(1).optional(),
+  top_p: z.number().min(0).max(1).optional(),
+  top_k: z.number().int().min(0).optional(),
+  stream: z.boolean().optional(),
+  tools: z
+    .array(
+      z.looseObject({
+        name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'letters, digits, _ and -, up to 64'),
+        description: z.string().optional(),
+        input_schema: z.record(z.string(), z.unknown()),
+      }),
+    )
+    .max(128)
+    .optional(),
+  tool_choice: z
+    .union([
+      z.looseObject({ type: z.enum(['auto', 'any', 'none']), disable_parallel_tool_use: z.boolean().optional() }),
+      z.looseObject({ type: z.literal('tool'), name: z.string(), disable_parallel_tool_use: z.boolean().optional() }),
+    ])
+    .optional(),
+  metadata: z.looseObject({ user_id: z.string().max(256).optional() }).optional(),
+  thinking: z
+    .union([
+      z.looseObject({ type: z.literal('enabled'), budget_tokens: z.number().int().min(1) }),
+      z.looseObject({ type: z.literal('disabled') }),
+    ])
+    .optional(),
+});

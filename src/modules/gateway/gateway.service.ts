@@ -244,6 +244,8 @@ export function gatewayService(deps: GatewayDeps) {
 
       let attempts = 0;
       let served: Candidate | null = null;
+      /** The last candidate tried: what a failed call's usage event names. */
+      let tried: Candidate | null = null;
       let finished = false;
       const deadline = started + settings.totalTimeoutMs;
 
@@ -267,6 +269,7 @@ export function gatewayService(deps: GatewayDeps) {
               const left = deadline - performance.now();
               if (left <= 0) throw new UpstreamError('upstream_timeout');
               attempts += 1;
+              tried = c;
               try {
                 const value = await fn(c, {
                   timeoutMs: Math.min(c.provider.timeoutMs, left),
@@ -311,8 +314,8 @@ export function gatewayService(deps: GatewayDeps) {
             userId: caller.userId,
             requestId: caller.requestId,
             endpoint: input.endpoint,
-            provider: served?.provider.name ?? null,
-            model: served?.model ?? input.model,
+            provider: (served ?? tried)?.provider.name ?? null,
+            model: (served ?? tried)?.model ?? input.model,
             status: outcome.status,
             errorCode: outcome.errorCode ?? null,
             stream: input.stream,

@@ -136,7 +136,11 @@ type Renderers = Array<{ prefix: string; render: ErrorRenderer }>;
 function sendError(renderers: Renderers, err: AppError, req: FastifyRequest, reply: FastifyReply) {
   if (err.extra.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.extra.retryAfterSeconds));
   reply.status(err.status);
-  const custom = renderers.find((r) => req.url.startsWith(r.prefix));
+  // The most specific prefix wins (`/v1/messages` answers Anthropic's shape, the rest of `/v1` OpenAI's).
+  let custom: Renderers[number] | undefined;
+  for (const r of renderers) {
+    if (req.url.startsWith(r.prefix) && (!custom || r.prefix.length > custom.prefix.length)) custom = r;
+  }
   if (custom) return reply.send(custom.render(err, req, reply));
   return reply.type('application/problem+json').send(problem(err, req.url.split('?')[0] ?? '/', req.id));
 }

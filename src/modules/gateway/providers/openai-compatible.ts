@@ -11,6 +11,7 @@ import type {
   Usage,
 } from '../gateway.adapter.ts';
 import { UpstreamError, upstreamErrorForStatus } from '../gateway.adapter.ts';
+import { type Attempt, isObject, retryAfter, startAttempt, toUpstreamError } from './http.ts';
 
 /** What happens to one request field on the way out: sent as is, dropped, or sent under another name. */
 export type ParamRule = 'pass' | 'drop' | { rename: string };
@@ -66,49 +67,6 @@ export function mapParams(req: ChatCompletionRequest, map: ParamMap): Record<str
     out[rule === 'pass' ? key : rule.rename] = value;
   }
   return out;
-}
-
-type Attempt = { signal: AbortSignal; timedOut: () => boolean; arm: () => void; done: () => void };
-
-function startAttempt(timeoutMs: number, outer: AbortSignal | undefined): Attempt {
-  const controller = new AbortController();
-  let timedOut = false;
-  let timer: NodeJS.Timeout | undefined;
-  const onAbort = () => controller.abort();
-  outer?.addEventListener('abort', onAbort, { once: true });
-  const arm = () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, timeoutMs);
-  };
-  arm();
-  return {
-    signal: controller.signal,
-    timedOut: () => timedOut,
-    arm,
-    done: () => {
-      if (timer) clearTimeout(timer);
-      outer?.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
-function toUpstreamError(err: unknown, attempt: Attempt, outer: AbortSignal | undefined): UpstreamError {
-  if (err instanceof UpstreamError) return err;
-  if (attempt.timedOut()) return new UpstreamError('upstream_timeout');
-  if (outer?.aborted) return new UpstreamError('upstream_aborted');
-  // Connection refused/reset, TLS failures, malformed HTTP: the cause may quote bytes we sent, so it is dropped.
-  return new UpstreamError('upstream_error');
-}
-
-function retryAfter(headers: Record<string, string | string[] | undefined>): number | undefined {
-  const raw = headers['retry-after'];
-  const value = Array.isArray(raw) ? raw[0] : raw;
-  if (value === undefined) return undefined;
-  const seconds = Number(value);
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds : undefined;
 }
 
 export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): ProviderAdapter {
@@ -259,10 +217,6 @@ export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): Pr
       await pool.close();
     },
   };
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** One SSE line: a chunk, 'done' for `[DONE]`, or undefined for comments, blank lines and other fields. */
