@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { type App, buildApp, registerJobs } from '../../src/app.ts';
-import { loadConfig, type RawConfig } from '../../src/config.ts';
+import { type Config, loadConfig, type RawConfig } from '../../src/config.ts';
 import type { CreditGate } from '../../src/modules/gateway/index.ts';
 import type { Keyring } from '../../src/modules/vault/index.ts';
 import { type Bus, memoryBus } from '../../src/platform/bus/index.ts';
@@ -19,6 +19,7 @@ export const TEST_KEYRING: Keyring = {
 };
 
 export type TestApp = App & {
+  config: Config;
   db: TestDb['db'];
   testDb: TestDb;
   clock: ManualClock;
@@ -74,6 +75,7 @@ export async function createTestApp(opts: TestAppOptions = {}): Promise<TestApp>
   await app.http.ready();
   return {
     ...app,
+    config,
     db: testDb.db,
     testDb,
     clock,

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient, type TestResponse } from '../../../test/helpers/client.ts';
+import { fullDatabaseText } from '../../../test/helpers/dump.ts';
 import { logIn, makeOperator, signUp, testEmail, testIp, testPassword } from '../../../test/helpers/identity.ts';
 import { HOUR, MINUTE } from '../../platform/clock.ts';
 import { passwordHasher } from './identity.passwords.ts';
@@ -81,20 +82,7 @@ async function mailTo(email: string, tag: string) {
 
 const tokenIn = (text: string | undefined) => text?.match(/token=([A-Za-z0-9_-]{43})/)?.[1] ?? '';
 
-/** Every row of every table (Berth's and the job runner's) as text: what a database dump shows. */
-async function databaseDump(): Promise<string> {
-  const tables = await app.db.query<{ s: string; t: string }>(
-    "select table_schema as s, table_name as t from information_schema.tables where table_schema in ('public', 'pgboss') and table_type = 'BASE TABLE'",
-  );
-  const parts: string[] = [];
-  await app.db.system(async (tx) => {
-    for (const { s, t } of tables) {
-      const res = await tx.execute(sql.raw(`select x::text as row from "${s}"."${t}" x`));
-      for (const r of (res as unknown as { rows: Array<{ row: string }> }).rows) parts.push(r.row);
-    }
-  });
-  return parts.join('\n');
-}
+const databaseDump = () => fullDatabaseText(app);
 
 /** Row counts of every table, to compare the work two requests did. */
 async function tableCounts(): Promise<Record<string, number>> {

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
+import { fullDatabaseText } from '../../../test/helpers/dump.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { HOUR, MINUTE } from '../../platform/clock.ts';
 import type { Role } from '../../platform/http/context.ts';
@@ -64,27 +64,7 @@ async function keyCount(ws = wsA): Promise<number> {
   return Number((res as unknown as { rows: Array<{ n: number }> }).rows[0]?.n ?? 0);
 }
 
-/** Every row of every table, read by the database owner: what a full dump shows. */
-async function fullDump(): Promise<string> {
-  const list =
-    "select table_schema as s, table_name as t from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema') and table_type = 'BASE TABLE'";
-  const run = async (query: (text: string) => Promise<Array<Record<string, unknown>>>) => {
-    const parts: string[] = [];
-    for (const r of await query(list)) {
-      const rows = await query(`select x::text as row from "${String(r.s)}"."${String(r.t)}" x`);
-      for (const row of rows) parts.push(String(row.row));
-    }
-    return parts.join('\n');
-  };
-  if (!app.testDb.url) return run((text) => app.db.query(text));
-  const client = new pg.Client({ connectionString: app.testDb.url });
-  await client.connect();
-  try {
-    return await run(async (text) => (await client.query(text)).rows);
-  } finally {
-    await client.end();
-  }
-}
+const fullDump = () => fullDatabaseText(app);
 
 beforeAll(async () => {
   // Tests move the clock by hours: keep the sessions alive through it.

@@ -1,3 +1,5 @@
+import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import type { InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -77,6 +79,29 @@ function problem(res: { headers: Record<string, unknown>; json(): Record<string,
   expect(res.headers['content-type']).toContain('application/problem+json');
   return res.json();
 }
+
+describe('shutdown', () => {
+  it('closes promptly while a client holds a connection that never sent a request', async () => {
+    const server = await createHttpServer({
+      logger: createLogger({ level: 'silent' }),
+      bodyLimit: 1024,
+      trustProxy: false,
+      publicUrl: 'http://berth.test',
+      version: '0.0.0',
+      sessionCookieName: 'berth_session',
+    });
+    server.get('/api/ping', async () => ({ ok: true }));
+    await server.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = server.server.address() as AddressInfo;
+    const silent = connect(port, '127.0.0.1');
+    await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
+    const closed = new Promise<void>((resolve) => silent.once('close', () => resolve()));
+    // Without the pre-close hook this waits for Node's headers timeout (60 s): the test times out.
+    await server.close();
+    await closed;
+    expect(silent.destroyed).toBe(true);
+  });
+});
 
 describe('errors', () => {
   it('answers RFC 9457 problem+json with a stable code', async () => {

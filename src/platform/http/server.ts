@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import type {
   FastifyBaseLogger,
@@ -231,6 +232,20 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
   app.setNotFoundHandler((req, reply) =>
     sendError(renderers, new AppError('route_not_found', 'No such route.'), req, reply),
   );
+
+  // Graceful shutdown finishes in-flight requests; a connection that never sent a byte (a
+  // client's pre-opened socket) has nothing in flight but is not "idle" to Node, and would
+  // hold the close until the headers timeout. Those are closed as soon as closing starts.
+  const silent = new Set<Socket>();
+  app.server.on('connection', (socket) => {
+    silent.add(socket);
+    socket.once('data', () => silent.delete(socket));
+    socket.once('close', () => silent.delete(socket));
+  });
+  app.addHook('preClose', async () => {
+    for (const socket of silent) socket.destroy();
+    silent.clear();
+  });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
