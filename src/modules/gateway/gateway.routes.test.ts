@@ -221,6 +221,7 @@ describe('errors', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     expect((err as ApiError).code).toBe('model_not_found');
+    expect(await lastUsage(gw)).toMatchObject({ status: 404, errorCode: 'model_not_found', model: 'no-such-model' });
   });
 
   it('refuses models outside the key allow-list', async () => {
@@ -411,6 +412,10 @@ describe('errors', () => {
     });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
+    // Each refused call is metered once, with its status and code.
+    const events = await usageOf(gw);
+    expect(events.filter((e) => e.errorCode === 'validation_failed')).toHaveLength(4);
+    expect(events.filter((e) => e.errorCode === 'invalid_json')).toHaveLength(1);
   });
 });
 

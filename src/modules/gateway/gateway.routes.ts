@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import { toAppError } from '../../platform/http/server.ts';
 import { apiKeyOf, openAiError } from '../keys/index.ts';
 import type {
   ChatCompletionChunk,
@@ -35,6 +36,15 @@ type Deps = { service: GatewayService; bodyLimit: number };
 const tags = ['gateway'];
 const security = [{ apiKey: [] }];
 const audit = { exempt: 'data-plane call, metered as a usage event rather than audited as an admin action' };
+
+const ENDPOINTS: Record<string, Endpoint> = {
+  '/v1/chat/completions': 'chat.completions',
+  '/v1/embeddings': 'embeddings',
+  '/v1/messages': 'messages',
+};
+
+/** Requests whose call reached `begin` (which meters them itself). */
+const begun = new WeakSet<FastifyRequest>();
 
 function callerOf(req: FastifyRequest): Caller {
   const key = apiKeyOf(req);
@@ -99,6 +109,15 @@ function sse(data: unknown): string {
  */
 export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: Deps) {
   app.addErrorRenderer('/v1/messages', (err) => anthropicError(err));
+
+  // A call refused at the door (malformed JSON, invalid fields, oversized) is metered too, once.
+  app.addHook('onError', async (req, _reply, err) => {
+    const endpoint = ENDPOINTS[req.routeOptions.url ?? ''];
+    if (!endpoint || begun.has(req) || !apiKeyOf(req)) return;
+    const body = (typeof req.body === 'object' && req.body !== null ? req.body : {}) as Record<string, unknown>;
+    const model = typeof body.model === 'string' && body.model !== '' ? body.model : 'unknown';
+    service.recordRefusal(callerOf(req), { endpoint, model, stream: body.stream === true }, toAppError(err));
+  });
 
   app.get(
     '/v1/models',
@@ -170,6 +189,7 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
         (n, i) => n + (typeof i === 'string' ? estimateTokens(i) : Array.isArray(i) ? i.length : 1),
         0,
       );
+      begun.add(req);
       const call = await service.begin(caller, {
         endpoint: 'embeddings',
         model: body.model,
@@ -265,6 +285,7 @@ async function runChat(
   format: Format,
 ) {
   const caller = callerOf(req);
+  begun.add(req);
   const stream = body.stream === true;
   const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
   const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;

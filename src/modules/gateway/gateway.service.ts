@@ -37,6 +37,14 @@ export type Outcome = {
   ttftMs?: number | null;
 };
 
+export type BeginInput = {
+  endpoint: Endpoint;
+  model: string;
+  stream: boolean;
+  inputEstimate: number;
+  maxOutputTokens: number | null;
+};
+
 export type GatewaySettings = {
   unpricedModels: 'refuse' | 'free';
   workspaceRpm: number | null;
@@ -200,148 +208,179 @@ export function gatewayService(deps: GatewayDeps) {
      * call runs attempts (`attempt`) and ends with `finish`, which records the usage event
      * (journal first) and settles the reservation.
      */
-    async begin(
-      caller: Caller,
-      input: {
-        endpoint: Endpoint;
-        model: string;
-        stream: boolean;
-        inputEstimate: number;
-        maxOutputTokens: number | null;
+    async begin(caller: Caller, input: BeginInput) {
+      try {
+        return await start(caller, input);
+      } catch (err) {
+        // A refused call is metered too (429, 402, 403, 404...): one event per call, whatever the outcome.
+        if (err instanceof AppError) recordRefusal(caller, input, err);
+        throw err;
+      }
+    },
+
+    recordRefusal,
+  };
+
+  async function start(caller: Caller, input: BeginInput) {
+    const started = performance.now();
+    const limitHeaders: LimitHeaders = {};
+    if (caller.allowedModels && !caller.allowedModels.includes(input.model)) {
+      throw new AppError('model_not_allowed', `This API key may not call ${input.model}.`);
+    }
+    const w = await deps.providers.workspace(caller.workspaceId);
+    const candidates = candidatesFor(w.providers, input.model);
+    if (candidates.length === 0) {
+      throw new AppError('model_not_found', `No provider of this workspace serves the model ${input.model}.`);
+    }
+    const first = candidates[0] as Candidate;
+    let price = priceOf(w, deps.catalog, first.model) ?? priceOf(w, deps.catalog, input.model);
+    if (!price) {
+      if (settings.unpricedModels === 'refuse') {
+        throw new AppError(
+          'model_not_priced',
+          `The model ${input.model} has no price; set one for the workspace (berth models price) to use it.`,
+        );
+      }
+      price = { inputMicrosPerMtok: 0, outputMicrosPerMtok: 0, cachedInputMicrosPerMtok: null, contextWindow: null };
+    }
+    const modelPrice = price;
+    await checkLimits(caller, limitHeaders);
+    const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
+    const worstCase = costMicros(modelPrice, { input: input.inputEstimate, output: maxOut, cached: 0 });
+    const reservation: Reservation = await deps.credits.reserve({
+      workspaceId: caller.workspaceId,
+      keyId: caller.keyId,
+      requestId: caller.requestId,
+      amountMicros: worstCase,
+    });
+
+    let attempts = 0;
+    let served: Candidate | null = null;
+    /** The last candidate tried: what a failed call's usage event names. */
+    let tried: Candidate | null = null;
+    let finished = false;
+    const deadline = started + settings.totalTimeoutMs;
+
+    return {
+      limitHeaders,
+      get served() {
+        return served;
       },
-    ) {
-      const started = performance.now();
-      const limitHeaders: LimitHeaders = {};
-      if (caller.allowedModels && !caller.allowedModels.includes(input.model)) {
-        throw new AppError('model_not_allowed', `This API key may not call ${input.model}.`);
-      }
-      const w = await deps.providers.workspace(caller.workspaceId);
-      const candidates = candidatesFor(w.providers, input.model);
-      if (candidates.length === 0) {
-        throw new AppError('model_not_found', `No provider of this workspace serves the model ${input.model}.`);
-      }
-      const first = candidates[0] as Candidate;
-      let price = priceOf(w, deps.catalog, first.model) ?? priceOf(w, deps.catalog, input.model);
-      if (!price) {
-        if (settings.unpricedModels === 'refuse') {
-          throw new AppError(
-            'model_not_priced',
-            `The model ${input.model} has no price; set one for the workspace (berth models price) to use it.`,
-          );
-        }
-        price = { inputMicrosPerMtok: 0, outputMicrosPerMtok: 0, cachedInputMicrosPerMtok: null, contextWindow: null };
-      }
-      const modelPrice = price;
-      await checkLimits(caller, limitHeaders);
-      const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
-      const worstCase = costMicros(modelPrice, { input: input.inputEstimate, output: maxOut, cached: 0 });
-      const reservation: Reservation = await deps.credits.reserve({
-        workspaceId: caller.workspaceId,
-        keyId: caller.keyId,
-        requestId: caller.requestId,
-        amountMicros: worstCase,
-      });
 
-      let attempts = 0;
-      let served: Candidate | null = null;
-      /** The last candidate tried: what a failed call's usage event names. */
-      let tried: Candidate | null = null;
-      let finished = false;
-      const deadline = started + settings.totalTimeoutMs;
-
-      return {
-        limitHeaders,
-        get served() {
-          return served;
-        },
-
-        /**
-         * Runs `fn` against each candidate in order, retrying retryable failures (429, 5xx,
-         * timeouts, connection errors) with jittered backoff, skipping providers whose circuit
-         * is open while another candidate remains.
-         */
-        async attempt<T>(fn: (c: Candidate, opts: CallOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
-          let last: unknown = new UpstreamError('upstream_error');
-          const usable = candidates.filter((c) => !breakerOpen(c.provider.id));
-          const order = usable.length > 0 ? usable : candidates;
-          for (const c of order) {
-            for (let retry = 0; retry <= settings.retries; retry++) {
-              const left = deadline - performance.now();
-              if (left <= 0) throw new UpstreamError('upstream_timeout');
-              attempts += 1;
-              tried = c;
-              try {
-                const value = await fn(c, {
-                  timeoutMs: Math.min(c.provider.timeoutMs, left),
-                  ...(signal ? { signal } : {}),
-                });
-                noteResult(c.provider.id, true);
-                served = c;
-                return value;
-              } catch (err) {
-                last = err;
-                if (signal?.aborted) throw new UpstreamError('upstream_aborted');
-                if (!(err instanceof UpstreamError) || !err.retryable) throw err;
-                noteResult(c.provider.id, false);
-                if (retry < settings.retries) {
-                  const hinted = err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : 0;
-                  const backoff = Math.min(2000, 100 * 2 ** retry) * (0.5 + Math.random() / 2);
-                  const wait = Math.min(Math.max(hinted, backoff), 2000, Math.max(0, deadline - performance.now()));
-                  await sleep(wait);
-                }
+      /**
+       * Runs `fn` against each candidate in order, retrying retryable failures (429, 5xx,
+       * timeouts, connection errors) with jittered backoff, skipping providers whose circuit
+       * is open while another candidate remains.
+       */
+      async attempt<T>(fn: (c: Candidate, opts: CallOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
+        let last: unknown = new UpstreamError('upstream_error');
+        const usable = candidates.filter((c) => !breakerOpen(c.provider.id));
+        const order = usable.length > 0 ? usable : candidates;
+        for (const c of order) {
+          for (let retry = 0; retry <= settings.retries; retry++) {
+            const left = deadline - performance.now();
+            if (left <= 0) throw new UpstreamError('upstream_timeout');
+            attempts += 1;
+            tried = c;
+            try {
+              const value = await fn(c, {
+                timeoutMs: Math.min(c.provider.timeoutMs, left),
+                ...(signal ? { signal } : {}),
+              });
+              noteResult(c.provider.id, true);
+              served = c;
+              return value;
+            } catch (err) {
+              last = err;
+              if (signal?.aborted) throw new UpstreamError('upstream_aborted');
+              if (!(err instanceof UpstreamError) || !err.retryable) throw err;
+              noteResult(c.provider.id, false);
+              if (retry < settings.retries) {
+                const hinted = err.retryAfterSeconds !== undefined ? err.retryAfterSeconds * 1000 : 0;
+                const backoff = Math.min(2000, 100 * 2 ** retry) * (0.5 + Math.random() / 2);
+                const wait = Math.min(Math.max(hinted, backoff), 2000, Math.max(0, deadline - performance.now()));
+                await sleep(wait);
               }
             }
           }
-          throw last;
-        },
+        }
+        throw last;
+      },
 
-        /** Records the call's usage event (before the client gets its last byte) and settles. Once per call. */
-        finish(outcome: Outcome) {
-          if (finished) return;
-          finished = true;
-          const u = outcome.usage;
-          const estimated = !u;
-          const inputTokens = u ? u.prompt_tokens : (outcome.estimate?.input ?? 0);
-          const outputTokens = u ? u.completion_tokens : (outcome.estimate?.output ?? 0);
-          const cachedTokens = u?.prompt_tokens_details?.cached_tokens ?? 0;
-          const reasoningTokens = u?.completion_tokens_details?.reasoning_tokens ?? 0;
-          const cost = costMicros(modelPrice, { input: inputTokens, output: outputTokens, cached: cachedTokens });
-          const now = clock.now();
-          const row: UsageEventRow = {
-            id: newId('use', now),
-            workspaceId: caller.workspaceId,
-            keyId: caller.keyId,
-            userId: caller.userId,
-            requestId: caller.requestId,
-            endpoint: input.endpoint,
-            provider: (served ?? tried)?.provider.name ?? null,
-            model: (served ?? tried)?.model ?? input.model,
-            status: outcome.status,
-            errorCode: outcome.errorCode ?? null,
-            stream: input.stream,
-            latencyMs: Math.max(0, Math.round(performance.now() - started)),
-            ttftMs: outcome.ttftMs ?? null,
-            inputTokens,
-            outputTokens,
-            cachedTokens,
-            reasoningTokens,
-            estimated,
-            costMicros: cost,
-            attempts,
-            createdAt: now,
-          };
-          deps.usage.record(row);
-          track(
-            cost > 0 || outputTokens > 0 ? deps.credits.settle(reservation, cost) : deps.credits.release(reservation),
-          );
-          const tokens = inputTokens + outputTokens;
-          if (tokens > 0 && caller.keyId && caller.rateLimitTpm) track(deps.limiter.add(`k:${caller.keyId}:t`, tokens));
-          if (tokens > 0 && settings.workspaceTpm) track(deps.limiter.add(`w:${caller.workspaceId}:t`, tokens));
-          return row;
-        },
-      };
-    },
-  };
+      /** Records the call's usage event (before the client gets its last byte) and settles. Once per call. */
+      finish(outcome: Outcome) {
+        if (finished) return;
+        finished = true;
+        const u = outcome.usage;
+        const estimated = !u;
+        const inputTokens = u ? u.prompt_tokens : (outcome.estimate?.input ?? 0);
+        const outputTokens = u ? u.completion_tokens : (outcome.estimate?.output ?? 0);
+        const cachedTokens = u?.prompt_tokens_details?.cached_tokens ?? 0;
+        const reasoningTokens = u?.completion_tokens_details?.reasoning_tokens ?? 0;
+        const cost = costMicros(modelPrice, { input: inputTokens, output: outputTokens, cached: cachedTokens });
+        const now = clock.now();
+        const row: UsageEventRow = {
+          id: newId('use', now),
+          workspaceId: caller.workspaceId,
+          keyId: caller.keyId,
+          userId: caller.userId,
+          requestId: caller.requestId,
+          endpoint: input.endpoint,
+          provider: (served ?? tried)?.provider.name ?? null,
+          model: (served ?? tried)?.model ?? input.model,
+          status: outcome.status,
+          errorCode: outcome.errorCode ?? null,
+          stream: input.stream,
+          latencyMs: Math.max(0, Math.round(performance.now() - started)),
+          ttftMs: outcome.ttftMs ?? null,
+          inputTokens,
+          outputTokens,
+          cachedTokens,
+          reasoningTokens,
+          estimated,
+          costMicros: cost,
+          attempts,
+          createdAt: now,
+        };
+        deps.usage.record(row);
+        track(
+          cost > 0 || outputTokens > 0 ? deps.credits.settle(reservation, cost) : deps.credits.release(reservation),
+        );
+        const tokens = inputTokens + outputTokens;
+        if (tokens > 0 && caller.keyId && caller.rateLimitTpm) track(deps.limiter.add(`k:${caller.keyId}:t`, tokens));
+        if (tokens > 0 && settings.workspaceTpm) track(deps.limiter.add(`w:${caller.workspaceId}:t`, tokens));
+        return row;
+      },
+    };
+  }
+
+  /** The usage event of a call refused before it went upstream: no tokens, no cost. */
+  function recordRefusal(caller: Caller, input: Pick<BeginInput, 'endpoint' | 'model' | 'stream'>, err: AppError) {
+    const now = clock.now();
+    deps.usage.record({
+      id: newId('use', now),
+      workspaceId: caller.workspaceId,
+      keyId: caller.keyId,
+      userId: caller.userId,
+      requestId: caller.requestId,
+      endpoint: input.endpoint,
+      provider: null,
+      model: input.model.slice(0, 200),
+      status: err.status,
+      errorCode: err.code,
+      stream: input.stream,
+      latencyMs: 0,
+      ttftMs: null,
+      inputTokens: 0,
+      outputTokens: 0,
+      cachedTokens: 0,
+      reasoningTokens: 0,
+      estimated: false,
+      costMicros: 0,
+      attempts: 0,
+      createdAt: now,
+    });
+  }
 }
 
 export type GatewayService = ReturnType<typeof gatewayService>;
