@@ -59,3 +59,16 @@ create table usage_events (
 );
 create index usage_events_workspace_time_idx on usage_events (workspace_id, created_at, id);
 select berth_enable_tenant_rls('usage_events');
+
+-- Model aliases: a name callers use (`fast`) for an ordered list of targets, tried in order
+-- (fallback) or picked by weight (weighted), with the rest as fallbacks.
+create table gateway_routes (
+  workspace_id text not null references workspaces(id) on delete cascade,
+  alias text not null check (alias ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$'),
+  strategy text not null check (strategy in ('fallback', 'weighted')),
+  -- [{ "model": "gpt-4o", "provider": "openai", "weight": 3 }, ...]
+  targets jsonb not null check (jsonb_typeof(targets) = 'array' and jsonb_array_length(targets) between 1 and 20),
+  updated_at timestamptz not null,
+  primary key (workspace_id, alias)
+);
+select berth_enable_tenant_rls('gateway_routes');

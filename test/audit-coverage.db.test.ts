@@ -244,6 +244,22 @@ const FIXTURES: Record<string, Fixture> = {
     call: (v) => client(v, 'owner').delete(`${ws(v)}/model-prices/m1`),
     fail: (v) => client(v, 'owner').delete(`${ws(v)}/model-prices/never-priced`),
   },
+  'PUT /api/workspaces/:workspaceId/routes': {
+    actions: ['route.set'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').put(`${ws(v)}/routes`, { alias: 'fast', targets: [{ model: 'm1' }] }),
+  },
+  'DELETE /api/workspaces/:workspaceId/routes/:alias': {
+    actions: ['route.removed'],
+    prepare: async () => {
+      const v = await workspace();
+      const res = await client(v, 'owner').put(`${ws(v)}/routes`, { alias: 'fast', targets: [{ model: 'm1' }] });
+      if (res.status !== 200) throw new Error(`route fixture: ${res.status} ${res.text}`);
+      return v;
+    },
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/routes/fast`),
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/routes/never-defined`),
+  },
   'POST /api/operator/operators': {
     actions: ['operator.added'],
     prepare: async () => ({ target: (await user('op-to-be')).userId }),

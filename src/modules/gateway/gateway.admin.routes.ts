@@ -13,7 +13,11 @@ import {
   ProviderList,
   ProviderParams,
   ProviderView,
+  RouteList,
+  RouteParams,
+  RouteView,
   SetPriceBody,
+  SetRouteBody,
   UsageAnswer,
   UsageQuery,
   WorkspaceParams,
@@ -159,6 +163,49 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
     },
     async (req, reply) => {
       await providers.removePrice({ scope: requireScope(req), model: req.params.model });
+      return reply.status(204).send();
+    },
+  );
+
+  app.put(
+    `${ws}/routes`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Define a model alias: targets tried in order, or picked by weight with the rest as fallbacks',
+        params: WorkspaceParams,
+        body: SetRouteBody,
+        response: { 200: RouteView },
+      },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req) => providers.setRoute({ scope: requireScope(req), input: req.body }),
+  );
+
+  app.get(
+    `${ws}/routes`,
+    {
+      schema: {
+        tags: ['providers'],
+        security,
+        summary: 'Model aliases',
+        params: WorkspaceParams,
+        response: { 200: RouteList },
+      },
+      preHandler: requirePermission('providers:read'),
+    },
+    async (req) => ({ data: await providers.listRoutes({ scope: requireScope(req) }) }),
+  );
+
+  app.delete(
+    `${ws}/routes/:alias`,
+    {
+      schema: { tags: ['providers'], security, summary: 'Remove a model alias', params: RouteParams },
+      preHandler: requirePermission('providers:manage'),
+    },
+    async (req, reply) => {
+      await providers.removeRoute({ scope: requireScope(req), alias: req.params.alias });
       return reply.status(204).send();
     },
   );

@@ -4,7 +4,7 @@ import type { ProvidersService } from './gateway.providers.ts';
 
 /** What the specs use of the app. */
 type GatewayApp = {
-  modules: { gateway: { service: { providers: Pick<ProvidersService, 'addProvider' | 'setPrice'> } } };
+  modules: { gateway: { service: { providers: Pick<ProvidersService, 'addProvider' | 'setPrice' | 'setRoute'> } } };
 };
 type Ctx = MatrixContext<GatewayApp>;
 
@@ -35,6 +35,15 @@ const price = async (c: Ctx) => {
   return { model };
 };
 
+const route = async (c: Ctx) => {
+  const alias = unique();
+  await c.app.modules.gateway.service.providers.setRoute({
+    scope: c.ownerScope,
+    input: { alias, targets: [{ model: 'm1' }] },
+  });
+  return { alias };
+};
+
 const everyone = ['owner', 'admin', 'member', 'viewer'] as const;
 const managers = ['owner', 'admin'] as const;
 
@@ -62,5 +71,13 @@ export const matrixRoutes: MatrixRoute<GatewayApp>[] = [
   },
   { method: 'GET', url: (c) => `${ws(c)}/model-prices`, allowed: everyone },
   { method: 'DELETE', setup: price, url: (c) => `${ws(c)}/model-prices/${c.vars.model}`, allowed: managers },
+  {
+    method: 'PUT',
+    url: (c) => `${ws(c)}/routes`,
+    body: () => ({ alias: unique(), strategy: 'weighted', targets: [{ model: 'm1', weight: 2 }, { model: 'm2' }] }),
+    allowed: managers,
+  },
+  { method: 'GET', url: (c) => `${ws(c)}/routes`, allowed: everyone },
+  { method: 'DELETE', setup: route, url: (c) => `${ws(c)}/routes/${c.vars.alias}`, allowed: managers },
   { method: 'GET', url: (c) => `${ws(c)}/usage`, allowed: everyone },
 ];

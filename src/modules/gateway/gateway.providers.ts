@@ -11,8 +11,15 @@ import type { VaultService } from '../vault/index.ts';
 import type { ProviderAdapter } from './gateway.adapter.ts';
 import { catalogLookup, type ModelPrice } from './gateway.catalog.ts';
 import type { GatewayRepo } from './gateway.repo.ts';
-import type { AddProviderInput, PriceView, ProviderView, SetPriceInput } from './gateway.schemas.ts';
-import type { PriceRow, ProviderRow } from './gateway.tables.ts';
+import type {
+  AddProviderInput,
+  PriceView,
+  ProviderView,
+  RouteView,
+  SetPriceInput,
+  SetRouteInput,
+} from './gateway.schemas.ts';
+import type { PriceRow, ProviderRow, RouteRow } from './gateway.tables.ts';
 import { createAnthropicAdapter } from './providers/anthropic.ts';
 import { createOpenAiCompatibleAdapter } from './providers/openai-compatible.ts';
 
@@ -30,6 +37,7 @@ export type LiveProvider = {
 export type WorkspaceGateway = {
   providers: LiveProvider[];
   prices: Map<string, ModelPrice>;
+  routes: Map<string, Pick<RouteRow, 'strategy' | 'targets'>>;
   loadedAt: number;
 };
 
@@ -92,6 +100,10 @@ function priceView(row: PriceRow): PriceView {
   };
 }
 
+function routeView(row: RouteRow): RouteView {
+  return { alias: row.alias, strategy: row.strategy, targets: row.targets, updatedAt: row.updatedAt.toISOString() };
+}
+
 function actorUser(scope: Scope): string | null {
   return scope.actor.type === 'system' ? null : scope.actor.userId;
 }
@@ -132,16 +144,17 @@ export function providersService(deps: ProvidersDeps) {
   }
 
   async function load(workspaceId: string): Promise<WorkspaceGateway> {
-    const { rows, prices, creds } = await db.tenant(workspaceId, async (tx) => {
+    const { rows, prices, routes, creds } = await db.tenant(workspaceId, async (tx) => {
       const rows = await repo.listProviders(tx, workspaceId);
       const prices = await repo.listPrices(tx, workspaceId);
+      const routes = await repo.listRoutes(tx, workspaceId);
       const creds = new Map<string, Credentials>();
       for (const row of rows) {
         if (!row.credentialsCiphertext) continue;
         const plain = await deps.vault.decrypt(credentialsContext(workspaceId, row.id), row.credentialsCiphertext, tx);
         creds.set(row.id, JSON.parse(plain.toString('utf8')) as Credentials);
       }
-      return { rows, prices, creds };
+      return { rows, prices, routes, creds };
     });
     const providers: LiveProvider[] = [];
     for (const row of rows) {
@@ -171,6 +184,7 @@ export function providersService(deps: ProvidersDeps) {
           },
         ]),
       ),
+      routes: new Map(routes.map((r) => [r.alias, { strategy: r.strategy, targets: r.targets }])),
       loadedAt: clock.now().getTime(),
     };
   }
@@ -349,6 +363,50 @@ export function providersService(deps: ProvidersDeps) {
         });
         changed(tx, scope.workspaceId);
         return priceView(row);
+      });
+    },
+
+    /** Defines (or replaces) a model alias. */
+    async setRoute({ scope, input }: { scope: Scope; input: SetRouteInput }): Promise<RouteView> {
+      const row: RouteRow = {
+        workspaceId: scope.workspaceId,
+        alias: input.alias,
+        strategy: input.strategy ?? 'fallback',
+        targets: input.targets.map((t) => ({
+          model: t.model,
+          ...(t.provider ? { provider: t.provider } : {}),
+          ...(t.weight !== undefined ? { weight: t.weight } : {}),
+        })),
+        updatedAt: clock.now(),
+      };
+      return db.tenant(scope.workspaceId, async (tx) => {
+        await repo.upsertRoute(tx, row);
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'route.set',
+          target: { type: 'route', id: row.alias },
+          diff: { strategy: row.strategy, targets: row.targets },
+        });
+        changed(tx, scope.workspaceId);
+        return routeView(row);
+      });
+    },
+
+    async listRoutes({ scope }: { scope: Scope }): Promise<RouteView[]> {
+      return db.tenant(scope.workspaceId, async (tx) => (await repo.listRoutes(tx, scope.workspaceId)).map(routeView));
+    },
+
+    async removeRoute({ scope, alias }: { scope: Scope; alias: string }): Promise<void> {
+      await db.tenant(scope.workspaceId, async (tx) => {
+        if (!(await repo.deleteRoute(tx, scope.workspaceId, alias))) throw notFound('route');
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'route.removed',
+          target: { type: 'route', id: alias },
+        });
+        changed(tx, scope.workspaceId);
       });
     },
 

@@ -3,8 +3,10 @@ import type { Database } from '../../platform/db/db.ts';
 import {
   gatewayModelPrices,
   gatewayProviders,
+  gatewayRoutes,
   type PriceRow,
   type ProviderRow,
+  type RouteRow,
   type UsageEventRow,
   usageEvents,
 } from './gateway.tables.ts';
@@ -96,6 +98,32 @@ export const gatewayRepo = {
       .delete(gatewayModelPrices)
       .where(and(eq(gatewayModelPrices.workspaceId, workspaceId), eq(gatewayModelPrices.model, model)))
       .returning({ model: gatewayModelPrices.model });
+    return rows.length > 0;
+  },
+
+  async upsertRoute(tx: Database, row: RouteRow) {
+    await tx
+      .insert(gatewayRoutes)
+      .values(row)
+      .onConflictDoUpdate({
+        target: [gatewayRoutes.workspaceId, gatewayRoutes.alias],
+        set: { strategy: row.strategy, targets: row.targets, updatedAt: row.updatedAt },
+      });
+  },
+
+  async listRoutes(tx: Database, workspaceId: string): Promise<RouteRow[]> {
+    return tx
+      .select()
+      .from(gatewayRoutes)
+      .where(eq(gatewayRoutes.workspaceId, workspaceId))
+      .orderBy(asc(gatewayRoutes.alias));
+  },
+
+  async deleteRoute(tx: Database, workspaceId: string, alias: string): Promise<boolean> {
+    const rows = await tx
+      .delete(gatewayRoutes)
+      .where(and(eq(gatewayRoutes.workspaceId, workspaceId), eq(gatewayRoutes.alias, alias)))
+      .returning({ alias: gatewayRoutes.alias });
     return rows.length > 0;
   },
 

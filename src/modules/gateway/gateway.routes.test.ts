@@ -212,6 +212,57 @@ describe('happy', () => {
     expect(response.headers.get('x-berth-provider')).toBe('b-backup');
     expect(await lastUsage(w)).toMatchObject({ status: 200, provider: 'b-backup', attempts: 3 });
   });
+  it('routes a model alias: targets in order, fallbacks, and weighted picks', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [
+        { name: 'a-primary', baseUrl: fake.baseUrl, models: ['gpt-4o', 'gpt-4o-mini'], timeoutMs: 1500 },
+        { name: 'b-backup', baseUrl: backup.baseUrl, models: ['gpt-4o-mini'], timeoutMs: 1500 },
+      ],
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const set = await w.owner.put(`/api/workspaces/${w.workspaceId}/routes`, {
+      alias: 'fast',
+      targets: [{ model: 'gpt-4o-mini', provider: 'b-backup' }, { model: 'gpt-4o' }],
+    });
+    expect(set.status).toBe(200);
+    expect((await w.openai.models.list()).data.map((m) => m.id)).toContain('fast');
+    const call = () =>
+      w.openai.chat.completions.create({ model: 'fast', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+    const first = await call();
+    expect(first.response.headers.get('x-berth-provider')).toBe('b-backup');
+    expect(first.response.headers.get('x-berth-model')).toBe('gpt-4o-mini');
+    // The first target fails (after its retry): the alias falls back to the next, priced as what served it.
+    backup.next({ kind: 'status', status: 503 }, { kind: 'status', status: 503 });
+    const second = await call();
+    expect(second.response.headers.get('x-berth-provider')).toBe('a-primary');
+    expect(second.response.headers.get('x-berth-model')).toBe('gpt-4o');
+    const event = await lastUsage(w);
+    expect(event).toMatchObject({ model: 'gpt-4o', provider: 'a-primary', attempts: 3 });
+    const prompt = event.inputTokens;
+    const completion = event.outputTokens;
+    expect(event.costMicros).toBe(Math.ceil((prompt * 2_500_000 + completion * 10_000_000) / 1_000_000));
+
+    // Weighted 3:1 over two providers: both serve, the heavier more often.
+    await w.owner.put(`/api/workspaces/${w.workspaceId}/routes`, {
+      alias: 'fast',
+      strategy: 'weighted',
+      targets: [
+        { model: 'gpt-4o-mini', provider: 'a-primary', weight: 3 },
+        { model: 'gpt-4o-mini', provider: 'b-backup', weight: 1 },
+      ],
+    });
+    const served: Record<string, number> = {};
+    for (let i = 0; i < 80; i++) {
+      const r = await call();
+      const p = r.response.headers.get('x-berth-provider') ?? '';
+      served[p] = (served[p] ?? 0) + 1;
+    }
+    expect(served['a-primary']).toBeGreaterThan(served['b-backup'] ?? 0);
+    expect(served['b-backup']).toBeGreaterThan(0);
+    expect((await w.owner.delete(`/api/workspaces/${w.workspaceId}/routes/fast`)).status).toBe(204);
+    const gone = await call().catch((e: unknown) => e);
+    expect((gone as ApiError).code).toBe('model_not_found');
+  });
 });
 
 describe('errors', () => {

@@ -76,6 +76,40 @@ export const PriceView = z.object({
 export type PriceView = z.infer<typeof PriceView>;
 export const PriceList = z.object({ data: z.array(PriceView) });
 
+export const RouteParams = z.strictObject({ workspaceId: Id, alias: z.string().min(1).max(100) });
+
+const RouteTargetSchema = z.strictObject({
+  model: ModelName,
+  provider: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/)
+    .optional()
+    .describe('Only this provider; absent = every provider serving the model'),
+  weight: z.number().int().min(0).max(1000).optional().describe('Share of calls with strategy weighted (default 1)'),
+});
+
+export const SetRouteBody = z.strictObject({
+  alias: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/, 'letters, digits, . _ : -, up to 100')
+    .describe('The model name callers use, e.g. fast'),
+  strategy: z
+    .enum(['fallback', 'weighted'])
+    .optional()
+    .describe('fallback: targets in order; weighted: first target picked by weight, the others as fallbacks'),
+  targets: z.array(RouteTargetSchema).min(1).max(20),
+});
+export type SetRouteInput = z.infer<typeof SetRouteBody>;
+
+export const RouteView = z.object({
+  alias: z.string(),
+  strategy: z.enum(['fallback', 'weighted']),
+  targets: z.array(z.object({ model: z.string(), provider: z.string().optional(), weight: z.number().optional() })),
+  updatedAt: z.string(),
+});
+export type RouteView = z.infer<typeof RouteView>;
+export const RouteList = z.object({ data: z.array(RouteView) });
+
 export const ModelView = z.object({
   id: z.string(),
   provider: z.string(),

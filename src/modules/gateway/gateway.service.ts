@@ -6,7 +6,7 @@ import { type CallOptions, UpstreamError, type Usage } from './gateway.adapter.t
 import { costMicros, type ModelPrice } from './gateway.catalog.ts';
 import type { CreditGate, Reservation } from './gateway.credits.ts';
 import type { RateLimiter } from './gateway.limits.ts';
-import { type LiveProvider, type ProvidersService, priceOf } from './gateway.providers.ts';
+import { type LiveProvider, type ProvidersService, priceOf, type WorkspaceGateway } from './gateway.providers.ts';
 import type { UsageEventRow } from './gateway.tables.ts';
 import type { UsageRecorder } from './gateway.usage.ts';
 
@@ -67,6 +67,8 @@ export type GatewayDeps = {
   settings: GatewaySettings;
   /** Waits between attempts; tests may shorten it. */
   sleep?: (ms: number) => Promise<void>;
+  /** Chooses weighted routes' first target; tests may fix it. */
+  random?: () => number;
 };
 
 /** A rough token count (4 characters a token) for when a provider reports none. */
@@ -100,6 +102,7 @@ export function clientError(err: unknown): AppError {
 export function gatewayService(deps: GatewayDeps) {
   const { settings, clock } = deps;
   const sleep = deps.sleep ?? sleepFor;
+  const random = deps.random ?? Math.random;
   const breakers = new Map<string, { failures: number; openUntil: number }>();
   const background = new Set<Promise<unknown>>();
 
@@ -128,14 +131,58 @@ export function gatewayService(deps: GatewayDeps) {
     breakers.set(providerId, b);
   }
 
-  /** The providers that serve `model`: `name/model` picks one; otherwise every provider listing it, in name order. */
-  function candidatesFor(providers: LiveProvider[], model: string): Candidate[] {
+  /** A direct model name: `name/model` picks one provider; otherwise every provider listing it, in name order. */
+  function directCandidates(providers: LiveProvider[], model: string, providerName?: string): Candidate[] {
+    if (providerName) {
+      const p = providers.find((x) => x.name === providerName);
+      return p ? [{ provider: p, model }] : [];
+    }
     const slash = model.indexOf('/');
     if (slash > 0) {
       const named = providers.find((p) => p.name === model.slice(0, slash));
       if (named) return [{ provider: named, model: model.slice(slash + 1) }];
     }
     return providers.filter((p) => p.models.includes(model)).map((provider) => ({ provider, model }));
+  }
+
+  /** Picks an index by weight (default 1 each); `random` is in [0, 1). */
+  function pickWeighted(weights: number[], random: number): number {
+    const total = weights.reduce((a, b) => a + b, 0);
+    if (total <= 0) return 0;
+    let r = random * total;
+    for (let i = 0; i < weights.length; i++) {
+      r -= weights[i] ?? 0;
+      if (r < 0) return i;
+    }
+    return weights.length - 1;
+  }
+
+  /**
+   * What may serve `model`: an alias's targets (in order, or the weighted pick first and the
+   * rest as fallbacks), else the model itself. Each provider+model appears once.
+   */
+  function candidatesFor(w: WorkspaceGateway, model: string): Candidate[] {
+    const route = w.routes.get(model);
+    if (!route) return directCandidates(w.providers, model);
+    let targets = route.targets;
+    if (route.strategy === 'weighted' && targets.length > 1) {
+      const i = pickWeighted(
+        targets.map((t) => t.weight ?? 1),
+        random(),
+      );
+      targets = [targets[i] as (typeof targets)[number], ...targets.filter((_, j) => j !== i)];
+    }
+    const seen = new Set<string>();
+    const out: Candidate[] = [];
+    for (const t of targets) {
+      for (const c of directCandidates(w.providers, t.model, t.provider)) {
+        const k = `${c.provider.id}\u0000${c.model}`;
+        if (seen.has(k)) continue;
+        seen.add(k);
+        out.push(c);
+      }
+    }
+    return out;
   }
 
   async function checkLimits(caller: Caller, headers: LimitHeaders) {
@@ -200,6 +247,15 @@ export function gatewayService(deps: GatewayDeps) {
           out.push({ id: m, provider: p.name, price: priceOf(w, deps.catalog, m) ?? null });
         }
       }
+      for (const [alias, route] of w.routes) {
+        if (seen.has(alias)) continue;
+        const first = route.targets[0];
+        out.push({
+          id: alias,
+          provider: 'route',
+          price: first ? (priceOf(w, deps.catalog, first.model) ?? null) : null,
+        });
+      }
       return out;
     },
 
@@ -228,25 +284,37 @@ export function gatewayService(deps: GatewayDeps) {
       throw new AppError('model_not_allowed', `This API key may not call ${input.model}.`);
     }
     const w = await deps.providers.workspace(caller.workspaceId);
-    const candidates = candidatesFor(w.providers, input.model);
-    if (candidates.length === 0) {
+    const found = candidatesFor(w, input.model);
+    if (found.length === 0) {
       throw new AppError('model_not_found', `No provider of this workspace serves the model ${input.model}.`);
     }
-    const first = candidates[0] as Candidate;
-    let price = priceOf(w, deps.catalog, first.model) ?? priceOf(w, deps.catalog, input.model);
-    if (!price) {
-      if (settings.unpricedModels === 'refuse') {
-        throw new AppError(
-          'model_not_priced',
-          `The model ${input.model} has no price; set one for the workspace (berth models price) to use it.`,
-        );
-      }
-      price = { inputMicrosPerMtok: 0, outputMicrosPerMtok: 0, cachedInputMicrosPerMtok: null, contextWindow: null };
+    // Each candidate at its own model's price; the reservation holds the dearest one's worst case.
+    const free: ModelPrice = {
+      inputMicrosPerMtok: 0,
+      outputMicrosPerMtok: 0,
+      cachedInputMicrosPerMtok: null,
+      contextWindow: null,
+    };
+    const prices = new Map<Candidate, ModelPrice>();
+    for (const c of found) {
+      const p = priceOf(w, deps.catalog, c.model) ?? priceOf(w, deps.catalog, input.model);
+      if (p) prices.set(c, p);
+      else if (settings.unpricedModels === 'free') prices.set(c, free);
     }
-    const modelPrice = price;
+    const candidates = found.filter((c) => prices.has(c));
+    if (candidates.length === 0) {
+      throw new AppError(
+        'model_not_priced',
+        `The model ${input.model} has no price; set one for the workspace (berth models price) to use it.`,
+      );
+    }
+    const priceFor = (c: Candidate | null): ModelPrice =>
+      (c ? prices.get(c) : undefined) ?? prices.get(candidates[0] as Candidate) ?? free;
     await checkLimits(caller, limitHeaders);
     const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
-    const worstCase = costMicros(modelPrice, { input: input.inputEstimate, output: maxOut, cached: 0 });
+    const worstCase = Math.max(
+      ...candidates.map((c) => costMicros(priceFor(c), { input: input.inputEstimate, output: maxOut, cached: 0 })),
+    );
     const reservation: Reservation = await deps.credits.reserve({
       workspaceId: caller.workspaceId,
       keyId: caller.keyId,
@@ -317,7 +385,11 @@ export function gatewayService(deps: GatewayDeps) {
         const outputTokens = u ? u.completion_tokens : (outcome.estimate?.output ?? 0);
         const cachedTokens = u?.prompt_tokens_details?.cached_tokens ?? 0;
         const reasoningTokens = u?.completion_tokens_details?.reasoning_tokens ?? 0;
-        const cost = costMicros(modelPrice, { input: inputTokens, output: outputTokens, cached: cachedTokens });
+        const cost = costMicros(priceFor(served ?? tried), {
+          input: inputTokens,
+          output: outputTokens,
+          cached: cachedTokens,
+        });
         const now = clock.now();
         const row: UsageEventRow = {
           id: newId('use', now),

@@ -1,4 +1,4 @@
-import { bigint, boolean, integer, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
+import { bigint, boolean, integer, jsonb, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
 
@@ -36,6 +36,21 @@ export const gatewayModelPrices = pgTable(
   (t) => [primaryKey({ columns: [t.workspaceId, t.model] })],
 );
 
+export type RouteTarget = { model: string; provider?: string; weight?: number };
+
+/** A model alias: `alias` -> targets, tried in order or picked by weight. */
+export const gatewayRoutes = pgTable(
+  'gateway_routes',
+  {
+    workspaceId: text('workspace_id').notNull(),
+    alias: text('alias').notNull(),
+    strategy: text('strategy', { enum: ['fallback', 'weighted'] }).notNull(),
+    targets: jsonb('targets').$type<RouteTarget[]>().notNull(),
+    updatedAt: ts('updated_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.workspaceId, t.alias] })],
+);
+
 /** One gateway call: metadata only, never content. */
 export const usageEvents = pgTable('usage_events', {
   id: text('id').primaryKey(),
@@ -64,6 +79,7 @@ export const usageEvents = pgTable('usage_events', {
 export type ProviderRow = typeof gatewayProviders.$inferSelect;
 export type PriceRow = typeof gatewayModelPrices.$inferSelect;
 export type UsageEventRow = typeof usageEvents.$inferSelect;
+export type RouteRow = typeof gatewayRoutes.$inferSelect;
 
 /** The data map entries of the tables this module owns. */
 export const gatewayTables = [
@@ -102,6 +118,19 @@ export const gatewayTables = [
       cachedInputMicrosPerMtok: col('billing', false),
       contextWindow: col('billing', false),
       updatedAt: col('billing', false),
+    },
+  }),
+  mapTable(gatewayRoutes, {
+    purpose: 'Model aliases a workspace defines to route calls across providers',
+    basis: 'contract',
+    retention: 'workspace_lifetime',
+    subject: 'workspace',
+    columns: {
+      workspaceId: col('identifier', false),
+      alias: col('tenancy', false),
+      strategy: col('tenancy', false),
+      targets: col('tenancy', false, { purpose: 'Models and providers the alias routes to, with weights' }),
+      updatedAt: col('tenancy', false),
     },
   }),
   mapTable(usageEvents, {
