@@ -36,7 +36,9 @@ describe('happy', () => {
 
   it('ignores environment variables that are not Berth settings', () => {
     expect(() =>
-      loadConfig({ env: { PATH: '/bin', HOME: '/root', BERTH_URL: 'http://x', BERTH_API_KEY: 'k' } }),
+      loadConfig({
+        env: { PATH: '/bin', HOME: '/root', BERTH_URL: 'http://x', BERTH_API_KEY: 'k', BERTH_PROVIDER_API_KEY: 'p' },
+      }),
     ).not.toThrow();
   });
 });

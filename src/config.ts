@@ -109,7 +109,7 @@ const URL_SETTINGS = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
 const KNOWN_PREFIXES = ['BERTH_'];
 const KNOWN_EXTRA = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
 /** Environment variables that belong to the process, not to Berth's configuration. */
-const IGNORED_ENV = new Set(['BERTH_URL', 'BERTH_API_KEY', 'BERTH_CONFIG']);
+const IGNORED_ENV = new Set(['BERTH_URL', 'BERTH_API_KEY', 'BERTH_CONFIG', 'BERTH_PROVIDER_API_KEY']);
 
 export class ConfigError extends Error {
   constructor(
