@@ -260,6 +260,23 @@ const FIXTURES: Record<string, Fixture> = {
     call: (v) => client(v, 'owner').delete(`${ws(v)}/routes/fast`),
     fail: (v) => client(v, 'owner').delete(`${ws(v)}/routes/never-defined`),
   },
+  'POST /api/operator/providers': {
+    actions: ['platform_provider.added'],
+    call: () => operator.post('/api/operator/providers', { ...providerBody, name: 'platform-covered' }),
+  },
+  'DELETE /api/operator/providers/:provider': {
+    actions: ['platform_provider.removed'],
+    prepare: async () => {
+      const res = await operator.post<{ id: string }>('/api/operator/providers', {
+        ...providerBody,
+        name: 'platform-leaving',
+      });
+      if (res.status !== 201) throw new Error(`platform provider fixture: ${res.status} ${res.text}`);
+      return { providerId: res.body.id };
+    },
+    call: (v) => operator.delete(`/api/operator/providers/${v.providerId}`),
+    fail: () => operator.delete('/api/operator/providers/never-added'),
+  },
   'POST /api/operator/operators': {
     actions: ['operator.added'],
     prepare: async () => ({ target: (await user('op-to-be')).userId }),

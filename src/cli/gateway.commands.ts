@@ -117,7 +117,7 @@ export function parseInstant(text: string, flag: string, now: Date): string {
   return at.toISOString();
 }
 
-function parsePositiveInt(text: string, flag: string): number {
+export function parsePositiveInt(text: string, flag: string): number {
   const n = /^\d+$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < 1) {
     throw new CliError(`${flag}: use a positive whole number (got ${text}).`, EXIT.usage, 'invalid_number');
@@ -125,7 +125,7 @@ function parsePositiveInt(text: string, flag: string): number {
   return n;
 }
 
-function splitList(text: string, flag: string): string[] {
+export function splitList(text: string, flag: string): string[] {
   const items = text
     .split(',')
     .map((s) => s.trim())
@@ -146,7 +146,7 @@ function table(headers: string[], rows: string[][], right: boolean[] = []): stri
 }
 
 /** The upstream credential from exactly one place, so it never has to be on the command line. */
-async function providerApiKey(
+export async function providerApiKey(
   opts: { providerApiKey?: string; providerApiKeyFile?: string },
   env: Record<string, string | undefined>,
 ): Promise<string | undefined> {
@@ -182,7 +182,7 @@ async function workspaceBase(opts: HttpOpts, io: Io): Promise<{ target: ServerTa
   return { target, base: `/api/workspaces/${encodeURIComponent(workspaceId)}` };
 }
 
-function modelsSummary(models: string[]): string {
+export function modelsSummary(models: string[]): string {
   if (models.length === 0) return 'no models';
   const shown = models.slice(0, 5).join(', ');
   return models.length > 5 ? `${shown} (+${models.length - 5} more)` : shown;

@@ -6,6 +6,7 @@ import { registerAuditCommands } from './audit.commands.ts';
 import { registerGatewayCommands } from './gateway.commands.ts';
 import { registerKeysCommands } from './keys.commands.ts';
 import { registerMailCommands } from './mail.commands.ts';
+import { registerOperatorCommands } from './operator.commands.ts';
 import { describeError, EXIT, type Io } from './output.ts';
 import { registerServerCommands } from './server.commands.ts';
 import { registerVaultCommands } from './vault.commands.ts';
@@ -43,6 +44,7 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerKeysCommands(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerGatewayCommands(program, io, globals);
+  registerOperatorCommands(program, io, globals);
   return program;
 }
 

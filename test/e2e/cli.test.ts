@@ -1,61 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const BIN = path.resolve('bin/berth.js');
-
-type Run = { code: number | null; stdout: string; stderr: string };
-
-function cleanEnv(extra: Record<string, string>) {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith('BERTH_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL' && k !== 'SMTP_URL')
-      env[k] = v;
-  }
-  return { ...env, BERTH_LOG_LEVEL: 'warn', ...extra };
-}
-
-function berth(args: string[], env: Record<string, string> = {}, input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    if (input !== undefined) child.stdin.end(input);
-    else child.stdin.end();
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-/** Starts `berth start` and resolves once it printed its URL. */
-function startServer(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'start', '--port', '0'], { env: cleanEnv(env) });
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${out}`)), 60_000);
-    const onData = (d: Buffer) => {
-      out += d;
-      const m = out.match(/Berth (http:\/\/127\.0\.0\.1:\d+) is running/);
-      if (m?.[1]) {
-        clearTimeout(timer);
-        resolve({ child, url: m[1], output: () => out });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code}: ${out}`));
-    });
-  });
-}
+import { berth, startServer } from '../helpers/cli.ts';
 
 describe('happy', () => {
   let dataDir: string;
@@ -83,12 +30,67 @@ describe('happy', () => {
       ['keys', 'list'],
       ['keys', 'revoke'],
       ['keys', 'roll'],
+      ['operator', 'providers', 'add'],
+      ['operator', 'providers', 'list'],
+      ['operator', 'providers', 'remove'],
     ]) {
       const r = await berth([...sub, '--help']);
       expect(r.code, sub.join(' ')).toBe(0);
       expect(r.stdout).toContain('Usage: berth');
     }
   }, 60_000);
+
+  it('adds, lists and removes platform providers on the database, never printing their key', async () => {
+    const env = { BERTH_DATA_DIR: path.join(dataDir, 'operator'), BERTH_PROVIDER_API_KEY: 'sk-operator-cli-key' };
+    const add = await berth(
+      [
+        'operator',
+        'providers',
+        'add',
+        '--name',
+        'openai',
+        '--adapter',
+        'openai-compatible',
+        '--base-url',
+        'https://api.openai.com/v1',
+        '--models',
+        'gpt-4o,gpt-4o-mini',
+        '--json',
+      ],
+      env,
+    );
+    expect(add.code, add.stderr).toBe(0);
+    expect(JSON.parse(add.stdout)).toMatchObject({
+      name: 'openai',
+      hasCredentials: true,
+      models: ['gpt-4o', 'gpt-4o-mini'],
+    });
+    const again = await berth(
+      [
+        'operator',
+        'providers',
+        'add',
+        '--name',
+        'openai',
+        '--adapter',
+        'openai-compatible',
+        '--base-url',
+        'https://api.openai.com/v1',
+        '--models',
+        'gpt-4o',
+      ],
+      env,
+    );
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('exists');
+    const list = await berth(['operator', 'providers', 'list'], env);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toContain('openai');
+    expect(`${add.stdout}${list.stdout}${add.stderr}`).not.toContain('sk-operator-cli-key');
+    const removed = await berth(['operator', 'providers', 'remove', 'openai', '--json'], env);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(JSON.parse((await berth(['operator', 'providers', 'list', '--json'], env)).stdout)).toEqual({ data: [] });
+  }, 120_000);
 
   it('creates the first admin, starts, serves, refuses operator commands while running, and stops cleanly', async () => {
     const env = { BERTH_DATA_DIR: dataDir };

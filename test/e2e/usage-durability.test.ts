@@ -6,6 +6,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../fakes/openai-upstream.ts';
+import { BIN, berth, cleanEnv } from '../helpers/cli.ts';
 
 // The gateway's promise under a crash: a response the client received in full has exactly
 // one usage event, even when the process is killed (SIGKILL) right after. A real `berth
@@ -13,10 +14,7 @@ import { type FakeOpenAi, startFakeOpenAi } from '../fakes/openai-upstream.ts';
 // replays the usage journal), and the client's own ledger is reconciled with the events the
 // usage API returns: zero lost, zero duplicated.
 
-const BIN = path.resolve('bin/berth.js');
 const CONCURRENCY = 12;
-
-type Run = { code: number | null; stdout: string; stderr: string };
 
 type Server = {
   child: ChildProcess;
@@ -40,32 +38,6 @@ type UsageEvent = { requestId: string; status: number; stream: boolean; endpoint
 type UsagePage = { data: UsageEvent[]; nextCursor: string | null };
 type ChatChunk = { choices?: { delta?: { content?: string } }[] };
 type ChatCompletion = { choices?: { message?: { content?: string | null } }[] };
-
-function cleanEnv(extra: Record<string, string>) {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith('BERTH_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL' && k !== 'SMTP_URL')
-      env[k] = v;
-  }
-  return { ...env, BERTH_LOG_LEVEL: 'warn', ...extra };
-}
-
-function berth(args: string[], env: Record<string, string>, input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    if (input !== undefined) child.stdin.end(input);
-    else child.stdin.end();
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 const children = new Set<ChildProcess>();
 

@@ -1,5 +1,7 @@
 import type { FastifyRequest } from 'fastify';
+import type { Actor } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import { operatorRequired, requestMeta, requireOperator } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
 import { CATALOG_VERSION } from './gateway.catalog.ts';
 import type { ProvidersService } from './gateway.providers.ts';
@@ -7,6 +9,7 @@ import type { UsageReports } from './gateway.reports.ts';
 import {
   AddProviderBody,
   ModelList,
+  PlatformProviderParams,
   PriceList,
   PriceParams,
   PriceView,
@@ -23,6 +26,12 @@ import {
   WorkspaceParams,
 } from './gateway.schemas.ts';
 import type { GatewayService } from './gateway.service.ts';
+
+/** The signed-in operator as the audit actor of a platform change. */
+function operatorActor(req: FastifyRequest): Actor {
+  const auth = requireOperator(req);
+  return { type: 'user', userId: auth.userId, sessionId: auth.sessionId, meta: requestMeta(req) };
+}
 
 type Deps = {
   providers: ProvidersService;
@@ -206,6 +215,56 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
     },
     async (req, reply) => {
       await providers.removeRoute({ scope: requireScope(req), alias: req.params.alias });
+      return reply.status(204).send();
+    },
+  );
+
+  const operatorTags = ['operator'];
+  const operatorSecurity = [{ session: [], csrf: [] }];
+
+  app.post(
+    '/api/operator/providers',
+    {
+      schema: {
+        tags: operatorTags,
+        security: operatorSecurity,
+        summary: "Connect a provider for every workspace with the operator's credentials",
+        body: AddProviderBody,
+        response: { 201: ProviderView },
+      },
+      preHandler: operatorRequired,
+    },
+    async (req, reply) =>
+      reply.status(201).send(await providers.addPlatformProvider({ actor: operatorActor(req), input: req.body })),
+  );
+
+  app.get(
+    '/api/operator/providers',
+    {
+      schema: {
+        tags: operatorTags,
+        security: operatorSecurity,
+        summary: 'Platform providers',
+        response: { 200: ProviderList },
+      },
+      preHandler: operatorRequired,
+    },
+    async () => ({ data: await providers.listPlatformProviders() }),
+  );
+
+  app.delete(
+    '/api/operator/providers/:provider',
+    {
+      schema: {
+        tags: operatorTags,
+        security: operatorSecurity,
+        summary: 'Remove a platform provider (by id or name) and its credentials',
+        params: PlatformProviderParams,
+      },
+      preHandler: operatorRequired,
+    },
+    async (req, reply) => {
+      await providers.removePlatformProvider({ actor: operatorActor(req), provider: req.params.provider });
       return reply.status(204).send();
     },
   );

@@ -2,7 +2,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { Database, Db } from '../../platform/db/db.ts';
 import { afterCommit } from '../../platform/db/db.ts';
 import { AppError, notFound } from '../../platform/errors.ts';
-import type { Scope } from '../../platform/http/context.ts';
+import type { Actor, Scope } from '../../platform/http/context.ts';
 import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
 import { isId, newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
@@ -25,6 +25,8 @@ import { createOpenAiCompatibleAdapter } from './providers/openai-compatible.ts'
 
 /** A provider ready to call: its adapter holds the decrypted credential, in memory only. */
 export type LiveProvider = {
+  /** The operator's provider, shared by every workspace (after the workspace's own). */
+  platform: boolean;
   id: string;
   name: string;
   adapterKind: ProviderRow['adapter'];
@@ -44,7 +46,7 @@ export type WorkspaceGateway = {
 type Credentials = { apiKey?: string; headers?: Record<string, string> };
 
 export type ProvidersDeps = {
-  db: Pick<Db, 'tenant'>;
+  db: Pick<Db, 'tenant' | 'system'>;
   repo: GatewayRepo;
   clock: Clock;
   logger: Logger;
@@ -55,13 +57,22 @@ export type ProvidersDeps = {
   publish(workspaceId: string): Promise<void>;
   cacheTtlMs?: number;
   /** Builds the adapter for a provider; tests may wrap it. */
-  createAdapter?: (row: ProviderRow, credentials: Credentials, egress: EgressGuard) => ProviderAdapter;
+  createAdapter?: (row: ProviderBase, credentials: Credentials, egress: EgressGuard) => ProviderAdapter;
+  /** Tells every replica that the platform providers changed. */
+  publishPlatform(): Promise<void>;
 };
 
 const credentialsContext = (workspaceId: string, providerId: string) =>
   ({ owner: { type: 'workspace', id: workspaceId }, record: providerId, field: 'credentials' }) as const;
 
-export function defaultAdapter(row: ProviderRow, credentials: Credentials, egress: EgressGuard): ProviderAdapter {
+const PLATFORM_OWNER = { type: 'platform', id: 'platform' } as const;
+const platformCredentialsContext = (providerId: string) =>
+  ({ owner: PLATFORM_OWNER, record: providerId, field: 'platform_credentials' }) as const;
+
+/** What a workspace's and a platform provider have in common. */
+export type ProviderBase = Omit<ProviderRow, 'workspaceId'>;
+
+export function defaultAdapter(row: ProviderBase, credentials: Credentials, egress: EgressGuard): ProviderAdapter {
   const common = {
     name: row.name,
     baseUrl: row.baseUrl,
@@ -74,7 +85,7 @@ export function defaultAdapter(row: ProviderRow, credentials: Credentials, egres
   return createOpenAiCompatibleAdapter(common);
 }
 
-function toView(row: ProviderRow, hasCredentials: boolean): ProviderView {
+function toView(row: ProviderBase, hasCredentials: boolean): ProviderView {
   return {
     id: row.id,
     name: row.name,
@@ -160,6 +171,7 @@ export function providersService(deps: ProvidersDeps) {
     for (const row of rows) {
       try {
         providers.push({
+          platform: false,
           id: row.id,
           name: row.name,
           adapterKind: row.adapter,
@@ -171,6 +183,7 @@ export function providersService(deps: ProvidersDeps) {
         deps.logger.warn({ provider: row.id }, 'gateway: a provider could not be loaded; it is skipped');
       }
     }
+    providers.push(...(await platformProviders()));
     return {
       providers,
       prices: new Map(
@@ -194,7 +207,117 @@ export function providersService(deps: ProvidersDeps) {
     const old = live.get(workspaceId);
     live.delete(workspaceId);
     // In-flight calls keep their adapter; its pool closes once they are done.
-    if (old) for (const p of old.providers) void p.adapter.close().catch(() => undefined);
+    if (old) for (const p of old.providers) if (!p.platform) void p.adapter.close().catch(() => undefined);
+  }
+
+  let platform: { loadedAt: number; providers: Promise<LiveProvider[]> } | null = null;
+
+  /** The operator's providers, loaded once for every workspace and reloaded with the TTL or on change. */
+  function platformProviders(): Promise<LiveProvider[]> {
+    const now = clock.now().getTime();
+    if (platform && now - platform.loadedAt < ttl) return platform.providers;
+    retirePlatform();
+    const providers = db
+      .system(async (tx) => {
+        const rows = await repo.listPlatformProviders(tx);
+        const out: LiveProvider[] = [];
+        for (const row of rows) {
+          try {
+            const creds = row.credentialsCiphertext
+              ? (JSON.parse(
+                  (
+                    await deps.vault.decrypt(platformCredentialsContext(row.id), row.credentialsCiphertext, tx)
+                  ).toString('utf8'),
+                ) as Credentials)
+              : {};
+            out.push({
+              platform: true,
+              id: row.id,
+              name: row.name,
+              adapterKind: row.adapter,
+              models: row.models,
+              timeoutMs: row.timeoutMs,
+              adapter: make(row, creds, deps.egress),
+            });
+          } catch {
+            deps.logger.warn({ provider: row.id }, 'gateway: a platform provider could not be loaded; it is skipped');
+          }
+        }
+        return out;
+      })
+      .catch((err: unknown) => {
+        platform = null;
+        throw err;
+      });
+    platform = { loadedAt: now, providers };
+    return providers;
+  }
+
+  function retirePlatform() {
+    const old = platform;
+    platform = null;
+    void old?.providers.then(
+      (ps) => {
+        for (const p of ps) void p.adapter.close().catch(() => undefined);
+      },
+      () => undefined,
+    );
+  }
+
+  /** Checks the input and builds the row (asking the provider for its models when none are given). */
+  async function prepare(input: AddProviderInput, createdBy: string | null) {
+    const baseUrl = checkUrl(input.baseUrl);
+    const now = clock.now();
+    const credentials: Credentials = {
+      ...(input.apiKey ? { apiKey: input.apiKey } : {}),
+      ...(input.headers && Object.keys(input.headers).length > 0 ? { headers: input.headers } : {}),
+    };
+    const row: ProviderBase = {
+      id: newId('prv', now),
+      name: input.name,
+      adapter: input.adapter,
+      baseUrl,
+      credentialsCiphertext: null,
+      models: input.models ? [...new Set(input.models)] : [],
+      timeoutMs: input.timeoutMs ?? 60_000,
+      createdBy,
+      createdAt: now,
+      updatedAt: now,
+    };
+    if (!input.models) {
+      const adapter = make(row, credentials, deps.egress);
+      try {
+        row.models = [...new Set(await adapter.listModels({ timeoutMs: Math.min(row.timeoutMs, 15_000) }))].slice(
+          0,
+          1000,
+        );
+      } catch {
+        throw new AppError(
+          'bad_request',
+          'The provider did not list its models (GET /models failed); pass the model list with `models`.',
+        );
+      } finally {
+        await adapter.close();
+      }
+    }
+    const hasCredentials = Object.keys(credentials).length > 0;
+    const sealed = (ctx: Parameters<typeof deps.vault.encrypt>[0], tx: Database) =>
+      hasCredentials
+        ? deps.vault.encrypt(ctx, Buffer.from(JSON.stringify(credentials), 'utf8'), tx)
+        : Promise.resolve(null);
+    return { row, hasCredentials, sealed };
+  }
+
+  function platformChanged(tx: Database) {
+    afterCommit(tx, async () => {
+      retirePlatform();
+      forgetAll();
+      await deps.publishPlatform().catch(() => deps.logger.warn('gateway: could not tell other replicas of a change'));
+    });
+  }
+
+  function forgetAll() {
+    for (const ws of [...live.keys(), ...cache.keys()]) retire(ws);
   }
 
   function changed(tx: Database, workspaceId: string) {
@@ -237,75 +360,107 @@ export function providersService(deps: ProvidersDeps) {
 
     /** Another replica changed this workspace's settings (or the bus had a gap: `null`, all). */
     forget(workspaceId: string | null) {
-      if (workspaceId === null) for (const ws of [...live.keys(), ...cache.keys()]) retire(ws);
-      else retire(workspaceId);
+      if (workspaceId === null) {
+        retirePlatform();
+        forgetAll();
+      } else retire(workspaceId);
     },
 
     async close() {
-      for (const ws of [...live.keys()]) retire(ws);
+      forgetAll();
+      retirePlatform();
     },
 
     /** Connects a provider; with no model list given, asks the provider which models it serves. */
     async addProvider({ scope, input }: { scope: Scope; input: AddProviderInput }): Promise<ProviderView> {
-      const baseUrl = checkUrl(input.baseUrl);
-      const now = clock.now();
-      const id = newId('prv', now);
-      const credentials: Credentials = {
-        ...(input.apiKey ? { apiKey: input.apiKey } : {}),
-        ...(input.headers && Object.keys(input.headers).length > 0 ? { headers: input.headers } : {}),
-      };
-      const row: ProviderRow = {
-        id,
-        workspaceId: scope.workspaceId,
-        name: input.name,
-        adapter: input.adapter,
-        baseUrl,
-        credentialsCiphertext: null,
-        models: input.models ? [...new Set(input.models)] : [],
-        timeoutMs: input.timeoutMs ?? 60_000,
-        createdBy: actorUser(scope),
-        createdAt: now,
-        updatedAt: now,
-      };
-      if (!input.models) {
-        const adapter = make(row, credentials, deps.egress);
-        try {
-          row.models = [...new Set(await adapter.listModels({ timeoutMs: Math.min(row.timeoutMs, 15_000) }))].slice(
-            0,
-            1000,
-          );
-        } catch {
-          throw new AppError(
-            'bad_request',
-            'The provider did not list its models (GET /models failed); pass the model list with `models`.',
-          );
-        } finally {
-          await adapter.close();
-        }
-      }
+      const { row: base, hasCredentials, sealed } = await prepare(input, actorUser(scope));
+      const row: ProviderRow = { ...base, workspaceId: scope.workspaceId };
       return db.tenant(scope.workspaceId, async (tx) => {
         if (await repo.findProviderByName(tx, scope.workspaceId, row.name)) {
           throw new AppError('conflict', `A provider named ${row.name} exists in this workspace.`);
         }
-        const hasCredentials = Object.keys(credentials).length > 0;
-        if (hasCredentials) {
-          row.credentialsCiphertext = await deps.vault.encrypt(
-            credentialsContext(scope.workspaceId, id),
-            Buffer.from(JSON.stringify(credentials), 'utf8'),
-            tx,
-          );
-        }
+        row.credentialsCiphertext = await sealed(credentialsContext(scope.workspaceId, row.id), tx);
         await repo.insertProvider(tx, row);
         await deps.audit.record(tx, {
           workspaceId: scope.workspaceId,
           actor: scope.actor,
           action: 'provider.added',
-          target: { type: 'provider', id },
-          diff: { name: row.name, adapter: row.adapter, baseUrl, models: row.models.slice(0, 50), hasCredentials },
+          target: { type: 'provider', id: row.id },
+          diff: {
+            name: row.name,
+            adapter: row.adapter,
+            baseUrl: row.baseUrl,
+            models: row.models.slice(0, 50),
+            hasCredentials,
+          },
         });
         changed(tx, scope.workspaceId);
         return toView(row, hasCredentials);
       });
+    },
+
+    /** Connects a provider for every workspace (operators; recorded on the platform audit chain). */
+    async addPlatformProvider({ actor, input }: { actor: Actor; input: AddProviderInput }): Promise<ProviderView> {
+      const { row, hasCredentials, sealed } = await prepare(input, actor.type === 'system' ? null : actor.userId);
+      return db.system(async (tx) => {
+        if (await repo.findPlatformProviderByName(tx, row.name)) {
+          throw new AppError('conflict', `A platform provider named ${row.name} exists.`);
+        }
+        row.credentialsCiphertext = await sealed(platformCredentialsContext(row.id), tx);
+        await repo.insertPlatformProvider(tx, row);
+        await deps.audit.record(tx, {
+          workspaceId: null,
+          actor,
+          action: 'platform_provider.added',
+          target: { type: 'provider', id: row.id },
+          diff: {
+            name: row.name,
+            adapter: row.adapter,
+            baseUrl: row.baseUrl,
+            models: row.models.slice(0, 50),
+            hasCredentials,
+          },
+        });
+        platformChanged(tx);
+        return toView(row, hasCredentials);
+      });
+    },
+
+    async listPlatformProviders(): Promise<ProviderView[]> {
+      return db.system(async (tx) =>
+        (await repo.listPlatformProviders(tx)).map((r) => toView(r, r.credentialsCiphertext !== null)),
+      );
+    },
+
+    /** Removes a platform provider and its credential. Accepts its id or its name. */
+    async removePlatformProvider({ actor, provider }: { actor: Actor; provider: string }): Promise<void> {
+      await db.system(async (tx) => {
+        const found = isId(provider, 'prv')
+          ? (await repo.listPlatformProviders(tx)).find((r) => r.id === provider)
+          : await repo.findPlatformProviderByName(tx, provider);
+        if (!found) throw notFound('provider');
+        await repo.deletePlatformProvider(tx, found.id);
+        await deps.audit.record(tx, {
+          workspaceId: null,
+          actor,
+          action: 'platform_provider.removed',
+          target: { type: 'provider', id: found.id },
+          diff: { name: found.name },
+        });
+        platformChanged(tx);
+      });
+    },
+
+    /** Adds the providers of the operator's file that do not exist yet (by name); returns the names added. */
+    async seedPlatformProviders(entries: AddProviderInput[]): Promise<string[]> {
+      const existing = new Set((await this.listPlatformProviders()).map((p) => p.name));
+      const added: string[] = [];
+      for (const input of entries) {
+        if (existing.has(input.name)) continue;
+        await this.addPlatformProvider({ actor: { type: 'system', name: 'config' }, input });
+        added.push(input.name);
+      }
+      return added;
     },
 
     async listProviders({ scope }: { scope: Scope }): Promise<ProviderView[]> {

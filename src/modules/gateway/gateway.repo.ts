@@ -4,8 +4,10 @@ import {
   gatewayModelPrices,
   gatewayProviders,
   gatewayRoutes,
+  type PlatformProviderRow,
   type PriceRow,
   type ProviderRow,
+  platformProviders,
   type RouteRow,
   type UsageEventRow,
   usageEvents,
@@ -67,6 +69,22 @@ export const gatewayRepo = {
       .where(and(eq(gatewayProviders.workspaceId, workspaceId), eq(gatewayProviders.id, id)))
       .returning({ id: gatewayProviders.id });
     return rows.length > 0;
+  },
+
+  async insertPlatformProvider(tx: Database, row: PlatformProviderRow) {
+    await tx.insert(platformProviders).values(row);
+  },
+
+  async listPlatformProviders(tx: Database): Promise<PlatformProviderRow[]> {
+    return tx.select().from(platformProviders).orderBy(asc(platformProviders.name));
+  },
+
+  async findPlatformProviderByName(tx: Database, name: string): Promise<PlatformProviderRow | undefined> {
+    return (await tx.select().from(platformProviders).where(eq(platformProviders.name, name)))[0];
+  },
+
+  async deletePlatformProvider(tx: Database, id: string): Promise<PlatformProviderRow | undefined> {
+    return (await tx.delete(platformProviders).where(eq(platformProviders.id, id)).returning())[0];
   },
 
   async upsertPrice(tx: Database, row: PriceRow) {

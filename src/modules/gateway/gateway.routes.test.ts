@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { type GatewayWorkspace, gatewayWorkspace, listen, openAiClient } from '../../../test/helpers/gateway.ts';
+import { logIn, makeOperator, signUp } from '../../../test/helpers/identity.ts';
 import { memoryCredits } from './gateway.credits.ts';
 
 /**
@@ -539,5 +540,66 @@ describe('security', () => {
       .models.list()
       .catch((e: unknown) => e);
     expect((err as ApiError).status).toBe(403);
+  });
+});
+
+describe('platform providers', () => {
+  it("lets every workspace call the operator's providers, after its own, and only operators manage them", async () => {
+    const op = await signUp(app);
+    await makeOperator(app, op.userId);
+    const operator = await logIn(app, op.email, op.password);
+    const added = await operator.post<{ id: string; hasCredentials: boolean }>('/api/operator/providers', {
+      name: 'shared',
+      adapter: 'openai-compatible',
+      baseUrl: backup.baseUrl,
+      apiKey: 'sk-platform-secret',
+      models: ['gpt-4o', 'platform-only'],
+    });
+    expect(added.status).toBe(201);
+    expect(added.body.hasCredentials).toBe(true);
+
+    // A workspace with no provider of its own reaches the platform's.
+    const bare = await gatewayWorkspace(app);
+    credits.grant(bare.workspaceId, BALANCE);
+    await bare.owner.put(`/api/workspaces/${bare.workspaceId}/model-prices`, {
+      model: 'platform-only',
+      inputMicrosPerMtok: 1,
+      outputMicrosPerMtok: 1,
+    });
+    const viaPlatform = await bare.openai.chat.completions
+      .create({ model: 'platform-only', messages: [{ role: 'user', content: 'x' }] })
+      .withResponse();
+    expect(viaPlatform.response.headers.get('x-berth-provider')).toBe('shared');
+    expect(backup.received.at(-1)?.headers.authorization).toBe('Bearer sk-platform-secret');
+
+    // A workspace's own provider of the same model goes first.
+    const own = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+      .withResponse();
+    expect(own.response.headers.get('x-berth-provider')).toBe('fake');
+
+    // Members and keys cannot manage platform providers; the list never shows the key.
+    expect(
+      (
+        await bare.owner.post('/api/operator/providers', {
+          name: 'x',
+          adapter: 'openai-compatible',
+          baseUrl: 'https://a.example.com/v1',
+          models: ['m'],
+        })
+      ).status,
+    ).toBe(403);
+    const url = await listen(app);
+    const byKey = await fetch(`${url}/api/operator/providers`, { headers: { authorization: `Bearer ${bare.secret}` } });
+    expect(byKey.status).toBe(403);
+    const list = await operator.get('/api/operator/providers');
+    expect(list.text).toContain('shared');
+    expect(list.text).not.toContain('sk-platform-secret');
+
+    expect((await operator.delete('/api/operator/providers/shared')).status).toBe(204);
+    const gone = await bare.openai.chat.completions
+      .create({ model: 'platform-only', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect((gone as ApiError).code).toBe('model_not_found');
   });
 });

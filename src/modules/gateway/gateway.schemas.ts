@@ -14,6 +14,7 @@ const Micros = z.number().int().min(0).max(1_000_000_000_000);
 
 export const WorkspaceParams = z.strictObject({ workspaceId: Id });
 export const ProviderParams = z.strictObject({ workspaceId: Id, providerId: Id });
+export const PlatformProviderParams = z.strictObject({ provider: z.string().min(1).max(64) });
 export const PriceParams = z.strictObject({ workspaceId: Id, model: ModelName });
 
 export const AddProviderBody = z.strictObject({

@@ -21,6 +21,20 @@ export const gatewayProviders = pgTable(
   (t) => [unique().on(t.workspaceId, t.name)],
 );
 
+/** A provider the operator connects for every workspace (see migrations/0012_platform_providers.sql). */
+export const platformProviders = pgTable('platform_providers', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull().unique(),
+  adapter: text('adapter', { enum: ['openai-compatible', 'anthropic'] }).notNull(),
+  baseUrl: text('base_url').notNull(),
+  credentialsCiphertext: bytea('credentials_ciphertext'),
+  models: text('models').array().notNull(),
+  timeoutMs: integer('timeout_ms').notNull(),
+  createdBy: text('created_by'),
+  createdAt: ts('created_at').notNull(),
+  updatedAt: ts('updated_at').notNull(),
+});
+
 /** A workspace's price for a model, per million tokens in micro-units; '*' prices unknown models. */
 export const gatewayModelPrices = pgTable(
   'gateway_model_prices',
@@ -77,6 +91,7 @@ export const usageEvents = pgTable('usage_events', {
 });
 
 export type ProviderRow = typeof gatewayProviders.$inferSelect;
+export type PlatformProviderRow = typeof platformProviders.$inferSelect;
 export type PriceRow = typeof gatewayModelPrices.$inferSelect;
 export type UsageEventRow = typeof usageEvents.$inferSelect;
 export type RouteRow = typeof gatewayRoutes.$inferSelect;
@@ -103,6 +118,27 @@ export const gatewayTables = [
       createdBy: col('identifier', true, { purpose: 'The member who connected the provider' }),
       createdAt: col('tenancy', false),
       updatedAt: col('tenancy', false),
+    },
+  }),
+  mapTable(platformProviders, {
+    purpose: "Model providers the operator connects for every workspace, with the operator's credentials",
+    basis: 'contract',
+    retention: 'operational',
+    subject: 'none',
+    columns: {
+      id: col('identifier', false),
+      name: col('operational', false),
+      adapter: col('operational', false),
+      baseUrl: col('operational', false),
+      credentialsCiphertext: col('credential', false, {
+        secret: true,
+        purpose: "The provider's API key and headers, vault ciphertext under the platform's data key",
+      }),
+      models: col('operational', false),
+      timeoutMs: col('operational', false),
+      createdBy: col('identifier', true, { purpose: 'The operator who connected the provider' }),
+      createdAt: col('operational', false),
+      updatedAt: col('operational', false),
     },
   }),
   mapTable(gatewayModelPrices, {

@@ -1,8 +1,11 @@
 // The gateway module: the OpenAI-compatible inbound API (/v1), providers and prices of
 // workspaces, routing with fallback, rate limits, credit reservations and usage metering.
 // Other modules import only this file.
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ConfigError } from '../../config.ts';
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { Database } from '../../platform/db/db.ts';
 import { egressGuard } from '../../platform/http/egress.ts';
@@ -19,6 +22,7 @@ import { type ProvidersDeps, providersService } from './gateway.providers.ts';
 import { gatewayRepo } from './gateway.repo.ts';
 import { usageReports } from './gateway.reports.ts';
 import { registerGatewayRoutes } from './gateway.routes.ts';
+import { AddProviderBody, type AddProviderInput } from './gateway.schemas.ts';
 import { gatewayService } from './gateway.service.ts';
 import { gatewayTables } from './gateway.tables.ts';
 import { usageRecorder } from './gateway.usage.ts';
@@ -27,8 +31,11 @@ export type { ProviderAdapter } from './gateway.adapter.ts';
 export { CATALOG_VERSION, costMicros, type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 export { type CreditGate, memoryCredits, type Reservation, unlimitedCredits } from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
+export type { AddProviderInput, PriceView, ProviderView, RouteView } from './gateway.schemas.ts';
 
 export const GATEWAY_CHANNEL = 'berth.gateway';
+/** The bus message for "platform providers changed" (others name the workspace that changed). */
+const PLATFORM_MESSAGE = 'platform';
 
 export type GatewayDeps = PlatformDeps & {
   vault: Pick<VaultService, 'encrypt' | 'decrypt'>;
@@ -40,6 +47,25 @@ export type GatewayDeps = PlatformDeps & {
   limiter?: RateLimiter;
   createAdapter?: ProvidersDeps['createAdapter'];
 };
+
+/** The operator's platform providers file, checked entry by entry; a bad file stops start-up naming the entry. */
+export function readPlatformProviders(file: string): AddProviderInput[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    throw new ConfigError('BERTH_PLATFORM_PROVIDERS_FILE', `${file} is not readable JSON`);
+  }
+  const result = z.array(AddProviderBody).max(100).safeParse(parsed);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new ConfigError(
+      'BERTH_PLATFORM_PROVIDERS_FILE',
+      `${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`,
+    );
+  }
+  return result.data;
+}
 
 /**
  * Builds the gateway. Its /v1 routes rely on the keys module's hook (registered earlier)
@@ -63,6 +89,7 @@ export function createGatewayModule(deps: GatewayDeps) {
     audit: deps.audit,
     egress,
     publish: (workspaceId) => deps.bus.publish(GATEWAY_CHANNEL, workspaceId),
+    publishPlatform: () => deps.bus.publish(GATEWAY_CHANNEL, PLATFORM_MESSAGE),
     ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
   });
   const usage = usageRecorder({
@@ -97,6 +124,12 @@ export function createGatewayModule(deps: GatewayDeps) {
     service,
     dataMap: moduleDataMap('gateway', gatewayTables),
     async registerRoutes(app: HttpServer) {
+      if (config.BERTH_PLATFORM_PROVIDERS_FILE) {
+        const added = await providers.seedPlatformProviders(
+          readPlatformProviders(config.BERTH_PLATFORM_PROVIDERS_FILE),
+        );
+        if (added.length > 0) deps.logger.info({ providers: added }, 'gateway: platform providers added from the file');
+      }
       const replayed = await usage.replay();
       if (replayed > 0) deps.logger.info({ events: replayed }, 'gateway: usage events replayed from the journal');
       if (credits.kind === 'unlimited') {
@@ -104,7 +137,7 @@ export function createGatewayModule(deps: GatewayDeps) {
       }
       const unsubscribe = await deps.bus.subscribe(
         GATEWAY_CHANNEL,
-        (workspaceId) => providers.forget(workspaceId),
+        (message) => providers.forget(message === PLATFORM_MESSAGE ? null : message),
         () => providers.forget(null),
       );
       usage.start();

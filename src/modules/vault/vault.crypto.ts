@@ -20,7 +20,8 @@ const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 export const KEY_BYTES = 32;
 
-export type VaultOwner = { type: 'user' | 'workspace'; id: string };
+/** Whose secrets a data key encrypts; `platform` (id `platform`) holds the operator's own, e.g. platform providers' keys. */
+export type VaultOwner = { type: 'user' | 'workspace' | 'platform'; id: string };
 export type VaultContext = { owner: VaultOwner; record: string; field: string };
 
 export type VaultErrorReason =

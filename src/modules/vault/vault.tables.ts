@@ -8,7 +8,7 @@ import { col, mapTable } from '../../platform/db/datamap.ts';
  */
 export const vaultDataKeys = pgTable('vault_data_keys', {
   id: text('id').primaryKey(),
-  ownerType: text('owner_type', { enum: ['user', 'workspace'] }).notNull(),
+  ownerType: text('owner_type', { enum: ['user', 'workspace', 'platform'] }).notNull(),
   ownerId: text('owner_id').notNull(),
   kekVersion: integer('kek_version').notNull(),
   wrappedKey: bytea('wrapped_key'),
@@ -29,7 +29,9 @@ export const vaultTables = [
     subject: 'none',
     columns: {
       id: col('identifier', false),
-      ownerType: col('operational', false, { purpose: 'Whether the key belongs to a user or a workspace' }),
+      ownerType: col('operational', false, {
+        purpose: 'Whether the key belongs to a user, a workspace or the platform',
+      }),
       ownerId: col('identifier', true, { purpose: 'The user or workspace whose secrets this key encrypts' }),
       kekVersion: col('operational', false, { purpose: 'Which key-encryption key version wraps the key' }),
       wrappedKey: col('credential', false, {
