@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type App, type AppDeps, buildApp, createModules, type Modules, registerJobs } from './app.ts';
 import type { Config } from './config.ts';
 import { type LoadedAuditSigningKey, loadAuditSigningKey } from './modules/audit/index.ts';
+import type { CreditGate } from './modules/gateway/index.ts';
 import { type Keyring, loadKeyring } from './modules/vault/index.ts';
 import { createBus, memoryBus } from './platform/bus/index.ts';
 import { type Clock, systemClock } from './platform/clock.ts';
@@ -86,13 +87,15 @@ export type RunningServer = { url: string; app: App; jobs: Jobs; runtime: Runtim
 /** Starts Berth: database, migrations, jobs (per role) and the HTTP server. */
 export async function startServer(
   config: Config,
-  opts: { logger?: Logger; clock?: Clock } = {},
+  opts: { logger?: Logger; clock?: Clock; credits?: CreditGate } = {},
 ): Promise<RunningServer> {
-  const runtime = await openRuntime(config, { purpose: 'server', ...opts });
+  // `credits` is the gateway's credit gate (unlimited when absent), e.g. a funded memoryCredits for a benchmark.
+  const { credits, ...runtimeOpts } = opts;
+  const runtime = await openRuntime(config, { purpose: 'server', ...runtimeOpts });
   const { db, logger, clock, keyring, auditSigningKey } = runtime;
   const jobs = createJobs({ db, logger, ownerUrl: config.DATABASE_URL });
   const bus = createBus(config, logger);
-  const deps: AppDeps = { config, db, logger, clock, jobs, keyring, auditSigningKey, bus };
+  const deps: AppDeps = { config, db, logger, clock, jobs, keyring, auditSigningKey, bus, credits };
   let app: App | null = null;
   try {
     app = await buildApp(deps);

@@ -26,6 +26,7 @@ import {
   WorkspaceParams,
 } from './gateway.schemas.ts';
 import type { GatewayService } from './gateway.service.ts';
+import type { SettingsService } from './gateway.settings.ts';
 
 /** The signed-in operator as the audit actor of a platform change. */
 function operatorActor(req: FastifyRequest): Actor {
@@ -35,6 +36,7 @@ function operatorActor(req: FastifyRequest): Actor {
 
 type Deps = {
   providers: ProvidersService;
+  settings: SettingsService;
   gateway: GatewayService;
   reports: UsageReports;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
@@ -43,7 +45,10 @@ type Deps = {
 const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];
 
 /** Managing a workspace's providers, prices and reading its usage. */
-export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway, reports, requirePermission }: Deps) {
+export function registerGatewayAdminRoutes(
+  app: HttpServer,
+  { providers, settings, gateway, reports, requirePermission }: Deps,
+) {
   const ws = '/api/workspaces/:workspaceId';
 
   app.post(
@@ -141,7 +146,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       },
       preHandler: requirePermission('providers:manage'),
     },
-    async (req) => providers.setPrice({ scope: requireScope(req), input: req.body }),
+    async (req) => settings.setPrice({ scope: requireScope(req), input: req.body }),
   );
 
   app.get(
@@ -156,7 +161,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       },
       preHandler: requirePermission('providers:read'),
     },
-    async (req) => ({ data: await providers.listPrices({ scope: requireScope(req) }) }),
+    async (req) => ({ data: await settings.listPrices({ scope: requireScope(req) }) }),
   );
 
   app.delete(
@@ -171,7 +176,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       preHandler: requirePermission('providers:manage'),
     },
     async (req, reply) => {
-      await providers.removePrice({ scope: requireScope(req), model: req.params.model });
+      await settings.removePrice({ scope: requireScope(req), model: req.params.model });
       return reply.status(204).send();
     },
   );
@@ -189,7 +194,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       },
       preHandler: requirePermission('providers:manage'),
     },
-    async (req) => providers.setRoute({ scope: requireScope(req), input: req.body }),
+    async (req) => settings.setRoute({ scope: requireScope(req), input: req.body }),
   );
 
   app.get(
@@ -204,7 +209,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       },
       preHandler: requirePermission('providers:read'),
     },
-    async (req) => ({ data: await providers.listRoutes({ scope: requireScope(req) }) }),
+    async (req) => ({ data: await settings.listRoutes({ scope: requireScope(req) }) }),
   );
 
   app.delete(
@@ -214,7 +219,7 @@ export function registerGatewayAdminRoutes(app: HttpServer, { providers, gateway
       preHandler: requirePermission('providers:manage'),
     },
     async (req, reply) => {
-      await providers.removeRoute({ scope: requireScope(req), alias: req.params.alias });
+      await settings.removeRoute({ scope: requireScope(req), alias: req.params.alias });
       return reply.status(204).send();
     },
   );

@@ -1,14 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ChatCompletionChunk, ChatCompletionRequest } from './gateway.adapter.ts';
-import {
-  anthropicStreamTranslator,
-  chunksToAnthropicEvents,
-  fromAnthropicRequest,
-  fromAnthropicResponse,
-  toAnthropicRequest,
-  toAnthropicResponse,
-} from './gateway.anthropic.ts';
+import { anthropicStreamTranslator, fromAnthropicResponse, toAnthropicRequest } from './gateway.anthropic.ts';
+import { chunksToAnthropicEvents, fromAnthropicRequest, toAnthropicResponse } from './gateway.messages.ts';
 
 const word = fc.stringMatching(/^[a-z]{1,8}$/);
 const text = fc.array(word, { minLength: 1, maxLength: 6 }).map((w) => w.join(' '));

@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { MatrixContext, MatrixRoute } from '../../platform/http/matrix.ts';
 import type { ProvidersService } from './gateway.providers.ts';
+import type { SettingsService } from './gateway.settings.ts';
 
 /** What the specs use of the app. */
 type GatewayApp = {
-  modules: { gateway: { service: { providers: Pick<ProvidersService, 'addProvider' | 'setPrice' | 'setRoute'> } } };
+  modules: {
+    gateway: {
+      service: {
+        providers: Pick<ProvidersService, 'addProvider'>;
+        settings: Pick<SettingsService, 'setPrice' | 'setRoute'>;
+      };
+    };
+  };
 };
 type Ctx = MatrixContext<GatewayApp>;
 
@@ -28,7 +36,7 @@ const provider = async (c: Ctx) => {
 
 const price = async (c: Ctx) => {
   const model = unique();
-  await c.app.modules.gateway.service.providers.setPrice({
+  await c.app.modules.gateway.service.settings.setPrice({
     scope: c.ownerScope,
     input: { model, inputMicrosPerMtok: 1, outputMicrosPerMtok: 2 },
   });
@@ -37,7 +45,7 @@ const price = async (c: Ctx) => {
 
 const route = async (c: Ctx) => {
   const alias = unique();
-  await c.app.modules.gateway.service.providers.setRoute({
+  await c.app.modules.gateway.service.settings.setRoute({
     scope: c.ownerScope,
     input: { alias, targets: [{ model: 'm1' }] },
   });

@@ -11,15 +11,8 @@ import type { VaultService } from '../vault/index.ts';
 import type { ProviderAdapter } from './gateway.adapter.ts';
 import { catalogLookup, type ModelPrice } from './gateway.catalog.ts';
 import type { GatewayRepo } from './gateway.repo.ts';
-import type {
-  AddProviderInput,
-  PriceView,
-  ProviderView,
-  RouteView,
-  SetPriceInput,
-  SetRouteInput,
-} from './gateway.schemas.ts';
-import type { PriceRow, ProviderRow, RouteRow } from './gateway.tables.ts';
+import type { AddProviderInput, ProviderView } from './gateway.schemas.ts';
+import type { ProviderRow, RouteRow } from './gateway.tables.ts';
 import { createAnthropicAdapter } from './providers/anthropic.ts';
 import { createOpenAiCompatibleAdapter } from './providers/openai-compatible.ts';
 
@@ -98,21 +91,6 @@ function toView(row: ProviderBase, hasCredentials: boolean): ProviderView {
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
   };
-}
-
-function priceView(row: PriceRow): PriceView {
-  return {
-    model: row.model,
-    inputMicrosPerMtok: row.inputMicrosPerMtok,
-    outputMicrosPerMtok: row.outputMicrosPerMtok,
-    cachedInputMicrosPerMtok: row.cachedInputMicrosPerMtok,
-    contextWindow: row.contextWindow,
-    updatedAt: row.updatedAt.toISOString(),
-  };
-}
-
-function routeView(row: RouteRow): RouteView {
-  return { alias: row.alias, strategy: row.strategy, targets: row.targets, updatedAt: row.updatedAt.toISOString() };
 }
 
 function actorUser(scope: Scope): string | null {
@@ -492,95 +470,8 @@ export function providersService(deps: ProvidersDeps) {
       });
     },
 
-    async setPrice({ scope, input }: { scope: Scope; input: SetPriceInput }): Promise<PriceView> {
-      const row: PriceRow = {
-        workspaceId: scope.workspaceId,
-        model: input.model,
-        inputMicrosPerMtok: input.inputMicrosPerMtok,
-        outputMicrosPerMtok: input.outputMicrosPerMtok,
-        cachedInputMicrosPerMtok: input.cachedInputMicrosPerMtok ?? null,
-        contextWindow: input.contextWindow ?? null,
-        updatedAt: clock.now(),
-      };
-      return db.tenant(scope.workspaceId, async (tx) => {
-        await repo.upsertPrice(tx, row);
-        await deps.audit.record(tx, {
-          workspaceId: scope.workspaceId,
-          actor: scope.actor,
-          action: 'model_price.set',
-          target: { type: 'model', id: row.model },
-          diff: {
-            inputMicrosPerMtok: row.inputMicrosPerMtok,
-            outputMicrosPerMtok: row.outputMicrosPerMtok,
-            cachedInputMicrosPerMtok: row.cachedInputMicrosPerMtok,
-            contextWindow: row.contextWindow,
-          },
-        });
-        changed(tx, scope.workspaceId);
-        return priceView(row);
-      });
-    },
-
-    /** Defines (or replaces) a model alias. */
-    async setRoute({ scope, input }: { scope: Scope; input: SetRouteInput }): Promise<RouteView> {
-      const row: RouteRow = {
-        workspaceId: scope.workspaceId,
-        alias: input.alias,
-        strategy: input.strategy ?? 'fallback',
-        targets: input.targets.map((t) => ({
-          model: t.model,
-          ...(t.provider ? { provider: t.provider } : {}),
-          ...(t.weight !== undefined ? { weight: t.weight } : {}),
-        })),
-        updatedAt: clock.now(),
-      };
-      return db.tenant(scope.workspaceId, async (tx) => {
-        await repo.upsertRoute(tx, row);
-        await deps.audit.record(tx, {
-          workspaceId: scope.workspaceId,
-          actor: scope.actor,
-          action: 'route.set',
-          target: { type: 'route', id: row.alias },
-          diff: { strategy: row.strategy, targets: row.targets },
-        });
-        changed(tx, scope.workspaceId);
-        return routeView(row);
-      });
-    },
-
-    async listRoutes({ scope }: { scope: Scope }): Promise<RouteView[]> {
-      return db.tenant(scope.workspaceId, async (tx) => (await repo.listRoutes(tx, scope.workspaceId)).map(routeView));
-    },
-
-    async removeRoute({ scope, alias }: { scope: Scope; alias: string }): Promise<void> {
-      await db.tenant(scope.workspaceId, async (tx) => {
-        if (!(await repo.deleteRoute(tx, scope.workspaceId, alias))) throw notFound('route');
-        await deps.audit.record(tx, {
-          workspaceId: scope.workspaceId,
-          actor: scope.actor,
-          action: 'route.removed',
-          target: { type: 'route', id: alias },
-        });
-        changed(tx, scope.workspaceId);
-      });
-    },
-
-    async listPrices({ scope }: { scope: Scope }): Promise<PriceView[]> {
-      return db.tenant(scope.workspaceId, async (tx) => (await repo.listPrices(tx, scope.workspaceId)).map(priceView));
-    },
-
-    async removePrice({ scope, model }: { scope: Scope; model: string }): Promise<void> {
-      await db.tenant(scope.workspaceId, async (tx) => {
-        if (!(await repo.deletePrice(tx, scope.workspaceId, model))) throw notFound('price');
-        await deps.audit.record(tx, {
-          workspaceId: scope.workspaceId,
-          actor: scope.actor,
-          action: 'model_price.removed',
-          target: { type: 'model', id: model },
-        });
-        changed(tx, scope.workspaceId);
-      });
-    },
+    /** Drops this replica's view of the workspace once `tx` commits, and tells the other replicas. */
+    changedAfterCommit: changed,
   };
 }
 

@@ -19,7 +19,7 @@ import {
   fromAnthropicRequest,
   type InboundMessagesRequest,
   toAnthropicResponse,
-} from './gateway.anthropic.ts';
+} from './gateway.messages.ts';
 import { ChatCompletionBody, EmbeddingsBody, MessagesBody, ModelIdParams } from './gateway.schemas.ts';
 import {
   type Caller,

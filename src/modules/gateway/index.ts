@@ -24,6 +24,7 @@ import { usageReports } from './gateway.reports.ts';
 import { registerGatewayRoutes } from './gateway.routes.ts';
 import { AddProviderBody, type AddProviderInput } from './gateway.schemas.ts';
 import { gatewayService } from './gateway.service.ts';
+import { settingsService } from './gateway.settings.ts';
 import { gatewayTables } from './gateway.tables.ts';
 import { usageRecorder } from './gateway.usage.ts';
 
@@ -92,6 +93,13 @@ export function createGatewayModule(deps: GatewayDeps) {
     publishPlatform: () => deps.bus.publish(GATEWAY_CHANNEL, PLATFORM_MESSAGE),
     ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
   });
+  const settings = settingsService({
+    db: deps.db,
+    repo: gatewayRepo,
+    clock: deps.clock,
+    audit: deps.audit,
+    changed: providers.changedAfterCommit,
+  });
   const usage = usageRecorder({
     dir: path.join(config.dataDir, 'usage-journal'),
     insert: (rows) => deps.db.system((tx) => gatewayRepo.insertUsage(tx, rows)),
@@ -118,7 +126,7 @@ export function createGatewayModule(deps: GatewayDeps) {
     },
   });
   const reports = usageReports({ db: deps.db, repo: gatewayRepo, clock: deps.clock, flush: () => usage.flush() });
-  const service = { ...gateway, providers, reports, usage, credits, limiter };
+  const service = { ...gateway, providers, settings, reports, usage, credits, limiter };
 
   const module: Module<typeof service> = {
     service,
@@ -151,6 +159,7 @@ export function createGatewayModule(deps: GatewayDeps) {
       registerGatewayRoutes(app, { service: gateway, bodyLimit: config.BERTH_GATEWAY_BODY_LIMIT });
       registerGatewayAdminRoutes(app, {
         providers,
+        settings,
         gateway,
         reports,
         requirePermission: deps.requirePermission,

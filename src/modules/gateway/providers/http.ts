@@ -1,4 +1,6 @@
-import { UpstreamError } from '../gateway.adapter.ts';
+import type { LookupFunction } from 'node:net';
+import { Pool } from 'undici';
+import { type CallOptions, UpstreamError, upstreamErrorForStatus } from '../gateway.adapter.ts';
 
 // What every provider adapter shares about one HTTP attempt: its timeout (re-armed while a
 // stream makes progress), the caller's abort, and the mapping of failures to UpstreamError.
@@ -83,4 +85,118 @@ export async function* sseEvents(
     }
   }
   if (data.length > 0) yield { event, data: data.join('\n') };
+}
+
+export type UpstreamClientOptions = {
+  baseUrl: string;
+  headers: Record<string, string>;
+  timeoutMs: number;
+  connections?: number | undefined;
+  /** The socket's DNS lookup: the egress guard. */
+  lookup?: LookupFunction | undefined;
+  /** Maps a vendor's own status codes onto standard ones (e.g. Anthropic's 529 overloaded to 503). */
+  mapStatus?: (status: number) => number;
+};
+
+/**
+ * The HTTP side every adapter shares: one undici Pool per provider origin, JSON calls and
+ * SSE streams with per-attempt timeouts, caller aborts, and failures as UpstreamError.
+ * Error bodies are discarded unread: they often quote the prompt.
+ */
+export function upstreamClient(opts: UpstreamClientOptions) {
+  const url = new URL(opts.baseUrl);
+  const basePath = url.pathname.replace(/\/+$/, '');
+  const pool = new Pool(url.origin, {
+    connections: opts.connections ?? 64,
+    pipelining: 1,
+    ...(opts.lookup ? { connect: { lookup: opts.lookup } } : {}),
+  });
+  const mapStatus = opts.mapStatus ?? ((s: number) => s);
+
+  async function send(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    callOpts: CallOptions | undefined,
+    attempt: Attempt,
+    contentType: string,
+  ) {
+    if (callOpts?.signal?.aborted) throw new UpstreamError('upstream_aborted');
+    const res = await pool.request({
+      method,
+      path: `${basePath}${path}`,
+      headers: opts.headers,
+      body: body === null ? null : JSON.stringify(body),
+      signal: attempt.signal,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+    if (res.statusCode >= 400) {
+      await res.body.dump().catch(() => undefined);
+      throw upstreamErrorForStatus(mapStatus(res.statusCode), retryAfter(res.headers));
+    }
+    if (!String(res.headers['content-type'] ?? '').includes(contentType)) {
+      await res.body.dump().catch(() => undefined);
+      throw new UpstreamError('upstream_error', { status: res.statusCode });
+    }
+    return res;
+  }
+
+  return {
+    /** One JSON request and its parsed JSON answer, checked by `valid`. */
+    async json<T>(
+      method: 'GET' | 'POST',
+      path: string,
+      body: unknown,
+      callOpts: CallOptions | undefined,
+      valid: (v: Record<string, unknown>) => boolean,
+    ): Promise<T> {
+      const attempt = startAttempt(callOpts?.timeoutMs ?? opts.timeoutMs, callOpts?.signal);
+      try {
+        const res = await send(method, path, body, callOpts, attempt, 'json');
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(await res.body.text());
+        } catch {
+          throw new UpstreamError('upstream_error', { status: res.statusCode });
+        }
+        if (!isObject(parsed) || !valid(parsed)) throw new UpstreamError('upstream_error', { status: res.statusCode });
+        return parsed as T;
+      } catch (err) {
+        throw toUpstreamError(err, attempt, callOpts?.signal);
+      } finally {
+        attempt.done();
+      }
+    },
+
+    /**
+     * Opens a server-sent events stream (POST). The timeout applies until the headers and
+     * then to every silence between chunks; stopping early closes the connection.
+     */
+    async stream(path: string, body: unknown, callOpts: CallOptions | undefined) {
+      const attempt = startAttempt(callOpts?.timeoutMs ?? opts.timeoutMs, callOpts?.signal);
+      let res: Awaited<ReturnType<typeof send>>;
+      try {
+        res = await send('POST', path, body, callOpts, attempt, 'text/event-stream');
+      } catch (err) {
+        attempt.done();
+        throw toUpstreamError(err, attempt, callOpts?.signal);
+      }
+      const raw = res.body;
+      async function* events(): AsyncGenerator<SseEvent> {
+        try {
+          attempt.arm();
+          yield* sseEvents(raw, attempt.arm);
+        } catch (err) {
+          throw toUpstreamError(err, attempt, callOpts?.signal);
+        } finally {
+          attempt.done();
+          if (!raw.destroyed) raw.destroy();
+        }
+      }
+      return { events: events(), status: res.statusCode };
+    },
+
+    close: () => pool.close(),
+  };
 }

@@ -1,7 +1,5 @@
 import type { LookupFunction } from 'node:net';
-import { Pool } from 'undici';
 import type {
-  CallOptions,
   ChatCompletionChunk,
   ChatCompletionRequest,
   ChatCompletionResponse,
@@ -10,8 +8,8 @@ import type {
   ProviderAdapter,
   Usage,
 } from '../gateway.adapter.ts';
-import { UpstreamError, upstreamErrorForStatus } from '../gateway.adapter.ts';
-import { type Attempt, isObject, retryAfter, startAttempt, toUpstreamError } from './http.ts';
+import { UpstreamError } from '../gateway.adapter.ts';
+import { isObject, upstreamClient } from './http.ts';
 
 /** What happens to one request field on the way out: sent as is, dropped, or sent under another name. */
 export type ParamRule = 'pass' | 'drop' | { rename: string };
@@ -70,159 +68,66 @@ export function mapParams(req: ChatCompletionRequest, map: ParamMap): Record<str
 }
 
 export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): ProviderAdapter {
-  const url = new URL(opts.baseUrl);
-  const basePath = url.pathname.replace(/\/+$/, '');
-  const pool = new Pool(url.origin, {
-    connections: opts.connections ?? 64,
-    pipelining: 1,
-    ...(opts.lookup ? { connect: { lookup: opts.lookup } } : {}),
-  });
   const map: ParamMap = { ...openAiCompatibleParams, ...opts.params };
-  const defaultTimeout = opts.timeoutMs ?? 60_000;
-  const headers: Record<string, string> = {
-    'content-type': 'application/json',
-    ...opts.headers,
-    ...(opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {}),
-  };
-
-  async function send(
-    method: 'GET' | 'POST',
-    path: string,
-    body: Record<string, unknown> | null,
-    callOpts: CallOptions | undefined,
-    attempt: Attempt,
-  ) {
-    if (callOpts?.signal?.aborted) throw new UpstreamError('upstream_aborted');
-    const res = await pool.request({
-      method,
-      path: `${basePath}${path}`,
-      headers,
-      body: body === null ? null : JSON.stringify(body),
-      signal: attempt.signal,
-      headersTimeout: 0,
-      bodyTimeout: 0,
-    });
-    if (res.statusCode >= 400) {
-      // The body is discarded unread: it may echo the prompt.
-      await res.body.dump().catch(() => undefined);
-      throw upstreamErrorForStatus(res.statusCode, retryAfter(res.headers));
-    }
-    return res;
-  }
-
-  /** One JSON request and its parsed JSON answer, checked by `valid`. */
-  async function call<T>(
-    method: 'GET' | 'POST',
-    path: string,
-    body: Record<string, unknown> | null,
-    callOpts: CallOptions | undefined,
-    valid: (v: Record<string, unknown>) => boolean,
-  ): Promise<T> {
-    const attempt = startAttempt(callOpts?.timeoutMs ?? defaultTimeout, callOpts?.signal);
-    try {
-      const res = await send(method, path, body, callOpts, attempt);
-      const type = String(res.headers['content-type'] ?? '');
-      if (!type.includes('json')) {
-        await res.body.dump().catch(() => undefined);
-        throw new UpstreamError('upstream_error', { status: res.statusCode });
-      }
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(await res.body.text());
-      } catch {
-        throw new UpstreamError('upstream_error', { status: res.statusCode });
-      }
-      if (!isObject(parsed) || !valid(parsed)) throw new UpstreamError('upstream_error', { status: res.statusCode });
-      return parsed as T;
-    } catch (err) {
-      throw toUpstreamError(err, attempt, callOpts?.signal);
-    } finally {
-      attempt.done();
-    }
-  }
+  const client = upstreamClient({
+    baseUrl: opts.baseUrl,
+    timeoutMs: opts.timeoutMs ?? 60_000,
+    connections: opts.connections,
+    lookup: opts.lookup,
+    headers: {
+      'content-type': 'application/json',
+      ...opts.headers,
+      ...(opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {}),
+    },
+  });
 
   return {
     name: opts.name ?? 'openai-compatible',
 
     chatCompletion(req, callOpts) {
       const body = mapParams({ ...req, stream: false, stream_options: undefined }, map);
-      return call<ChatCompletionResponse>('POST', '/chat/completions', body, callOpts, (v) => Array.isArray(v.choices));
+      return client.json<ChatCompletionResponse>('POST', '/chat/completions', body, callOpts, (v) =>
+        Array.isArray(v.choices),
+      );
     },
 
     embeddings(req, callOpts) {
-      return call<EmbeddingsResponse>('POST', '/embeddings', { ...req }, callOpts, (v) => Array.isArray(v.data));
+      return client.json<EmbeddingsResponse>('POST', '/embeddings', { ...req }, callOpts, (v) => Array.isArray(v.data));
     },
 
     async listModels(callOpts) {
-      const list = await call<{ data: { id?: unknown }[] }>('GET', '/models', null, callOpts, (v) =>
+      const list = await client.json<{ data: { id?: unknown }[] }>('GET', '/models', null, callOpts, (v) =>
         Array.isArray(v.data),
       );
       return list.data.flatMap((m) => (typeof m.id === 'string' ? [m.id] : []));
     },
 
     async chatCompletionStream(req, callOpts) {
-      const attempt = startAttempt(callOpts?.timeoutMs ?? defaultTimeout, callOpts?.signal);
-      let res: Awaited<ReturnType<typeof send>>;
-      try {
-        // Usage is asked for on every stream: metering needs the provider's own count.
-        const body = mapParams({ ...req, stream: true, stream_options: { include_usage: true } }, map);
-        res = await send('POST', '/chat/completions', body, callOpts, attempt);
-        if (!String(res.headers['content-type'] ?? '').includes('text/event-stream')) {
-          await res.body.dump().catch(() => undefined);
-          throw new UpstreamError('upstream_error', { status: res.statusCode });
-        }
-      } catch (err) {
-        attempt.done();
-        throw toUpstreamError(err, attempt, callOpts?.signal);
-      }
+      // Usage is asked for on every stream: metering needs the provider's own count.
+      const body = mapParams({ ...req, stream: true, stream_options: { include_usage: true } }, map);
+      const { events, status } = await client.stream('/chat/completions', body, callOpts);
       let usage: Usage | undefined;
-      const body = res.body;
       async function* chunks(): AsyncGenerator<ChatCompletionChunk> {
-        let buffer = '';
-        let finished = false;
-        try {
-          attempt.arm();
-          for await (const piece of body) {
-            attempt.arm();
-            buffer += typeof piece === 'string' ? piece : Buffer.from(piece).toString('utf8');
-            let newline = buffer.indexOf('\n');
-            while (newline !== -1) {
-              const line = buffer.slice(0, newline).replace(/\r$/, '');
-              buffer = buffer.slice(newline + 1);
-              newline = buffer.indexOf('\n');
-              const chunk = parseSseLine(line);
-              if (chunk === 'done') {
-                finished = true;
-                return;
-              }
-              if (chunk === undefined) continue;
-              if (chunk.usage) usage = chunk.usage;
-              yield chunk;
-            }
-          }
-          // The upstream closed without [DONE]: a truncated stream.
-          throw new UpstreamError('upstream_error', { status: res.statusCode });
-        } catch (err) {
-          throw toUpstreamError(err, attempt, callOpts?.signal);
-        } finally {
-          attempt.done();
-          if (!finished || !body.destroyed) body.destroy();
+        for await (const ev of events) {
+          const chunk = parseSseData(ev.data);
+          if (chunk === 'done') return;
+          if (chunk === undefined) continue;
+          if (chunk.usage) usage = chunk.usage;
+          yield chunk;
         }
+        // The upstream closed without [DONE]: a truncated stream.
+        throw new UpstreamError('upstream_error', { status });
       }
-      const iterable = chunks();
-      return Object.assign(iterable, { usage: () => usage }) satisfies ChatCompletionStream;
+      return Object.assign(chunks(), { usage: () => usage }) satisfies ChatCompletionStream;
     },
 
-    async close() {
-      await pool.close();
-    },
+    close: () => client.close(),
   };
 }
 
-/** One SSE line: a chunk, 'done' for `[DONE]`, or undefined for comments, blank lines and other fields. */
-export function parseSseLine(line: string): ChatCompletionChunk | 'done' | undefined {
-  if (!line.startsWith('data:')) return undefined;
-  const data = line.slice(5).trim();
+/** One SSE event's data: a chunk, 'done' for `[DONE]`, or undefined for an empty event (keep-alive). */
+export function parseSseData(raw: string): ChatCompletionChunk | 'done' | undefined {
+  const data = raw.trim();
   if (data === '') return undefined;
   if (data === '[DONE]') return 'done';
   let parsed: unknown;
