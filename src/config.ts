@@ -97,6 +97,8 @@ export const ConfigSchema = z
     BERTH_GATEWAY_WORKSPACE_RPM: int(1, 100_000_000).optional(),
     BERTH_GATEWAY_WORKSPACE_TPM: int(1, 1_000_000_000_000).optional(),
     BERTH_USAGE_JOURNAL_FSYNC: bool.default(false),
+    /** A JSON file of operator prices overriding the shipped catalog: { "model": { inputMicrosPerMtok, outputMicrosPerMtok, ... } }. */
+    BERTH_MODEL_PRICES_FILE: z.string().min(1).optional(),
     /** A JSON file of platform providers added at start when missing (by name): [{ name, adapter, baseUrl, apiKey, models }]. */
     BERTH_PLATFORM_PROVIDERS_FILE: z.string().min(1).optional(),
   })

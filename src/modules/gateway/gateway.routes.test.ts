@@ -436,6 +436,18 @@ describe('errors', () => {
     expect((await lastUsage(w)).costMicros).toBeGreaterThan(0);
   });
 
+  it('refuses bodies over the gateway limit (16 MiB by default) with 413 in OpenAI shape', async () => {
+    const url = await listen(app);
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${gw.secret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(17 * 1024 * 1024) }] }),
+    });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('payload_too_large');
+    expect(await lastUsage(gw)).toMatchObject({ status: 413, errorCode: 'payload_too_large', model: 'unknown' });
+  });
+
   it('rejects malformed requests with 400 in OpenAI shape', async () => {
     const url = await listen(app);
     for (const body of [

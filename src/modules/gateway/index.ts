@@ -15,7 +15,7 @@ import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
 import type { Permission } from '../workspaces/index.ts';
 import { registerGatewayAdminRoutes } from './gateway.admin.routes.ts';
-import { SHIPPED_PRICES } from './gateway.catalog.ts';
+import { type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 import { type CreditGate, unlimitedCredits } from './gateway.credits.ts';
 import { memoryRateLimiter, type RateLimiter, redisRateLimiter } from './gateway.limits.ts';
 import { type ProvidersDeps, providersService } from './gateway.providers.ts';
@@ -68,6 +68,39 @@ export function readPlatformProviders(file: string): AddProviderInput[] {
   return result.data;
 }
 
+const PriceEntry = z.strictObject({
+  inputMicrosPerMtok: z.number().int().min(0).max(1_000_000_000_000),
+  outputMicrosPerMtok: z.number().int().min(0).max(1_000_000_000_000),
+  cachedInputMicrosPerMtok: z.number().int().min(0).max(1_000_000_000_000).nullable().optional(),
+  contextWindow: z.number().int().min(1).max(100_000_000).nullable().optional(),
+});
+
+/** The shipped catalog with the operator's prices file laid over it (a model in the file replaces the shipped entry). */
+export function operatorCatalog(file: string | undefined): ReadonlyMap<string, ModelPrice> {
+  if (!file) return SHIPPED_PRICES;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    throw new ConfigError('BERTH_MODEL_PRICES_FILE', `${file} is not readable JSON`);
+  }
+  const result = z.record(z.string().min(1).max(200), PriceEntry).safeParse(parsed);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new ConfigError('BERTH_MODEL_PRICES_FILE', `${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+  }
+  const merged = new Map(SHIPPED_PRICES);
+  for (const [model, p] of Object.entries(result.data)) {
+    merged.set(model, {
+      inputMicrosPerMtok: p.inputMicrosPerMtok,
+      outputMicrosPerMtok: p.outputMicrosPerMtok,
+      cachedInputMicrosPerMtok: p.cachedInputMicrosPerMtok ?? null,
+      contextWindow: p.contextWindow ?? null,
+    });
+  }
+  return merged;
+}
+
 /**
  * Builds the gateway. Its /v1 routes rely on the keys module's hook (registered earlier)
  * for authentication and the `gateway:invoke` scope.
@@ -76,7 +109,13 @@ export function readPlatformProviders(file: string): AddProviderInput[] {
  */
 export function createGatewayModule(deps: GatewayDeps) {
   const { config } = deps;
-  const egress = egressGuard(config.BERTH_EGRESS_ALLOW);
+  let egress: ReturnType<typeof egressGuard>;
+  try {
+    egress = egressGuard(config.BERTH_EGRESS_ALLOW);
+  } catch (err) {
+    throw new ConfigError('BERTH_EGRESS_ALLOW', (err as Error).message);
+  }
+  const catalog = operatorCatalog(config.BERTH_MODEL_PRICES_FILE);
   const credits = deps.credits ?? unlimitedCredits;
   const limiter =
     deps.limiter ??
@@ -108,7 +147,7 @@ export function createGatewayModule(deps: GatewayDeps) {
   });
   const gateway = gatewayService({
     providers,
-    catalog: SHIPPED_PRICES,
+    catalog,
     limiter,
     credits,
     usage,

@@ -4,9 +4,9 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTestApp } from '../../../test/helpers/app.ts';
 import { fullDatabaseText } from '../../../test/helpers/dump.ts';
-import { readPlatformProviders } from './index.ts';
+import { operatorCatalog, readPlatformProviders } from './index.ts';
 
-/** Platform providers seeded from the operator's file at start: added once, by name; a bad file stops start-up. */
+/** The operator's settings: platform providers seeded from a file, prices over the catalog, egress and body limits. */
 const dir = mkdtempSync(path.join(tmpdir(), 'berth-platform-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -40,6 +40,30 @@ describe('happy', () => {
     } finally {
       await a.close();
     }
+  });
+});
+
+describe('happy', () => {
+  it("lays the operator's prices over the shipped catalog", () => {
+    const file = path.join(dir, 'prices.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        'gpt-4o': { inputMicrosPerMtok: 1, outputMicrosPerMtok: 2 },
+        'house-model': { inputMicrosPerMtok: 3, outputMicrosPerMtok: 4, contextWindow: 8000 },
+      }),
+    );
+    const catalog = operatorCatalog(file);
+    expect(catalog.get('gpt-4o')).toEqual({
+      inputMicrosPerMtok: 1,
+      outputMicrosPerMtok: 2,
+      cachedInputMicrosPerMtok: null,
+      contextWindow: null,
+    });
+    expect(catalog.get('house-model')?.contextWindow).toBe(8000);
+    expect(catalog.get('gpt-4o-mini')?.inputMicrosPerMtok).toBe(150_000);
+    writeFileSync(file, JSON.stringify({ 'gpt-4o': { inputMicrosPerMtok: 0.5, outputMicrosPerMtok: 2 } }));
+    expect(() => operatorCatalog(file)).toThrow(/BERTH_MODEL_PRICES_FILE: gpt-4o.inputMicrosPerMtok/);
   });
 });
 
