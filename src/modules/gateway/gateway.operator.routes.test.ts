@@ -43,7 +43,7 @@ describe('happy', () => {
   });
 });
 
-describe('happy', () => {
+describe('happy: prices', () => {
   it("lays the operator's prices over the shipped catalog", () => {
     const file = path.join(dir, 'prices.json');
     writeFileSync(
