@@ -232,6 +232,27 @@ describe('errors', () => {
     });
   });
 
+  it('meters a Messages stream the Anthropic SDK aborts, billing what was delivered', async () => {
+    openaiUp.next({ kind: 'slow_stream', delayMs: 40 });
+    const stream = anthropic.messages.stream({
+      model: 'gpt-4o',
+      max_tokens: 200,
+      messages: [{ role: 'user', content: 'w '.repeat(40) }],
+    });
+    let deltas = 0;
+    stream.on('text', () => {
+      if (++deltas === 3) stream.abort();
+    });
+    await stream.finalMessage().catch(() => undefined);
+    let event: UsageEvent | undefined;
+    for (let i = 0; i < 50 && event?.status !== 499; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      event = await lastUsage();
+    }
+    expect(event).toMatchObject({ endpoint: 'messages', status: 499, estimated: true });
+    expect(event?.outputTokens).toBeGreaterThan(0);
+  });
+
   it('maps an overloaded Anthropic upstream (529) to a retryable failure, without the echoed prompt', async () => {
     anthropicUp.failNext(529, 529);
     const err = await anthropic.messages

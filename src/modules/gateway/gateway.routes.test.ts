@@ -213,6 +213,27 @@ describe('happy', () => {
     expect(response.headers.get('x-berth-provider')).toBe('b-backup');
     expect(await lastUsage(w)).toMatchObject({ status: 200, provider: 'b-backup', attempts: 3 });
   });
+  it('stops trying a provider that keeps failing (circuit breaker) and tries it again after the cool-down', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [
+        { name: 'a-primary', baseUrl: fake.baseUrl, models: ['gpt-4o'], timeoutMs: 1500 },
+        { name: 'b-backup', baseUrl: backup.baseUrl, models: ['gpt-4o'], timeoutMs: 1500 },
+      ],
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const call = () =>
+      w.openai.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'cb' }] }).withResponse();
+    fake.next(...Array.from({ length: 6 }, () => ({ kind: 'status' as const, status: 500 })));
+    for (let i = 0; i < 3; i++) expect((await call()).response.headers.get('x-berth-provider')).toBe('b-backup');
+    // Five failures in a row opened the circuit: the primary is not even asked.
+    const asked = fake.received.length;
+    expect((await call()).response.headers.get('x-berth-provider')).toBe('b-backup');
+    expect(fake.received.length).toBe(asked);
+    expect(await lastUsage(w)).toMatchObject({ provider: 'b-backup', attempts: 1 });
+    app.clock.advance(31_000);
+    expect((await call()).response.headers.get('x-berth-provider')).toBe('a-primary');
+  });
+
   it('routes a model alias: targets in order, fallbacks, and weighted picks', async () => {
     const w = await gatewayWorkspace(app, {
       providers: [
