@@ -58,6 +58,7 @@ export function createModules(deps: AppDeps) {
     vault: vault.service,
     audit: audit.service,
     requirePermission: workspaces.service.requirePermission,
+    workspaces: workspaces.service,
   });
   return { audit, notifications, vault, identity, workspaces, keys, setup, gateway };
 }

@@ -260,6 +260,12 @@ const FIXTURES: Record<string, Fixture> = {
     call: (v) => client(v, 'owner').delete(`${ws(v)}/routes/fast`),
     fail: (v) => client(v, 'owner').delete(`${ws(v)}/routes/never-defined`),
   },
+  'POST /api/operator/workspaces/:id/status': {
+    actions: ['workspace.status_changed'],
+    prepare: workspace,
+    call: (v) => operator.post(`/api/operator/workspaces/${v.ws}/status`, { status: 'suspended' }),
+    fail: () => operator.post('/api/operator/workspaces/ws_00000000000000000000000000/status', { status: 'suspended' }),
+  },
   'POST /api/operator/providers': {
     actions: ['platform_provider.added'],
     call: () => operator.post('/api/operator/providers', { ...providerBody, name: 'platform-covered' }),

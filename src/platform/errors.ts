@@ -41,6 +41,8 @@ export const ERROR_CODES = {
   insufficient_scope: 403,
   ip_not_allowed: 403,
   model_not_allowed: 403,
+  workspace_suspended: 403,
+  workspace_restricted: 403,
   // 404
   not_found: 404,
   route_not_found: 404,

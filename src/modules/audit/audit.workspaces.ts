@@ -17,6 +17,8 @@ export function workspaceAuditInput(e: WorkspaceEvent): AuditInput | null {
       return { ...base, action: 'workspace.renamed', target: workspace, diff: { name: e.name } };
     case 'workspace.security_changed':
       return { ...base, action: 'workspace.security_changed', target: workspace, diff: { requireMfa: e.requireMfa } };
+    case 'workspace.status_changed':
+      return { ...base, action: 'workspace.status_changed', target: workspace, diff: { from: e.from, to: e.to } };
     case 'workspace.deleting':
       // Recorded in the platform chain by recordWorkspaceEvent: this chain goes with the workspace.
       return { ...base, workspaceId: null, action: 'workspace.deleted', target: workspace };

@@ -8,6 +8,7 @@ import { isId, newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditInput } from '../audit/index.ts';
 import type { VaultService } from '../vault/index.ts';
+import type { WorkspaceStatus } from '../workspaces/index.ts';
 import type { ProviderAdapter } from './gateway.adapter.ts';
 import { catalogLookup, type ModelPrice } from './gateway.catalog.ts';
 import type { GatewayRepo } from './gateway.repo.ts';
@@ -30,6 +31,8 @@ export type LiveProvider = {
 
 /** What the gateway knows about one workspace, cached in memory and dropped on every change. */
 export type WorkspaceGateway = {
+  /** The workspace's standing: calls go upstream only while it is active. */
+  status: WorkspaceStatus | null;
   providers: LiveProvider[];
   prices: Map<string, ModelPrice>;
   routes: Map<string, Pick<RouteRow, 'strategy' | 'targets'>>;
@@ -46,6 +49,8 @@ export type ProvidersDeps = {
   vault: Pick<VaultService, 'encrypt' | 'decrypt'>;
   audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
   egress: EgressGuard;
+  /** The workspace's standing (the workspaces module's). */
+  statusOf(workspaceId: string): Promise<WorkspaceStatus | null>;
   /** Tells every replica that a workspace's gateway settings changed. */
   publish(workspaceId: string): Promise<void>;
   cacheTtlMs?: number;
@@ -162,7 +167,9 @@ export function providersService(deps: ProvidersDeps) {
       }
     }
     providers.push(...(await platformProviders()));
+    const status = await deps.statusOf(workspaceId);
     return {
+      status,
       providers,
       prices: new Map(
         prices.map((p) => [

@@ -636,3 +636,38 @@ describe('platform providers', () => {
     expect((gone as ApiError).code).toBe('model_not_found');
   });
 });
+
+describe('workspace standing', () => {
+  it('refuses every call of a suspended or restricted workspace, on the next request, and serves it again once active', async () => {
+    const w = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }] });
+    credits.grant(w.workspaceId, BALANCE);
+    const call = () =>
+      w.openai.chat.completions
+        .create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
+    expect(await call()).toMatchObject({ choices: [{ message: { content: 'echo: x' } }] });
+    const op = await signUp(app);
+    await makeOperator(app, op.userId);
+    const operator = await logIn(app, op.email, op.password);
+    expect(
+      (await w.owner.post(`/api/operator/workspaces/${w.workspaceId}/status`, { status: 'suspended' })).status,
+    ).toBe(403);
+
+    const suspended = await operator.post(`/api/operator/workspaces/${w.workspaceId}/status`, { status: 'suspended' });
+    expect(suspended.body).toEqual({ id: w.workspaceId, status: 'suspended' });
+    const refused = (await call()) as ApiError;
+    expect(refused.status).toBe(403);
+    expect(refused.code).toBe('workspace_suspended');
+    expect(await lastUsage(w)).toMatchObject({ status: 403, errorCode: 'workspace_suspended', costMicros: 0 });
+
+    await operator.post(`/api/operator/workspaces/${w.workspaceId}/status`, { status: 'restricted' });
+    expect(((await call()) as ApiError).code).toBe('workspace_restricted');
+    // Its data stays readable to its members while restricted.
+    expect((await w.owner.get(`/api/workspaces/${w.workspaceId}/usage`)).status).toBe(200);
+
+    await operator.post(`/api/operator/workspaces/${w.workspaceId}/status`, { status: 'active' });
+    expect(await call()).toMatchObject({ choices: [{ message: { content: 'echo: x' } }] });
+    const unknown = await operator.post('/api/operator/workspaces/ws_nope/status', { status: 'active' });
+    expect(unknown.status).toBe(404);
+  });
+});

@@ -284,6 +284,18 @@ export function gatewayService(deps: GatewayDeps) {
       throw new AppError('model_not_allowed', `This API key may not call ${input.model}.`);
     }
     const w = await deps.providers.workspace(caller.workspaceId);
+    if (w.status === 'suspended') {
+      throw new AppError(
+        'workspace_suspended',
+        'This workspace is suspended; its calls are refused until an operator reactivates it.',
+      );
+    }
+    if (w.status === 'restricted') {
+      throw new AppError(
+        'workspace_restricted',
+        "Processing of this workspace's data is restricted; the gateway processes nothing new.",
+      );
+    }
     const found = candidatesFor(w, input.model);
     if (found.length === 0) {
       throw new AppError('model_not_found', `No provider of this workspace serves the model ${input.model}.`);

@@ -13,7 +13,7 @@ import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditInput } from '../audit/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
-import type { Permission } from '../workspaces/index.ts';
+import type { Permission, WorkspacesService } from '../workspaces/index.ts';
 import { registerGatewayAdminRoutes } from './gateway.admin.routes.ts';
 import { type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 import { type CreditGate, unlimitedCredits } from './gateway.credits.ts';
@@ -42,6 +42,8 @@ export type GatewayDeps = PlatformDeps & {
   vault: Pick<VaultService, 'encrypt' | 'decrypt'>;
   audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+  /** The workspaces' standing, and the events that change it. */
+  workspaces: Pick<WorkspacesService, 'statusOf' | 'onEvent'>;
   /** Billing's ledger; without it every call is allowed (Berth says so at start). */
   credits?: CreditGate;
   /** Shared counters; default Redis when REDIS_URL is set, else in memory. */
@@ -130,7 +132,12 @@ export function createGatewayModule(deps: GatewayDeps) {
     egress,
     publish: (workspaceId) => deps.bus.publish(GATEWAY_CHANNEL, workspaceId),
     publishPlatform: () => deps.bus.publish(GATEWAY_CHANNEL, PLATFORM_MESSAGE),
+    statusOf: (workspaceId) => deps.workspaces.statusOf(workspaceId),
     ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
+  });
+  // A suspended or restricted workspace is refused from the next call on, on every replica.
+  deps.workspaces.onEvent(async (event, tx) => {
+    if (event.type === 'workspace.status_changed') providers.changedAfterCommit(tx, event.workspaceId);
   });
   const settings = settingsService({
     db: deps.db,

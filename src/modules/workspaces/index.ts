@@ -34,6 +34,7 @@ export type {
   UserDirectory,
   WorkspaceEvent,
   WorkspaceEventHandler,
+  WorkspaceStatus,
   WorkspaceView,
 } from './workspaces.service.ts';
 export { RESEND_INVITATIONS_JOB, SEND_INVITATION_JOB, type SendInvitationJob };

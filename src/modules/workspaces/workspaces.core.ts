@@ -36,6 +36,8 @@ export type WorkspaceEvent = { workspaceId: string; actor: Actor } & (
   | { type: 'workspace.created'; name: string }
   | { type: 'workspace.renamed'; name: string }
   | { type: 'workspace.security_changed'; requireMfa: boolean }
+  /** An operator changed the workspace's standing (the gateway refuses calls unless active). */
+  | { type: 'workspace.status_changed'; from: WorkspaceStatus; to: WorkspaceStatus }
   /** Fired before the workspace's rows are deleted (they cascade from `workspaces`). */
   | { type: 'workspace.deleting' }
   | { type: 'member.added'; userId: string; role: Role; invitationId: string }
@@ -48,6 +50,8 @@ export type WorkspaceEvent = { workspaceId: string; actor: Actor } & (
   | { type: 'invitation.accepted'; invitationId: string; userId: string }
   | { type: 'invitation.declined'; invitationId: string }
 );
+export type WorkspaceStatus = 'active' | 'restricted' | 'suspended';
+
 export type WorkspaceEventHandler = (event: WorkspaceEvent, tx: Database) => Promise<void>;
 
 export type WorkspaceView = {

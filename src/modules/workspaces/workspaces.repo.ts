@@ -34,7 +34,7 @@ export const workspacesRepo = {
   async updateWorkspace(
     tx: Database,
     workspaceId: string,
-    patch: Partial<Pick<WorkspaceRow, 'name' | 'requireMfa'>> & { updatedAt: Date },
+    patch: Partial<Pick<WorkspaceRow, 'name' | 'requireMfa' | 'status'>> & { updatedAt: Date },
   ): Promise<WorkspaceRow | null> {
     const rows = await tx.update(workspaces).set(patch).where(eq(workspaces.id, workspaceId)).returning();
     return rows[0] ?? null;

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { requireSession } from '../identity/index.ts';
+import { operatorRequired, requestMeta, requireOperator, requireSession } from '../identity/index.ts';
 import { requireScope } from './workspaces.access.ts';
 import type { Permission } from './workspaces.permissions.ts';
 import {
@@ -16,12 +16,15 @@ import {
   Member,
   MemberList,
   MemberParams,
+  OperatorWorkspaceParams,
   RenameWorkspaceBody,
   SecurityBody,
+  SetStatusBody,
   TransferOwnershipBody,
   Workspace,
   WorkspaceList,
   WorkspaceParams,
+  WorkspaceStatusView,
   WorkspaceWithRole,
 } from './workspaces.schemas.ts';
 import type { WorkspacesCore } from './workspaces.service.ts';
@@ -52,6 +55,26 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
     async (req, reply) => {
       const user = requireSession(req);
       return reply.status(201).send(await service.createWorkspace({ ownerUserId: user.userId, name: req.body.name }));
+    },
+  );
+
+  app.post(
+    '/api/operator/workspaces/:id/status',
+    {
+      schema: {
+        tags: ['operator'],
+        security,
+        summary: "Set a workspace's standing: suspend, restrict or reactivate it (operators)",
+        params: OperatorWorkspaceParams,
+        body: SetStatusBody,
+        response: { 200: WorkspaceStatusView },
+      },
+      preHandler: operatorRequired,
+    },
+    async (req) => {
+      const op = requireOperator(req);
+      const actor = { type: 'user' as const, userId: op.userId, sessionId: op.sessionId, meta: requestMeta(req) };
+      return service.setStatus({ actor, workspaceId: req.params.id, status: req.body.status });
     },
   );
 

@@ -61,6 +61,15 @@ export const InviteBody = z.strictObject({ email: z.email().max(254), role: Invi
 export const InvitationTokenBody = z.strictObject({ token: z.string().min(1).max(200) });
 
 export const WorkspaceList = z.object({ data: z.array(WorkspaceWithRole) });
+
+export const WorkspaceStatusSchema = z
+  .enum(['active', 'restricted', 'suspended'])
+  .describe(
+    'active; restricted: data kept, nothing new processed (no gateway calls); suspended: paused by an operator',
+  );
+export const OperatorWorkspaceParams = z.strictObject({ id: Id });
+export const SetStatusBody = z.strictObject({ status: WorkspaceStatusSchema });
+export const WorkspaceStatusView = z.object({ id: z.string(), status: WorkspaceStatusSchema });
 export const MemberList = z.object({ data: z.array(Member) });
 export const InvitationList = z.object({ data: z.array(Invitation) });
 export const AcceptedInvitation = z.object({ workspace: Workspace, role: RoleSchema });

@@ -5,6 +5,7 @@ import { isId, newId } from '../../platform/ids.ts';
 import {
   toWorkspaceView,
   type WorkspaceEventHandler,
+  type WorkspaceStatus,
   type WorkspacesServiceDeps,
   type WorkspaceView,
   workspaceName,
@@ -21,6 +22,7 @@ export type {
   UserDirectory,
   WorkspaceEvent,
   WorkspaceEventHandler,
+  WorkspaceStatus,
   WorkspacesServiceDeps,
   WorkspaceView,
 } from './workspaces.core.ts';
@@ -75,6 +77,7 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
           id,
           name,
           requireMfa: false,
+          status: 'active',
           createdBy: input.ownerUserId,
           createdAt: now,
           updatedAt: now,
@@ -172,6 +175,29 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
           requireMfa,
         });
         return toWorkspaceView(w);
+      });
+    },
+
+    /** The workspace's standing, or null when it does not exist. */
+    async statusOf(workspaceId: string): Promise<WorkspaceStatus | null> {
+      if (!isId(workspaceId, 'ws')) return null;
+      return db.tenant(workspaceId, async (tx) => (await repo.findWorkspace(tx, workspaceId))?.status ?? null);
+    },
+
+    /**
+     * Sets the workspace's standing (platform operators: suspend, restrict, reactivate).
+     * Recorded in the workspace's audit chain, in the transaction of the change.
+     */
+    async setStatus({ actor, workspaceId, status }: { actor: Actor; workspaceId: string; status: WorkspaceStatus }) {
+      if (!isId(workspaceId, 'ws')) throw notFound('workspace');
+      return db.tenant(workspaceId, async (tx) => {
+        const before = await repo.findWorkspace(tx, workspaceId);
+        if (!before) throw notFound('workspace');
+        if (before.status === status) return { id: workspaceId, status };
+        const w = await repo.updateWorkspace(tx, workspaceId, { status, updatedAt: clock.now() });
+        if (!w) throw notFound('workspace');
+        await core.emit(tx, { type: 'workspace.status_changed', workspaceId, actor, from: before.status, to: status });
+        return { id: workspaceId, status };
       });
     },
 

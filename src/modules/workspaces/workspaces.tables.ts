@@ -7,6 +7,9 @@ export const workspaces = pgTable('workspaces', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
   requireMfa: boolean('require_mfa').notNull().default(false),
+  status: text('status', { enum: ['active', 'restricted', 'suspended'] })
+    .notNull()
+    .default('active'),
   createdBy: text('created_by'),
   createdAt: ts('created_at').notNull(),
   updatedAt: ts('updated_at').notNull(),
@@ -61,6 +64,7 @@ export const workspacesTables = [
       id: col('identifier', false),
       name: col('tenancy', false, { purpose: 'Name members give their workspace' }),
       requireMfa: col('tenancy', false, { purpose: 'Whether every member must use two-factor authentication' }),
+      status: col('tenancy', false, { purpose: 'Active, restricted (no new processing) or suspended by an operator' }),
       createdBy: col('identifier', true, { purpose: 'Which user created the workspace' }),
       createdAt: col('tenancy', false),
       updatedAt: col('tenancy', false),
