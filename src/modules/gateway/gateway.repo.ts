@@ -145,15 +145,29 @@ export const gatewayRepo = {
     return rows.length > 0;
   },
 
-  /** Inserts usage events; a request id already recorded (a journal replay) is skipped. */
+  /**
+   * Inserts usage events; a request id already recorded (a journal replay) is skipped. One
+   * statement with one array parameter per column (unnest), whatever the batch size: a
+   * multi-row VALUES list would bind (and type-check) rows x 21 parameters.
+   */
   async insertUsage(tx: Database, rows: UsageEventRow[]): Promise<number> {
     if (rows.length === 0) return 0;
-    const inserted = await tx
-      .insert(usageEvents)
-      .values(rows)
-      .onConflictDoNothing({ target: usageEvents.requestId })
-      .returning({ id: usageEvents.id });
-    return inserted.length;
+    const col = <K extends keyof UsageEventRow>(k: K) => rows.map((r) => r[k]);
+    const res = await tx.execute(sql`
+      insert into usage_events (id, workspace_id, key_id, user_id, request_id, endpoint, provider, model, status,
+        error_code, stream, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
+        estimated, cost_micros, attempts, created_at)
+      select * from unnest(
+        ${sql.param(col('id'))}::text[], ${sql.param(col('workspaceId'))}::text[], ${sql.param(col('keyId'))}::text[], ${sql.param(col('userId'))}::text[],
+        ${sql.param(col('requestId'))}::text[], ${sql.param(col('endpoint'))}::text[], ${sql.param(col('provider'))}::text[], ${sql.param(col('model'))}::text[],
+        ${sql.param(col('status'))}::int[], ${sql.param(col('errorCode'))}::text[], ${sql.param(col('stream'))}::boolean[], ${sql.param(col('latencyMs'))}::int[],
+        ${sql.param(col('ttftMs'))}::int[], ${sql.param(col('inputTokens'))}::int[], ${sql.param(col('outputTokens'))}::int[],
+        ${sql.param(col('cachedTokens'))}::int[], ${sql.param(col('reasoningTokens'))}::int[], ${sql.param(col('estimated'))}::boolean[],
+        ${sql.param(col('costMicros'))}::bigint[], ${sql.param(col('attempts'))}::int[],
+        ${sql.param(rows.map((r) => r.createdAt.toISOString()))}::timestamptz[])
+      on conflict (request_id) do nothing
+      returning id`);
+    return (res as unknown as { rows: unknown[] }).rows.length;
   },
 
   async listUsage(

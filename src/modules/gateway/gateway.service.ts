@@ -353,7 +353,8 @@ export function gatewayService(deps: GatewayDeps) {
        * is open while another candidate remains.
        */
       async attempt<T>(fn: (c: Candidate, opts: CallOptions) => Promise<T>, signal?: AbortSignal): Promise<T> {
-        let last: unknown = new UpstreamError('upstream_error');
+        // Made only when an attempt failed: an error captures a stack, which a successful call need not pay for.
+        let last: unknown;
         const usable = candidates.filter((c) => !breakerOpen(c.provider.id));
         const order = usable.length > 0 ? usable : candidates;
         for (const c of order) {
@@ -384,7 +385,7 @@ export function gatewayService(deps: GatewayDeps) {
             }
           }
         }
-        throw last;
+        throw last ?? new UpstreamError('upstream_error');
       },
 
       /** Records the call's usage event (before the client gets its last byte) and settles. Once per call. */
