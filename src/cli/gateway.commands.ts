@@ -1,6 +1,12 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
-import type { ModelPrice } from '../modules/gateway/index.ts';
+import type {
+  ModelView,
+  PriceView,
+  ProviderView,
+  UsageAggregateView,
+  UsageEventView,
+} from '../modules/gateway/index.ts';
 import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { parseDuration } from './keys.commands.ts';
@@ -9,45 +15,9 @@ import { CliError, EXIT, emit, type Io } from './output.ts';
 type HttpOpts = WorkspaceHttpOpts;
 
 // The shapes the gateway's /api routes answer (see gateway.schemas.ts on the server).
-type Adapter = 'openai-compatible' | 'anthropic';
-type ProviderView = {
-  id: string;
-  name: string;
-  adapter: Adapter;
-  baseUrl: string;
-  models: string[];
-  timeoutMs: number;
-  hasCredentials: boolean;
-  createdBy: string | null;
-  createdAt: string;
-  updatedAt: string;
-};
-type ModelView = { id: string; provider: string; price: ModelPrice | null };
-type PriceView = ModelPrice & { model: string; updatedAt: string };
-type UsageEvent = {
-  id: string;
-  keyId: string | null;
-  provider: string | null;
-  model: string;
-  status: number;
-  errorCode: string | null;
-  latencyMs: number;
-  inputTokens: number;
-  outputTokens: number;
-  estimated: boolean;
-  costMicros: number;
-  createdAt: string;
-};
-type UsageAggregate = {
-  group: string;
-  requests: number;
-  errors: number;
-  inputTokens: number;
-  outputTokens: number;
-  cachedTokens: number;
-  reasoningTokens: number;
-  costMicros: number;
-};
+type Adapter = ProviderView['adapter'];
+type UsageEvent = UsageEventView;
+type UsageAggregate = UsageAggregateView;
 type Page<T> = { data: T[]; nextCursor: string | null };
 
 const ADAPTERS: Adapter[] = ['openai-compatible', 'anthropic'];

@@ -39,45 +39,25 @@ describe('happy', () => {
 
   it('adds, lists and removes platform providers on the database, never printing their key', async () => {
     const env = { BERTH_DATA_DIR: path.join(dataDir, 'operator'), BERTH_PROVIDER_API_KEY: 'sk-operator-cli-key' };
-    const add = await berth(
-      [
-        'operator',
-        'providers',
-        'add',
-        '--name',
-        'openai',
-        '--adapter',
-        'openai-compatible',
-        '--base-url',
-        'https://api.openai.com/v1',
-        '--models',
-        'gpt-4o,gpt-4o-mini',
-        '--json',
-      ],
-      env,
-    );
+    const addOpenAi = (models: string, ...extra: string[]) =>
+      berth(
+        ['operator', 'providers', 'add', '--name', 'openai', '--adapter', 'openai-compatible'].concat([
+          '--base-url',
+          'https://api.openai.com/v1',
+          '--models',
+          models,
+          ...extra,
+        ]),
+        env,
+      );
+    const add = await addOpenAi('gpt-4o,gpt-4o-mini', '--json');
     expect(add.code, add.stderr).toBe(0);
     expect(JSON.parse(add.stdout)).toMatchObject({
       name: 'openai',
       hasCredentials: true,
       models: ['gpt-4o', 'gpt-4o-mini'],
     });
-    const again = await berth(
-      [
-        'operator',
-        'providers',
-        'add',
-        '--name',
-        'openai',
-        '--adapter',
-        'openai-compatible',
-        '--base-url',
-        'https://api.openai.com/v1',
-        '--models',
-        'gpt-4o',
-      ],
-      env,
-    );
+    const again = await addOpenAi('gpt-4o');
     expect(again.code).not.toBe(0);
     expect(again.stderr).toContain('exists');
     const list = await berth(['operator', 'providers', 'list'], env);

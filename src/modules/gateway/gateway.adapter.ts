@@ -96,10 +96,8 @@ export type ChatCompletionChunk = {
   usage?: Usage | null;
 };
 
-/** A stream of chunks; `usage()` resolves after the stream ends with the provider's final usage, if it sent one. */
-export type ChatCompletionStream = AsyncIterable<ChatCompletionChunk> & {
-  usage(): Usage | undefined;
-};
+/** A stream of chunks; the provider's own usage, when it sends one, is on the last chunk (`usage`). */
+export type ChatCompletionStream = AsyncIterable<ChatCompletionChunk>;
 
 export type CallOptions = {
   signal?: AbortSignal;
@@ -133,14 +131,12 @@ export interface ProviderAdapter {
   close(): Promise<void>;
 }
 
-export const upstreamErrorCodes = [
-  'upstream_timeout',
-  'upstream_rate_limited',
-  'upstream_error',
-  'upstream_bad_request',
-  'upstream_aborted',
-] as const;
-export type UpstreamErrorCode = (typeof upstreamErrorCodes)[number];
+export type UpstreamErrorCode =
+  | 'upstream_timeout'
+  | 'upstream_rate_limited'
+  | 'upstream_error'
+  | 'upstream_bad_request'
+  | 'upstream_aborted';
 
 const messages: Record<UpstreamErrorCode, string> = {
   upstream_timeout: 'The upstream provider did not answer in time.',

@@ -434,6 +434,23 @@ describe('errors', () => {
     expect((await call()).data.choices).toHaveLength(1);
   });
 
+  it('limits tokens per minute per key: counted once known, the next call refused once the window is spent', async () => {
+    const w = await gatewayWorkspace(app, {
+      providers: [{ name: 'fake', baseUrl: fake.baseUrl }],
+      key: { rateLimitTpm: 10 },
+    });
+    credits.grant(w.workspaceId, BALANCE);
+    const call = () =>
+      w.openai.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'a b c d e f g h' }] });
+    await call(); // 9 prompt + 9 completion tokens: over the 10 a minute, counted after the answer
+    await app.modules.gateway.service.idle();
+    const err = await call().catch((e: unknown) => e);
+    expect((err as ApiError).status).toBe(429);
+    expect((err as ApiError).message).toContain('tokens per minute');
+    app.clock.advance(60_000);
+    expect((await call()).choices).toHaveLength(1);
+  });
+
   it('refuses unpriced models unless the workspace prices them', async () => {
     const w = await gatewayWorkspace(app, {
       providers: [{ name: 'local', baseUrl: fake.baseUrl, models: ['llama-local'] }],

@@ -123,6 +123,7 @@ export const ModelView = z.object({
     })
     .nullable(),
 });
+export type ModelView = z.infer<typeof ModelView>;
 export const ModelList = z.object({ data: z.array(ModelView), catalogVersion: z.string() });
 
 const IsoTime = z.iso.datetime({ offset: true });
@@ -158,6 +159,7 @@ export const UsageEventView = z.object({
   attempts: z.number(),
   createdAt: z.string(),
 });
+export type UsageEventView = z.infer<typeof UsageEventView>;
 export const UsageAggregateView = z.object({
   group: z.string(),
   requests: z.number(),
@@ -168,6 +170,7 @@ export const UsageAggregateView = z.object({
   reasoningTokens: z.number(),
   costMicros: z.number(),
 });
+export type UsageAggregateView = z.infer<typeof UsageAggregateView>;
 export const UsageAnswer = z.object({
   data: z.array(z.union([UsageEventView, UsageAggregateView])),
   nextCursor: z.string().nullable(),

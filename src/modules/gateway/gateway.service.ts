@@ -185,30 +185,15 @@ export function gatewayService(deps: GatewayDeps) {
     return out;
   }
 
-  async function checkLimits(caller: Caller, headers: LimitHeaders) {
-    const checks: Array<{ key: string; limit: number; kind: 'requests' | 'tokens'; scope: 'key' | 'workspace' }> = [];
-    if (caller.keyId && caller.rateLimitRpm) {
-      checks.push({ key: `k:${caller.keyId}:r`, limit: caller.rateLimitRpm, kind: 'requests', scope: 'key' });
-    }
-    if (settings.workspaceRpm) {
-      checks.push({
-        key: `w:${caller.workspaceId}:r`,
-        limit: settings.workspaceRpm,
-        kind: 'requests',
-        scope: 'workspace',
-      });
-    }
-    if (caller.keyId && caller.rateLimitTpm) {
-      checks.push({ key: `k:${caller.keyId}:t`, limit: caller.rateLimitTpm, kind: 'tokens', scope: 'key' });
-    }
-    if (settings.workspaceTpm) {
-      checks.push({
-        key: `w:${caller.workspaceId}:t`,
-        limit: settings.workspaceTpm,
-        kind: 'tokens',
-        scope: 'workspace',
-      });
-    }
+  /** Checks every limit that applies; returns the token counters the call's tokens go to once known. */
+  async function checkLimits(caller: Caller, headers: LimitHeaders): Promise<string[]> {
+    const all: Array<{ key: string; limit: number | null; kind: 'requests' | 'tokens'; scope: 'key' | 'workspace' }> = [
+      { key: `k:${caller.keyId}:r`, limit: caller.keyId ? caller.rateLimitRpm : null, kind: 'requests', scope: 'key' },
+      { key: `w:${caller.workspaceId}:r`, limit: settings.workspaceRpm, kind: 'requests', scope: 'workspace' },
+      { key: `k:${caller.keyId}:t`, limit: caller.keyId ? caller.rateLimitTpm : null, kind: 'tokens', scope: 'key' },
+      { key: `w:${caller.workspaceId}:t`, limit: settings.workspaceTpm, kind: 'tokens', scope: 'workspace' },
+    ];
+    const checks = all.flatMap((c) => (c.limit ? [{ ...c, limit: c.limit }] : []));
     for (const c of checks) {
       // Requests count when they start; tokens when they are known, so a window is refused once it is spent.
       const d =
@@ -227,6 +212,7 @@ export function gatewayService(deps: GatewayDeps) {
         );
       }
     }
+    return checks.filter((c) => c.kind === 'tokens').map((c) => c.key);
   }
 
   return {
@@ -322,7 +308,7 @@ export function gatewayService(deps: GatewayDeps) {
     }
     const priceFor = (c: Candidate | null): ModelPrice =>
       (c ? prices.get(c) : undefined) ?? prices.get(candidates[0] as Candidate) ?? free;
-    await checkLimits(caller, limitHeaders);
+    const tokenCounters = await checkLimits(caller, limitHeaders);
     const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
     const worstCase = Math.max(
       ...candidates.map((c) => costMicros(priceFor(c), { input: input.inputEstimate, output: maxOut, cached: 0 })),
@@ -432,8 +418,7 @@ export function gatewayService(deps: GatewayDeps) {
           cost > 0 || outputTokens > 0 ? deps.credits.settle(reservation, cost) : deps.credits.release(reservation),
         );
         const tokens = inputTokens + outputTokens;
-        if (tokens > 0 && caller.keyId && caller.rateLimitTpm) track(deps.limiter.add(`k:${caller.keyId}:t`, tokens));
-        if (tokens > 0 && settings.workspaceTpm) track(deps.limiter.add(`w:${caller.workspaceId}:t`, tokens));
+        if (tokens > 0) for (const counter of tokenCounters) track(deps.limiter.add(counter, tokens));
         return row;
       },
     };

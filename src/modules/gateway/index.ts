@@ -32,7 +32,15 @@ export type { ProviderAdapter } from './gateway.adapter.ts';
 export { CATALOG_VERSION, costMicros, type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 export { type CreditGate, memoryCredits, type Reservation, unlimitedCredits } from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
-export type { AddProviderInput, PriceView, ProviderView, RouteView } from './gateway.schemas.ts';
+export type {
+  AddProviderInput,
+  ModelView,
+  PriceView,
+  ProviderView,
+  RouteView,
+  UsageAggregateView,
+  UsageEventView,
+} from './gateway.schemas.ts';
 
 export const GATEWAY_CHANNEL = 'berth.gateway';
 /** The bus message for "platform providers changed" (others name the workspace that changed). */

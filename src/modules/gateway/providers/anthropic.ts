@@ -1,5 +1,5 @@
 import type { LookupFunction } from 'node:net';
-import type { ChatCompletionChunk, ChatCompletionStream, ProviderAdapter, Usage } from '../gateway.adapter.ts';
+import type { ChatCompletionChunk, ChatCompletionStream, ProviderAdapter } from '../gateway.adapter.ts';
 import { UpstreamError } from '../gateway.adapter.ts';
 import {
   type AnthropicResponse,
@@ -62,7 +62,6 @@ export function createAnthropicAdapter(opts: AnthropicOptions): ProviderAdapter 
       const body = { ...toAnthropicRequest(req, maxTokens), stream: true };
       const { events, status } = await client.stream('/messages', body, callOpts);
       const translator = anthropicStreamTranslator(Math.floor(Date.now() / 1000));
-      let usage: Usage | undefined;
       async function* chunks(): AsyncGenerator<ChatCompletionChunk> {
         for await (const ev of events) {
           let data: unknown;
@@ -77,14 +76,13 @@ export function createAnthropicAdapter(opts: AnthropicOptions): ProviderAdapter 
           if (type === 'error') throw new UpstreamError('upstream_error');
           const out = translator.push(type, data);
           for (const c of out.chunks) {
-            if (c.usage) usage = c.usage;
             yield c;
           }
           if (out.done) return;
         }
         throw new UpstreamError('upstream_error', { status });
       }
-      return Object.assign(chunks(), { usage: () => usage }) satisfies ChatCompletionStream;
+      return chunks() satisfies ChatCompletionStream;
     },
 
     async listModels(callOpts) {

@@ -6,7 +6,6 @@ import type {
   ChatCompletionStream,
   EmbeddingsResponse,
   ProviderAdapter,
-  Usage,
 } from '../gateway.adapter.ts';
 import { UpstreamError } from '../gateway.adapter.ts';
 import { isObject, upstreamClient } from './http.ts';
@@ -106,19 +105,17 @@ export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): Pr
       // Usage is asked for on every stream: metering needs the provider's own count.
       const body = mapParams({ ...req, stream: true, stream_options: { include_usage: true } }, map);
       const { events, status } = await client.stream('/chat/completions', body, callOpts);
-      let usage: Usage | undefined;
       async function* chunks(): AsyncGenerator<ChatCompletionChunk> {
         for await (const ev of events) {
           const chunk = parseSseData(ev.data);
           if (chunk === 'done') return;
           if (chunk === undefined) continue;
-          if (chunk.usage) usage = chunk.usage;
           yield chunk;
         }
         // The upstream closed without [DONE]: a truncated stream.
         throw new UpstreamError('upstream_error', { status });
       }
-      return Object.assign(chunks(), { usage: () => usage }) satisfies ChatCompletionStream;
+      return chunks() satisfies ChatCompletionStream;
     },
 
     close: () => client.close(),
