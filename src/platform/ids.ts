@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 /**
  * Prefixed, sortable, random ids: `usr_` + 26 Crockford base32 characters (48-bit
@@ -31,47 +31,74 @@ export const ID_PREFIXES = [
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+/** Random characters after the time: 16 of 5 bits, 80 bits. */
+const RANDOM_CHARS = 16;
+
+let lastTimeMs = -1;
+let lastTime = '';
 
 function encodeTime(ms: number): string {
+  if (ms === lastTimeMs) return lastTime;
   let out = '';
   let t = ms;
   for (let i = 0; i < 10; i++) {
     out = (ALPHABET[t % 32] ?? '0') + out;
     t = Math.floor(t / 32);
   }
+  lastTimeMs = ms;
+  lastTime = out;
   return out;
 }
 
-const RANDOM_MAX = (1n << 80n) - 1n;
-/** Per prefix: the millisecond of its last id and that id's random bits. */
-const last = new Map<string, { ms: number; random: bigint }>();
+/** Random bytes drawn a page at a time: one system call per 256 ids, not one per id. */
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+
+function randomDigit(): number {
+  if (poolAt === pool.length) {
+    randomFillSync(pool);
+    poolAt = 0;
+  }
+  // 256 is a multiple of 32: every digit is equally likely.
+  return (pool[poolAt++] ?? 0) & 31;
+}
+
+/** Per prefix: the millisecond of its last id and that id's random digits (base 32). */
+const last = new Map<string, { ms: number; digits: Uint8Array }>();
 
 /**
  * 80 random bits, except within one millisecond, where each id takes the previous one's
  * bits plus one (ULID's monotonic mode): ids made in the same millisecond by this process
  * with one prefix still sort in the order they were made.
  */
-function nextRandom(prefix: string, ms: number): bigint {
+function nextRandom(prefix: string, ms: number): Uint8Array {
   const prev = last.get(prefix);
-  if (prev && prev.ms === ms && prev.random < RANDOM_MAX) {
-    prev.random += 1n;
-    return prev.random;
+  if (prev && prev.ms === ms && increment(prev.digits)) return prev.digits;
+  const digits = new Uint8Array(RANDOM_CHARS);
+  for (let i = 0; i < RANDOM_CHARS; i++) digits[i] = randomDigit();
+  // Leave room to count up within the millisecond (the top bit is clear).
+  digits[0] = (digits[0] ?? 0) & 15;
+  last.set(prefix, { ms, digits });
+  return digits;
+}
+
+/** Adds one to a base-32 number in place; false (and unchanged) when it would overflow. */
+function increment(digits: Uint8Array): boolean {
+  for (let i = digits.length - 1; i >= 0; i--) {
+    const d = digits[i] ?? 0;
+    if (d < 31) {
+      digits[i] = d + 1;
+      for (let j = i + 1; j < digits.length; j++) digits[j] = 0;
+      return true;
+    }
   }
-  let bits = 0n;
-  for (const b of randomBytes(10)) bits = (bits << 8n) | BigInt(b);
-  // Leave room to count up within the millisecond.
-  const random = bits >> 1n;
-  last.set(prefix, { ms, random });
-  return random;
+  return false;
 }
 
 function encodeRandom(prefix: string, ms: number): string {
-  let bits = nextRandom(prefix, ms);
+  const digits = nextRandom(prefix, ms);
   let out = '';
-  for (let i = 0; i < 16; i++) {
-    out = (ALPHABET[Number(bits & 31n)] ?? '0') + out;
-    bits >>= 5n;
-  }
+  for (let i = 0; i < RANDOM_CHARS; i++) out += ALPHABET[digits[i] ?? 0];
   return out;
 }
 

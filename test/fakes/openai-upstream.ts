@@ -38,6 +38,8 @@ export type FakeOpenAi = {
   next(...behaviours: UpstreamBehaviour[]): void;
   /** Models the /v1/models list answers with. */
   models: string[];
+  /** TCP connections accepted so far: a gateway that keeps its upstream connections alive opens few. */
+  connections(): number;
   close(): Promise<void>;
 };
 
@@ -263,7 +265,12 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
       if (!res.headersSent) json(res, 500, { error: { message: 'fake failed' } });
     });
   });
+  let connections = 0;
+  server.on('connection', () => {
+    connections += 1;
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  fake.connections = () => connections;
   const { port } = server.address() as AddressInfo;
   fake.url = `http://127.0.0.1:${port}`;
   fake.baseUrl = `${fake.url}/v1`;

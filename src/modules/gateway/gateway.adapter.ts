@@ -96,8 +96,12 @@ export type ChatCompletionChunk = {
   usage?: Usage | null;
 };
 
-/** A stream of chunks; the provider's own usage, when it sends one, is on the last chunk (`usage`). */
-export type ChatCompletionStream = AsyncIterable<ChatCompletionChunk>;
+/**
+ * A stream of chunks, in batches (the chunks one network read brought: a stream costs one
+ * step per read, not per chunk); the provider's own usage, when it sends one, is on the
+ * last chunk (`usage`).
+ */
+export type ChatCompletionStream = AsyncIterable<ChatCompletionChunk[]>;
 
 export type CallOptions = {
   signal?: AbortSignal;

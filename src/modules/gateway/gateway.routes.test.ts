@@ -122,6 +122,23 @@ describe('happy', () => {
     expect(event).toMatchObject({ status: 200, stream: true, outputTokens: 4, estimated: false });
   });
 
+  it('keeps its upstream connection alive across calls and finished streams', async () => {
+    const before = fake.connections();
+    for (let i = 0; i < 8; i++) {
+      const stream = await gw.openai.chat.completions.create({
+        model: 'gpt-4o',
+        messages: [{ role: 'user', content: `stream ${i}` }],
+        stream: true,
+      });
+      let text = '';
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      expect(text).toBe(`echo: stream ${i}`);
+      await gw.openai.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'json' }] });
+    }
+    // One call at a time: a gateway that closes the connection after each stream opens 8 or more.
+    expect(fake.connections() - before).toBeLessThanOrEqual(1);
+  });
+
   it('asks the provider for usage on every stream, but shows it only to clients that asked', async () => {
     const stream = await gw.openai.chat.completions.create({
       model: 'gpt-4o',

@@ -342,13 +342,17 @@ async function runChat(
 
   async function* frames(): AsyncGenerator<string> {
     try {
-      for await (const chunk of upstream) {
-        if (chunk.usage) usage = chunk.usage;
-        const len = deltaLength(chunk);
-        if (len > 0 && ttft === null) ttft = Math.round(performance.now() - started);
-        delivered += len;
-        const frame = writer.chunk(chunk);
-        if (frame) yield frame;
+      for await (const batch of upstream) {
+        // One write per batch: the frames of one upstream read leave together.
+        let out = '';
+        for (const chunk of batch) {
+          if (chunk.usage) usage = chunk.usage;
+          const len = deltaLength(chunk);
+          if (len > 0 && ttft === null) ttft = Math.round(performance.now() - started);
+          delivered += len;
+          out += writer.chunk(chunk);
+        }
+        if (out) yield out;
       }
       call.finish({ status: 200, usage, ttftMs: ttft, estimate: estimate() });
       yield writer.end(usage);

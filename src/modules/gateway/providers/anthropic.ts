@@ -8,7 +8,7 @@ import {
   fromAnthropicResponse,
   toAnthropicRequest,
 } from '../gateway.anthropic.ts';
-import { isObject, upstreamClient } from './http.ts';
+import { isObject, type SseEvent, upstreamClient } from './http.ts';
 
 export type AnthropicOptions = {
   name?: string;
@@ -30,6 +30,8 @@ export const ANTHROPIC_VERSION = '2023-06-01';
  * (system prompt, images, tools, tool results, stop sequences, thinking budget) and the
  * answers, streamed or whole, translated back, with Anthropic's usage including cache reads.
  */
+const isMessageStop = (ev: SseEvent) => ev.event === 'message_stop';
+
 export function createAnthropicAdapter(opts: AnthropicOptions): ProviderAdapter {
   const maxTokens = opts.defaultMaxTokens ?? DEFAULT_ANTHROPIC_MAX_TOKENS;
   const client = upstreamClient({
@@ -60,25 +62,30 @@ export function createAnthropicAdapter(opts: AnthropicOptions): ProviderAdapter 
 
     async chatCompletionStream(req, callOpts) {
       const body = { ...toAnthropicRequest(req, maxTokens), stream: true };
-      const { events, status } = await client.stream('/messages', body, callOpts);
+      const { events, status } = await client.stream('/messages', body, callOpts, isMessageStop);
       const translator = anthropicStreamTranslator(Math.floor(Date.now() / 1000));
-      async function* chunks(): AsyncGenerator<ChatCompletionChunk> {
-        for await (const ev of events) {
-          let data: unknown;
-          try {
-            data = JSON.parse(ev.data);
-          } catch {
-            throw new UpstreamError('upstream_error', { status });
+      async function* chunks(): AsyncGenerator<ChatCompletionChunk[]> {
+        for await (const batch of events) {
+          const out: ChatCompletionChunk[] = [];
+          for (const ev of batch) {
+            let data: unknown;
+            try {
+              data = JSON.parse(ev.data);
+            } catch {
+              throw new UpstreamError('upstream_error', { status });
+            }
+            if (!isObject(data)) throw new UpstreamError('upstream_error');
+            const type = ev.event ?? String(data.type ?? '');
+            // An error event mid-stream: its message is not kept.
+            if (type === 'error') throw new UpstreamError('upstream_error');
+            const step = translator.push(type, data);
+            out.push(...step.chunks);
+            if (step.done) {
+              if (out.length > 0) yield out;
+              return;
+            }
           }
-          if (!isObject(data)) throw new UpstreamError('upstream_error');
-          const type = ev.event ?? String(data.type ?? '');
-          // An error event mid-stream: its message is not kept.
-          if (type === 'error') throw new UpstreamError('upstream_error');
-          const out = translator.push(type, data);
-          for (const c of out.chunks) {
-            yield c;
-          }
-          if (out.done) return;
+          if (out.length > 0) yield out;
         }
         throw new UpstreamError('upstream_error', { status });
       }

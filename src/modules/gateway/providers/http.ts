@@ -1,5 +1,5 @@
 import type { LookupFunction } from 'node:net';
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import { type CallOptions, UpstreamError, upstreamErrorForStatus } from '../gateway.adapter.ts';
 
 // What every provider adapter shares about one HTTP attempt: its timeout (re-armed while a
@@ -56,35 +56,59 @@ export type SseEvent = { event: string | null; data: string };
 
 /**
  * Splits a server-sent events body into events (`event:` and `data:` lines up to a blank
- * line). `onProgress` is called for every piece received, to re-arm an idle timeout.
+ * line), yielded in batches: all the events completed by one piece of the body, so a
+ * stream costs one step per network read, not one per event. `onProgress` is called for
+ * every piece received, to re-arm an idle timeout.
  */
 export async function* sseEvents(
   body: AsyncIterable<Buffer | string>,
   onProgress: () => void,
-): AsyncGenerator<SseEvent> {
+): AsyncGenerator<SseEvent[]> {
   let buffer = '';
   let event: string | null = null;
   let data: string[] = [];
   for await (const piece of body) {
     onProgress();
     buffer += typeof piece === 'string' ? piece : piece.toString('utf8');
+    const batch: SseEvent[] = [];
+    let start = 0;
     let newline = buffer.indexOf('\n');
     while (newline !== -1) {
-      const line = buffer.slice(0, newline).replace(/\r$/, '');
-      buffer = buffer.slice(newline + 1);
-      newline = buffer.indexOf('\n');
+      const end = newline > start && buffer.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
+      const line = buffer.slice(start, end);
+      start = newline + 1;
+      newline = buffer.indexOf('\n', start);
       if (line === '') {
-        if (data.length > 0 || event !== null) yield { event, data: data.join('\n') };
+        if (data.length > 0 || event !== null) batch.push({ event, data: data.join('\n') });
         event = null;
         data = [];
+      } else if (line.startsWith('data:')) {
+        data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5));
       } else if (line.startsWith('event:')) {
         event = line.slice(6).trim();
-      } else if (line.startsWith('data:')) {
-        data.push(line.slice(5).replace(/^ /, ''));
       }
     }
+    buffer = buffer.slice(start);
+    if (batch.length > 0) yield batch;
   }
-  if (data.length > 0) yield { event, data: data.join('\n') };
+  if (data.length > 0) yield [{ event, data: data.join('\n') }];
+}
+
+/** How long a stream's body may take to end after its reader has stopped, before its connection is dropped. */
+const DRAIN_MS = 5_000;
+
+/**
+ * A body its reader is done with. Read to its end (usually already there: the end marker
+ * comes with the last bytes), the connection goes back to the pool for the next call;
+ * destroyed, it would be closed. A body that does not end soon is destroyed.
+ */
+function release(raw: Dispatcher.ResponseData['body']) {
+  if (raw.destroyed || raw.readableEnded) return;
+  const timer = setTimeout(() => raw.destroy(), DRAIN_MS);
+  timer.unref();
+  raw.once('close', () => clearTimeout(timer));
+  raw.on('error', () => undefined);
+  raw.resume();
 }
 
 export type UpstreamClientOptions = {
@@ -171,9 +195,11 @@ export function upstreamClient(opts: UpstreamClientOptions) {
 
     /**
      * Opens a server-sent events stream (POST). The timeout applies until the headers and
-     * then to every silence between chunks; stopping early closes the connection.
+     * then to every silence between chunks. `isEnd` recognises the vendor's end-of-stream
+     * event: a reader that stops after it leaves the connection to be reused; one that
+     * stops earlier (the client left) closes it, so the provider stops generating.
      */
-    async stream(path: string, body: unknown, callOpts: CallOptions | undefined) {
+    async stream(path: string, body: unknown, callOpts: CallOptions | undefined, isEnd: (ev: SseEvent) => boolean) {
       const attempt = startAttempt(callOpts?.timeoutMs ?? opts.timeoutMs, callOpts?.signal);
       let res: Awaited<ReturnType<typeof send>>;
       try {
@@ -183,15 +209,20 @@ export function upstreamClient(opts: UpstreamClientOptions) {
         throw toUpstreamError(err, attempt, callOpts?.signal);
       }
       const raw = res.body;
-      async function* events(): AsyncGenerator<SseEvent> {
+      async function* events(): AsyncGenerator<SseEvent[]> {
+        let ended = false;
         try {
           attempt.arm();
-          yield* sseEvents(raw, attempt.arm);
+          for await (const batch of sseEvents(raw.iterator({ destroyOnReturn: false }), attempt.arm)) {
+            ended = batch.some(isEnd);
+            yield batch;
+          }
         } catch (err) {
           throw toUpstreamError(err, attempt, callOpts?.signal);
         } finally {
           attempt.done();
-          if (!raw.destroyed) raw.destroy();
+          if (ended) release(raw);
+          else if (!raw.destroyed) raw.destroy();
         }
       }
       return { events: events(), status: res.statusCode };

@@ -8,7 +8,7 @@ import type {
   ProviderAdapter,
 } from '../gateway.adapter.ts';
 import { UpstreamError } from '../gateway.adapter.ts';
-import { isObject, upstreamClient } from './http.ts';
+import { isObject, type SseEvent, upstreamClient } from './http.ts';
 
 /** What happens to one request field on the way out: sent as is, dropped, or sent under another name. */
 export type ParamRule = 'pass' | 'drop' | { rename: string };
@@ -104,13 +104,19 @@ export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): Pr
     async chatCompletionStream(req, callOpts) {
       // Usage is asked for on every stream: metering needs the provider's own count.
       const body = mapParams({ ...req, stream: true, stream_options: { include_usage: true } }, map);
-      const { events, status } = await client.stream('/chat/completions', body, callOpts);
-      async function* chunks(): AsyncGenerator<ChatCompletionChunk> {
-        for await (const ev of events) {
-          const chunk = parseSseData(ev.data);
-          if (chunk === 'done') return;
-          if (chunk === undefined) continue;
-          yield chunk;
+      const { events, status } = await client.stream('/chat/completions', body, callOpts, isDone);
+      async function* chunks(): AsyncGenerator<ChatCompletionChunk[]> {
+        for await (const batch of events) {
+          const out: ChatCompletionChunk[] = [];
+          for (const ev of batch) {
+            const chunk = parseSseData(ev.data);
+            if (chunk === 'done') {
+              if (out.length > 0) yield out;
+              return;
+            }
+            if (chunk !== undefined) out.push(chunk);
+          }
+          if (out.length > 0) yield out;
         }
         // The upstream closed without [DONE]: a truncated stream.
         throw new UpstreamError('upstream_error', { status });
@@ -121,6 +127,8 @@ export function createOpenAiCompatibleAdapter(opts: OpenAiCompatibleOptions): Pr
     close: () => client.close(),
   };
 }
+
+const isDone = (ev: SseEvent) => ev.data.trim() === '[DONE]';
 
 /** One SSE event's data: a chunk, 'done' for `[DONE]`, or undefined for an empty event (keep-alive). */
 export function parseSseData(raw: string): ChatCompletionChunk | 'done' | undefined {
