@@ -325,7 +325,14 @@ async function heads(): Promise<Map<string, number>> {
   return new Map(rows.map((r) => [r.chain, Number(r.seq)]));
 }
 
-type Written = { action: string; chain: string; xid: string; targetType: string; targetId: string };
+type Written = {
+  action: string;
+  chain: string;
+  xid: string;
+  targetType: string;
+  targetId: string;
+  requestId: string | null;
+};
 
 /** The events appended since `before` (chains deleted meanwhile are gone, with their events), with their transaction ids. */
 async function eventsSince(before: Map<string, number>): Promise<Written[]> {
@@ -335,7 +342,8 @@ async function eventsSince(before: Map<string, number>): Promise<Written[]> {
     if (seq <= from) continue;
     const rows = await app.db.system(async (tx) => {
       const res = (await tx.execute(
-        sql`select action, chain, xmin::text as xid, target_type as "targetType", target_id as "targetId"
+        sql`select action, chain, xmin::text as xid, target_type as "targetType", target_id as "targetId",
+                   request_id as "requestId"
             from audit_events where chain = ${chain} and seq > ${from} order by seq`,
       )) as unknown as { rows: Written[] };
       return res.rows;
@@ -446,6 +454,12 @@ describe('security', () => {
         continue;
       }
       const written = await eventsSince(before);
+      // The events name the request that made them (its x-request-id), from the actor each use case was given.
+      const requestId = res.headers['x-request-id'];
+      for (const e of written) {
+        if (e.requestId !== requestId)
+          failures.push(`${route}: ${e.action} names request ${e.requestId}, not ${requestId}`);
+      }
       if (route === 'POST /api/setup') {
         // Checked by its own test below (setup writes to two chains, the platform's and the workspace's).
         setupEvents = written;

@@ -33,7 +33,7 @@ export async function createTestDb(opts: { engine?: Db['engine'] } = {}): Promis
   const engine = opts.engine ?? inject('engine');
   if (engine === 'pglite') {
     const blob = new Blob([readFileSync(inject('pgliteTemplate'))]);
-    const db = await openPglite({ loadDataDir: blob });
+    const db = await openPglite({ loadDataDir: blob, guardNesting: true });
     return { db, engine, url: null, drop: () => db.close() };
   }
   const base = inject('serverUrl');
@@ -57,7 +57,7 @@ export async function createTestDb(opts: { engine?: Db['engine'] } = {}): Promis
     await admin.end();
   }
   const url = withDatabase(base, name);
-  const db = await openPostgres({ url, appRole: TEST_APP_ROLE, max: 8 });
+  const db = await openPostgres({ url, appRole: TEST_APP_ROLE, max: 8, guardNesting: true });
   return {
     db,
     engine,

@@ -1,8 +1,7 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Clock } from '../../platform/clock.ts';
 import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
-import type { Actor, RequestMeta } from '../../platform/http/context.ts';
+import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { type ChainBreak, chainWalker, GENESIS_HASH, hashEvent, normalizeDiff } from './audit.chain.ts';
@@ -24,12 +23,6 @@ export type AuditInput = {
 };
 
 export const PLATFORM_CHAIN = 'platform';
-
-/**
- * The request facts of the HTTP request being served, for events whose actor carries none
- * (changes made deep in a use case that only knows the user id).
- */
-export const requestContext = new AsyncLocalStorage<RequestMeta>();
 
 const PAGE = 500;
 
@@ -55,7 +48,7 @@ function actorColumns(actor: Actor) {
     case 'api_key':
       return { actorType: 'api_key' as const, actorId: actor.keyId, actorUserId: actor.userId, meta: actor.meta };
     case 'system':
-      return { actorType: 'system' as const, actorId: actor.name, actorUserId: null, meta: undefined };
+      return { actorType: 'system' as const, actorId: actor.name, actorUserId: null, meta: actor.meta };
   }
 }
 
@@ -129,8 +122,7 @@ export function auditService(deps: Deps) {
     const chain = input.workspaceId ?? PLATFORM_CHAIN;
     const head = await repo.lockHead(tx, chain, input.workspaceId);
     const now = clock.now();
-    const { meta: actorMeta, ...actor } = actorColumns(input.actor);
-    const meta = actorMeta ?? requestContext.getStore();
+    const { meta, ...actor } = actorColumns(input.actor);
     const base = {
       id: newId('aud', now),
       chain,

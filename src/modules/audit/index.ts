@@ -8,7 +8,7 @@ import type { Module, PlatformDeps } from '../types.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
 import { auditRepo } from './audit.repo.ts';
 import { registerAuditRoutes } from './audit.routes.ts';
-import { type AuditCore, auditService, requestContext } from './audit.service.ts';
+import { type AuditCore, auditService } from './audit.service.ts';
 import { type AuditSigningKey, parseAuditSigningKey, parseRetiredPublicKeys } from './audit.signing.ts';
 import { auditTables } from './audit.tables.ts';
 import { workspaceEventRecorder } from './audit.workspaces.ts';
@@ -105,14 +105,6 @@ export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
           const exempt = (route.config as { audit?: { exempt?: unknown } } | undefined)?.audit?.exempt;
           policies.push({ method, url: route.url, exempt: typeof exempt === 'string' ? exempt : null });
         }
-      });
-      // Request facts (IP, user agent, request id) for events whose actor carries none.
-      app.addHook('onRequest', (req, _reply, done) => {
-        const ua = req.headers['user-agent'];
-        requestContext.run(
-          { ip: req.ip, userAgent: typeof ua === 'string' ? ua.slice(0, 512) : null, requestId: req.id },
-          done,
-        );
       });
       registerAuditRoutes(app, { service, requirePermission: deps.workspaces().requirePermission });
     },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Db } from '../../platform/db/db.ts';
+import { requestMeta } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
@@ -42,7 +43,7 @@ export function createSetupModule(deps: {
             response: { 201: SetupReply },
           },
         },
-        async (req, reply) => reply.status(201).send(await service.completeSetup(req.body)),
+        async (req, reply) => reply.status(201).send(await service.completeSetup(req.body, requestMeta(req))),
       );
     },
   };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { randomToken, safeEqual, sha256Hex } from '../../platform/crypto.ts';
 import type { Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
-import type { Actor } from '../../platform/http/context.ts';
+import type { Actor, RequestMeta } from '../../platform/http/context.ts';
 import { singleLineText } from '../../platform/http/schemas.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { IdentityService } from '../identity/index.ts';
@@ -44,9 +44,10 @@ export function setupService(deps: Deps) {
    * workspace's own chain records `workspace.created` and `key.created` (the latter by the
    * system, while the key belongs to the new user), each in that same transaction.
    */
-  async function createFirstAdmin(raw: FirstAdminInput, via: 'cli' | 'setup_token' = 'cli') {
+  async function createFirstAdmin(raw: FirstAdminInput, via: 'cli' | 'setup_token' = 'cli', meta?: RequestMeta) {
     const input = FirstAdminInput.parse(raw);
-    const actor: Actor = { type: 'system', name: via === 'cli' ? 'berth-admin-create' : 'setup-token' };
+    const who = meta ? { meta } : {};
+    const actor: Actor = { type: 'system', name: via === 'cli' ? 'berth-admin-create' : 'setup-token', ...who };
     const { user, workspace, secret } = await deps.db.system(async (tx) => {
       const user = await deps.identity.createUser(
         {
@@ -58,7 +59,12 @@ export function setupService(deps: Deps) {
         },
         { tx },
       );
-      const workspace = await deps.workspaces.createWorkspace({ ownerUserId: user.id, name: input.workspaceName, tx });
+      const workspace = await deps.workspaces.createWorkspace({
+        ownerUserId: user.id,
+        name: input.workspaceName,
+        actor: { type: 'user', userId: user.id, ...who },
+        tx,
+      });
       await deps.audit.record(tx, {
         workspaceId: null,
         actor,
@@ -70,7 +76,7 @@ export function setupService(deps: Deps) {
       const { secret } = await deps.keys.createKey({
         scope: { workspaceId: workspace.id, actor: { type: 'user', userId: user.id }, role: 'owner' },
         input: { name: 'Initial admin key', scopes: [...SCOPES] },
-        actor: SETUP_ACTOR,
+        actor: { ...SETUP_ACTOR, ...who },
         tx,
       });
       return { user, workspace, secret };
@@ -104,7 +110,7 @@ export function setupService(deps: Deps) {
     },
 
     /** Redeems the setup token printed at start-up (single use, only while there is no operator). */
-    async completeSetup(input: FirstAdminInput & { token: string }) {
+    async completeSetup(input: FirstAdminInput & { token: string }, meta?: RequestMeta) {
       const { token, ...rest } = input;
       if (!tokenHash || busy || !safeEqual(sha256Hex(token), tokenHash)) {
         throw new AppError('invalid_token', 'The setup token is not valid (it works once, before any admin exists).');
@@ -115,7 +121,7 @@ export function setupService(deps: Deps) {
           tokenHash = null;
           throw new AppError('invalid_token', 'Setup is already complete.');
         }
-        const result = await createFirstAdmin(rest, 'setup_token');
+        const result = await createFirstAdmin(rest, 'setup_token', meta);
         tokenHash = null;
         return result;
       } finally {

@@ -2,7 +2,7 @@ import { DAY, MINUTE } from '../../platform/clock.ts';
 import { randomToken, sha256Hex } from '../../platform/crypto.ts';
 import type { Database } from '../../platform/db/db.ts';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
-import type { Actor, Role, Scope } from '../../platform/http/context.ts';
+import type { Actor, RequestMeta, Role, Scope } from '../../platform/http/context.ts';
 import { isId, newId } from '../../platform/ids.ts';
 import { normalizeEmail } from '../identity/index.ts';
 import {
@@ -253,9 +253,11 @@ export function invitationsUseCases(core: WorkspacesCoreRules) {
     async acceptInvitation({
       token,
       userId,
+      meta,
     }: {
       token: string;
       userId: string;
+      meta?: RequestMeta;
     }): Promise<{ workspace: WorkspaceView; role: Role }> {
       const ref = await findByToken(token);
       const { workspaceId } = ref;
@@ -274,7 +276,7 @@ export function invitationsUseCases(core: WorkspacesCoreRules) {
         const now = clock.now();
         await repo.insertMembership(tx, { workspaceId, userId, role: inv.role, createdAt: now, updatedAt: now });
         await repo.markInvitation(tx, workspaceId, inv.id, { acceptedAt: now });
-        const actor: Actor = { type: 'user', userId };
+        const actor: Actor = { type: 'user', userId, ...(meta ? { meta } : {}) };
         await core.emit(tx, { type: 'invitation.accepted', workspaceId, actor, invitationId: inv.id, userId });
         await core.emit(tx, { type: 'member.added', workspaceId, actor, userId, role: inv.role, invitationId: inv.id });
         return { workspace: toWorkspaceView(workspace), role: inv.role };
@@ -282,13 +284,24 @@ export function invitationsUseCases(core: WorkspacesCoreRules) {
     },
 
     /** Declines an invitation: whoever holds the link may decline it, signed in or not. */
-    async declineInvitation({ token, userId }: { token: string; userId?: string }): Promise<void> {
+    async declineInvitation({
+      token,
+      userId,
+      meta,
+    }: {
+      token: string;
+      userId?: string;
+      meta?: RequestMeta;
+    }): Promise<void> {
       const ref = await findByToken(token);
       const { workspaceId } = ref;
       await db.tenant(workspaceId, async (tx) => {
         const inv = await openInvitation(tx, ref);
         await repo.markInvitation(tx, workspaceId, inv.id, { declinedAt: clock.now() });
-        const actor: Actor = userId ? { type: 'user', userId } : { type: 'system', name: 'invitation-link' };
+        const who = meta ? { meta } : {};
+        const actor: Actor = userId
+          ? { type: 'user', userId, ...who }
+          : { type: 'system', name: 'invitation-link', ...who };
         await core.emit(tx, { type: 'invitation.declined', workspaceId, actor, invitationId: inv.id });
       });
     },

@@ -54,7 +54,10 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
     },
     async (req, reply) => {
       const user = requireSession(req);
-      return reply.status(201).send(await service.createWorkspace({ ownerUserId: user.userId, name: req.body.name }));
+      const actor = { type: 'user' as const, userId: user.userId, sessionId: user.sessionId, meta: requestMeta(req) };
+      return reply
+        .status(201)
+        .send(await service.createWorkspace({ ownerUserId: user.userId, name: req.body.name, actor }));
     },
   );
 
@@ -277,7 +280,8 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
         response: { 200: AcceptedInvitation },
       },
     },
-    async (req) => service.acceptInvitation({ token: req.body.token, userId: requireSession(req).userId }),
+    async (req) =>
+      service.acceptInvitation({ token: req.body.token, userId: requireSession(req).userId, meta: requestMeta(req) }),
   );
 
   app.post(
@@ -286,6 +290,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
     async (req, reply) => {
       await service.declineInvitation({
         token: req.body.token,
+        meta: requestMeta(req),
         ...(req.auth.kind === 'session' ? { userId: req.auth.userId } : {}),
       });
       return reply.status(204).send();

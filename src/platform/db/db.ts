@@ -54,15 +54,34 @@ async function bindSystem(tx: Database) {
  * Which scoped transaction the current async call chain is inside. Using the root handle
  * there (instead of the transaction's) would escape the transaction's atomicity and tenant
  * binding, and on PGlite, which has one connection, wait forever for the transaction
- * itself: so it throws at once, naming the mistake.
+ * itself: so, when the guard is on, it throws at once, naming the mistake.
+ *
+ * The guard is for tests (the test databases turn it on): it needs an AsyncLocalStorage,
+ * and on Node 20 any AsyncLocalStorage in use makes every promise of the process pay an
+ * async hook (about a tenth of the gateway's CPU per call), so a served instance runs
+ * without it.
  */
-const openTransaction = new AsyncLocalStorage<string>();
+type NestingGuard = {
+  assertOutside(what: string): void;
+  inside<T>(kind: 'tenant' | 'system', fn: () => Promise<T>): Promise<T>;
+};
 
-function assertNoOpenTransaction(what: string) {
-  const open = openTransaction.getStore();
-  if (open) {
-    throw new Error(`${what} was called inside a db.${open}() transaction: use the transaction handle it gave you.`);
-  }
+const unguarded: NestingGuard = { assertOutside: () => undefined, inside: (_kind, fn) => fn() };
+
+function nestingGuard(on: boolean): NestingGuard {
+  if (!on) return unguarded;
+  const open = new AsyncLocalStorage<string>();
+  return {
+    assertOutside(what) {
+      const kind = open.getStore();
+      if (kind) {
+        throw new Error(
+          `${what} was called inside a db.${kind}() transaction: use the transaction handle it gave you.`,
+        );
+      }
+    },
+    inside: (kind, fn) => open.run(kind, fn),
+  };
 }
 
 const ROOT_METHODS = new Set([
@@ -80,14 +99,15 @@ const ROOT_METHODS = new Set([
   'refreshMaterializedView',
 ]);
 
-/** The root Drizzle handle, refusing use from inside a scoped transaction. */
-function guardRoot(orm: Database): Database {
+/** The root Drizzle handle, refusing use from inside a scoped transaction (when guarded). */
+function guardRoot(orm: Database, guard: NestingGuard): Database {
+  if (guard === unguarded) return orm;
   return new Proxy(orm, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
       if (typeof prop === 'string' && ROOT_METHODS.has(prop) && typeof value === 'function') {
         return (...args: unknown[]) => {
-          assertNoOpenTransaction(`db.orm.${prop}`);
+          guard.assertOutside(`db.orm.${prop}`);
           return (value as (...a: unknown[]) => unknown).apply(target, args);
         };
       }
@@ -125,16 +145,16 @@ async function runAfterCommit(list: AfterCommit[]) {
   }
 }
 
-function withScopes(orm: Database): Pick<Db, 'tenant' | 'system'> {
+function withScopes(orm: Database, guard: NestingGuard): Pick<Db, 'tenant' | 'system'> {
   async function scoped<T>(
     kind: 'tenant' | 'system',
     bind: (tx: Database) => Promise<void>,
     fn: (tx: Database) => Promise<T>,
   ) {
-    assertNoOpenTransaction(`db.${kind}`);
+    guard.assertOutside(`db.${kind}`);
     const after: AfterCommit[] = [];
     const result = await orm.transaction((tx) =>
-      openTransaction.run(kind, async () => {
+      guard.inside(kind, async () => {
         afterCommitOf.set(tx, after);
         await bind(tx);
         return fn(tx);
@@ -149,7 +169,12 @@ function withScopes(orm: Database): Pick<Db, 'tenant' | 'system'> {
   };
 }
 
-export type PgliteDbOptions = { dataDir?: string; loadDataDir?: Blob | File };
+export type PgliteDbOptions = {
+  dataDir?: string;
+  loadDataDir?: Blob | File;
+  /** Throw when the root handle is used inside a scoped transaction (tests; see NestingGuard). */
+  guardNesting?: boolean;
+};
 
 /** Opens embedded Postgres (PGlite, with pgvector). `dataDir` undefined = in memory. */
 export async function openPglite(opts: PgliteDbOptions = {}): Promise<Db> {
@@ -160,18 +185,19 @@ export async function openPglite(opts: PgliteDbOptions = {}): Promise<Db> {
     extensions: { vector },
   });
   const orm = drizzlePglite(client) as unknown as Database;
+  const guard = nestingGuard(opts.guardNesting === true);
   return {
     engine: 'pglite',
-    orm: guardRoot(orm),
+    orm: guardRoot(orm, guard),
     pglite: client,
-    ...withScopes(orm),
+    ...withScopes(orm, guard),
     async query(text, params = []) {
-      assertNoOpenTransaction('db.query');
+      guard.assertOutside('db.query');
       const res = await client.query(text, params);
       return res.rows as never;
     },
     async exec(text) {
-      assertNoOpenTransaction('db.exec');
+      guard.assertOutside('db.exec');
       await client.exec(text);
     },
     async ping() {
@@ -188,7 +214,14 @@ export async function openPglite(opts: PgliteDbOptions = {}): Promise<Db> {
   };
 }
 
-export type PostgresDbOptions = { url: string; max?: number; appRole?: string | null; applicationName?: string };
+export type PostgresDbOptions = {
+  url: string;
+  max?: number;
+  appRole?: string | null;
+  applicationName?: string;
+  /** Throw when the root handle is used inside a scoped transaction (tests; see NestingGuard). */
+  guardNesting?: boolean;
+};
 
 /**
  * Opens server Postgres through a node-postgres pool. Every pooled connection switches
@@ -222,18 +255,19 @@ export async function openPostgres(opts: PostgresDbOptions): Promise<Db> {
     }
   }
   const orm = drizzlePg(pool) as unknown as Database;
+  const guard = nestingGuard(opts.guardNesting === true);
   return {
     engine: 'postgres',
-    orm: guardRoot(orm),
+    orm: guardRoot(orm, guard),
     pool,
-    ...withScopes(orm),
+    ...withScopes(orm, guard),
     async query(text, params = []) {
-      assertNoOpenTransaction('db.query');
+      guard.assertOutside('db.query');
       const res = await pool.query(text, params);
       return res.rows as never;
     },
     async exec(text) {
-      assertNoOpenTransaction('db.exec');
+      guard.assertOutside('db.exec');
       await pool.query(text);
     },
     async ping() {

@@ -33,7 +33,7 @@ export type SessionAuth = Extract<Auth, { kind: 'session' }>;
 export type Actor =
   | { type: 'user'; userId: string; sessionId?: string; meta?: RequestMeta }
   | { type: 'api_key'; keyId: string; userId: string; meta?: RequestMeta }
-  | { type: 'system'; name: string };
+  | { type: 'system'; name: string; meta?: RequestMeta };
 
 export type Role = 'owner' | 'admin' | 'member' | 'viewer';
 
