@@ -146,18 +146,23 @@ export const gatewayRepo = {
   },
 
   /**
-   * Inserts usage events; a request id already recorded (a journal replay) is skipped. One
-   * statement with one array parameter per column (unnest), whatever the batch size: a
-   * multi-row VALUES list would bind (and type-check) rows x 21 parameters.
+   * Inserts usage events; an event already recorded (a journal replay) is skipped, and so
+   * are events of workspaces deleted meanwhile. One statement with one array parameter per
+   * column (unnest), whatever the batch size: a multi-row VALUES list would bind (and
+   * type-check) rows x 21 parameters. Each workspace named is locked once (FOR KEY SHARE,
+   * what a foreign key check takes per row), so a deletion waits for the insert or the
+   * insert sees the workspace gone.
    */
   async insertUsage(tx: Database, rows: UsageEventRow[]): Promise<number> {
     if (rows.length === 0) return 0;
     const col = <K extends keyof UsageEventRow>(k: K) => rows.map((r) => r[k]);
+    const workspaceIds = [...new Set(rows.map((r) => r.workspaceId))];
     const res = await tx.execute(sql`
+      with live as (select id from workspaces where id = any(${sql.param(workspaceIds)}::text[]) for key share)
       insert into usage_events (id, workspace_id, key_id, user_id, request_id, endpoint, provider, model, status,
         error_code, stream, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
         estimated, cost_micros, attempts, created_at)
-      select * from unnest(
+      select t.* from unnest(
         ${sql.param(col('id'))}::text[], ${sql.param(col('workspaceId'))}::text[], ${sql.param(col('keyId'))}::text[], ${sql.param(col('userId'))}::text[],
         ${sql.param(col('requestId'))}::text[], ${sql.param(col('endpoint'))}::text[], ${sql.param(col('provider'))}::text[], ${sql.param(col('model'))}::text[],
         ${sql.param(col('status'))}::int[], ${sql.param(col('errorCode'))}::text[], ${sql.param(col('stream'))}::boolean[], ${sql.param(col('latencyMs'))}::int[],
@@ -165,9 +170,16 @@ export const gatewayRepo = {
         ${sql.param(col('cachedTokens'))}::int[], ${sql.param(col('reasoningTokens'))}::int[], ${sql.param(col('estimated'))}::boolean[],
         ${sql.param(col('costMicros'))}::bigint[], ${sql.param(col('attempts'))}::int[],
         ${sql.param(rows.map((r) => r.createdAt.toISOString()))}::timestamptz[])
-      on conflict (request_id) do nothing
+        as t(id, workspace_id)
+      where t.workspace_id in (select id from live)
+      on conflict (id) do nothing
       returning id`);
     return (res as unknown as { rows: unknown[] }).rows.length;
+  },
+
+  /** Every usage event of a workspace (it is being deleted). */
+  async deleteWorkspaceUsage(tx: Database, workspaceId: string): Promise<void> {
+    await tx.delete(usageEvents).where(eq(usageEvents.workspaceId, workspaceId));
   },
 
   async listUsage(

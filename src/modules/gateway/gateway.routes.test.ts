@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
@@ -5,6 +6,8 @@ import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { type GatewayWorkspace, gatewayWorkspace, listen, openAiClient } from '../../../test/helpers/gateway.ts';
 import { logIn, makeOperator, signUp } from '../../../test/helpers/identity.ts';
 import { memoryCredits } from './gateway.credits.ts';
+import { gatewayRepo } from './gateway.repo.ts';
+import type { UsageEventRow } from './gateway.tables.ts';
 
 /**
  * The /v1 gateway driven by the official OpenAI SDK (unmodified but for base URL and key)
@@ -705,3 +708,59 @@ describe('workspace standing', () => {
     expect(unknown.status).toBe(404);
   });
 });
+
+describe('workspace deletion', () => {
+  it('deletes the usage events of a deleted workspace, and drops late ones for it', async () => {
+    const w = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }] });
+    credits.grant(w.workspaceId, BALANCE);
+    await w.openai.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
+    const recorded = await lastUsage(w);
+    const count = () =>
+      app.db.system(async (tx) => {
+        const res = (await tx.execute(
+          sql`select count(*)::int as n from usage_events where workspace_id = ${w.workspaceId}`,
+        )) as unknown as { rows: Array<{ n: number }> };
+        return res.rows[0]?.n;
+      });
+    expect(await count()).toBe(1);
+
+    expect((await w.owner.delete(`/api/workspaces/${w.workspaceId}`, { confirmName: 'Gateway' })).status).toBe(204);
+    expect(await count()).toBe(0);
+    // An event still in the journal for it (the call ended as the workspace went) is skipped, not an error.
+    const late = { ...baseRow(w.workspaceId), id: 'use_01LATE0000000000000000000', requestId: recorded.requestId };
+    expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [late]))).toBe(0);
+    expect(await count()).toBe(0);
+  });
+
+  it('records a replayed event once (deduplicated by its id)', async () => {
+    const row = { ...baseRow(gw.workspaceId), id: 'use_01REPLAY00000000000000000', requestId: 'req_replayed' };
+    expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row, { ...row }]))).toBe(1);
+    expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row]))).toBe(0);
+  });
+});
+
+function baseRow(workspaceId: string): UsageEventRow {
+  return {
+    id: '',
+    workspaceId,
+    keyId: null,
+    userId: null,
+    requestId: '',
+    endpoint: 'chat.completions',
+    provider: 'fake',
+    model: 'gpt-4o',
+    status: 200,
+    errorCode: null,
+    stream: false,
+    latencyMs: 1,
+    ttftMs: null,
+    inputTokens: 1,
+    outputTokens: 1,
+    cachedTokens: 0,
+    reasoningTokens: 0,
+    estimated: false,
+    costMicros: 1,
+    attempts: 1,
+    createdAt: new Date(),
+  };
+}

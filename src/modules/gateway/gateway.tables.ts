@@ -71,7 +71,7 @@ export const usageEvents = pgTable('usage_events', {
   workspaceId: text('workspace_id').notNull(),
   keyId: text('key_id'),
   userId: text('user_id'),
-  requestId: text('request_id').notNull().unique(),
+  requestId: text('request_id').notNull(),
   endpoint: text('endpoint').notNull(),
   provider: text('provider'),
   model: text('model').notNull(),

@@ -143,9 +143,11 @@ export function createGatewayModule(deps: GatewayDeps) {
     statusOf: (workspaceId) => deps.workspaces.statusOf(workspaceId),
     ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
   });
-  // A suspended or restricted workspace is refused from the next call on, on every replica.
   deps.workspaces.onEvent(async (event, tx) => {
+    // A suspended or restricted workspace is refused from the next call on, on every replica.
     if (event.type === 'workspace.status_changed') providers.changedAfterCommit(tx, event.workspaceId);
+    // Usage events carry no foreign key (see migration 0014): they go with their workspace here.
+    if (event.type === 'workspace.deleting') await gatewayRepo.deleteWorkspaceUsage(tx, event.workspaceId);
   });
   const settings = settingsService({
     db: deps.db,
