@@ -78,7 +78,10 @@ export function createAccessControl(deps: Deps) {
         const workspaceId = params?.workspaceId;
         if (typeof workspaceId !== 'string') {
           // A wiring mistake: fail closed with the answer of a workspace that does not exist.
-          req.log.error({ route: req.routeOptions.url }, 'requirePermission on a route without :workspaceId');
+          req.log.error(
+            { reqId: req.id, route: req.routeOptions.url },
+            'requirePermission on a route without :workspaceId',
+          );
           throw notFound('workspace');
         }
         const access = await resolve(req, workspaceId);
@@ -104,7 +107,7 @@ export function createAccessControl(deps: Deps) {
  */
 export function requireScope(req: FastifyRequest) {
   if (!req.scope) {
-    req.log.error({ route: req.routeOptions.url }, 'workspace route without a requirePermission hook');
+    req.log.error({ reqId: req.id, route: req.routeOptions.url }, 'workspace route without a requirePermission hook');
     throw forbidden();
   }
   return req.scope;

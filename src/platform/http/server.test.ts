@@ -148,8 +148,19 @@ describe('security', () => {
     expect(lines.join('\n')).toContain('unhandled error');
   });
 
-  it('logs no request bodies', async () => {
-    await app.inject({ method: 'POST', url: '/api/things', payload: { name: 'canary-42' } });
+  it('logs one line per request, naming its id, route, status and time, but no body', async () => {
+    const res = await app.inject({ method: 'POST', url: '/api/things', payload: { name: 'canary-42' } });
     expect(lines.join('\n')).not.toContain('canary-42');
+    const id = res.headers['x-request-id'];
+    const mine = lines.map((l) => JSON.parse(l)).filter((l) => l.reqId === id);
+    expect(mine).toEqual([
+      expect.objectContaining({
+        msg: 'request',
+        method: 'POST',
+        route: '/api/things',
+        status: 201,
+        ms: expect.any(Number),
+      }),
+    ]);
   });
 });

@@ -162,6 +162,9 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
     genReqId: () => newId('req'),
     requestIdHeader: false,
     logController: new LogController({ disableRequestLogging: true }),
+    // No child logger per request (a copy of the logger and its bindings on every call):
+    // the few lines logged about a request name its id themselves.
+    childLoggerFactory: (logger) => logger,
     return503OnClosing: true,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     ajv: { customOptions: { removeAdditional: false } },
@@ -214,6 +217,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
     // One line per request: method, route, status, timing. Never headers' secrets or bodies.
     req.log.info(
       {
+        reqId: req.id,
         method: req.method,
         route: req.routeOptions.url ?? 'unmatched',
         status: reply.statusCode,
@@ -225,7 +229,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
 
   app.setErrorHandler((err, req, reply) => {
     const appErr = toAppError(err);
-    if (appErr.status >= 500) req.log.error({ err: describeInternal(err) }, 'unhandled error');
+    if (appErr.status >= 500) req.log.error({ reqId: req.id, err: describeInternal(err) }, 'unhandled error');
     return sendError(renderers, appErr, req, reply);
   });
 
