@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
+import { createBillingModule } from './modules/billing/index.ts';
 import { type CreditGate, createGatewayModule } from './modules/gateway/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createKeysModule } from './modules/keys/index.ts';
@@ -16,7 +17,7 @@ import { jobsDataMap } from './platform/jobs/jobs.datamap.ts';
 export type AppDeps = PlatformDeps & {
   keyring: Keyring;
   auditSigningKey?: AuditSigningKey | null;
-  /** The gateway's credit reservations (billing's ledger); unlimited when absent. */
+  /** The gateway's credit gate; absent = billing's ledger (or none with BERTH_CREDITS=unlimited). */
   credits?: CreditGate;
 };
 
@@ -53,14 +54,26 @@ export function createModules(deps: AppDeps) {
     audit: audit.service,
     keys: keys.service,
   });
+  const billing = createBillingModule({
+    ...deps,
+    audit: audit.service,
+    workspaces: workspaces.service,
+    requirePermission: workspaces.service.requirePermission,
+  });
   const gateway = createGatewayModule({
     ...deps,
     vault: vault.service,
     audit: audit.service,
     requirePermission: workspaces.service.requirePermission,
     workspaces: workspaces.service,
+    // A gate handed in (tests, benchmarks) wins; otherwise the ledger, unless the operator turned credits off.
+    ...(deps.credits
+      ? { credits: deps.credits }
+      : deps.config.BERTH_CREDITS === 'ledger'
+        ? { credits: billing.gate }
+        : {}),
   });
-  return { audit, notifications, vault, identity, workspaces, keys, setup, gateway };
+  return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -103,6 +116,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     modules.vault,
     modules.notifications,
     modules.setup,
+    modules.billing,
     modules.gateway,
   ]) {
     await m.registerRoutes?.(http);

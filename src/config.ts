@@ -101,6 +101,16 @@ export const ConfigSchema = z
     BERTH_MODEL_PRICES_FILE: z.string().min(1).optional(),
     /** A JSON file of platform providers added at start when missing (by name): [{ name, adapter, baseUrl, apiKey, models }]. */
     BERTH_PLATFORM_PROVIDERS_FILE: z.string().min(1).optional(),
+    /** `ledger`: calls reserve and settle credits on the billing ledger; `unlimited`: no balances at all. */
+    BERTH_CREDITS: z.enum(['ledger', 'unlimited']).default('ledger'),
+    /** Credits each new workspace starts with, in USD (exact to the micro-dollar); 0 for none. */
+    BERTH_FREE_CREDITS_USD: z.coerce
+      .string()
+      .trim()
+      .regex(/^\d{1,9}(\.\d{1,6})?$/, 'a USD amount such as 5 or 12.50 (at most 6 decimals)')
+      .default('5'),
+    /** How long a credit reservation may stay open before the expiry job releases it. */
+    BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),
   })
   .strict();
 

@@ -266,6 +266,53 @@ const FIXTURES: Record<string, Fixture> = {
     call: (v) => operator.post(`/api/operator/workspaces/${v.ws}/status`, { status: 'suspended' }),
     fail: () => operator.post('/api/operator/workspaces/ws_00000000000000000000000000/status', { status: 'suspended' }),
   },
+  'POST /api/operator/billing/grant': {
+    actions: ['billing.granted'],
+    prepare: async () => {
+      const v = await workspace();
+      const grant = { workspaceId: v.ws, amountMicros: 5, idempotencyKey: `first-${v.ws}` };
+      const res = await operator.post('/api/operator/billing/grant', grant);
+      if (res.status !== 201) throw new Error(`grant fixture: ${res.status} ${res.text}`);
+      return v;
+    },
+    call: (v) =>
+      operator.post('/api/operator/billing/grant', {
+        workspaceId: v.ws,
+        amountMicros: 1_000_000,
+        idempotencyKey: `grant-${v.ws}`,
+      }),
+    // The first grant's key with another amount.
+    fail: (v) =>
+      operator.post('/api/operator/billing/grant', {
+        workspaceId: v.ws,
+        amountMicros: 6,
+        idempotencyKey: `first-${v.ws}`,
+      }),
+  },
+  'POST /api/operator/billing/adjust': {
+    actions: ['billing.adjusted'],
+    prepare: workspace,
+    call: (v) =>
+      operator.post('/api/operator/billing/adjust', {
+        workspaceId: v.ws,
+        deltaMicros: -1_000,
+        idempotencyKey: `adjust-${v.ws}`,
+        memo: 'correction',
+      }),
+    fail: (v) =>
+      operator.post('/api/operator/billing/adjust', {
+        workspaceId: v.ws,
+        deltaMicros: -1_000_000_000_000,
+        idempotencyKey: `overdraft-${v.ws}`,
+        memo: 'more than it has',
+      }),
+  },
+  'PUT /api/operator/workspaces/:id/plan': {
+    actions: ['plan.changed'],
+    prepare: workspace,
+    call: (v) => operator.put(`/api/operator/workspaces/${v.ws}/plan`, { plan: 'scale' }),
+    fail: (v) => operator.put(`/api/operator/workspaces/${v.ws}/plan`, { plan: 'no-such-plan' }),
+  },
   'POST /api/operator/providers': {
     actions: ['platform_provider.added'],
     call: () => operator.post('/api/operator/providers', { ...providerBody, name: 'platform-covered' }),

@@ -3,6 +3,7 @@ import { VERSION } from '../app.ts';
 import { type Config, loadConfig, type RawConfig } from '../config.ts';
 import { registerAdminCommands } from './admin.commands.ts';
 import { registerAuditCommands } from './audit.commands.ts';
+import { registerBillingCommands } from './billing.commands.ts';
 import { registerGatewayCommands } from './gateway.commands.ts';
 import { registerKeysCommands } from './keys.commands.ts';
 import { registerMailCommands } from './mail.commands.ts';
@@ -44,6 +45,7 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerKeysCommands(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerGatewayCommands(program, io, globals);
+  registerBillingCommands(program, io, globals);
   registerOperatorCommands(program, io, globals);
   return program;
 }

@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
 import type { AddProviderInput } from '../modules/gateway/index.ts';
+import { registerOperatorBillingCommands } from './billing.commands.ts';
 import { modelsSummary, parsePositiveInt, providerApiKey, splitList } from './gateway.commands.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
@@ -15,6 +16,7 @@ const actor = { type: 'system', name: 'cli' } as const;
  */
 export function registerOperatorCommands(program: Command, io: Io, globals: () => GlobalOptions) {
   const operator = program.command('operator').description('Platform-wide settings (works on the database directly).');
+  registerOperatorBillingCommands(operator, io, globals);
   const providers = operator
     .command('providers')
     .description("Providers every workspace may use, with the operator's credentials (after a workspace's own).");

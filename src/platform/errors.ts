@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   model_not_priced: 400,
   egress_denied: 400,
   upstream_bad_request: 400,
+  invalid_amount: 400,
+  unknown_plan: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -52,6 +54,8 @@ export const ERROR_CODES = {
   email_taken: 409,
   already_member: 409,
   mfa_already_enabled: 409,
+  idempotency_conflict: 409,
+  reservation_closed: 409,
   // 413 / 415
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -27,6 +27,9 @@ export const ID_PREFIXES = [
   'ack',
   'prv',
   'use',
+  'ltx',
+  'rsv',
+  'pln',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

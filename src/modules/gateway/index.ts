@@ -30,7 +30,13 @@ import { usageRecorder } from './gateway.usage.ts';
 
 export type { ProviderAdapter } from './gateway.adapter.ts';
 export { CATALOG_VERSION, costMicros, type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
-export { type CreditGate, memoryCredits, type Reservation, unlimitedCredits } from './gateway.credits.ts';
+export {
+  type CreditGate,
+  memoryCredits,
+  type Reservation,
+  type ReserveInput,
+  unlimitedCredits,
+} from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
 export type {
   AddProviderInput,

@@ -32,6 +32,7 @@ export type RetentionClass =
   | 'audit_13_months' // audit events and their checkpoints (plan-dependent later)
   | 'usage_13_months' // per-call usage events (rolled up into daily aggregates by the privacy issue)
   | 'outbox_30_days'
+  | 'billing_7_years' // ledger, reservations, plans: kept for tax and accounting law, also after deletion
   | 'operational'; // platform bookkeeping, no personal data
 
 export type ColumnEntry = {

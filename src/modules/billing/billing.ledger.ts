@@ -1,0 +1,455 @@
+import type { Clock } from '../../platform/clock.ts';
+import { sha256Hex } from '../../platform/crypto.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { Actor } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import { canonicalJson } from '../audit/index.ts';
+import type { CreditGate, Reservation, ReserveInput } from '../gateway/index.ts';
+import type { BillingRepo } from './billing.repo.ts';
+import type { PostingRow, TransactionKind, TransactionRow } from './billing.tables.ts';
+
+/** The counter-account of each kind of movement (the workspace's own accounts are `available` and `held`). */
+const PLATFORM_ACCOUNT: Record<TransactionKind, string | null> = {
+  grant: 'platform:grants',
+  expire: 'platform:grants',
+  topup: 'platform:payments',
+  refund: 'platform:payments',
+  settle: 'platform:usage',
+  adjust: 'platform:adjustments',
+  reserve: null,
+  release: null,
+};
+
+/** Largest single movement: 10^15 micros (one billion USD), far inside bigint and exact in a JS number. */
+export const MAX_AMOUNT_MICROS = 1_000_000_000_000_000;
+
+export type TransactionView = {
+  id: string;
+  workspaceId: string;
+  kind: TransactionKind;
+  idempotencyKey: string;
+  amountMicros: number;
+  reservationId: string | null;
+  availableAfterMicros: number;
+  heldAfterMicros: number;
+  actor: { type: string; id: string };
+  memo: string | null;
+  createdAt: string;
+};
+
+export type BalanceView = { workspaceId: string; availableMicros: number; heldMicros: number };
+
+export type VerifyReport = {
+  workspaceId: string;
+  ok: boolean;
+  availableMicros: number;
+  heldMicros: number;
+  postedAvailableMicros: number;
+  postedHeldMicros: number;
+  openReservationsMicros: number;
+  unbalancedTransactions: number;
+};
+
+export type LedgerSettings = {
+  /** How long a reservation may stay open before the expiry job releases it. */
+  reservationTtlMs: number;
+};
+
+type Deps = {
+  db: Pick<Db, 'tenant' | 'system'>;
+  repo: BillingRepo;
+  clock: Clock;
+  settings: LedgerSettings;
+};
+
+/** A movement: what it does to the workspace's two accounts; the platform account takes the opposite. */
+type Movement = {
+  kind: TransactionKind;
+  idempotencyKey: string;
+  /** What the key stands for: a replay with other parameters is refused. */
+  params: Record<string, unknown>;
+  amountMicros: number;
+  available: number;
+  held: number;
+  actor: Actor;
+  memo?: string | null;
+  reservationId?: string | null;
+};
+
+/** Work done in a new movement's transaction (an audit event, a reservation row). */
+export type AfterMovement = (tx: Database, row: TransactionRow) => Promise<unknown>;
+
+export type MoveInput = {
+  workspaceId: string;
+  amountMicros: number;
+  idempotencyKey: string;
+  actor: Actor;
+  memo?: string | null;
+};
+
+/** A movement between `available` and its platform account: +amount (grant, top-up) or -amount (refund). */
+function availableMovement(kind: 'grant' | 'topup' | 'refund', sign: 1 | -1, input: MoveInput): Movement {
+  const amount = checkAmount(input.amountMicros);
+  return {
+    kind,
+    idempotencyKey: input.idempotencyKey,
+    params: { amount, memo: input.memo ?? null },
+    amountMicros: amount,
+    available: sign * amount,
+    held: 0,
+    actor: input.actor,
+    memo: input.memo ?? null,
+  };
+}
+
+function actorOf(actor: Actor): { type: 'user' | 'api_key' | 'system'; id: string } {
+  if (actor.type === 'user') return { type: 'user', id: actor.userId };
+  if (actor.type === 'api_key') return { type: 'api_key', id: actor.keyId };
+  return { type: 'system', id: actor.name };
+}
+
+export function toTransactionView(r: TransactionRow): TransactionView {
+  return {
+    id: r.id,
+    workspaceId: r.workspaceId,
+    kind: r.kind,
+    idempotencyKey: r.idempotencyKey,
+    amountMicros: r.amountMicros,
+    reservationId: r.reservationId,
+    availableAfterMicros: r.availableAfterMicros,
+    heldAfterMicros: r.heldAfterMicros,
+    actor: { type: r.actorType, id: r.actorId },
+    memo: r.memo,
+    createdAt: r.createdAt.toISOString(),
+  };
+}
+
+/** A positive whole number of micro-units within the ledger's range, or a 400. */
+export function checkAmount(micros: number, what = 'amount'): number {
+  if (!Number.isSafeInteger(micros) || micros <= 0 || micros > MAX_AMOUNT_MICROS) {
+    throw new AppError(
+      'invalid_amount',
+      `The ${what} must be a whole, positive number of micro-units (at most 10^15).`,
+    );
+  }
+  return micros;
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  let e = err as { code?: string; cause?: unknown } | undefined;
+  for (let i = 0; i < 3 && e; i++) {
+    if (e.code === '23505') return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
+/**
+ * The credit ledger. Each movement runs in one transaction bound to its workspace: the
+ * balance row is moved by a conditional UPDATE (so concurrent movements serialise on it and
+ * none takes the balance below zero), the transaction and its postings are inserted, and
+ * a key seen before answers with the first result instead (a key reused with other
+ * parameters is refused). Reservations hold credits from `available` in `held` until they
+ * are settled (the actual cost goes to `platform:usage`, the rest back) or released.
+ */
+export function ledgerService(deps: Deps) {
+  const { db, repo, clock } = deps;
+
+  async function replayOf(tx: Database, m: Movement, workspaceId: string, hash: string) {
+    const seen = await repo.findTransaction(tx, workspaceId, m.idempotencyKey);
+    if (!seen) return null;
+    if (seen.requestHash !== hash || seen.kind !== m.kind) {
+      throw new AppError(
+        'idempotency_conflict',
+        'This idempotency key was already used for a different movement; use a new key.',
+      );
+    }
+    return seen;
+  }
+
+  /**
+   * Applies one movement inside `tx` (bound to the workspace); returns it (`fresh`), or the
+   * first one made with its key.
+   */
+  async function applyIn(
+    tx: Database,
+    workspaceId: string,
+    m: Movement,
+  ): Promise<{ row: TransactionRow; fresh: boolean }> {
+    const hash = sha256Hex(canonicalJson({ kind: m.kind, ...m.params }));
+    const seen = await replayOf(tx, m, workspaceId, hash);
+    if (seen) return { row: seen, fresh: false };
+    const now = clock.now();
+    let after = await repo.applyDeltas(tx, workspaceId, m, now);
+    if (!after && !(await repo.getBalance(tx, workspaceId))) {
+      await repo.ensureBalance(tx, workspaceId, now);
+      after = await repo.applyDeltas(tx, workspaceId, m, now);
+    }
+    if (!after) {
+      throw new AppError('insufficient_credits', 'The workspace does not have enough credits for this.');
+    }
+    const actor = actorOf(m.actor);
+    const row: TransactionRow = {
+      id: newId('ltx', now),
+      workspaceId,
+      kind: m.kind,
+      idempotencyKey: m.idempotencyKey,
+      requestHash: hash,
+      amountMicros: m.amountMicros,
+      reservationId: m.reservationId ?? null,
+      availableAfterMicros: after.availableMicros,
+      heldAfterMicros: after.heldMicros,
+      actorType: actor.type,
+      actorId: actor.id,
+      memo: m.memo ?? null,
+      createdAt: now,
+    };
+    const postings: PostingRow[] = [];
+    const post = (account: string, amountMicros: number) => {
+      if (amountMicros !== 0) postings.push({ transactionId: row.id, workspaceId, account, amountMicros });
+    };
+    post('available', m.available);
+    post('held', m.held);
+    const platform = PLATFORM_ACCOUNT[m.kind];
+    if (platform) post(platform, -(m.available + m.held));
+    else if (m.available + m.held !== 0) throw new Error(`a ${m.kind} must not change the workspace's total`);
+    await repo.insertTransaction(tx, row, postings);
+    return { row, fresh: true };
+  }
+
+  /**
+   * Runs a movement in its own transaction. Two requests with one key at once: the second
+   * waits on the balance row, then fails the key's unique index and rolls back; its retry
+   * finds the first one's transaction and answers with it.
+   */
+  async function apply(workspaceId: string, m: Movement, extra?: AfterMovement) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await db.tenant(workspaceId, async (tx) => {
+          const { row, fresh } = await applyIn(tx, workspaceId, m);
+          if (extra && fresh) await extra(tx, row);
+          return row;
+        });
+      } catch (err) {
+        if (attempt < 2 && isUniqueViolation(err)) continue;
+        throw err;
+      }
+    }
+  }
+
+  /** Settles or releases an open reservation, once; anything else about it is refused. */
+  async function resolve(
+    workspaceId: string,
+    reservationId: string,
+    how: { kind: 'settle'; actualMicros: number } | { kind: 'release'; status: 'released' | 'expired' },
+    actor: Actor,
+  ): Promise<TransactionRow> {
+    return db.tenant(workspaceId, async (tx) => {
+      const r = await repo.lockReservation(tx, workspaceId, reservationId);
+      if (!r) throw new AppError('not_found', 'No such reservation.');
+      if (r.status !== 'open') {
+        throw new AppError('reservation_closed', `This reservation was already ${r.status}; it resolves once.`);
+      }
+      const now = clock.now();
+      if (how.kind === 'release') {
+        const { row } = await applyIn(tx, workspaceId, {
+          kind: 'release',
+          idempotencyKey: `release:${r.id}`,
+          params: { reservation: r.id, amount: r.amountMicros, status: how.status },
+          amountMicros: r.amountMicros,
+          available: r.amountMicros,
+          held: -r.amountMicros,
+          actor,
+          memo: how.status === 'expired' ? 'reservation expired' : null,
+          reservationId: r.id,
+        });
+        await repo.resolveReservation(tx, workspaceId, r.id, {
+          status: how.status,
+          settledMicros: null,
+          resolvedAt: now,
+        });
+        return row;
+      }
+      // The actual cost may exceed the reservation (the input was estimated): the excess is
+      // charged from what is available, never below zero.
+      let charge = Math.min(how.actualMicros, r.amountMicros);
+      if (how.actualMicros > r.amountMicros) {
+        const balance = await repo.getBalance(tx, workspaceId, true);
+        charge += Math.min(how.actualMicros - r.amountMicros, balance?.availableMicros ?? 0);
+      }
+      const { row } = await applyIn(tx, workspaceId, {
+        kind: 'settle',
+        idempotencyKey: `settle:${r.id}`,
+        params: { reservation: r.id, amount: charge },
+        amountMicros: charge,
+        available: r.amountMicros - charge,
+        held: -r.amountMicros,
+        actor,
+        reservationId: r.id,
+      });
+      await repo.resolveReservation(tx, workspaceId, r.id, {
+        status: 'settled',
+        settledMicros: charge,
+        resolvedAt: now,
+      });
+      return row;
+    });
+  }
+
+  const gatewayActor: Actor = { type: 'system', name: 'gateway' };
+
+  const service = {
+    /** Adds promotional or plan credits; `then` runs in the same transaction when the grant is new (its audit event). */
+    async grant(input: MoveInput, then?: AfterMovement) {
+      return apply(input.workspaceId, availableMovement('grant', 1, input), then).then(toTransactionView);
+    },
+
+    /** A grant inside the caller's transaction (bound to the workspace), e.g. a new workspace's free credits. */
+    async grantIn(tx: Database, input: MoveInput) {
+      return toTransactionView((await applyIn(tx, input.workspaceId, availableMovement('grant', 1, input))).row);
+    },
+
+    /** Adds credits a payment bought. */
+    async topUp(input: MoveInput, then?: AfterMovement) {
+      return apply(input.workspaceId, availableMovement('topup', 1, input), then).then(toTransactionView);
+    },
+
+    /** Gives credits back to the payment they came from (refused beyond what is available). */
+    async refund(input: MoveInput, then?: AfterMovement) {
+      return apply(input.workspaceId, availableMovement('refund', -1, input), then).then(toTransactionView);
+    },
+
+    /** An operator's correction, up or down (never below zero), with its reason. */
+    async adjust(
+      input: { workspaceId: string; deltaMicros: number; idempotencyKey: string; actor: Actor; memo: string },
+      then?: AfterMovement,
+    ) {
+      const amount = checkAmount(Math.abs(input.deltaMicros), 'adjustment');
+      return apply(
+        input.workspaceId,
+        {
+          kind: 'adjust',
+          idempotencyKey: input.idempotencyKey,
+          params: { delta: input.deltaMicros, memo: input.memo },
+          amountMicros: amount,
+          available: input.deltaMicros,
+          held: 0,
+          actor: input.actor,
+          memo: input.memo,
+        },
+        then,
+      ).then(toTransactionView);
+    },
+
+    /** Holds `amountMicros` for a call; `insufficient_credits` when it is not available. */
+    async reserve(input: ReserveInput & { actor?: Actor }): Promise<Reservation> {
+      const amount = input.amountMicros === 0 ? 0 : checkAmount(input.amountMicros);
+      const reservationId = newId('rsv', clock.now());
+      const row = await apply(
+        input.workspaceId,
+        {
+          kind: 'reserve',
+          idempotencyKey: `reserve:${input.requestId}`,
+          params: { request: input.requestId, amount },
+          amountMicros: amount,
+          available: -amount,
+          held: amount,
+          actor: input.actor ?? gatewayActor,
+          reservationId,
+        },
+        async (tx, created) => {
+          await repo.insertReservation(tx, {
+            id: reservationId,
+            workspaceId: input.workspaceId,
+            keyId: input.keyId,
+            requestId: input.requestId,
+            amountMicros: amount,
+            status: 'open',
+            settledMicros: null,
+            expiresAt: new Date(created.createdAt.getTime() + deps.settings.reservationTtlMs),
+            createdAt: created.createdAt,
+            resolvedAt: null,
+          });
+        },
+      );
+      return { id: row.reservationId ?? reservationId, workspaceId: input.workspaceId, amountMicros: row.amountMicros };
+    },
+
+    settle: async (workspaceId: string, reservationId: string, actualMicros: number, actor: Actor = gatewayActor) => {
+      if (!Number.isSafeInteger(actualMicros) || actualMicros < 0) {
+        throw new AppError('invalid_amount', 'The settled amount must be a whole number of micro-units, zero or more.');
+      }
+      return resolve(workspaceId, reservationId, { kind: 'settle', actualMicros }, actor).then(toTransactionView);
+    },
+
+    release: (workspaceId: string, reservationId: string, actor: Actor = gatewayActor) =>
+      resolve(workspaceId, reservationId, { kind: 'release', status: 'released' }, actor).then(toTransactionView),
+
+    /** Releases reservations left open past their expiry (a call that crashed never settles). */
+    async expireReservations(limit = 500): Promise<number> {
+      const due = await db.system((tx) => repo.expiredReservations(tx, clock.now(), limit));
+      let n = 0;
+      for (const r of due) {
+        try {
+          await resolve(
+            r.workspaceId,
+            r.id,
+            { kind: 'release', status: 'expired' },
+            { type: 'system', name: 'reservation-expiry' },
+          );
+          n++;
+        } catch (err) {
+          // Settled or released meanwhile: nothing to expire.
+          if (!(err instanceof AppError && err.code === 'reservation_closed')) throw err;
+        }
+      }
+      return n;
+    },
+
+    async balance(workspaceId: string): Promise<BalanceView> {
+      const row = await db.tenant(workspaceId, (tx) => repo.getBalance(tx, workspaceId));
+      return { workspaceId, availableMicros: row?.availableMicros ?? 0, heldMicros: row?.heldMicros ?? 0 };
+    },
+
+    async entries(workspaceId: string, f: { after?: string | undefined; limit: number }) {
+      const rows = await db.tenant(workspaceId, (tx) => repo.listTransactions(tx, workspaceId, f));
+      return rows.map(toTransactionView);
+    },
+
+    /** Recomputes every balance (or one workspace's) from the postings; `ok` false on any difference. */
+    async verify(workspaceId: string | null = null): Promise<VerifyReport[]> {
+      const rows = await db.system((tx) => repo.reconcile(tx, workspaceId));
+      return rows.map((r) => ({
+        workspaceId: r.workspaceId,
+        ok:
+          r.availableMicros === r.postedAvailable &&
+          r.heldMicros === r.postedHeld &&
+          r.heldMicros === r.openReservations &&
+          r.unbalanced === 0,
+        availableMicros: r.availableMicros,
+        heldMicros: r.heldMicros,
+        postedAvailableMicros: r.postedAvailable,
+        postedHeldMicros: r.postedHeld,
+        openReservationsMicros: r.openReservations,
+        unbalancedTransactions: r.unbalanced,
+      }));
+    },
+  };
+
+  /** The gateway's view: reserve before a call, settle or release after it. */
+  const gate: CreditGate = {
+    kind: 'ledger',
+    reserve: (input) => service.reserve(input),
+    async settle(r, actual) {
+      await service.settle(r.workspaceId, r.id, actual);
+    },
+    async release(r) {
+      await service.release(r.workspaceId, r.id);
+    },
+  };
+
+  return { ...service, gate };
+}
+
+export type LedgerService = ReturnType<typeof ledgerService>;

@@ -1,0 +1,17 @@
+import type { MatrixContext, MatrixRoute } from '../../platform/http/matrix.ts';
+
+type Ctx = MatrixContext<unknown>;
+
+/**
+ * Test-only: the role matrix of billing's workspace routes (run by
+ * billing.matrix.routes.test.ts, read by the coverage test). Owners and admins see the
+ * balance and the ledger; members and viewers do not. Nothing in src imports it.
+ */
+
+const billing = (c: Ctx) => `/api/workspaces/${c.workspaceId}/billing`;
+const managers = ['owner', 'admin'] as const;
+
+export const matrixRoutes: MatrixRoute<unknown>[] = [
+  { method: 'GET', url: (c) => `${billing(c)}/balance`, allowed: managers },
+  { method: 'GET', url: (c) => `${billing(c)}/entries`, allowed: managers },
+];

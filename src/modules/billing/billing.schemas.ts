@@ -1,0 +1,84 @@
+import { z } from 'zod';
+import { NO_CONTROL_CHARACTERS } from '../../platform/http/schemas.ts';
+import { MAX_AMOUNT_MICROS } from './billing.ledger.ts';
+import { TRANSACTION_KINDS } from './billing.tables.ts';
+
+/** Request and response shapes of the billing routes. Money is integer micro-units (1 USD = 1,000,000). */
+
+const Id = z.string().min(1).max(64);
+const Micros = z.number().int().min(1).max(MAX_AMOUNT_MICROS);
+const Memo = z.string().trim().min(1).max(500).regex(NO_CONTROL_CHARACTERS, 'no control characters');
+const IdempotencyKey = z
+  .string()
+  .min(8)
+  .max(200)
+  .regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : -')
+  .describe('Makes a retried call happen once; the same key with other parameters is refused');
+
+export const WorkspaceParams = z.strictObject({ workspaceId: Id });
+export const OperatorWorkspaceParams = z.strictObject({ id: Id });
+
+export const BalanceView = z.object({
+  workspaceId: z.string(),
+  availableMicros: z.number().int(),
+  heldMicros: z.number().int().describe('Reserved for calls in flight'),
+  plan: z.string(),
+});
+
+export const TransactionView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  kind: z.enum(TRANSACTION_KINDS),
+  idempotencyKey: z.string(),
+  amountMicros: z.number().int(),
+  reservationId: z.string().nullable(),
+  availableAfterMicros: z.number().int(),
+  heldAfterMicros: z.number().int(),
+  actor: z.object({ type: z.string(), id: z.string() }),
+  memo: z.string().nullable(),
+  createdAt: z.string(),
+});
+
+export const EntriesQuery = z.strictObject({
+  cursor: Id.optional().describe('The last id of the previous page'),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+export const EntryList = z.object({ data: z.array(TransactionView), nextCursor: z.string().nullable() });
+
+export const GrantBody = z.strictObject({
+  workspaceId: Id,
+  amountMicros: Micros,
+  idempotencyKey: IdempotencyKey,
+  memo: Memo.optional(),
+});
+
+export const AdjustBody = z.strictObject({
+  workspaceId: Id,
+  deltaMicros: z
+    .number()
+    .int()
+    .min(-MAX_AMOUNT_MICROS)
+    .max(MAX_AMOUNT_MICROS)
+    .refine((v) => v !== 0, 'not zero'),
+  idempotencyKey: IdempotencyKey,
+  memo: Memo.describe('Why: kept with the entry and in the audit log'),
+});
+
+export const VerifyReportView = z.object({
+  workspaceId: z.string(),
+  ok: z.boolean(),
+  availableMicros: z.number().int(),
+  heldMicros: z.number().int(),
+  postedAvailableMicros: z.number().int(),
+  postedHeldMicros: z.number().int(),
+  openReservationsMicros: z.number().int(),
+  unbalancedTransactions: z.number().int(),
+});
+export const VerifyAnswer = z.object({
+  ok: z.boolean(),
+  workspaces: z.number().int(),
+  reports: z.array(VerifyReportView),
+});
+
+export const PlanBody = z.strictObject({ plan: z.string().min(1).max(40) });
+export const PlanView = z.object({ workspaceId: z.string(), plan: z.string(), startedAt: z.string() });

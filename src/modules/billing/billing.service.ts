@@ -1,0 +1,156 @@
+import type { Clock } from '../../platform/clock.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { Actor, Scope } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import type { AuditService } from '../audit/index.ts';
+import type { WorkspaceEvent } from '../workspaces/index.ts';
+import type { AfterMovement, LedgerService, TransactionView } from './billing.ledger.ts';
+import { DEFAULT_PLAN, type Plan } from './billing.plans.ts';
+import type { BillingRepo } from './billing.repo.ts';
+import type { TransactionRow } from './billing.tables.ts';
+
+type Deps = {
+  db: Pick<Db, 'tenant' | 'system'>;
+  repo: BillingRepo;
+  ledger: LedgerService;
+  audit: Pick<AuditService, 'record'>;
+  clock: Clock;
+  plans: ReadonlyMap<string, Plan>;
+  /** Credits each new workspace starts with (BERTH_FREE_CREDITS_USD). */
+  freeCreditsMicros: number;
+};
+
+/** Billing's use cases: balances and entries for members, grants, adjustments and plans for operators. */
+export function billingService(deps: Deps) {
+  const { db, repo, ledger, audit, clock } = deps;
+
+  /** The audit event of an operator's movement, written in the movement's transaction. */
+  function audited(
+    action: string,
+    input: { actor: Actor; workspaceId: string },
+    diff: (row: TransactionRow) => Record<string, unknown>,
+  ): AfterMovement {
+    return (tx, row) =>
+      audit.record(tx, {
+        workspaceId: input.workspaceId,
+        actor: input.actor,
+        action,
+        target: { type: 'ledger_transaction', id: row.id },
+        diff: { ...diff(row), memo: row.memo },
+      });
+  }
+
+  function planNamed(plan: string): Plan {
+    const p = deps.plans.get(plan);
+    if (!p) throw new AppError('unknown_plan', `There is no plan called ${plan}.`);
+    return p;
+  }
+
+  return {
+    plans: () => [...deps.plans.values()],
+
+    async balance(scope: Scope) {
+      const [balance, plan] = await Promise.all([
+        ledger.balance(scope.workspaceId),
+        db.tenant(scope.workspaceId, (tx) => repo.currentPlan(tx, scope.workspaceId)),
+      ]);
+      return { ...balance, plan: plan?.plan ?? DEFAULT_PLAN };
+    },
+
+    async entries(scope: Scope, query: { cursor?: string | undefined; limit?: number | undefined }) {
+      const limit = query.limit ?? 100;
+      const data = await ledger.entries(scope.workspaceId, { after: query.cursor, limit });
+      return { data, nextCursor: data.length === limit ? (data[data.length - 1]?.id ?? null) : null };
+    },
+
+    /** An operator grants credits; audited in the same transaction. */
+    grant(input: {
+      actor: Actor;
+      workspaceId: string;
+      amountMicros: number;
+      idempotencyKey: string;
+      memo?: string | undefined;
+    }): Promise<TransactionView> {
+      return ledger.grant(
+        { ...input, memo: input.memo ?? null },
+        audited('billing.granted', input, (row) => ({ amountMicros: row.amountMicros })),
+      );
+    },
+
+    /** An operator corrects a balance, up or down, with a reason; audited in the same transaction. */
+    adjust(input: {
+      actor: Actor;
+      workspaceId: string;
+      deltaMicros: number;
+      idempotencyKey: string;
+      memo: string;
+    }): Promise<TransactionView> {
+      return ledger.adjust(
+        input,
+        audited('billing.adjusted', input, () => ({ deltaMicros: input.deltaMicros })),
+      );
+    },
+
+    /** Moves a workspace to another plan: the current one ends now, the history keeps it. */
+    async setPlan(input: { actor: Actor; workspaceId: string; plan: string }) {
+      const plan = planNamed(input.plan);
+      return db.tenant(input.workspaceId, async (tx) => {
+        const current = await repo.currentPlan(tx, input.workspaceId, true);
+        const now = clock.now();
+        if (current?.plan === plan.id) {
+          return { workspaceId: input.workspaceId, plan: plan.id, startedAt: current.startedAt.toISOString() };
+        }
+        if (current) await repo.endPlan(tx, input.workspaceId, current.id, now);
+        const changedBy = input.actor.type === 'system' ? null : input.actor.userId;
+        await repo.insertPlan(tx, {
+          id: newId('pln', now),
+          workspaceId: input.workspaceId,
+          plan: plan.id,
+          startedAt: now,
+          endedAt: null,
+          changedBy,
+        });
+        await audit.record(tx, {
+          workspaceId: input.workspaceId,
+          actor: input.actor,
+          action: 'plan.changed',
+          target: { type: 'workspace_plan', id: input.workspaceId },
+          diff: { from: current?.plan ?? null, to: plan.id },
+        });
+        return { workspaceId: input.workspaceId, plan: plan.id, startedAt: now.toISOString() };
+      });
+    },
+
+    /**
+     * A new workspace starts on the default plan with its free credits, in the transaction
+     * that creates it (so the quick start can call a model at once).
+     */
+    async onWorkspaceEvent(event: WorkspaceEvent, tx: Database) {
+      if (event.type !== 'workspace.created') return;
+      const now = clock.now();
+      await repo.insertPlan(tx, {
+        id: newId('pln', now),
+        workspaceId: event.workspaceId,
+        plan: DEFAULT_PLAN,
+        startedAt: now,
+        endedAt: null,
+        changedBy: null,
+      });
+      await repo.ensureBalance(tx, event.workspaceId, now);
+      if (deps.freeCreditsMicros > 0) {
+        await ledger.grantIn(tx, {
+          workspaceId: event.workspaceId,
+          amountMicros: deps.freeCreditsMicros,
+          idempotencyKey: `free-credits:${event.workspaceId}`,
+          actor: { type: 'system', name: 'free-credits' },
+          memo: 'Free credits for a new workspace',
+        });
+      }
+    },
+
+    verify: (workspaceId?: string) => ledger.verify(workspaceId ?? null),
+  };
+}
+
+export type BillingService = ReturnType<typeof billingService>;

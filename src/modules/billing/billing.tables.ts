@@ -1,0 +1,168 @@
+import { bigint, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
+import { ts } from '../../platform/db/columns.ts';
+import { col, mapTable } from '../../platform/db/datamap.ts';
+
+// The credit ledger (see migrations/0015_billing.sql): integer micro-units, double entry.
+
+export const creditBalances = pgTable('credit_balances', {
+  workspaceId: text('workspace_id').primaryKey(),
+  availableMicros: bigint('available_micros', { mode: 'number' }).notNull(),
+  heldMicros: bigint('held_micros', { mode: 'number' }).notNull(),
+  updatedAt: ts('updated_at').notNull(),
+});
+
+export const TRANSACTION_KINDS = [
+  'grant',
+  'topup',
+  'refund',
+  'reserve',
+  'settle',
+  'release',
+  'adjust',
+  'expire',
+] as const;
+export type TransactionKind = (typeof TRANSACTION_KINDS)[number];
+
+export const ledgerTransactions = pgTable(
+  'ledger_transactions',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id').notNull(),
+    kind: text('kind', { enum: TRANSACTION_KINDS }).notNull(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    requestHash: text('request_hash').notNull(),
+    amountMicros: bigint('amount_micros', { mode: 'number' }).notNull(),
+    reservationId: text('reservation_id'),
+    availableAfterMicros: bigint('available_after_micros', { mode: 'number' }).notNull(),
+    heldAfterMicros: bigint('held_after_micros', { mode: 'number' }).notNull(),
+    actorType: text('actor_type', { enum: ['user', 'api_key', 'system'] }).notNull(),
+    actorId: text('actor_id').notNull(),
+    memo: text('memo'),
+    createdAt: ts('created_at').notNull(),
+  },
+  (t) => [unique().on(t.workspaceId, t.idempotencyKey)],
+);
+
+export const ledgerPostings = pgTable(
+  'ledger_postings',
+  {
+    transactionId: text('transaction_id').notNull(),
+    workspaceId: text('workspace_id').notNull(),
+    account: text('account').notNull(),
+    amountMicros: bigint('amount_micros', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.transactionId, t.account] })],
+);
+
+export const RESERVATION_STATUSES = ['open', 'settled', 'released', 'expired'] as const;
+export type ReservationStatus = (typeof RESERVATION_STATUSES)[number];
+
+export const creditReservations = pgTable('credit_reservations', {
+  id: text('id').primaryKey(),
+  workspaceId: text('workspace_id').notNull(),
+  keyId: text('key_id'),
+  requestId: text('request_id').notNull(),
+  amountMicros: bigint('amount_micros', { mode: 'number' }).notNull(),
+  status: text('status', { enum: RESERVATION_STATUSES }).notNull(),
+  settledMicros: bigint('settled_micros', { mode: 'number' }),
+  expiresAt: ts('expires_at').notNull(),
+  createdAt: ts('created_at').notNull(),
+  resolvedAt: ts('resolved_at'),
+});
+
+export const workspacePlans = pgTable('workspace_plans', {
+  id: text('id').primaryKey(),
+  workspaceId: text('workspace_id').notNull(),
+  plan: text('plan').notNull(),
+  startedAt: ts('started_at').notNull(),
+  endedAt: ts('ended_at'),
+  changedBy: text('changed_by'),
+});
+
+export type BalanceRow = typeof creditBalances.$inferSelect;
+export type TransactionRow = typeof ledgerTransactions.$inferSelect;
+export type PostingRow = typeof ledgerPostings.$inferSelect;
+export type ReservationRow = typeof creditReservations.$inferSelect;
+export type PlanRow = typeof workspacePlans.$inferSelect;
+
+const billing = (purpose?: string) => col('billing', false, purpose ? { purpose } : {});
+
+export const billingTables = [
+  mapTable(creditBalances, {
+    purpose: "A workspace's spendable and reserved credits, kept equal to the sum of its ledger postings",
+    basis: 'contract',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      workspaceId: col('identifier', false),
+      availableMicros: billing(),
+      heldMicros: billing(),
+      updatedAt: billing(),
+    },
+  }),
+  mapTable(ledgerTransactions, {
+    purpose: 'Every movement of credits (grants, top-ups, refunds, reservations, settlements, adjustments)',
+    basis: 'legal_obligation',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      kind: billing(),
+      idempotencyKey: col('identifier', false, { purpose: 'Makes a retried movement happen once' }),
+      requestHash: billing('Detects a retried key with different parameters'),
+      amountMicros: billing(),
+      reservationId: col('identifier', false),
+      availableAfterMicros: billing(),
+      heldAfterMicros: billing(),
+      actorType: col('audit', false),
+      actorId: col('identifier', true, { purpose: 'Who moved the credits (an operator, a member, or the system)' }),
+      memo: col('billing', false, { purpose: "The operator's reason for a grant or adjustment" }),
+      createdAt: billing(),
+    },
+  }),
+  mapTable(ledgerPostings, {
+    purpose: 'The two or more sides of each ledger transaction, summing to zero',
+    basis: 'legal_obligation',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      transactionId: col('identifier', false),
+      workspaceId: col('identifier', false),
+      account: billing(),
+      amountMicros: billing(),
+    },
+  }),
+  mapTable(creditReservations, {
+    purpose: 'The worst-case cost of calls in flight, held until they are settled or released',
+    basis: 'contract',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      keyId: col('identifier', false, { purpose: 'The API key whose call holds the credits' }),
+      requestId: col('identifier', false),
+      amountMicros: billing(),
+      status: billing(),
+      settledMicros: billing(),
+      expiresAt: billing(),
+      createdAt: billing(),
+      resolvedAt: billing(),
+    },
+  }),
+  mapTable(workspacePlans, {
+    purpose: "A workspace's plan and the history of its changes",
+    basis: 'contract',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      plan: billing(),
+      startedAt: billing(),
+      endedAt: billing(),
+      changedBy: col('identifier', true, { purpose: 'The operator who changed the plan' }),
+    },
+  }),
+];

@@ -1,0 +1,69 @@
+import type { FastifyRequest } from 'fastify';
+import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
+import type { AuditService } from '../audit/index.ts';
+import type { CreditGate } from '../gateway/index.ts';
+import type { Module, PlatformDeps } from '../types.ts';
+import type { Permission, WorkspacesService } from '../workspaces/index.ts';
+import { type LedgerService, ledgerService } from './billing.ledger.ts';
+import { defaultPlans, usdToMicros } from './billing.plans.ts';
+import { billingRepo } from './billing.repo.ts';
+import { registerBillingRoutes } from './billing.routes.ts';
+import { type BillingService, billingService } from './billing.service.ts';
+import { billingTables } from './billing.tables.ts';
+
+export { type LedgerService, MAX_AMOUNT_MICROS, type TransactionView, type VerifyReport } from './billing.ledger.ts';
+export { DEFAULT_PLAN, type Plan, usdToMicros } from './billing.plans.ts';
+export type { BillingService } from './billing.service.ts';
+
+export const RESERVATION_EXPIRY_JOB = 'billing.expire-reservations';
+
+export type BillingDeps = PlatformDeps & {
+  audit: Pick<AuditService, 'record'>;
+  workspaces: Pick<WorkspacesService, 'onEvent'>;
+  requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+};
+
+/**
+ * Billing: plans and the credit ledger. Its `gate` is what the gateway reserves and settles
+ * through (when BERTH_CREDITS=ledger, the default).
+ *
+ * @example const billing = createBillingModule({ ...deps, audit, workspaces, requirePermission });
+ */
+export function createBillingModule(
+  deps: BillingDeps,
+): Module<BillingService> & { ledger: LedgerService; gate: CreditGate } {
+  const ledger = ledgerService({
+    db: deps.db,
+    repo: billingRepo,
+    clock: deps.clock,
+    settings: { reservationTtlMs: deps.config.BERTH_RESERVATION_TTL_SECONDS * 1000 },
+  });
+  const freeCreditsMicros = usdToMicros(deps.config.BERTH_FREE_CREDITS_USD) ?? 0;
+  const service = billingService({
+    db: deps.db,
+    repo: billingRepo,
+    ledger,
+    audit: deps.audit,
+    clock: deps.clock,
+    plans: defaultPlans(freeCreditsMicros),
+    freeCreditsMicros,
+  });
+  deps.workspaces.onEvent(service.onWorkspaceEvent);
+  return {
+    service,
+    ledger,
+    gate: ledger.gate,
+    dataMap: moduleDataMap('billing', billingTables),
+    registerRoutes(app: HttpServer) {
+      registerBillingRoutes(app, { service, requirePermission: deps.requirePermission });
+    },
+    async registerJobs(jobs: Jobs) {
+      await jobs.register(RESERVATION_EXPIRY_JOB, async () => {
+        await ledger.expireReservations();
+      });
+      await jobs.schedule(RESERVATION_EXPIRY_JOB, '* * * * *');
+    },
+  };
+}
