@@ -111,6 +111,12 @@ export const ConfigSchema = z
       .default('5'),
     /** How long a credit reservation may stay open before the expiry job releases it. */
     BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),
+    /** Stripe's secret API key: turns card top-ups (Checkout) on. */
+    BERTH_STRIPE_SECRET_KEY: z.string().min(8).optional(),
+    /** The webhook endpoint's signing secrets, comma-separated (several while one is rotated). */
+    BERTH_STRIPE_WEBHOOK_SECRETS: z.string().min(8).optional(),
+    /** Stripe's API address (a test double's in tests). */
+    BERTH_STRIPE_API_URL: z.url().default('https://api.stripe.com'),
   })
   .strict();
 
@@ -118,7 +124,12 @@ export type Config = z.output<typeof ConfigSchema> & { publicUrl: string; dataDi
 export type RawConfig = Partial<Record<keyof z.input<typeof ConfigSchema>, string | number | boolean>>;
 
 /** Settings that are secrets or may carry one; `berth config print` masks them. */
-const SECRET_SETTINGS = new Set(['BERTH_KEK', 'BERTH_AUDIT_SIGNING_KEY']);
+const SECRET_SETTINGS = new Set([
+  'BERTH_KEK',
+  'BERTH_AUDIT_SIGNING_KEY',
+  'BERTH_STRIPE_SECRET_KEY',
+  'BERTH_STRIPE_WEBHOOK_SECRETS',
+]);
 const URL_SETTINGS = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);
 const KNOWN_PREFIXES = ['BERTH_'];
 const KNOWN_EXTRA = new Set(['DATABASE_URL', 'REDIS_URL', 'SMTP_URL']);

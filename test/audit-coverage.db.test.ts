@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAuditSigningKey } from '../src/modules/audit/index.ts';
+import { type FakeStripe, startFakeStripe } from './fakes/stripe.ts';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 import { TestClient, type TestResponse } from './helpers/client.ts';
 import { logIn, makeOperator, type SignedInClient, signUp, testEmail, testPassword } from './helpers/identity.ts';
@@ -27,6 +28,7 @@ type Fixture = {
 };
 
 let app: TestApp;
+let stripe: FakeStripe;
 let operator: SignedInClient;
 /** What first-run setup wrote (filled by the route walk). */
 let setupEvents: Written[] = [];
@@ -266,6 +268,11 @@ const FIXTURES: Record<string, Fixture> = {
     call: (v) => operator.post(`/api/operator/workspaces/${v.ws}/status`, { status: 'suspended' }),
     fail: () => operator.post('/api/operator/workspaces/ws_00000000000000000000000000/status', { status: 'suspended' }),
   },
+  'POST /api/workspaces/:workspaceId/billing/checkout': {
+    actions: ['billing.checkout_started'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/billing/checkout`, { amountMicros: 5_000_000 }),
+  },
   'POST /api/operator/billing/grant': {
     actions: ['billing.granted'],
     prepare: async () => {
@@ -442,8 +449,11 @@ async function checkWritten(route: string, expected: string[], events: Written[]
 }
 
 beforeAll(async () => {
+  stripe = await startFakeStripe();
   app = await createTestApp({
     config: {
+      BERTH_STRIPE_SECRET_KEY: stripe.secretKey,
+      BERTH_STRIPE_API_URL: stripe.url,
       BERTH_AUDIT_SIGNING_KEY: generateAuditSigningKey(),
       BERTH_SIGNUP_IP_MAX: 10_000,
       BERTH_EMAIL_IP_MAX: 10_000,
@@ -453,6 +463,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await app.close();
+  await stripe?.close();
 });
 
 describe('security', () => {

@@ -23,6 +23,8 @@ export const ERROR_CODES = {
   upstream_bad_request: 400,
   invalid_amount: 400,
   unknown_plan: 400,
+  invalid_signature: 400,
+  unknown_payment: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,

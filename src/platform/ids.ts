@@ -30,6 +30,7 @@ export const ID_PREFIXES = [
   'ltx',
   'rsv',
   'pln',
+  'pay',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

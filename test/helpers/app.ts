@@ -37,7 +37,7 @@ export type TestAppOptions = {
   bus?: Bus;
   /** Share another app's database (a second replica); it is not dropped by `close()`. */
   testDb?: TestDb;
-  /** The gateway's credit gate (default: unlimited). */
+  /** The gateway's credit gate (default: the billing ledger, as BERTH_CREDITS says). */
   credits?: CreditGate;
 };
 

@@ -315,6 +315,11 @@ export function ledgerService(deps: Deps) {
       return apply(input.workspaceId, availableMovement('topup', 1, input), then).then(toTransactionView);
     },
 
+    /** A top-up inside the caller's transaction (bound to the workspace): a payment processor's event. */
+    async topUpIn(tx: Database, input: MoveInput) {
+      return (await applyIn(tx, input.workspaceId, availableMovement('topup', 1, input))).row;
+    },
+
     /** Gives credits back to the payment they came from (refused beyond what is available). */
     async refund(input: MoveInput, then?: AfterMovement) {
       return apply(input.workspaceId, availableMovement('refund', -1, input), then).then(toTransactionView);

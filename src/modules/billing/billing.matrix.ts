@@ -10,8 +10,17 @@ type Ctx = MatrixContext<unknown>;
 
 const billing = (c: Ctx) => `/api/workspaces/${c.workspaceId}/billing`;
 const managers = ['owner', 'admin'] as const;
+const owners = ['owner'] as const;
 
 export const matrixRoutes: MatrixRoute<unknown>[] = [
   { method: 'GET', url: (c) => `${billing(c)}/balance`, allowed: managers },
   { method: 'GET', url: (c) => `${billing(c)}/entries`, allowed: managers },
+  // With no payment processor configured, an allowed caller gets 503 unavailable (past every access check).
+  {
+    method: 'POST',
+    url: (c) => `${billing(c)}/checkout`,
+    body: () => ({ amountMicros: 5_000_000 }),
+    allowed: owners,
+    expect: { owner: '503 unavailable' },
+  },
 ];

@@ -6,8 +6,11 @@ import {
   creditReservations,
   ledgerPostings,
   ledgerTransactions,
+  type PaymentRow,
   type PlanRow,
   type PostingRow,
+  paymentEvents,
+  payments,
   type ReservationRow,
   type TransactionRow,
   workspacePlans,
@@ -142,6 +145,35 @@ export const billingRepo = {
 
   async insertPlan(tx: Database, row: PlanRow): Promise<void> {
     await tx.insert(workspacePlans).values(row);
+  },
+
+  async insertPayment(tx: Database, row: PaymentRow): Promise<void> {
+    await tx.insert(payments).values(row);
+  },
+
+  async lockPayment(tx: Database, workspaceId: string, id: string): Promise<PaymentRow | null> {
+    const rows = await tx
+      .select()
+      .from(payments)
+      .where(and(eq(payments.workspaceId, workspaceId), eq(payments.id, id)))
+      .for('update');
+    return rows[0] ?? null;
+  },
+
+  async updatePayment(tx: Database, workspaceId: string, id: string, set: Partial<PaymentRow>): Promise<void> {
+    await tx
+      .update(payments)
+      .set(set)
+      .where(and(eq(payments.workspaceId, workspaceId), eq(payments.id, id)));
+  },
+
+  /** Notes a processor event as applied; false when it was already (a redelivery). */
+  async notePaymentEvent(
+    tx: Database,
+    row: { id: string; processor: string; type: string; workspaceId: string | null; receivedAt: Date },
+  ): Promise<boolean> {
+    const rows = await tx.insert(paymentEvents).values(row).onConflictDoNothing().returning({ id: paymentEvents.id });
+    return rows.length > 0;
   },
 
   /**

@@ -3,9 +3,12 @@ import type { Actor } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import { operatorRequired, requestMeta, requireOperator } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
+import type { PaymentsService } from './billing.payments.ts';
 import {
   AdjustBody,
   BalanceView,
+  CheckoutBody,
+  CheckoutView,
   EntriesQuery,
   EntryList,
   GrantBody,
@@ -20,6 +23,7 @@ import type { BillingService } from './billing.service.ts';
 
 type Deps = {
   service: BillingService;
+  payments: PaymentsService;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
 };
 
@@ -33,7 +37,7 @@ const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { 
 const operatorTags = ['operator'];
 const operatorSecurity = [{ session: [], csrf: [] }];
 
-export function registerBillingRoutes(app: HttpServer, { service, requirePermission }: Deps) {
+export function registerBillingRoutes(app: HttpServer, { service, payments, requirePermission }: Deps) {
   const ws = '/api/workspaces/:workspaceId/billing';
 
   app.get(
@@ -66,6 +70,47 @@ export function registerBillingRoutes(app: HttpServer, { service, requirePermiss
     },
     async (req) => service.entries(requireScope(req), req.query),
   );
+
+  app.post(
+    `${ws}/checkout`,
+    {
+      schema: {
+        tags,
+        security,
+        summary: "Start a card top-up: answers the payment processor's checkout page to send the payer to",
+        params: WorkspaceParams,
+        body: CheckoutBody,
+        response: { 201: CheckoutView },
+      },
+      preHandler: requirePermission('billing:manage'),
+    },
+    async (req, reply) =>
+      reply
+        .status(201)
+        .send(await payments.startCheckout({ scope: requireScope(req), amountMicros: req.body.amountMicros })),
+  );
+
+  // The processor's webhook needs the body exactly as sent (its signature covers the bytes).
+  app.register(async (raw) => {
+    raw.removeAllContentTypeParsers();
+    raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: 1024 * 1024 }, (_req, body, done) =>
+      done(null, body),
+    );
+    raw.post(
+      '/api/billing/webhooks/stripe',
+      {
+        schema: { tags, summary: "Stripe's events (signed; applied once)", hide: false },
+        config: {
+          audit: { exempt: "a payment processor's signed event: its top-up is a ledger entry, not an admin action" },
+        },
+      },
+      async (req) => {
+        const signature = req.headers['stripe-signature'];
+        const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        return payments.handleWebhook(body, typeof signature === 'string' ? signature : undefined);
+      },
+    );
+  });
 
   app.post(
     '/api/operator/billing/grant',

@@ -80,5 +80,15 @@ export const VerifyAnswer = z.object({
   reports: z.array(VerifyReportView),
 });
 
+export const CheckoutBody = z.strictObject({
+  amountMicros: z
+    .number()
+    .int()
+    .min(1_000_000)
+    .max(10_000_000_000)
+    .describe('What to buy, in micro-units (whole cents, 1 to 10,000 USD)'),
+});
+export const CheckoutView = z.object({ paymentId: z.string(), url: z.string(), amountMicros: z.number().int() });
+
 export const PlanBody = z.strictObject({ plan: z.string().min(1).max(40) });
 export const PlanView = z.object({ workspaceId: z.string(), plan: z.string(), startedAt: z.string() });

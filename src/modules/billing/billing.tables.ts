@@ -79,7 +79,33 @@ export const workspacePlans = pgTable('workspace_plans', {
   changedBy: text('changed_by'),
 });
 
+export const payments = pgTable('payments', {
+  id: text('id').primaryKey(),
+  workspaceId: text('workspace_id').notNull(),
+  processor: text('processor', { enum: ['stripe'] }).notNull(),
+  checkoutId: text('checkout_id').notNull().unique(),
+  amountMicros: bigint('amount_micros', { mode: 'number' }).notNull(),
+  currency: text('currency', { enum: ['usd'] }).notNull(),
+  status: text('status', { enum: ['pending', 'paid', 'expired'] }).notNull(),
+  cardBrand: text('card_brand'),
+  cardLast4: text('card_last4'),
+  postalCode: text('postal_code'),
+  transactionId: text('transaction_id'),
+  createdBy: text('created_by'),
+  createdAt: ts('created_at').notNull(),
+  paidAt: ts('paid_at'),
+});
+
+export const paymentEvents = pgTable('payment_events', {
+  id: text('id').primaryKey(),
+  processor: text('processor').notNull(),
+  type: text('type').notNull(),
+  workspaceId: text('workspace_id'),
+  receivedAt: ts('received_at').notNull(),
+});
+
 export type BalanceRow = typeof creditBalances.$inferSelect;
+export type PaymentRow = typeof payments.$inferSelect;
 export type TransactionRow = typeof ledgerTransactions.$inferSelect;
 export type PostingRow = typeof ledgerPostings.$inferSelect;
 export type ReservationRow = typeof creditReservations.$inferSelect;
@@ -163,6 +189,41 @@ export const billingTables = [
       startedAt: billing(),
       endedAt: billing(),
       changedBy: col('identifier', true, { purpose: 'The operator who changed the plan' }),
+    },
+  }),
+  mapTable(payments, {
+    purpose: 'Top-ups bought through the payment processor (never card data beyond brand, last 4 and postal code)',
+    basis: 'legal_obligation',
+    retention: 'billing_7_years',
+    subject: 'workspace',
+    columns: {
+      id: col('identifier', false),
+      workspaceId: col('identifier', false),
+      processor: billing(),
+      checkoutId: col('identifier', false, { purpose: "The processor's checkout session, to match its events" }),
+      amountMicros: billing(),
+      currency: billing(),
+      status: billing(),
+      cardBrand: col('billing', true, { purpose: 'Shown on receipts, as the processor reports it' }),
+      cardLast4: col('billing', true, { purpose: 'Shown on receipts, as the processor reports it' }),
+      postalCode: col('billing', true, { purpose: 'Tax evidence, as the processor reports it' }),
+      transactionId: col('identifier', false),
+      createdBy: col('identifier', true, { purpose: 'The member who started the checkout' }),
+      createdAt: billing(),
+      paidAt: billing(),
+    },
+  }),
+  mapTable(paymentEvents, {
+    purpose: "The processor's events already applied, so a redelivered one is applied once",
+    basis: 'legal_obligation',
+    retention: 'billing_7_years',
+    subject: 'none',
+    columns: {
+      id: col('identifier', false),
+      processor: billing(),
+      type: billing(),
+      workspaceId: col('identifier', false),
+      receivedAt: billing(),
     },
   }),
 ];

@@ -7,11 +7,13 @@ import type { CreditGate } from '../gateway/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Permission, WorkspacesService } from '../workspaces/index.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
+import { paymentsService } from './billing.payments.ts';
 import { defaultPlans, usdToMicros } from './billing.plans.ts';
 import { billingRepo } from './billing.repo.ts';
 import { registerBillingRoutes } from './billing.routes.ts';
 import { type BillingService, billingService } from './billing.service.ts';
 import { billingTables } from './billing.tables.ts';
+import { type PaymentProcessor, stripeProcessor } from './payments/stripe.ts';
 
 export { type LedgerService, MAX_AMOUNT_MICROS, type TransactionView, type VerifyReport } from './billing.ledger.ts';
 export { DEFAULT_PLAN, type Plan, usdToMicros } from './billing.plans.ts';
@@ -23,7 +25,22 @@ export type BillingDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
   workspaces: Pick<WorkspacesService, 'onEvent'>;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+  /** Overrides the processor the configuration describes (tests). */
+  processor?: PaymentProcessor;
 };
+
+/** Stripe when its secret key is configured; otherwise no card payments. */
+function processorFromConfig(config: PlatformDeps['config']): PaymentProcessor | null {
+  if (!config.BERTH_STRIPE_SECRET_KEY) return null;
+  return stripeProcessor({
+    secretKey: config.BERTH_STRIPE_SECRET_KEY,
+    webhookSecrets: (config.BERTH_STRIPE_WEBHOOK_SECRETS ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+    apiUrl: config.BERTH_STRIPE_API_URL,
+  });
+}
 
 /**
  * Billing: plans and the credit ledger. Its `gate` is what the gateway reserves and settles
@@ -51,13 +68,22 @@ export function createBillingModule(
     freeCreditsMicros,
   });
   deps.workspaces.onEvent(service.onWorkspaceEvent);
+  const payments = paymentsService({
+    db: deps.db,
+    repo: billingRepo,
+    ledger,
+    audit: deps.audit,
+    clock: deps.clock,
+    processor: deps.processor ?? processorFromConfig(deps.config),
+    publicUrl: deps.config.publicUrl,
+  });
   return {
     service,
     ledger,
     gate: ledger.gate,
     dataMap: moduleDataMap('billing', billingTables),
     registerRoutes(app: HttpServer) {
-      registerBillingRoutes(app, { service, requirePermission: deps.requirePermission });
+      registerBillingRoutes(app, { service, payments, requirePermission: deps.requirePermission });
     },
     async registerJobs(jobs: Jobs) {
       await jobs.register(RESERVATION_EXPIRY_JOB, async () => {
