@@ -1,0 +1,148 @@
+/**
+ * `npm run bench:ledger`: the credit ledger's reserve+settle throughput on server Postgres
+ * with 50 concurrent clients, for one hot workspace and for 100 workspaces, as a ratio to
+ * plain single-row updates (`update ... set n = n + 1`) measured in the same run on the same
+ * pool. Needs BENCH_DATABASE_URL or TEST_DATABASE_URL; creates and drops its own database.
+ *
+ * Goal (issue): at least 2,000 settled requests/s on one hot workspace on this machine.
+ */
+import { randomBytes } from 'node:crypto';
+import { loadavg } from 'node:os';
+import pg from 'pg';
+import { ledgerService } from '../src/modules/billing/billing.ledger.ts';
+import { billingRepo } from '../src/modules/billing/billing.repo.ts';
+import { systemClock } from '../src/platform/clock.ts';
+import { openPostgres } from '../src/platform/db/db.ts';
+import { migratePostgres } from '../src/platform/db/migrate.ts';
+import { newId } from '../src/platform/ids.ts';
+
+const env = process.env;
+const QUICK = env.BENCH_QUICK === '1';
+const CLIENTS = Number(env.BENCH_CLIENTS ?? 50);
+const OPS = Number(env.BENCH_LEDGER_OPS ?? (QUICK ? 1_000 : 10_000));
+const ROUNDS = Number(env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
+const GOAL_HOT = 2_000;
+
+async function database(): Promise<{ url: string; drop(): Promise<void> } | null> {
+  const base = env.BENCH_DATABASE_URL ?? env.TEST_DATABASE_URL;
+  if (!base) return null;
+  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+  } catch {
+    return null;
+  }
+  const name = `berth_bench_${randomBytes(6).toString('hex')}`;
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const u = new URL(base);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: base });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
+/** Runs `ops` calls of `fn` over `clients` concurrent workers; calls per second. */
+async function throughput(ops: number, clients: number, fn: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < ops) {
+        const i = next++;
+        await fn(i);
+      }
+    }),
+  );
+  return (ops / (performance.now() - started)) * 1000;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+
+async function main() {
+  const db0 = await database();
+  if (!db0) {
+    console.log('bench:ledger needs server Postgres: set BENCH_DATABASE_URL or TEST_DATABASE_URL. Skipped.');
+    return;
+  }
+  console.log(
+    `Ledger benchmark ${new Date().toISOString()}  Node ${process.version}  ${CLIENTS} clients, ${OPS} operations x ${ROUNDS} round(s); load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  try {
+    await migratePostgres(db0.url, { appRole: 'berth_app' });
+    const db = await openPostgres({ url: db0.url, appRole: 'berth_app', max: CLIENTS });
+    const ledger = ledgerService({
+      db,
+      repo: billingRepo,
+      clock: systemClock,
+      settings: { reservationTtlMs: 15 * 60_000 },
+    });
+    // The baseline runs on the same pool (as the same role), so both hold at most CLIENTS connections.
+    const setup = new pg.Client({ connectionString: db0.url });
+    await setup.connect();
+    await setup.query('create table bench_counters (id int primary key, n bigint not null)');
+    await setup.query('insert into bench_counters select g, 0 from generate_series(1, 100) g');
+    await setup.query('grant select, update on bench_counters to berth_app');
+    await setup.end();
+    const owner = db.pool as pg.Pool;
+    const actor = { type: 'system', name: 'bench' } as const;
+    const hot = newId('ws');
+    const many = Array.from({ length: 100 }, () => newId('ws'));
+    for (const w of [hot, ...many]) {
+      await ledger.grant({ workspaceId: w, amountMicros: 10 ** 14, idempotencyKey: `fund-${w}`, actor });
+    }
+    const call = async (workspaceId: string) => {
+      const r = await ledger.reserve({ workspaceId, keyId: null, requestId: newId('req'), amountMicros: 5_000 });
+      await ledger.settle(workspaceId, r.id, 1_234);
+    };
+    const rows = {
+      baselineHot: [] as number[],
+      hot: [] as number[],
+      baselineMany: [] as number[],
+      many: [] as number[],
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      rows.baselineHot.push(
+        await throughput(OPS, CLIENTS, () => owner.query('update bench_counters set n = n + 1 where id = 1')),
+      );
+      rows.hot.push(await throughput(OPS, CLIENTS, () => call(hot)));
+      rows.baselineMany.push(
+        await throughput(OPS, CLIENTS, (i) =>
+          owner.query('update bench_counters set n = n + 1 where id = $1', [(i % 100) + 1]),
+        ),
+      );
+      rows.many.push(await throughput(OPS, CLIENTS, (i) => call(many[i % 100] as string)));
+    }
+    const hotRate = median(rows.hot);
+    const manyRate = median(rows.many);
+    console.log('\nthroughput (operations/s, median of rounds)');
+    console.log(`plain update, one row          ${median(rows.baselineHot).toFixed(0).padStart(8)}`);
+    console.log(
+      `reserve+settle, one workspace  ${hotRate.toFixed(0).padStart(8)}   ${(hotRate / median(rows.baselineHot)).toFixed(2)}x the plain update`,
+    );
+    console.log(`plain update, 100 rows         ${median(rows.baselineMany).toFixed(0).padStart(8)}`);
+    console.log(
+      `reserve+settle, 100 workspaces ${manyRate.toFixed(0).padStart(8)}   ${(manyRate / median(rows.baselineMany)).toFixed(2)}x the plain update`,
+    );
+    const reports = await ledger.verify();
+    const ok = reports.every((r) => r.ok);
+    console.log(`\nverify: ${reports.length} balances, ${ok ? 'all equal to their postings' : 'MISMATCH'}`);
+    console.log(
+      `${hotRate >= GOAL_HOT ? 'PASS' : 'FAIL'}  one hot workspace: ${hotRate.toFixed(0)} settled requests/s (goal >= ${GOAL_HOT})`,
+    );
+    await db.close();
+    if (!ok) process.exitCode = 1;
+  } finally {
+    await db0.drop();
+  }
+}
+
+await main();
