@@ -227,9 +227,9 @@ export function ledgerService(deps: Deps) {
     for (let attempt = 0; ; attempt++) {
       try {
         return await db.tenant(workspaceId, async (tx) => {
-          const { row, fresh } = await applyIn(tx, workspaceId, m);
-          if (extra && fresh) await extra(tx, row);
-          return row;
+          const done = await applyIn(tx, workspaceId, m);
+          if (extra && done.fresh) await extra(tx, done.row);
+          return done;
         });
       } catch (err) {
         if (attempt < 2 && isUniqueViolation(err)) continue;
@@ -302,7 +302,13 @@ export function ledgerService(deps: Deps) {
   const service = {
     /** Adds promotional or plan credits; `then` runs in the same transaction when the grant is new (its audit event). */
     async grant(input: MoveInput, then?: AfterMovement) {
-      return apply(input.workspaceId, availableMovement('grant', 1, input), then).then(toTransactionView);
+      return toTransactionView((await apply(input.workspaceId, availableMovement('grant', 1, input), then)).row);
+    },
+
+    /** A grant that says whether it happened now (`fresh`) or was made before with its key. */
+    async grantOnce(input: MoveInput) {
+      const { row, fresh } = await apply(input.workspaceId, availableMovement('grant', 1, input));
+      return { entry: toTransactionView(row), fresh };
     },
 
     /** A grant inside the caller's transaction (bound to the workspace), e.g. a new workspace's free credits. */
@@ -312,7 +318,7 @@ export function ledgerService(deps: Deps) {
 
     /** Adds credits a payment bought. */
     async topUp(input: MoveInput, then?: AfterMovement) {
-      return apply(input.workspaceId, availableMovement('topup', 1, input), then).then(toTransactionView);
+      return toTransactionView((await apply(input.workspaceId, availableMovement('topup', 1, input), then)).row);
     },
 
     /** A top-up inside the caller's transaction (bound to the workspace): a payment processor's event. */
@@ -322,7 +328,7 @@ export function ledgerService(deps: Deps) {
 
     /** Gives credits back to the payment they came from (refused beyond what is available). */
     async refund(input: MoveInput, then?: AfterMovement) {
-      return apply(input.workspaceId, availableMovement('refund', -1, input), then).then(toTransactionView);
+      return toTransactionView((await apply(input.workspaceId, availableMovement('refund', -1, input), then)).row);
     },
 
     /** An operator's correction, up or down (never below zero), with its reason. */
@@ -344,14 +350,14 @@ export function ledgerService(deps: Deps) {
           memo: input.memo,
         },
         then,
-      ).then(toTransactionView);
+      ).then((done) => toTransactionView(done.row));
     },
 
     /** Holds `amountMicros` for a call; `insufficient_credits` when it is not available. */
     async reserve(input: ReserveInput & { actor?: Actor }): Promise<Reservation> {
       const amount = input.amountMicros === 0 ? 0 : checkAmount(input.amountMicros);
       const reservationId = newId('rsv', clock.now());
-      const row = await apply(
+      const { row } = await apply(
         input.workspaceId,
         {
           kind: 'reserve',

@@ -136,6 +136,11 @@ export const billingRepo = {
     return rows[0] ?? null;
   },
 
+  /** Every workspace's current plan (system scope), in workspace order. */
+  async currentPlans(tx: Database): Promise<PlanRow[]> {
+    return tx.select().from(workspacePlans).where(isNull(workspacePlans.endedAt)).orderBy(workspacePlans.workspaceId);
+  },
+
   async endPlan(tx: Database, workspaceId: string, id: string, endedAt: Date): Promise<void> {
     await tx
       .update(workspacePlans)

@@ -150,3 +150,24 @@ describe('security', () => {
     expect(await balanceOf(w.owner, w.workspaceId)).toMatchObject({ availableMicros: 50_000, plan: 'free' });
   });
 });
+
+describe('monthly credits', () => {
+  it("grants each workspace its plan's credits once a month, also after a plan change", async () => {
+    const w = await gatewayWorkspace(app);
+    const billing = app.modules.billing.service;
+    const available = async () => (await app.modules.billing.ledger.balance(w.workspaceId)).availableMicros;
+    // The month it was created in: its Free credits came with it.
+    await billing.grantMonthlyCredits();
+    expect(await available()).toBe(50_000);
+    // Sessions expire as the clock moves a month: this test goes last and calls the services.
+    app.clock.advance(32 * 24 * 3600_000);
+    expect(await billing.grantMonthlyCredits()).toBeGreaterThanOrEqual(1);
+    await billing.grantMonthlyCredits();
+    expect(await available()).toBe(100_000);
+    // Moving to Starter in the month adds Starter's credits for it, once.
+    await billing.setPlan({ actor: { type: 'system', name: 'test' }, workspaceId: w.workspaceId, plan: 'starter' });
+    await billing.grantMonthlyCredits();
+    await billing.grantMonthlyCredits();
+    expect(await available()).toBe(100_000 + 20_000_000);
+  });
+});

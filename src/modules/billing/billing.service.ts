@@ -10,6 +10,9 @@ import { DEFAULT_PLAN, type Plan } from './billing.plans.ts';
 import type { BillingRepo } from './billing.repo.ts';
 import type { TransactionRow } from './billing.tables.ts';
 
+const PLAN_CREDITS_ACTOR = { type: 'system', name: 'plan-credits' } as const;
+const PLAN_CREDITS_MEMO = "The plan's monthly credits";
+
 type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
   repo: BillingRepo;
@@ -17,9 +20,15 @@ type Deps = {
   audit: Pick<AuditService, 'record'>;
   clock: Clock;
   plans: ReadonlyMap<string, Plan>;
-  /** Credits each new workspace starts with (BERTH_FREE_CREDITS_USD). */
-  freeCreditsMicros: number;
 };
+
+/**
+ * The key of a plan's monthly grant: one per workspace, plan and month (a workspace that
+ * moves to another plan mid-month gets that plan's credits for the month too).
+ */
+export function planCreditsKey(workspaceId: string, plan: string, at: Date): string {
+  return `plan-credits:${workspaceId}:${plan}:${at.toISOString().slice(0, 7)}`;
+}
 
 /** Billing's use cases: balances and entries for members, grants, adjustments and plans for operators. */
 export function billingService(deps: Deps) {
@@ -138,15 +147,46 @@ export function billingService(deps: Deps) {
         changedBy: null,
       });
       await repo.ensureBalance(tx, event.workspaceId, now);
-      if (deps.freeCreditsMicros > 0) {
+      // This month's credits of the default plan; the monthly job's grant for the same month replays this one.
+      const credits = planNamed(DEFAULT_PLAN).monthlyCreditsMicros;
+      if (credits > 0) {
         await ledger.grantIn(tx, {
           workspaceId: event.workspaceId,
-          amountMicros: deps.freeCreditsMicros,
-          idempotencyKey: `free-credits:${event.workspaceId}`,
-          actor: { type: 'system', name: 'free-credits' },
-          memo: 'Free credits for a new workspace',
+          amountMicros: credits,
+          idempotencyKey: planCreditsKey(event.workspaceId, DEFAULT_PLAN, now),
+          actor: PLAN_CREDITS_ACTOR,
+          memo: PLAN_CREDITS_MEMO,
         });
       }
+    },
+
+    /**
+     * Grants every workspace its plan's monthly credits for the current month, once (the
+     * key names the month). Runs hourly; a month's grant happens on its first run.
+     */
+    async grantMonthlyCredits(): Promise<number> {
+      const now = clock.now();
+      const current = await db.system((tx) => repo.currentPlans(tx));
+      let granted = 0;
+      for (const p of current) {
+        const credits = deps.plans.get(p.plan)?.monthlyCreditsMicros ?? 0;
+        if (credits <= 0) continue;
+        const key = planCreditsKey(p.workspaceId, p.plan, now);
+        try {
+          const { fresh } = await ledger.grantOnce({
+            workspaceId: p.workspaceId,
+            amountMicros: credits,
+            idempotencyKey: key,
+            actor: PLAN_CREDITS_ACTOR,
+            memo: PLAN_CREDITS_MEMO,
+          });
+          if (fresh) granted++;
+        } catch (err) {
+          // The plan's credits changed within the month (configuration): its first grant stands.
+          if (!(err instanceof AppError && err.code === 'idempotency_conflict')) throw err;
+        }
+      }
+      return granted;
     },
 
     verify: (workspaceId?: string) => ledger.verify(workspaceId ?? null),

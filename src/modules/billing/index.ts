@@ -20,6 +20,7 @@ export { DEFAULT_PLAN, type Plan, usdToMicros } from './billing.plans.ts';
 export type { BillingService } from './billing.service.ts';
 
 export const RESERVATION_EXPIRY_JOB = 'billing.expire-reservations';
+export const PLAN_CREDITS_JOB = 'billing.plan-credits';
 
 export type BillingDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
@@ -65,7 +66,6 @@ export function createBillingModule(
     audit: deps.audit,
     clock: deps.clock,
     plans: defaultPlans(freeCreditsMicros),
-    freeCreditsMicros,
   });
   deps.workspaces.onEvent(service.onWorkspaceEvent);
   const payments = paymentsService({
@@ -90,6 +90,10 @@ export function createBillingModule(
         await ledger.expireReservations();
       });
       await jobs.schedule(RESERVATION_EXPIRY_JOB, '* * * * *');
+      await jobs.register(PLAN_CREDITS_JOB, async () => {
+        await service.grantMonthlyCredits();
+      });
+      await jobs.schedule(PLAN_CREDITS_JOB, '7 * * * *');
     },
   };
 }
