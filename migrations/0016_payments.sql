@@ -28,3 +28,5 @@ create table payment_events (
   workspace_id text,
   received_at timestamptz not null
 );
+-- Events of no workspace (types billing does not act on) are noted by system work only.
+select berth_enable_tenant_rls('payment_events');
