@@ -58,6 +58,7 @@ export const ERROR_CODES = {
   mfa_already_enabled: 409,
   idempotency_conflict: 409,
   reservation_closed: 409,
+  payments_not_configured: 409,
   // 413 / 415
   payload_too_large: 413,
   unsupported_media_type: 415,

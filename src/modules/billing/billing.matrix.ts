@@ -15,12 +15,12 @@ const owners = ['owner'] as const;
 export const matrixRoutes: MatrixRoute<unknown>[] = [
   { method: 'GET', url: (c) => `${billing(c)}/balance`, allowed: managers },
   { method: 'GET', url: (c) => `${billing(c)}/entries`, allowed: managers },
-  // With no payment processor configured, an allowed caller gets 503 unavailable (past every access check).
+  // With no payment processor configured, an allowed caller gets 409 payments_not_configured (past every access check).
   {
     method: 'POST',
     url: (c) => `${billing(c)}/checkout`,
     body: () => ({ amountMicros: 5_000_000 }),
     allowed: owners,
-    expect: { owner: '503 unavailable' },
+    expect: { owner: '409 payments_not_configured' },
   },
 ];

@@ -33,7 +33,10 @@ export function paymentsService(deps: Deps) {
 
   function processor(): PaymentProcessor {
     if (!deps.processor) {
-      throw new AppError('unavailable', 'Card payments are not configured on this Berth (BERTH_STRIPE_SECRET_KEY).');
+      throw new AppError(
+        'payments_not_configured',
+        'Card payments are not set up on this Berth (BERTH_STRIPE_SECRET_KEY).',
+      );
     }
     return deps.processor;
   }
@@ -89,7 +92,9 @@ export function paymentsService(deps: Deps) {
      * are refused (`unknown_payment`) and change nothing.
      */
     async handleWebhook(rawBody: Buffer, signature: string | undefined): Promise<{ applied: boolean }> {
-      const event = processor().parseWebhook(rawBody, signature, clock.now());
+      // Without a processor there is no webhook endpoint to speak of.
+      if (!deps.processor) throw new AppError('not_found', 'No payment processor sends events here.');
+      const event = deps.processor.parseWebhook(rawBody, signature, clock.now());
       const c = event.checkout;
       const seen = { id: event.id, processor: 'stripe', type: event.type, receivedAt: clock.now() };
       if (!c) {
