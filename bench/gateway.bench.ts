@@ -33,7 +33,6 @@
  *   BENCH_DATABASE_URL / TEST_DATABASE_URL   server Postgres to also run Berth on
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import { Session } from 'node:inspector/promises';
@@ -42,13 +41,13 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { Pool } from 'undici';
 import { loadConfig } from '../src/config.ts';
 import { startServer } from '../src/main.ts';
 import { memoryCredits } from '../src/modules/gateway/index.ts';
 import { generateKek } from '../src/modules/vault/index.ts';
 import { startFakeOpenAi } from '../test/fakes/openai-upstream.ts';
+import { benchDatabase } from './postgres.ts';
 
 const env = process.env;
 const QUICK = env.BENCH_QUICK === '1';
@@ -447,35 +446,6 @@ async function checkAccounting(target: Target): Promise<string> {
   return `${target.name}: ${metered} usage events for ${sent.get(target.name) ?? 0} requests sent (+1 check), credits spent ${GRANT_MICROS - m.balance} micros, open reservations ${m.openReservations}`;
 }
 
-/** A database of its own on server Postgres, or null when none is configured or reachable. */
-async function serverPostgres(): Promise<{ url: string; host: string; drop(): Promise<void> } | null> {
-  const base = env.BENCH_DATABASE_URL ?? env.TEST_DATABASE_URL;
-  if (!base) return null;
-  const host = new URL(base).host;
-  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch {
-    console.log(`server Postgres at ${host} is unreachable: berth/postgres skipped`);
-    return null;
-  }
-  const name = `berth_bench_${randomBytes(6).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    host,
-    async drop() {
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
-}
-
 // ---------------------------------------------------------------------------------------
 // Figures.
 
@@ -564,7 +534,7 @@ async function main() {
     { name: 'proxy', url: proxy.ready.url, server: proxy },
   ];
   const auths = new Map<string, string>();
-  const database = await serverPostgres();
+  const database = await benchDatabase();
   if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
   try {
     for (const engine of database ? ['pglite', 'postgres'] : ['pglite']) {

@@ -1,12 +1,3 @@
-/**
- * `npm run bench:ledger`: the credit ledger's reserve+settle throughput on server Postgres
- * with 50 concurrent clients, for one hot workspace and for 100 workspaces, as a ratio to
- * plain single-row updates (`update ... set n = n + 1`) measured in the same run on the same
- * pool. Needs BENCH_DATABASE_URL or TEST_DATABASE_URL; creates and drops its own database.
- *
- * Goal (issue): at least 2,000 settled requests/s on one hot workspace on this machine.
- */
-import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
 import pg from 'pg';
 import { ledgerService } from '../src/modules/billing/billing.ledger.ts';
@@ -15,6 +6,7 @@ import { systemClock } from '../src/platform/clock.ts';
 import { openPostgres } from '../src/platform/db/db.ts';
 import { migratePostgres } from '../src/platform/db/migrate.ts';
 import { newId } from '../src/platform/ids.ts';
+import { benchDatabase } from './postgres.ts';
 
 const env = process.env;
 const QUICK = env.BENCH_QUICK === '1';
@@ -22,31 +14,6 @@ const CLIENTS = Number(env.BENCH_CLIENTS ?? 50);
 const OPS = Number(env.BENCH_LEDGER_OPS ?? (QUICK ? 1_000 : 10_000));
 const ROUNDS = Number(env.BENCH_ROUNDS ?? (QUICK ? 1 : 3));
 const GOAL_HOT = 2_000;
-
-async function database(): Promise<{ url: string; drop(): Promise<void> } | null> {
-  const base = env.BENCH_DATABASE_URL ?? env.TEST_DATABASE_URL;
-  if (!base) return null;
-  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch {
-    return null;
-  }
-  const name = `berth_bench_${randomBytes(6).toString('hex')}`;
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return {
-    url: u.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
-}
 
 /** Runs `ops` calls of `fn` over `clients` concurrent workers; calls per second. */
 async function throughput(ops: number, clients: number, fn: (i: number) => Promise<unknown>): Promise<number> {
@@ -66,7 +33,7 @@ async function throughput(ops: number, clients: number, fn: (i: number) => Promi
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
 async function main() {
-  const db0 = await database();
+  const db0 = await benchDatabase();
   if (!db0) {
     console.log('bench:ledger needs server Postgres: set BENCH_DATABASE_URL or TEST_DATABASE_URL. Skipped.');
     return;

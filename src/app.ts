@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
 import { createBillingModule } from './modules/billing/index.ts';
-import { type CreditGate, createGatewayModule } from './modules/gateway/index.ts';
+import { type CreditGate, createGatewayModule, unlimitedCredits } from './modules/gateway/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createKeysModule } from './modules/keys/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
@@ -67,11 +67,7 @@ export function createModules(deps: AppDeps) {
     requirePermission: workspaces.service.requirePermission,
     workspaces: workspaces.service,
     // A gate handed in (tests, benchmarks) wins; otherwise the ledger, unless the operator turned credits off.
-    ...(deps.credits
-      ? { credits: deps.credits }
-      : deps.config.BERTH_CREDITS === 'ledger'
-        ? { credits: billing.gate }
-        : {}),
+    credits: deps.credits ?? (deps.config.BERTH_CREDITS === 'ledger' ? billing.gate : unlimitedCredits),
   });
   return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway };
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { usdToMicros } from './platform/money.ts';
 
 /**
  * Berth's configuration: parsed once at start from the environment and an optional JSON
@@ -107,7 +108,7 @@ export const ConfigSchema = z
     BERTH_FREE_CREDITS_USD: z.coerce
       .string()
       .trim()
-      .regex(/^\d{1,9}(\.\d{1,6})?$/, 'a USD amount such as 5 or 12.50 (at most 6 decimals)')
+      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 5 or 12.50 (at most 6 decimals)')
       .default('5'),
     /** How long a credit reservation may stay open before the expiry job releases it. */
     BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { TransactionView, VerifyReport } from '../modules/billing/index.ts';
-import { microsToUsd, parsePositiveInt } from './gateway.commands.ts';
+import { microsToUsd, usdToMicros } from '../platform/money.ts';
+import { parsePositiveInt } from './gateway.commands.ts';
 import { callServer, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
@@ -14,21 +15,19 @@ type Balance = { workspaceId: string; availableMicros: number; heldMicros: numbe
 type Page<T> = { data: T[]; nextCursor: string | null };
 
 const actor = { type: 'system', name: 'cli' } as const;
-const MICROS_PER_USD = 1_000_000n;
 
 /** A signed decimal USD amount as exact micro-units ("-0.50" -> -500000); a usage error otherwise. */
-export function signedUsdToMicros(text: string, flag: string): number {
-  const m = /^(-)?(\d{1,9})(?:\.(\d{1,6}))?$/.exec(text.trim());
-  if (!m) {
+function signedUsdToMicros(text: string, flag: string): number {
+  const micros = usdToMicros(text, { signed: true });
+  if (micros === null) {
     throw new CliError(
       `${flag}: use a number of US dollars with at most 6 decimals, e.g. 12.50 (got ${text}).`,
       EXIT.usage,
       'invalid_amount',
     );
   }
-  const micros = BigInt(m[2] ?? '0') * MICROS_PER_USD + BigInt((m[3] ?? '').padEnd(6, '0'));
-  if (micros === 0n) throw new CliError(`${flag}: the amount cannot be zero.`, EXIT.usage, 'invalid_amount');
-  return Number(m[1] ? -micros : micros);
+  if (micros === 0) throw new CliError(`${flag}: the amount cannot be zero.`, EXIT.usage, 'invalid_amount');
+  return micros;
 }
 
 function entryLine(e: TransactionView): string {

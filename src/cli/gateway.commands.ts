@@ -7,6 +7,7 @@ import type {
   UsageAggregateView,
   UsageEventView,
 } from '../modules/gateway/index.ts';
+import { microsToUsd } from '../platform/money.ts';
 import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { parseDuration } from './keys.commands.ts';
@@ -56,17 +57,6 @@ export function usdToMicros(text: string, flag: string): number {
     throw new CliError(`${flag}: at most 1000000 USD per million tokens (got ${t}).`, EXIT.usage, 'invalid_price');
   }
   return Number(micros);
-}
-
-/** Integer micro-units as US dollars for people: 150000 -> "0.15", 12 -> "0.000012", 2500000 -> "2.50". */
-export function microsToUsd(micros: number): string {
-  const sign = micros < 0 ? '-' : '';
-  const abs = Math.abs(Math.trunc(micros));
-  const frac = String(abs % 1_000_000)
-    .padStart(6, '0')
-    .replace(/0+$/, '')
-    .padEnd(2, '0');
-  return `${sign}${Math.floor(abs / 1_000_000)}.${frac}`;
 }
 
 /**

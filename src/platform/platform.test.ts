@@ -7,6 +7,7 @@ import { manualClock } from './clock.ts';
 import { isId, newId } from './ids.ts';
 import { DataDirBusyError, lockDataDir } from './lock.ts';
 import { createLogger } from './logger.ts';
+import { microsToUsd, usdToMicros } from './money.ts';
 
 describe('happy', () => {
   it('ids are prefixed, well-formed and sort by creation time', () => {
@@ -24,6 +25,19 @@ describe('happy', () => {
     const ids = Array.from({ length: 200 }, () => newId('use', at));
     expect([...ids].sort()).toEqual(ids);
     expect(new Set(ids.map((id) => id.slice(4, 14))).size).toBe(1);
+  });
+
+  it('converts USD text to micro-units exactly and back, refusing anything else', () => {
+    expect(usdToMicros('12.50')).toBe(12_500_000);
+    expect(usdToMicros('0.000001')).toBe(1);
+    expect(usdToMicros('999999999.999999')).toBe(999_999_999_999_999);
+    expect(usdToMicros('-0.5', { signed: true })).toBe(-500_000);
+    for (const bad of ['-0.5', '1.0000001', '1e3', '0x10', '', '.5', '1,5', '1234567890']) {
+      expect(usdToMicros(bad), bad).toBeNull();
+    }
+    expect(microsToUsd(12_500_000)).toBe('12.50');
+    expect(microsToUsd(12)).toBe('0.000012');
+    expect(microsToUsd(-500_000)).toBe('-0.50');
   });
 
   it('the manual clock moves only when told', () => {

@@ -40,6 +40,8 @@ export type FakeOpenAi = {
   models: string[];
   /** TCP connections accepted so far: a gateway that keeps its upstream connections alive opens few. */
   connections(): number;
+  /** Streams still being sent (a gateway that stops reading closes them). */
+  openStreams(): number;
   close(): Promise<void>;
 };
 
@@ -271,6 +273,7 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   fake.connections = () => connections;
+  fake.openStreams = () => open.size;
   const { port } = server.address() as AddressInfo;
   fake.url = `http://127.0.0.1:${port}`;
   fake.baseUrl = `${fake.url}/v1`;

@@ -1,4 +1,5 @@
 import OpenAI from 'openai';
+import type { UsageEventRow } from '../../src/modules/gateway/gateway.tables.ts';
 import type { TestApp } from './app.ts';
 import { type SignedInClient, signUp } from './identity.ts';
 
@@ -57,5 +58,31 @@ export async function gatewayWorkspace(
     secret: key.body.secret,
     keyId: key.body.key.id,
     openai: openAiClient(url, key.body.secret),
+  };
+}
+
+/** A usage event row as the gateway records one (a 200 chat call), with `fields` over it. */
+export function usageRow(fields: Partial<UsageEventRow> & Pick<UsageEventRow, 'id' | 'requestId'>): UsageEventRow {
+  return {
+    workspaceId: 'ws_1',
+    keyId: null,
+    userId: null,
+    endpoint: 'chat.completions',
+    provider: 'p',
+    model: 'm',
+    status: 200,
+    errorCode: null,
+    stream: false,
+    latencyMs: 1,
+    ttftMs: null,
+    inputTokens: 1,
+    outputTokens: 1,
+    cachedTokens: 0,
+    reasoningTokens: 0,
+    estimated: false,
+    costMicros: 1,
+    attempts: 1,
+    createdAt: new Date('2026-06-01T00:00:00Z'),
+    ...fields,
   };
 }

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDb, onServerPostgres, type TestDb } from '../../../test/helpers/db.ts';
@@ -133,6 +134,24 @@ describe('errors', () => {
 });
 
 describe('security', () => {
+  it("finds a balance changed outside the ledger, and refuses another workspace's reservation", async () => {
+    const w = ws();
+    await ledger.grant({ workspaceId: w, amountMicros: 1_000, idempotencyKey: key(), actor: operator });
+    const r = await ledger.reserve({ workspaceId: w, keyId: null, requestId: newId('req'), amountMicros: 300 });
+    expect(await codeOf(ledger.settle(ws(), r.id, 10))).toBe('not_found');
+    expect(await codeOf(ledger.release(ws(), r.id))).toBe('not_found');
+    await expectVerified(w);
+    await t.db.system((tx) =>
+      tx.execute(sql`update credit_balances set available_micros = available_micros + 1 where workspace_id = ${w}`),
+    );
+    const [report] = await ledger.verify(w);
+    expect(report).toMatchObject({ ok: false, availableMicros: 701, postedAvailableMicros: 700, heldMicros: 300 });
+    await t.db.system((tx) =>
+      tx.execute(sql`update credit_balances set available_micros = available_micros - 1 where workspace_id = ${w}`),
+    );
+    await expectVerified(w);
+  });
+
   it('50 parallel reservations where the balance covers 10: exactly 10 succeed', async () => {
     const w = ws();
     await ledger.grant({ workspaceId: w, amountMicros: 10_000, idempotencyKey: key(), actor: operator });

@@ -148,6 +148,11 @@ describe('errors', () => {
     const res = await deliver(forged, signature(forged, NEW_SECRET));
     expect(res.status).toBe(400);
     expect(((await res.json()) as { code: string }).code).toBe('unknown_payment');
+    // A signed event whose amount differs from the checkout Berth started is refused too.
+    const altered = stripe.completedEvent(session.id).replace('"amount_total":1250', '"amount_total":125000');
+    const mismatch = await deliver(altered, signature(altered, NEW_SECRET));
+    expect(mismatch.status).toBe(400);
+    expect(((await mismatch.json()) as { code: string }).code).toBe('unknown_payment');
     expect(await available(w.owner, w.workspaceId)).toBe(0);
     for (const amountMicros of [999_999, 1_234_567, 20_000_000_000]) {
       const bad = await w.owner.post(`/api/workspaces/${w.workspaceId}/billing/checkout`, { amountMicros });

@@ -58,10 +58,3 @@ export function defaultPlans(freeCreditsMicros: number): Map<string, Plan> {
   ];
   return new Map(plans.map((p) => [p.id, p]));
 }
-
-/** Exact conversion of a decimal USD string ("12.50") to micro-units; null when it is not one. */
-export function usdToMicros(usd: string): number | null {
-  const m = /^(\d{1,9})(?:\.(\d{1,6}))?$/.exec(usd.trim());
-  if (!m) return null;
-  return Number(m[1]) * 1_000_000 + Number((m[2] ?? '').padEnd(6, '0'));
-}

@@ -1,7 +1,6 @@
 import type { FastifyRequest } from 'fastify';
-import type { Actor } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { operatorRequired, requestMeta, requireOperator } from '../identity/index.ts';
+import { operatorActor, operatorRequired } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
 import type { PaymentsService } from './billing.payments.ts';
 import {
@@ -26,11 +25,6 @@ type Deps = {
   payments: PaymentsService;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
 };
-
-function operatorActor(req: FastifyRequest): Actor {
-  const auth = requireOperator(req);
-  return { type: 'user', userId: auth.userId, sessionId: auth.sessionId, meta: requestMeta(req) };
-}
 
 const tags = ['billing'];
 const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];

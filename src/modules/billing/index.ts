@@ -2,13 +2,14 @@ import type { FastifyRequest } from 'fastify';
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
+import { usdToMicros } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { CreditGate } from '../gateway/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Permission, WorkspacesService } from '../workspaces/index.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
 import { paymentsService } from './billing.payments.ts';
-import { defaultPlans, usdToMicros } from './billing.plans.ts';
+import { defaultPlans } from './billing.plans.ts';
 import { billingRepo } from './billing.repo.ts';
 import { registerBillingRoutes } from './billing.routes.ts';
 import { type BillingService, billingService } from './billing.service.ts';
@@ -16,7 +17,7 @@ import { billingTables } from './billing.tables.ts';
 import { type PaymentProcessor, stripeProcessor } from './payments/stripe.ts';
 
 export { type LedgerService, MAX_AMOUNT_MICROS, type TransactionView, type VerifyReport } from './billing.ledger.ts';
-export { DEFAULT_PLAN, type Plan, usdToMicros } from './billing.plans.ts';
+export { DEFAULT_PLAN, type Plan } from './billing.plans.ts';
 export type { BillingService } from './billing.service.ts';
 
 export const RESERVATION_EXPIRY_JOB = 'billing.expire-reservations';

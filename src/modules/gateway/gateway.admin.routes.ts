@@ -1,7 +1,6 @@
 import type { FastifyRequest } from 'fastify';
-import type { Actor } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { operatorRequired, requestMeta, requireOperator } from '../identity/index.ts';
+import { operatorActor, operatorRequired } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
 import { CATALOG_VERSION } from './gateway.catalog.ts';
 import type { ProvidersService } from './gateway.providers.ts';
@@ -27,12 +26,6 @@ import {
 } from './gateway.schemas.ts';
 import type { GatewayService } from './gateway.service.ts';
 import type { SettingsService } from './gateway.settings.ts';
-
-/** The signed-in operator as the audit actor of a platform change. */
-function operatorActor(req: FastifyRequest): Actor {
-  const auth = requireOperator(req);
-  return { type: 'user', userId: auth.userId, sessionId: auth.sessionId, meta: requestMeta(req) };
-}
 
 type Deps = {
   providers: ProvidersService;

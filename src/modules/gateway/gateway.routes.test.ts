@@ -3,11 +3,16 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
-import { type GatewayWorkspace, gatewayWorkspace, listen, openAiClient } from '../../../test/helpers/gateway.ts';
+import {
+  type GatewayWorkspace,
+  gatewayWorkspace,
+  listen,
+  openAiClient,
+  usageRow,
+} from '../../../test/helpers/gateway.ts';
 import { logIn, makeOperator, signUp } from '../../../test/helpers/identity.ts';
 import { memoryCredits } from './gateway.credits.ts';
 import { gatewayRepo } from './gateway.repo.ts';
-import type { UsageEventRow } from './gateway.tables.ts';
 
 /**
  * The /v1 gateway driven by the official OpenAI SDK (unmodified but for base URL and key)
@@ -432,6 +437,9 @@ describe('errors', () => {
     expect(event).toMatchObject({ status: 499, errorCode: 'client_closed', estimated: true });
     expect(event?.outputTokens).toBeGreaterThan(0);
     expect(event?.costMicros).toBeGreaterThan(0);
+    // The upstream stream (about 2 s of frames left) is closed, not drained: the provider stops generating.
+    for (let i = 0; i < 10 && fake.openStreams() > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(fake.openStreams()).toBe(0);
   });
 
   it('limits requests per minute per key with 429, Retry-After and x-ratelimit headers', async () => {
@@ -727,40 +735,22 @@ describe('workspace deletion', () => {
     expect((await w.owner.delete(`/api/workspaces/${w.workspaceId}`, { confirmName: 'Gateway' })).status).toBe(204);
     expect(await count()).toBe(0);
     // An event still in the journal for it (the call ended as the workspace went) is skipped, not an error.
-    const late = { ...baseRow(w.workspaceId), id: 'use_01LATE0000000000000000000', requestId: recorded.requestId };
+    const late = usageRow({
+      workspaceId: w.workspaceId,
+      id: 'use_01LATE0000000000000000000',
+      requestId: recorded.requestId,
+    });
     expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [late]))).toBe(0);
     expect(await count()).toBe(0);
   });
 
   it('records a replayed event once (deduplicated by its id)', async () => {
-    const row = { ...baseRow(gw.workspaceId), id: 'use_01REPLAY00000000000000000', requestId: 'req_replayed' };
+    const row = usageRow({
+      workspaceId: gw.workspaceId,
+      id: 'use_01REPLAY00000000000000000',
+      requestId: 'req_replayed',
+    });
     expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row, { ...row }]))).toBe(1);
     expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row]))).toBe(0);
   });
 });
-
-function baseRow(workspaceId: string): UsageEventRow {
-  return {
-    id: '',
-    workspaceId,
-    keyId: null,
-    userId: null,
-    requestId: '',
-    endpoint: 'chat.completions',
-    provider: 'fake',
-    model: 'gpt-4o',
-    status: 200,
-    errorCode: null,
-    stream: false,
-    latencyMs: 1,
-    ttftMs: null,
-    inputTokens: 1,
-    outputTokens: 1,
-    cachedTokens: 0,
-    reasoningTokens: 0,
-    estimated: false,
-    costMicros: 1,
-    attempts: 1,
-    createdAt: new Date(),
-  };
-}

@@ -2,6 +2,7 @@ import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { usageRow } from '../../../test/helpers/gateway.ts';
 import { createLogger } from '../../platform/logger.ts';
 import type { UsageEventRow } from './gateway.tables.ts';
 import { usageRecorder } from './gateway.usage.ts';
@@ -19,29 +20,7 @@ function dir() {
 }
 
 function event(n: number): UsageEventRow {
-  return {
-    id: `use_${n}`,
-    workspaceId: 'ws_1',
-    keyId: null,
-    userId: null,
-    requestId: `req_${n}`,
-    endpoint: 'chat.completions',
-    provider: 'p',
-    model: 'm',
-    status: 200,
-    errorCode: null,
-    stream: false,
-    latencyMs: 1,
-    ttftMs: null,
-    inputTokens: 1,
-    outputTokens: 1,
-    cachedTokens: 0,
-    reasoningTokens: 0,
-    estimated: false,
-    costMicros: 1,
-    attempts: 1,
-    createdAt: new Date('2026-06-01T00:00:00Z'),
-  };
+  return usageRow({ id: `use_${n}`, requestId: `req_${n}` });
 }
 
 describe('errors', () => {

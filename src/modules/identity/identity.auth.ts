@@ -1,7 +1,7 @@
 import cookie from '@fastify/cookie';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../platform/errors.ts';
-import { requestMeta, type SessionAuth } from '../../platform/http/context.ts';
+import { type Actor, requestMeta, type SessionAuth } from '../../platform/http/context.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { IdentityCore, IssuedSession } from './identity.service.ts';
 
@@ -30,6 +30,12 @@ export function requireOperator(req: FastifyRequest): SessionAuth {
   const auth = requireSession(req);
   if (!auth.isOperator) throw new AppError('forbidden', 'Only platform operators may do this.');
   return auth;
+}
+
+/** The signed-in operator as the actor of a platform change, with the request's facts for the audit log. */
+export function operatorActor(req: FastifyRequest): Actor {
+  const auth = requireOperator(req);
+  return { type: 'user', userId: auth.userId, sessionId: auth.sessionId, meta: requestMeta(req) };
 }
 
 /** Route preHandlers: `{ preHandler: sessionRequired }`. */

@@ -19,6 +19,7 @@ import { loginThrottle } from './identity.throttle.ts';
 import { identityKeys } from './identity.tokens.ts';
 
 export {
+  operatorActor,
   operatorRequired,
   requestMeta,
   requireOperator,

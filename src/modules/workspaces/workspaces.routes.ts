@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { operatorRequired, requestMeta, requireOperator, requireSession } from '../identity/index.ts';
+import { operatorActor, operatorRequired, requestMeta, requireSession } from '../identity/index.ts';
 import { requireScope } from './workspaces.access.ts';
 import type { Permission } from './workspaces.permissions.ts';
 import {
@@ -75,9 +75,7 @@ export function registerWorkspaceRoutes(app: HttpServer, { service, requirePermi
       preHandler: operatorRequired,
     },
     async (req) => {
-      const op = requireOperator(req);
-      const actor = { type: 'user' as const, userId: op.userId, sessionId: op.sessionId, meta: requestMeta(req) };
-      return service.setStatus({ actor, workspaceId: req.params.id, status: req.body.status });
+      return service.setStatus({ actor: operatorActor(req), workspaceId: req.params.id, status: req.body.status });
     },
   );
 
