@@ -58,6 +58,7 @@ export function createModules(deps: AppDeps) {
     ...deps,
     audit: audit.service,
     workspaces: workspaces.service,
+    mailer: notifications.service.mailer,
     requirePermission: workspaces.service.requirePermission,
   });
   const gateway = createGatewayModule({

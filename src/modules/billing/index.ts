@@ -5,9 +5,11 @@ import type { Jobs } from '../../platform/jobs/jobs.ts';
 import { usdToMicros } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { CreditGate } from '../gateway/index.ts';
+import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Permission, WorkspacesService } from '../workspaces/index.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
+import { billingNotices } from './billing.notices.ts';
 import { paymentsService } from './billing.payments.ts';
 import { defaultPlans } from './billing.plans.ts';
 import { billingRepo } from './billing.repo.ts';
@@ -25,7 +27,8 @@ export const PLAN_CREDITS_JOB = 'billing.plan-credits';
 
 export type BillingDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
-  workspaces: Pick<WorkspacesService, 'onEvent'>;
+  workspaces: Pick<WorkspacesService, 'onEvent' | 'contacts'>;
+  mailer: Mailer;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
   /** Overrides the processor the configuration describes (tests). */
   processor?: PaymentProcessor;
@@ -69,6 +72,7 @@ export function createBillingModule(
     plans: defaultPlans(freeCreditsMicros),
   });
   deps.workspaces.onEvent(service.onWorkspaceEvent);
+  const notices = billingNotices({ mailer: deps.mailer, workspaces: deps.workspaces, logger: deps.logger });
   const payments = paymentsService({
     db: deps.db,
     repo: billingRepo,

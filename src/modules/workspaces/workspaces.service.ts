@@ -178,6 +178,25 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
       });
     },
 
+    /**
+     * Who the platform writes to about a workspace (billing receipts, alerts, notices): its
+     * members with one of `roles`, with their email addresses, owners first.
+     *
+     * @example const owners = await workspaces.contacts(workspaceId, ['owner']);
+     */
+    async contacts(
+      workspaceId: string,
+      roles: readonly Role[],
+    ): Promise<Array<{ userId: string; email: string; role: Role }>> {
+      const rows = await db.tenant(workspaceId, (tx) => repo.listMembers(tx, workspaceId));
+      const wanted = rows.filter((r) => roles.includes(r.role));
+      const found = new Map((await users.getUsers(wanted.map((r) => r.userId))).map((u) => [u.id, u]));
+      return wanted.flatMap((r) => {
+        const email = found.get(r.userId)?.email;
+        return email ? [{ userId: r.userId, email, role: r.role }] : [];
+      });
+    },
+
     /** The workspace's standing, or null when it does not exist. */
     async statusOf(workspaceId: string): Promise<WorkspaceStatus | null> {
       if (!isId(workspaceId, 'ws')) return null;
