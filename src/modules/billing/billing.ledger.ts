@@ -89,7 +89,7 @@ export type MoveInput = {
 };
 
 /** A movement between `available` and its platform account: +amount (grant, top-up) or -amount (refund). */
-function availableMovement(kind: 'grant' | 'topup' | 'refund', sign: 1 | -1, input: MoveInput): Movement {
+function availableMovement(kind: 'grant' | 'topup' | 'refund' | 'expire', sign: 1 | -1, input: MoveInput): Movement {
   const amount = checkAmount(input.amountMicros);
   return {
     kind,
@@ -329,6 +329,15 @@ export function ledgerService(deps: Deps) {
     /** Gives credits back to the payment they came from (refused beyond what is available). */
     async refund(input: MoveInput, then?: AfterMovement) {
       return toTransactionView((await apply(input.workspaceId, availableMovement('refund', -1, input), then)).row);
+    },
+
+    /**
+     * Takes back promotional credits that reached their expiry (refused beyond what is
+     * available); `then` runs in the same transaction when the expiry is new.
+     */
+    async expire(input: MoveInput, then?: AfterMovement) {
+      const { row, fresh } = await apply(input.workspaceId, availableMovement('expire', -1, input), then);
+      return { entry: toTransactionView(row), fresh };
     },
 
     /** An operator's correction, up or down (never below zero), with its reason. */
