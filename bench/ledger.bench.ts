@@ -50,7 +50,7 @@ async function main() {
       db,
       repo: billingRepo,
       clock: systemClock,
-      settings: { reservationTtlMs: 15 * 60_000 },
+      settings: { reservationTtlMs: 15 * 60_000, maxInFlight: Number(env.BENCH_LEDGER_IN_FLIGHT ?? 1) },
     });
     // The baseline runs on the same pool (as the same role), so both hold at most CLIENTS connections.
     const setup = new pg.Client({ connectionString: db0.url });

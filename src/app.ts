@@ -59,6 +59,7 @@ export function createModules(deps: AppDeps) {
     audit: audit.service,
     workspaces: workspaces.service,
     mailer: notifications.service.mailer,
+    keys: keys.service,
     requirePermission: workspaces.service.requirePermission,
   });
   const gateway = createGatewayModule({
@@ -69,7 +70,10 @@ export function createModules(deps: AppDeps) {
     workspaces: workspaces.service,
     // A gate handed in (tests, benchmarks) wins; otherwise the ledger, unless the operator turned credits off.
     credits: deps.credits ?? (deps.config.BERTH_CREDITS === 'ledger' ? billing.gate : unlimitedCredits),
+    planLimitsOf: billing.service.limitsOf,
   });
+  // A plan change applies to the gateway's next call on every replica.
+  billing.service.onPlanChanged((tx, workspaceId) => gateway.service.providers.changedAfterCommit(tx, workspaceId));
   return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway };
 }
 

@@ -14,6 +14,9 @@ describe('happy', () => {
     expect(c.BERTH_SESSION_IDLE_MINUTES).toBe(30);
     expect(c.BERTH_SESSION_ABSOLUTE_HOURS).toBe(12);
     expect(c.BERTH_BODY_LIMIT).toBe(1024 * 1024);
+    expect(c.BERTH_LOW_BALANCE_USD).toBe('1');
+    expect(c.BERTH_EXHAUSTED_BALANCE_USD).toBe('0.01');
+    expect(c.BERTH_SUSPENSION_GRACE_DAYS).toBe(30);
   });
 
   it('reads a JSON file; environment wins over the file, overrides over both', () => {
@@ -62,6 +65,11 @@ describe('errors', () => {
     // Trusting every hop would let any client pick its own IP (and dodge per-IP limits).
     [{ BERTH_TRUST_PROXY: 'true' }, /BERTH_TRUST_PROXY/],
     [{ BERTH_TRUST_PROXY: 'everyone' }, /BERTH_TRUST_PROXY/],
+    [{ BERTH_LOW_BALANCE_USD: '-1' }, /BERTH_LOW_BALANCE_USD/],
+    // Credits are never below 0: a threshold of 0 would mean a workspace never runs out.
+    [{ BERTH_EXHAUSTED_BALANCE_USD: '0' }, /BERTH_EXHAUSTED_BALANCE_USD/],
+    [{ BERTH_SUSPENSION_GRACE_DAYS: '-1' }, /BERTH_SUSPENSION_GRACE_DAYS/],
+    [{ BERTH_SUSPENSION_GRACE_DAYS: '2.5' }, /BERTH_SUSPENSION_GRACE_DAYS/],
   ];
   it.each(cases)('rejects %j with a message naming the setting', (env, message) => {
     expect(() => loadConfig({ env })).toThrow(ConfigError);

@@ -102,6 +102,8 @@ export const ConfigSchema = z
     BERTH_MODEL_PRICES_FILE: z.string().min(1).optional(),
     /** A JSON file of platform providers added at start when missing (by name): [{ name, adapter, baseUrl, apiKey, models }]. */
     BERTH_PLATFORM_PROVIDERS_FILE: z.string().min(1).optional(),
+    /** A JSON file of plans overriding or adding to the shipped ones: { "<id>": { name, monthlyCreditsMicros, rateLimitRpm, seats, auditRetentionMonths, features } }. */
+    BERTH_PLANS_FILE: z.string().min(1).optional(),
     /** `ledger`: calls reserve and settle credits on the billing ledger; `unlimited`: no balances at all. */
     BERTH_CREDITS: z.enum(['ledger', 'unlimited']).default('ledger'),
     /** Credits each new workspace starts with, in USD (exact to the micro-dollar); 0 for none. */
@@ -112,6 +114,33 @@ export const ConfigSchema = z
       .default('5'),
     /** How long a credit reservation may stay open before the expiry job releases it. */
     BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),
+    /** Statement numbers start with this: `<prefix>-<YYYY>-<MM>-<sequence>`. */
+    BERTH_INVOICE_PREFIX: z
+      .string()
+      .regex(/^[A-Z0-9]{1,12}$/, '1 to 12 capital letters or digits')
+      .default('BER'),
+    /** Who issues the statements and receipts (name, address, tax number), printed on them. */
+    BERTH_INVOICE_ISSUER: z
+      .string()
+      .trim()
+      .min(1)
+      .max(300)
+      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
+      .optional(),
+    /** Below this (USD, available plus held) a workspace's credits are low: owners are warned once per dip; 0 for no warning. */
+    BERTH_LOW_BALANCE_USD: z.coerce
+      .string()
+      .trim()
+      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 1 or 2.50 (at most 6 decimals)')
+      .default('1'),
+    /** Below this (USD, available plus held, more than 0) a workspace is out of credits: agents stop starting runs. */
+    BERTH_EXHAUSTED_BALANCE_USD: z.coerce
+      .string()
+      .trim()
+      .refine((v) => (usdToMicros(v) ?? 0) > 0, 'a USD amount above 0 such as 0.01 (at most 6 decimals)')
+      .default('0.01'),
+    /** Days an out-of-credits workspace keeps its deployments' runtime data; 0 never deletes them. */
+    BERTH_SUSPENSION_GRACE_DAYS: int(0, 3650).default(30),
     /** Stripe's secret API key: turns card top-ups (Checkout) on. */
     BERTH_STRIPE_SECRET_KEY: z.string().min(8).optional(),
     /** The webhook endpoint's signing secrets, comma-separated (several while one is rotated). */

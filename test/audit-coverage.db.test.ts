@@ -273,6 +273,50 @@ const FIXTURES: Record<string, Fixture> = {
     prepare: workspace,
     call: (v) => client(v, 'owner').post(`${ws(v)}/billing/checkout`, { amountMicros: 5_000_000 }),
   },
+  'PUT /api/workspaces/:workspaceId/billing/auto-topup': {
+    actions: ['billing.auto_topup_changed'],
+    prepare: workspace,
+    // Turning it on needs a saved card (409 payment_method_required); saving it off does not.
+    fail: (v) =>
+      client(v, 'owner').put(`${ws(v)}/billing/auto-topup`, {
+        enabled: true,
+        thresholdMicros: 5_000_000,
+        amountMicros: 20_000_000,
+        monthlyMaxCount: 3,
+      }),
+    call: (v) =>
+      client(v, 'owner').put(`${ws(v)}/billing/auto-topup`, {
+        enabled: false,
+        thresholdMicros: 5_000_000,
+        amountMicros: 20_000_000,
+        monthlyMaxCount: 3,
+      }),
+  },
+  'PUT /api/workspaces/:workspaceId/billing/budgets': {
+    actions: ['budget.set'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').put(`${ws(v)}/billing/budgets`, { period: 'month', limitMicros: 1_000_000 }),
+    fail: (v) =>
+      client(v, 'owner').put(`${ws(v)}/billing/budgets`, {
+        keyId: 'key_00000000000000000000000000',
+        period: 'day',
+        limitMicros: 1_000_000,
+      }),
+  },
+  'DELETE /api/workspaces/:workspaceId/billing/budgets/:budgetId': {
+    actions: ['budget.removed'],
+    prepare: async () => {
+      const v = await workspace();
+      const res = await client(v, 'owner').put<{ id: string }>(`${ws(v)}/billing/budgets`, {
+        period: 'day',
+        limitMicros: 1_000_000,
+      });
+      if (res.status !== 200) throw new Error(`budget fixture: ${res.status} ${res.text}`);
+      return { ...v, budgetId: res.body.id };
+    },
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/billing/budgets/${v.budgetId}`),
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/billing/budgets/bud_00000000000000000000000000`),
+  },
   'POST /api/operator/billing/grant': {
     actions: ['billing.granted'],
     prepare: async () => {

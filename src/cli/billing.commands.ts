@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
 import type { TransactionView, VerifyReport } from '../modules/billing/index.ts';
 import { microsToUsd, usdToMicros } from '../platform/money.ts';
+import { registerStatementCommands } from './billing.statements.commands.ts';
+import { registerBudgetCommands } from './budgets.commands.ts';
 import { parsePositiveInt } from './gateway.commands.ts';
 import { callServer, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
+import { operatorSession } from './operator-session.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
 import { withModules } from './runtime.ts';
 
@@ -31,7 +34,7 @@ function signedUsdToMicros(text: string, flag: string): number {
 }
 
 function entryLine(e: TransactionView): string {
-  const sign = e.kind === 'refund' || e.kind === 'reserve' ? '-' : '';
+  const sign = e.kind === 'refund' || e.kind === 'reserve' || e.kind === 'expire' ? '-' : '';
   return [
     e.createdAt,
     e.kind.padEnd(8),
@@ -48,8 +51,41 @@ function describeReport(r: VerifyReport): string {
   return `${state}  ${r.workspaceId}: available ${microsToUsd(r.availableMicros)} (postings ${microsToUsd(r.postedAvailableMicros)}), held ${microsToUsd(r.heldMicros)} (postings ${microsToUsd(r.postedHeldMicros)}, open reservations ${microsToUsd(r.openReservationsMicros)}), unbalanced transactions ${r.unbalancedTransactions}`;
 }
 
+/**
+ * `--expires`: a date (the credits last through that day, UTC: they expire at the next
+ * midnight UTC) or an ISO 8601 time with its offset. A usage error otherwise.
+ */
+function expiryOf(text: string): string {
+  const t = text.trim();
+  if (/^\d{4}-\d{2}-\d{2}$/.test(t)) {
+    const day = new Date(`${t}T00:00:00.000Z`);
+    if (!Number.isNaN(day.getTime()) && day.toISOString().slice(0, 10) === t) {
+      return new Date(day.getTime() + 24 * 3600_000).toISOString();
+    }
+  } else if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(t)) {
+    const at = new Date(t);
+    if (!Number.isNaN(at.getTime())) return at.toISOString();
+  }
+  throw new CliError(
+    `--expires: use a date such as 2027-01-31 (the credits last through that day, UTC) or an ISO time with offset (got ${text}).`,
+    EXIT.usage,
+    'invalid_expiry',
+  );
+}
+
 /** A fresh key for a one-off operator movement when none is given (a retry should pass the same --idempotency-key). */
 const oneOffKey = (what: string) => `cli-${what}-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
+
+/** `berth billing verify --url`: the operator route, signed in for this command only. */
+async function verifyOverHttp(io: Io, opts: { url: string; email?: string; code?: string }): Promise<VerifyReport[]> {
+  if (!opts.email) throw new CliError('--email: the operator to sign in as (with --url).', EXIT.usage, 'usage');
+  const session = await operatorSession(io, { url: opts.url, email: opts.email, code: opts.code });
+  try {
+    return (await session.get<{ reports: VerifyReport[] }>('/api/operator/billing/verify')).reports;
+  } finally {
+    await session.close();
+  }
+}
 
 /** `berth billing balance|entries` (over HTTP with an API key) and `berth billing verify` (on the database). */
 export function registerBillingCommands(program: Command, io: Io, globals: () => GlobalOptions) {
@@ -100,17 +136,23 @@ export function registerBillingCommands(program: Command, io: Io, globals: () =>
     emit(io, Boolean(g.json), page, page.data.length ? `${page.data.map(entryLine).join('\n')}${more}` : 'No entries.');
   });
 
+  registerBudgetCommands(billing, http, io, globals);
+  registerStatementCommands(billing, http, io, globals);
+
   billing
     .command('verify')
     .description(
-      `Recompute every balance from the ledger on the database; exit code ${EXIT_LEDGER_MISMATCH} on any mismatch.`,
+      `Recompute every balance from the ledger, on the database or (with --url) over HTTP as an operator; exit code ${EXIT_LEDGER_MISMATCH} on any mismatch.`,
     )
-    .option('--workspace <id>', 'only this workspace')
-    .action(async (opts: { workspace?: string }) => {
+    .option('--workspace <id>', 'only this workspace (on the database)')
+    .option('--url <url>', "a running server's URL: sign in as an operator there (password from the terminal or stdin)")
+    .option('--email <email>', "the operator's email (with --url)")
+    .option('--code <code>', "the operator's authenticator code, if 2FA is on (asked for otherwise)")
+    .action(async (opts: { workspace?: string; url?: string; email?: string; code?: string }) => {
       const g = globals();
-      const reports = await withModules(io, configFor(io, g), 'billing verify', (m) =>
-        m.billing.service.verify(opts.workspace),
-      );
+      const reports = opts.url
+        ? await verifyOverHttp(io, { ...opts, url: opts.url })
+        : await withModules(io, configFor(io, g), 'billing verify', (m) => m.billing.service.verify(opts.workspace));
       const ok = reports.every((r) => r.ok);
       emit(
         io,
@@ -128,7 +170,7 @@ export function registerBillingCommands(program: Command, io: Io, globals: () =>
 /** `berth operator billing grant|adjust` and `berth operator plans set`, on the database directly. */
 export function registerOperatorBillingCommands(operator: Command, io: Io, globals: () => GlobalOptions) {
   const billing = operator.command('billing').description("Grant or correct a workspace's credits.");
-  type MoveOpts = { workspace: string; amountUsd: string; idempotencyKey?: string; memo?: string };
+  type MoveOpts = { workspace: string; amountUsd: string; idempotencyKey?: string; memo?: string; expires?: string };
 
   billing
     .command('grant')
@@ -137,9 +179,14 @@ export function registerOperatorBillingCommands(operator: Command, io: Io, globa
     .requiredOption('--amount-usd <usd>', 'e.g. 12.50')
     .option('--idempotency-key <key>', 'repeat a grant safely: the same key grants once')
     .option('--memo <text>', 'why (kept with the entry)')
+    .option(
+      '--expires <date>',
+      'promotional credits: what is left of them is taken back after this day (UTC), e.g. 2027-01-31',
+    )
     .action(async (opts: MoveOpts) => {
       const g = globals();
       const amountMicros = signedUsdToMicros(opts.amountUsd, '--amount-usd');
+      const expiresAt = opts.expires === undefined ? undefined : expiryOf(opts.expires);
       if (amountMicros < 0)
         throw new CliError(
           '--amount-usd: a grant is positive; use adjust to take credits away.',
@@ -147,19 +194,21 @@ export function registerOperatorBillingCommands(operator: Command, io: Io, globa
           'invalid_amount',
         );
       const entry = await withModules(io, configFor(io, g), 'operator billing grant', (m) =>
-        m.billing.service.grant({
+        m.billing.promotions.grant({
           actor,
           workspaceId: opts.workspace,
           amountMicros,
           idempotencyKey: opts.idempotencyKey ?? oneOffKey('grant'),
           memo: opts.memo,
+          expiresAt,
         }),
       );
+      const until = entry.expiresAt ? `, expiring at ${entry.expiresAt}` : '';
       emit(
         io,
         Boolean(g.json),
         entry,
-        `Granted ${microsToUsd(entry.amountMicros)} USD to ${entry.workspaceId}: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
+        `Granted ${microsToUsd(entry.amountMicros)} USD to ${entry.workspaceId}${until}: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
       );
     });
 

@@ -25,6 +25,11 @@ export const ERROR_CODES = {
   unknown_plan: 400,
   invalid_signature: 400,
   unknown_payment: 400,
+  unknown_currency: 400,
+  unknown_customer: 400,
+  invalid_expiry: 400,
+  invalid_period: 400,
+  invalid_date_range: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -35,6 +40,7 @@ export const ERROR_CODES = {
   api_key_expired: 401,
   // 402
   insufficient_credits: 402,
+  budget_exceeded: 402,
   // 403
   forbidden: 403,
   csrf_failed: 403,
@@ -58,7 +64,9 @@ export const ERROR_CODES = {
   mfa_already_enabled: 409,
   idempotency_conflict: 409,
   reservation_closed: 409,
+  seat_limit_reached: 409,
   payments_not_configured: 409,
+  payment_method_required: 409,
   // 413 / 415
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -31,6 +31,7 @@ export const ID_PREFIXES = [
   'rsv',
   'pln',
   'pay',
+  'bud',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

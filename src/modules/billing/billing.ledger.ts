@@ -7,6 +7,8 @@ import { newId } from '../../platform/ids.ts';
 import { canonicalJson } from '../audit/index.ts';
 import type { CreditGate, Reservation, ReserveInput } from '../gateway/index.ts';
 import type { BillingRepo } from './billing.repo.ts';
+import { reservationsRepo } from './billing.reservations.repo.ts';
+import { reservationQueue } from './billing.reservations.ts';
 import type { PostingRow, TransactionKind, TransactionRow } from './billing.tables.ts';
 
 /** The counter-account of each kind of movement (the workspace's own accounts are `available` and `held`). */
@@ -54,6 +56,8 @@ export type VerifyReport = {
 export type LedgerSettings = {
   /** How long a reservation may stay open before the expiry job releases it. */
   reservationTtlMs: number;
+  /** Ledger batches in flight at once (default 1); each takes a connection. */
+  maxInFlight?: number;
 };
 
 type Deps = {
@@ -146,15 +150,24 @@ function isUniqueViolation(err: unknown): boolean {
 }
 
 /**
- * The credit ledger. Each movement runs in one transaction bound to its workspace: the
- * balance row is moved by a conditional UPDATE (so concurrent movements serialise on it and
- * none takes the balance below zero), the transaction and its postings are inserted, and
- * a key seen before answers with the first result instead (a key reused with other
- * parameters is refused). Reservations hold credits from `available` in `held` until they
- * are settled (the actual cost goes to `platform:usage`, the rest back) or released.
+ * The credit ledger. Grants, top-ups, refunds, adjustments and expiries each run in one
+ * transaction bound to their workspace: the balance row is moved by a conditional UPDATE
+ * (so concurrent movements serialise on it and none takes the balance below zero), the
+ * transaction and its postings are inserted, and a key seen before answers with the first
+ * result instead (a key reused with other parameters is refused). Reservations hold credits
+ * from `available` in `held` until they are settled (the actual cost goes to
+ * `platform:usage`, the rest back) or released; being the gateway's hot path, they are
+ * group-committed (billing.reservations.ts), with the same rules and the same entries.
  */
 export function ledgerService(deps: Deps) {
   const { db, repo, clock } = deps;
+  const queue = reservationQueue({
+    db,
+    repo: reservationsRepo,
+    clock,
+    reservationTtlMs: deps.settings.reservationTtlMs,
+    ...(deps.settings.maxInFlight ? { maxInFlight: deps.settings.maxInFlight } : {}),
+  });
 
   async function replayOf(tx: Database, m: Movement, workspaceId: string, hash: string) {
     const seen = await repo.findTransaction(tx, workspaceId, m.idempotencyKey);
@@ -182,7 +195,9 @@ export function ledgerService(deps: Deps) {
     if (seen) return { row: seen, fresh: false };
     const now = clock.now();
     let after = await repo.applyDeltas(tx, workspaceId, m, now);
-    if (!after && !(await repo.getBalance(tx, workspaceId))) {
+    if (!after) {
+      // Refused, or the workspace's first movement (no balance row yet; another one may be
+      // creating it right now: the insert waits for it, the retried update then sees it).
       await repo.ensureBalance(tx, workspaceId, now);
       after = await repo.applyDeltas(tx, workspaceId, m, now);
     }
@@ -236,65 +251,6 @@ export function ledgerService(deps: Deps) {
         throw err;
       }
     }
-  }
-
-  /** Settles or releases an open reservation, once; anything else about it is refused. */
-  async function resolve(
-    workspaceId: string,
-    reservationId: string,
-    how: { kind: 'settle'; actualMicros: number } | { kind: 'release'; status: 'released' | 'expired' },
-    actor: Actor,
-  ): Promise<TransactionRow> {
-    return db.tenant(workspaceId, async (tx) => {
-      const r = await repo.lockReservation(tx, workspaceId, reservationId);
-      if (!r) throw new AppError('not_found', 'No such reservation.');
-      if (r.status !== 'open') {
-        throw new AppError('reservation_closed', `This reservation was already ${r.status}; it resolves once.`);
-      }
-      const now = clock.now();
-      if (how.kind === 'release') {
-        const { row } = await applyIn(tx, workspaceId, {
-          kind: 'release',
-          idempotencyKey: `release:${r.id}`,
-          params: { reservation: r.id, amount: r.amountMicros, status: how.status },
-          amountMicros: r.amountMicros,
-          available: r.amountMicros,
-          held: -r.amountMicros,
-          actor,
-          memo: how.status === 'expired' ? 'reservation expired' : null,
-          reservationId: r.id,
-        });
-        await repo.resolveReservation(tx, workspaceId, r.id, {
-          status: how.status,
-          settledMicros: null,
-          resolvedAt: now,
-        });
-        return row;
-      }
-      // The actual cost may exceed the reservation (the input was estimated): the excess is
-      // charged from what is available, never below zero.
-      let charge = Math.min(how.actualMicros, r.amountMicros);
-      if (how.actualMicros > r.amountMicros) {
-        const balance = await repo.getBalance(tx, workspaceId, true);
-        charge += Math.min(how.actualMicros - r.amountMicros, balance?.availableMicros ?? 0);
-      }
-      const { row } = await applyIn(tx, workspaceId, {
-        kind: 'settle',
-        idempotencyKey: `settle:${r.id}`,
-        params: { reservation: r.id, amount: charge },
-        amountMicros: charge,
-        available: r.amountMicros - charge,
-        held: -r.amountMicros,
-        actor,
-        reservationId: r.id,
-      });
-      await repo.resolveReservation(tx, workspaceId, r.id, {
-        status: 'settled',
-        settledMicros: charge,
-        resolvedAt: now,
-      });
-      return row;
-    });
   }
 
   const gatewayActor: Actor = { type: 'system', name: 'gateway' };
@@ -362,69 +318,51 @@ export function ledgerService(deps: Deps) {
       ).then((done) => toTransactionView(done.row));
     },
 
-    /** Holds `amountMicros` for a call; `insufficient_credits` when it is not available. */
+    /**
+     * Holds `amountMicros` for a call; `insufficient_credits` when it is not available,
+     * `budget_exceeded` when a budget of the workspace or key would be passed.
+     */
     async reserve(input: ReserveInput & { actor?: Actor }): Promise<Reservation> {
       const amount = input.amountMicros === 0 ? 0 : checkAmount(input.amountMicros);
-      const reservationId = newId('rsv', clock.now());
-      const { row } = await apply(
-        input.workspaceId,
-        {
-          kind: 'reserve',
-          idempotencyKey: `reserve:${input.requestId}`,
-          params: { request: input.requestId, amount },
-          amountMicros: amount,
-          available: -amount,
-          held: amount,
-          actor: input.actor ?? gatewayActor,
-          reservationId,
-        },
-        async (tx, created) => {
-          await repo.insertReservation(tx, {
-            id: reservationId,
-            workspaceId: input.workspaceId,
-            keyId: input.keyId,
-            requestId: input.requestId,
-            amountMicros: amount,
-            status: 'open',
-            settledMicros: null,
-            expiresAt: new Date(created.createdAt.getTime() + deps.settings.reservationTtlMs),
-            createdAt: created.createdAt,
-            resolvedAt: null,
-          });
-        },
-      );
-      return { id: row.reservationId ?? reservationId, workspaceId: input.workspaceId, amountMicros: row.amountMicros };
+      const row = await queue.submit({
+        kind: 'reserve',
+        workspaceId: input.workspaceId,
+        keyId: input.keyId,
+        requestId: input.requestId,
+        amountMicros: amount,
+        actor: input.actor ?? gatewayActor,
+      });
+      return { id: row.reservationId ?? '', workspaceId: input.workspaceId, amountMicros: row.amountMicros };
     },
 
+    /** Charges the actual cost of a reserved call (beyond the reservation only what is available), once. */
     settle: async (workspaceId: string, reservationId: string, actualMicros: number, actor: Actor = gatewayActor) => {
       if (!Number.isSafeInteger(actualMicros) || actualMicros < 0) {
         throw new AppError('invalid_amount', 'The settled amount must be a whole number of micro-units, zero or more.');
       }
-      return resolve(workspaceId, reservationId, { kind: 'settle', actualMicros }, actor).then(toTransactionView);
+      return toTransactionView(await queue.submit({ kind: 'settle', workspaceId, reservationId, actualMicros, actor }));
     },
 
-    release: (workspaceId: string, reservationId: string, actor: Actor = gatewayActor) =>
-      resolve(workspaceId, reservationId, { kind: 'release', status: 'released' }, actor).then(toTransactionView),
+    /** Gives a reservation's credits back (the call failed before costing anything), once. */
+    release: async (workspaceId: string, reservationId: string, actor: Actor = gatewayActor) =>
+      toTransactionView(await queue.submit({ kind: 'release', workspaceId, reservationId, status: 'released', actor })),
 
     /** Releases reservations left open past their expiry (a call that crashed never settles). */
     async expireReservations(limit = 500): Promise<number> {
       const due = await db.system((tx) => repo.expiredReservations(tx, clock.now(), limit));
-      let n = 0;
-      for (const r of due) {
-        try {
-          await resolve(
-            r.workspaceId,
-            r.id,
-            { kind: 'release', status: 'expired' },
-            { type: 'system', name: 'reservation-expiry' },
-          );
-          n++;
-        } catch (err) {
-          // Settled or released meanwhile: nothing to expire.
-          if (!(err instanceof AppError && err.code === 'reservation_closed')) throw err;
+      const actor: Actor = { type: 'system', name: 'reservation-expiry' };
+      const done = await Promise.allSettled(
+        due.map((r) =>
+          queue.submit({ kind: 'release', workspaceId: r.workspaceId, reservationId: r.id, status: 'expired', actor }),
+        ),
+      );
+      for (const d of done) {
+        // Settled or released meanwhile: nothing to expire.
+        if (d.status === 'rejected' && !(d.reason instanceof AppError && d.reason.code === 'reservation_closed')) {
+          throw d.reason;
         }
       }
-      return n;
+      return done.filter((d) => d.status === 'fulfilled').length;
     },
 
     async balance(workspaceId: string): Promise<BalanceView> {

@@ -1,13 +1,15 @@
 import type { Role } from '../../platform/http/context.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { Mailer } from '../notifications/index.ts';
-import type { WorkspacesService } from '../workspaces/index.ts';
+import { ROLES, type WorkspacesService } from '../workspaces/index.ts';
 
 /** A billing message to a workspace's people: the subject and text are the same for each. */
 export type BillingNotice = {
   workspaceId: string;
   /** Who gets it: owners only (suspension, receipts) or owners and admins (budget alerts). */
   roles: readonly Role[];
+  /** Members who get it too, whatever their role (e.g. who paid); each person gets one copy. */
+  userIds?: readonly string[];
   subject: string;
   text: string;
   /** The mail's tag (logged instead of the content). */
@@ -30,7 +32,12 @@ type Deps = {
 export function billingNotices(deps: Deps) {
   return {
     async send(notice: BillingNotice): Promise<number> {
-      const people = await deps.workspaces.contacts(notice.workspaceId, notice.roles);
+      const also = notice.userIds ?? [];
+      const people = also.length
+        ? (await deps.workspaces.contacts(notice.workspaceId, ROLES)).filter(
+            (p) => notice.roles.includes(p.role) || also.includes(p.userId),
+          )
+        : await deps.workspaces.contacts(notice.workspaceId, notice.roles);
       let sent = 0;
       for (const p of people) {
         try {

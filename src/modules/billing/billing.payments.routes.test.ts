@@ -1,14 +1,22 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FakeStripe, startFakeStripe, signature as stripeSignature } from '../../../test/fakes/stripe.ts';
+import {
+  type FakeStripe,
+  startFakeStripe,
+  stripeEvent,
+  signature as stripeSignature,
+  TEST_CARDS,
+} from '../../../test/fakes/stripe.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { fullDatabaseText } from '../../../test/helpers/dump.ts';
 import { gatewayWorkspace, listen } from '../../../test/helpers/gateway.ts';
 import type { SignedInClient } from '../../../test/helpers/identity.ts';
 
 /**
  * Card top-ups against a fake that speaks Stripe's HTTP API: Checkout sessions, then
  * webhooks correctly signed, badly signed, stale, replayed, signed with a rotated secret,
- * and for checkouts Berth never started.
+ * for checkouts Berth never started and in currencies it does not keep. Of the card, Berth
+ * keeps the brand, last 4 and postal code Stripe shows, and nothing else.
  */
 
 const OLD_SECRET = 'whsec_old_0123456789abcdef';
@@ -87,10 +95,10 @@ describe('happy', () => {
     expect(entries.body.data).toEqual([
       expect.objectContaining({ kind: 'topup', idempotencyKey: `stripe:${session.id}` }),
     ]);
-    // What Berth keeps of the payment: the processor's references and postal code, no card data.
+    // What Berth keeps of the payment: the processor's references, brand, last 4 and postal code.
     const rows = await app.db.system(async (tx) => {
       const res = (await tx.execute(
-        sql`select status, amount_micros::int as amount, postal_code, transaction_id, card_last4 from payments where checkout_id = ${session.id}`,
+        sql`select status, amount_micros::int as amount, postal_code, transaction_id, card_brand, card_last4 from payments where checkout_id = ${session.id}`,
       )) as unknown as { rows: Array<Record<string, unknown>> };
       return res.rows;
     });
@@ -100,9 +108,49 @@ describe('happy', () => {
         amount: 12_500_000,
         postal_code: '10115',
         transaction_id: expect.stringMatching(/^ltx_/),
-        card_last4: null,
+        card_brand: 'visa',
+        card_last4: '4242',
       },
     ]);
+    // Read from Stripe's API as Stripe shows it: the session with its payment's card expanded.
+    const reads = stripe.requests.filter((r) => r.method === 'GET' && r.path === `/v1/checkout/sessions/${session.id}`);
+    expect(reads.length).toBeGreaterThanOrEqual(1);
+    // Its own payment's event (payment_intent.succeeded) is acknowledged and tops up nothing more.
+    const pi = stripe.sessions.get(session.id)?.payment_intent ?? '';
+    const piEvent = stripeEvent('payment_intent.succeeded', stripe.paymentIntents.get(pi));
+    const acked = await deliver(piEvent, signature(piEvent, NEW_SECRET));
+    expect(await acked.json()).toEqual({ applied: false });
+    expect(await available(w.owner, w.workspaceId)).toBe(12_500_000);
+  });
+
+  it('keeps of the card only its brand, last 4 and postal code: no number, expiry or fingerprint anywhere', async () => {
+    const { w, session } = await checkout(3_000_000);
+    const card = TEST_CARDS.mastercard;
+    const body = stripe.completedEvent(session.id, { card, postalCode: '75008' });
+    expect(await (await deliver(body, signature(body, NEW_SECRET))).json()).toEqual({ applied: true });
+    const pm = [...stripe.paymentMethods.values()].find((m) => m.card === card && m.postalCode === '75008');
+    if (!pm) throw new Error('the fake kept no payment method');
+    const dump = await fullDatabaseText(app);
+    expect(dump).toContain('mastercard');
+    expect(dump).toContain('75008');
+    const logs = app.logs.join('\n');
+    const expiry = String(card.expMonth).padStart(2, '0');
+    for (const leak of [
+      card.number,
+      pm.fingerprint,
+      'exp_month',
+      'exp_year',
+      `${expiry}/${card.expYear}`,
+      `${expiry}/${String(card.expYear).slice(2)}`,
+      `${card.expYear}-${expiry}`,
+      'Pat Payer',
+      'Invalidenstr',
+    ]) {
+      expect(dump.includes(leak), `database holds ${leak}`).toBe(false);
+      expect(logs.includes(leak), `logs hold ${leak}`).toBe(false);
+    }
+    const balance = await w.owner.get<{ availableMicros: number }>(`/api/workspaces/${w.workspaceId}/billing/balance`);
+    expect(balance.body.availableMicros).toBe(3_000_000);
   });
 
   it('accepts the previous secret during a rotation, and marks expired checkouts', async () => {
@@ -158,6 +206,68 @@ describe('errors', () => {
       const bad = await w.owner.post(`/api/workspaces/${w.workspaceId}/billing/checkout`, { amountMicros });
       expect(bad.status, String(amountMicros)).toBe(400);
     }
+  });
+
+  it('refuses unknown currencies in checkout requests and events with unknown_currency, changing nothing', async () => {
+    const { w, session } = await checkout(5_000_000);
+    const sessions = stripe.sessions.size;
+    for (const currency of ['eur', 'XYZ', 'btc']) {
+      const bad = await w.owner.post(`/api/workspaces/${w.workspaceId}/billing/checkout`, {
+        amountMicros: 5_000_000,
+        currency,
+      });
+      expect(bad.status, currency).toBe(400);
+      expect(bad.body.code).toBe('unknown_currency');
+    }
+    expect(stripe.sessions.size).toBe(sessions);
+    const inEuros = stripe.completedEvent(session.id).replace('"currency":"usd"', '"currency":"eur"');
+    expect(inEuros).toContain('"currency":"eur"');
+    const res = await deliver(inEuros, signature(inEuros, NEW_SECRET));
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { code: string }).code).toBe('unknown_currency');
+    expect(await available(w.owner, w.workspaceId)).toBe(0);
+    // The right event still applies (the refused one was not noted).
+    const body = stripe.completedEvent(session.id);
+    expect(await (await deliver(body, signature(body, NEW_SECRET))).json()).toEqual({ applied: true });
+    expect(await available(w.owner, w.workspaceId)).toBe(5_000_000);
+  });
+
+  it('refuses payment events of payments Berth never started with unknown_payment, changing nothing', async () => {
+    const { w } = await checkout(5_000_000);
+    const base = {
+      id: 'pi_test_not_berths',
+      object: 'payment_intent',
+      amount: 500,
+      currency: 'usd',
+      customer: 'cus_someone_else',
+      status: 'succeeded',
+    };
+    for (const metadata of [
+      {},
+      { workspace_id: w.workspaceId },
+      { workspace_id: w.workspaceId, payment_id: 'pay_01JD6F3Q4N8ZK5R2W7XH9YB0C1' },
+      { workspace_id: w.workspaceId, auto_topup_id: 'pay_01JD6F3Q4N8ZK5R2W7XH9YB0C1' },
+    ]) {
+      const body = stripeEvent('payment_intent.succeeded', { ...base, metadata });
+      const res = await deliver(body, signature(body, NEW_SECRET));
+      expect(res.status, JSON.stringify(metadata)).toBe(400);
+      expect(((await res.json()) as { code: string }).code).toBe('unknown_payment');
+    }
+    const inEuros = stripeEvent('payment_intent.payment_failed', {
+      ...base,
+      currency: 'eur',
+      metadata: { workspace_id: w.workspaceId, auto_topup_id: 'pay_01JD6F3Q4N8ZK5R2W7XH9YB0C1' },
+    });
+    const res = await deliver(inEuros, signature(inEuros, NEW_SECRET));
+    expect(((await res.json()) as { code: string }).code).toBe('unknown_currency');
+    expect(await available(w.owner, w.workspaceId)).toBe(0);
+    const noted = await app.db.system(async (tx) => {
+      const r = (await tx.execute(
+        sql`select count(*)::int as n from payment_events where workspace_id = ${w.workspaceId}`,
+      )) as unknown as { rows: Array<{ n: number }> };
+      return r.rows[0]?.n;
+    });
+    expect(noted).toBe(0);
   });
 });
 

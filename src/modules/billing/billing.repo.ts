@@ -72,34 +72,28 @@ export const billingRepo = {
     return rows[0] ?? null;
   },
 
+  /**
+   * The workspaces whose credits (available plus held) are below `belowMicros` (system
+   * scope): what the credit-standing job compares each minute, off the gateway's path.
+   */
+  async balancesBelow(
+    tx: Database,
+    belowMicros: number,
+  ): Promise<Array<{ workspaceId: string; availableMicros: number; heldMicros: number }>> {
+    return tx
+      .select({
+        workspaceId: creditBalances.workspaceId,
+        availableMicros: creditBalances.availableMicros,
+        heldMicros: creditBalances.heldMicros,
+      })
+      .from(creditBalances)
+      .where(sql`${creditBalances.availableMicros} + ${creditBalances.heldMicros} < ${belowMicros}`)
+      .orderBy(creditBalances.workspaceId);
+  },
+
   async insertTransaction(tx: Database, row: TransactionRow, postings: PostingRow[]): Promise<void> {
     await tx.insert(ledgerTransactions).values(row);
     if (postings.length > 0) await tx.insert(ledgerPostings).values(postings);
-  },
-
-  async insertReservation(tx: Database, row: ReservationRow): Promise<void> {
-    await tx.insert(creditReservations).values(row);
-  },
-
-  async lockReservation(tx: Database, workspaceId: string, id: string): Promise<ReservationRow | null> {
-    const rows = await tx
-      .select()
-      .from(creditReservations)
-      .where(and(eq(creditReservations.workspaceId, workspaceId), eq(creditReservations.id, id)))
-      .for('update');
-    return rows[0] ?? null;
-  },
-
-  async resolveReservation(
-    tx: Database,
-    workspaceId: string,
-    id: string,
-    set: { status: ReservationRow['status']; settledMicros: number | null; resolvedAt: Date },
-  ): Promise<void> {
-    await tx
-      .update(creditReservations)
-      .set(set)
-      .where(and(eq(creditReservations.workspaceId, workspaceId), eq(creditReservations.id, id)));
   },
 
   /** Open reservations past their expiry, oldest first (system scope: every workspace). */
@@ -134,6 +128,15 @@ export const billingRepo = {
       .where(and(eq(workspacePlans.workspaceId, workspaceId), isNull(workspacePlans.endedAt)));
     const rows = lock ? await q.for('update') : await q;
     return rows[0] ?? null;
+  },
+
+  /** A workspace's plans, newest first. */
+  async planHistory(tx: Database, workspaceId: string): Promise<PlanRow[]> {
+    return tx
+      .select()
+      .from(workspacePlans)
+      .where(eq(workspacePlans.workspaceId, workspaceId))
+      .orderBy(desc(workspacePlans.startedAt), desc(workspacePlans.id));
   },
 
   /** Every workspace's current plan (system scope), in workspace order. */

@@ -1,8 +1,9 @@
 import type { FastifyRequest } from 'fastify';
 import type { HttpServer } from '../../platform/http/server.ts';
-import { operatorActor, operatorRequired } from '../identity/index.ts';
+import { operatorActor, operatorRequired, requireSession } from '../identity/index.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
 import type { PaymentsService } from './billing.payments.ts';
+import type { PromotionsService } from './billing.promotions.ts';
 import {
   AdjustBody,
   BalanceView,
@@ -11,18 +12,22 @@ import {
   EntriesQuery,
   EntryList,
   GrantBody,
+  GrantView,
   OperatorWorkspaceParams,
   PlanBody,
+  PlanList,
   PlanView,
   TransactionView,
   VerifyAnswer,
   WorkspaceParams,
+  WorkspacePlanView,
 } from './billing.schemas.ts';
 import type { BillingService } from './billing.service.ts';
 
 type Deps = {
   service: BillingService;
   payments: PaymentsService;
+  promotions: Pick<PromotionsService, 'grant'>;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
 };
 
@@ -31,7 +36,7 @@ const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { 
 const operatorTags = ['operator'];
 const operatorSecurity = [{ session: [], csrf: [] }];
 
-export function registerBillingRoutes(app: HttpServer, { service, payments, requirePermission }: Deps) {
+export function registerBillingRoutes(app: HttpServer, { service, payments, promotions, requirePermission }: Deps) {
   const ws = '/api/workspaces/:workspaceId/billing';
 
   app.get(
@@ -65,6 +70,37 @@ export function registerBillingRoutes(app: HttpServer, { service, payments, requ
     async (req) => service.entries(requireScope(req), req.query),
   );
 
+  app.get(
+    `${ws}/plan`,
+    {
+      schema: {
+        tags,
+        security,
+        summary: "The workspace's plan, what it includes, and its plan history",
+        params: WorkspaceParams,
+        response: { 200: WorkspacePlanView },
+      },
+      preHandler: requirePermission('billing:read'),
+    },
+    async (req) => service.plan(requireScope(req)),
+  );
+
+  app.get(
+    '/api/billing/plans',
+    {
+      schema: {
+        tags,
+        security: [{ session: [] }],
+        summary: 'The plans this Berth offers (signed-in people; an API key reads its own workspace plan)',
+        response: { 200: PlanList },
+      },
+      preHandler: async (req) => {
+        requireSession(req);
+      },
+    },
+    async () => ({ data: service.plans() }),
+  );
+
   app.post(
     `${ws}/checkout`,
     {
@@ -79,9 +115,7 @@ export function registerBillingRoutes(app: HttpServer, { service, payments, requ
       preHandler: requirePermission('billing:manage'),
     },
     async (req, reply) =>
-      reply
-        .status(201)
-        .send(await payments.startCheckout({ scope: requireScope(req), amountMicros: req.body.amountMicros })),
+      reply.status(201).send(await payments.startCheckout({ scope: requireScope(req), ...req.body })),
   );
 
   // The processor's webhook needs the body exactly as sent (its signature covers the bytes).
@@ -112,13 +146,13 @@ export function registerBillingRoutes(app: HttpServer, { service, payments, requ
       schema: {
         tags: operatorTags,
         security: operatorSecurity,
-        summary: 'Grant credits to a workspace (idempotent by key)',
+        summary: 'Grant credits to a workspace (idempotent by key); with expiresAt, promotional credits that expire',
         body: GrantBody,
-        response: { 201: TransactionView },
+        response: { 201: GrantView },
       },
       preHandler: operatorRequired,
     },
-    async (req, reply) => reply.status(201).send(await service.grant({ actor: operatorActor(req), ...req.body })),
+    async (req, reply) => reply.status(201).send(await promotions.grant({ actor: operatorActor(req), ...req.body })),
   );
 
   app.post(

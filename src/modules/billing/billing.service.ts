@@ -33,6 +33,7 @@ export function planCreditsKey(workspaceId: string, plan: string, at: Date): str
 /** Billing's use cases: balances and entries for members, grants, adjustments and plans for operators. */
 export function billingService(deps: Deps) {
   const { db, repo, ledger, audit, clock } = deps;
+  const planChangeHandlers: Array<(tx: Database, workspaceId: string) => void> = [];
 
   /** The audit event of an operator's movement, written in the movement's transaction. */
   function audited(
@@ -59,12 +60,45 @@ export function billingService(deps: Deps) {
   return {
     plans: () => [...deps.plans.values()],
 
+    /**
+     * Subscribes to plan changes; the handler runs inside the changing transaction (e.g.
+     * the gateway forgets the workspace's cached plan limits once it commits).
+     */
+    onPlanChanged(handler: (tx: Database, workspaceId: string) => void): void {
+      planChangeHandlers.push(handler);
+    },
+
+    /** What the workspace's plan limits on the hot path (the gateway caches it with the workspace). */
+    async limitsOf(workspaceId: string): Promise<{ rateLimitRpm: number | null; seats: number | null }> {
+      const current = await db.tenant(workspaceId, (tx) => repo.currentPlan(tx, workspaceId));
+      const plan = deps.plans.get(current?.plan ?? DEFAULT_PLAN);
+      return { rateLimitRpm: plan?.rateLimitRpm ?? null, seats: plan?.seats ?? null };
+    },
+
     async balance(scope: Scope) {
       const [balance, plan] = await Promise.all([
         ledger.balance(scope.workspaceId),
         db.tenant(scope.workspaceId, (tx) => repo.currentPlan(tx, scope.workspaceId)),
       ]);
       return { ...balance, plan: plan?.plan ?? DEFAULT_PLAN };
+    },
+
+    /** The workspace's plan (what it includes) and the history of its plans, newest first. */
+    async plan(scope: Scope) {
+      const history = await db.tenant(scope.workspaceId, (tx) => repo.planHistory(tx, scope.workspaceId));
+      const current = history.find((h) => h.endedAt === null);
+      const id = current?.plan ?? DEFAULT_PLAN;
+      return {
+        workspaceId: scope.workspaceId,
+        // A plan the operator removed from the configuration still shows by its id.
+        plan: deps.plans.get(id) ?? { ...planNamed(DEFAULT_PLAN), id, name: id },
+        since: current?.startedAt.toISOString() ?? null,
+        history: history.map((h) => ({
+          plan: h.plan,
+          startedAt: h.startedAt.toISOString(),
+          endedAt: h.endedAt?.toISOString() ?? null,
+        })),
+      };
     },
 
     async entries(scope: Scope, query: { cursor?: string | undefined; limit?: number | undefined }) {
@@ -127,6 +161,7 @@ export function billingService(deps: Deps) {
           target: { type: 'workspace_plan', id: input.workspaceId },
           diff: { from: current?.plan ?? null, to: plan.id },
         });
+        for (const handler of planChangeHandlers) handler(tx, input.workspaceId);
         return { workspaceId: input.workspaceId, plan: plan.id, startedAt: now.toISOString() };
       });
     },

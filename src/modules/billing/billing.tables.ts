@@ -1,4 +1,4 @@
-import { bigint, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
+import { bigint, integer, pgTable, primaryKey, text, unique } from 'drizzle-orm/pg-core';
 import { ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
 
@@ -9,6 +9,8 @@ export const creditBalances = pgTable('credit_balances', {
   availableMicros: bigint('available_micros', { mode: 'number' }).notNull(),
   heldMicros: bigint('held_micros', { mode: 'number' }).notNull(),
   updatedAt: ts('updated_at').notNull(),
+  /** How many budgets the workspace has: the ledger reads budgets only where this is not 0. */
+  budgetCount: integer('budget_count').notNull().default(0),
 });
 
 export const TRANSACTION_KINDS = [
@@ -68,6 +70,8 @@ export const creditReservations = pgTable('credit_reservations', {
   expiresAt: ts('expires_at').notNull(),
   createdAt: ts('created_at').notNull(),
   resolvedAt: ts('resolved_at'),
+  /** The budgets the reservation counted against (null: none). */
+  budgetIds: text('budget_ids').array(),
 });
 
 export const workspacePlans = pgTable('workspace_plans', {
@@ -124,6 +128,7 @@ export const billingTables = [
       availableMicros: billing(),
       heldMicros: billing(),
       updatedAt: billing(),
+      budgetCount: billing('Whether spend limits apply to the workspace'),
     },
   }),
   mapTable(ledgerTransactions, {
@@ -175,6 +180,7 @@ export const billingTables = [
       expiresAt: billing(),
       createdAt: billing(),
       resolvedAt: billing(),
+      budgetIds: col('identifier', false, { purpose: 'The budgets the reserved amount counts against' }),
     },
   }),
   mapTable(workspacePlans, {

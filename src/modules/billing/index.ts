@@ -4,31 +4,68 @@ import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import { usdToMicros } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
-import type { CreditGate } from '../gateway/index.ts';
+import { type CreditGate, usageAggregates } from '../gateway/index.ts';
+import type { KeysService } from '../keys/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Permission, WorkspacesService } from '../workspaces/index.ts';
+import { autoTopupRepo } from './billing.autotopup.repo.ts';
+import { registerAutoTopupRoutes } from './billing.autotopup.routes.ts';
+import { autoTopupTables } from './billing.autotopup.tables.ts';
+import { type AutoTopupService, autoTopupService } from './billing.autotopup.ts';
+import { budgetsRepo } from './billing.budgets.repo.ts';
+import { registerBudgetRoutes } from './billing.budgets.routes.ts';
+import { budgetTables } from './billing.budgets.tables.ts';
+import { type BudgetsService, budgetsService } from './billing.budgets.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
 import { billingNotices } from './billing.notices.ts';
 import { paymentsService } from './billing.payments.ts';
-import { defaultPlans } from './billing.plans.ts';
+import { plansFromFile } from './billing.plans.ts';
+import { promotionsRepo } from './billing.promotions.repo.ts';
+import { promotionTables } from './billing.promotions.tables.ts';
+import { type PromotionsService, promotionsService } from './billing.promotions.ts';
+import { RECEIPT_JOB, type ReceiptJob, type ReceiptsService, receiptsService } from './billing.receipts.ts';
 import { billingRepo } from './billing.repo.ts';
 import { registerBillingRoutes } from './billing.routes.ts';
 import { type BillingService, billingService } from './billing.service.ts';
+import { standingRepo } from './billing.standing.repo.ts';
+import { registerStandingRoutes } from './billing.standing.routes.ts';
+import { standingTables } from './billing.standing.tables.ts';
+import { type CreditStandingService, creditStandingService } from './billing.standing.ts';
+import { statementsRepo } from './billing.statements.repo.ts';
+import { registerStatementRoutes } from './billing.statements.routes.ts';
+import { statementTables } from './billing.statements.tables.ts';
+import { type StatementsService, statementsService } from './billing.statements.ts';
 import { billingTables } from './billing.tables.ts';
 import { type PaymentProcessor, stripeProcessor } from './payments/stripe.ts';
 
 export { type LedgerService, MAX_AMOUNT_MICROS, type TransactionView, type VerifyReport } from './billing.ledger.ts';
 export { DEFAULT_PLAN, type Plan } from './billing.plans.ts';
 export type { BillingService } from './billing.service.ts';
+export {
+  type CreditStandingService,
+  GRACE_WARNING_DAYS,
+  type GraceExpiredEvent,
+  type GraceExpiredHandler,
+  type StandingView,
+} from './billing.standing.ts';
 
 export const RESERVATION_EXPIRY_JOB = 'billing.expire-reservations';
 export const PLAN_CREDITS_JOB = 'billing.plan-credits';
+export const AUTO_TOPUP_JOB = 'billing.auto-topup';
+export const PROMOTION_EXPIRY_JOB = 'billing.expire-promotions';
+export const BUDGET_ALERTS_JOB = 'billing.budget-alerts';
+export const CREDIT_STANDING_JOB = 'billing.credit-standing';
+/** Closes each ended month into a numbered statement (daily; idempotent). */
+export const STATEMENTS_JOB = 'billing.statements';
+export { RECEIPT_JOB, type ReceiptsService } from './billing.receipts.ts';
+export type { StatementsService } from './billing.statements.ts';
 
 export type BillingDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
-  workspaces: Pick<WorkspacesService, 'onEvent' | 'contacts'>;
+  workspaces: Pick<WorkspacesService, 'onEvent' | 'contacts' | 'setSeatLimit' | 'statusOf' | 'getWorkspace'>;
   mailer: Mailer;
+  keys: Pick<KeysService, 'getKey'>;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
   /** Overrides the processor the configuration describes (tests). */
   processor?: PaymentProcessor;
@@ -51,11 +88,28 @@ function processorFromConfig(config: PlatformDeps['config']): PaymentProcessor |
  * Billing: plans and the credit ledger. Its `gate` is what the gateway reserves and settles
  * through (when BERTH_CREDITS=ledger, the default).
  *
+ * The hooks for agents and deployments: `canStartWork(workspaceId)` before starting a run
+ * (throws AppError `insufficient_credits` when the workspace is out of credits, read from
+ * the live balance so a top-up lifts it at once), and `onGraceExpired(handler)`, called in a
+ * transaction once the suspension grace period of an out-of-credits workspace ends: the
+ * handler deletes its deployments' runtime data (agent configurations are kept).
+ *
  * @example const billing = createBillingModule({ ...deps, audit, workspaces, requirePermission });
+ * @example await billing.canStartWork(scope.workspaceId);
+ * @example billing.onGraceExpired(async (event, tx) => deployments.deleteRuntimeData(tx, event.workspaceId));
  */
-export function createBillingModule(
-  deps: BillingDeps,
-): Module<BillingService> & { ledger: LedgerService; gate: CreditGate } {
+export function createBillingModule(deps: BillingDeps): Module<BillingService> & {
+  ledger: LedgerService;
+  gate: CreditGate;
+  autoTopups: AutoTopupService;
+  promotions: PromotionsService;
+  budgets: BudgetsService;
+  standing: CreditStandingService;
+  statements: StatementsService;
+  receipts: ReceiptsService;
+  canStartWork: CreditStandingService['canStartWork'];
+  onGraceExpired: CreditStandingService['onGraceExpired'];
+} {
   const ledger = ledgerService({
     db: deps.db,
     repo: billingRepo,
@@ -69,28 +123,131 @@ export function createBillingModule(
     ledger,
     audit: deps.audit,
     clock: deps.clock,
-    plans: defaultPlans(freeCreditsMicros),
+    plans: plansFromFile(deps.config.BERTH_PLANS_FILE, freeCreditsMicros),
   });
   deps.workspaces.onEvent(service.onWorkspaceEvent);
+  deps.workspaces.setSeatLimit(async (workspaceId) => (await service.limitsOf(workspaceId)).seats);
   const notices = billingNotices({ mailer: deps.mailer, workspaces: deps.workspaces, logger: deps.logger });
+  // A document names its workspace as it is called now; a deleted one by its id.
+  const workspaceName = (workspaceId: string) =>
+    deps.workspaces
+      .getWorkspace({ scope: { workspaceId, actor: { type: 'system', name: 'billing' }, role: 'viewer' } })
+      .then(
+        (w) => w.name,
+        () => null,
+      );
+  const issuer = deps.config.BERTH_INVOICE_ISSUER ?? null;
+  const receipts = receiptsService({
+    db: deps.db,
+    repo: statementsRepo,
+    notices,
+    jobs: deps.jobs,
+    logger: deps.logger,
+    workspaceName,
+    issuer,
+    publicUrl: deps.config.publicUrl,
+  });
+  const statements = statementsService({
+    db: deps.db,
+    repo: statementsRepo,
+    clock: deps.clock,
+    logger: deps.logger,
+    usage: (workspaceId, f) => usageAggregates(deps.db, workspaceId, f),
+    workspaceExists: async (workspaceId) => (await deps.workspaces.statusOf(workspaceId)) !== null,
+    workspaceName,
+    numberPrefix: deps.config.BERTH_INVOICE_PREFIX,
+    issuer,
+  });
+  const budgets = budgetsService({
+    db: deps.db,
+    repo: budgetsRepo,
+    audit: deps.audit,
+    keys: deps.keys,
+    notices,
+    clock: deps.clock,
+  });
+  const processor = deps.processor ?? processorFromConfig(deps.config);
+  const autoTopups = autoTopupService({
+    db: deps.db,
+    repo: autoTopupRepo,
+    billingRepo,
+    ledger,
+    audit: deps.audit,
+    notices,
+    clock: deps.clock,
+    logger: deps.logger,
+    processor,
+  });
+  const promotions = promotionsService({
+    db: deps.db,
+    repo: promotionsRepo,
+    ledger,
+    audit: deps.audit,
+    clock: deps.clock,
+    logger: deps.logger,
+    billing: service,
+  });
   const payments = paymentsService({
     db: deps.db,
     repo: billingRepo,
     ledger,
     audit: deps.audit,
     clock: deps.clock,
-    processor: deps.processor ?? processorFromConfig(deps.config),
+    processor,
     publicUrl: deps.config.publicUrl,
+    autoTopups,
+    onPaid: receipts.paid,
   });
+  const standing = creditStandingService({
+    db: deps.db,
+    repo: standingRepo,
+    balances: billingRepo,
+    audit: deps.audit,
+    workspaces: deps.workspaces,
+    notices,
+    clock: deps.clock,
+    logger: deps.logger,
+    settings: {
+      enabled: deps.config.BERTH_CREDITS === 'ledger',
+      exhaustedBelowMicros: usdToMicros(deps.config.BERTH_EXHAUSTED_BALANCE_USD) ?? 1,
+      lowBelowMicros: usdToMicros(deps.config.BERTH_LOW_BALANCE_USD) ?? 0,
+      graceDays: deps.config.BERTH_SUSPENSION_GRACE_DAYS,
+      billingUrl: `${deps.config.publicUrl}/billing`,
+    },
+  });
+  deps.workspaces.onEvent(standing.onWorkspaceEvent);
   return {
     service,
     ledger,
     gate: ledger.gate,
-    dataMap: moduleDataMap('billing', billingTables),
+    autoTopups,
+    promotions,
+    budgets,
+    standing,
+    statements,
+    receipts,
+    canStartWork: standing.canStartWork,
+    onGraceExpired: standing.onGraceExpired,
+    dataMap: moduleDataMap('billing', [
+      ...billingTables,
+      ...budgetTables,
+      ...standingTables,
+      ...statementTables,
+      ...autoTopupTables,
+      ...promotionTables,
+    ]),
     registerRoutes(app: HttpServer) {
-      registerBillingRoutes(app, { service, payments, requirePermission: deps.requirePermission });
+      registerBillingRoutes(app, { service, payments, promotions, requirePermission: deps.requirePermission });
+      registerAutoTopupRoutes(app, { autoTopups, requirePermission: deps.requirePermission });
+      registerBudgetRoutes(app, { budgets, requirePermission: deps.requirePermission });
+      registerStandingRoutes(app, { standing, requirePermission: deps.requirePermission });
+      registerStatementRoutes(app, { statements, receipts, requirePermission: deps.requirePermission });
     },
     async registerJobs(jobs: Jobs) {
+      await jobs.register(BUDGET_ALERTS_JOB, async () => {
+        await budgets.sendAlerts();
+      });
+      await jobs.schedule(BUDGET_ALERTS_JOB, '* * * * *');
       await jobs.register(RESERVATION_EXPIRY_JOB, async () => {
         await ledger.expireReservations();
       });
@@ -99,6 +256,25 @@ export function createBillingModule(
         await service.grantMonthlyCredits();
       });
       await jobs.schedule(PLAN_CREDITS_JOB, '7 * * * *');
+      await jobs.register(AUTO_TOPUP_JOB, async () => {
+        await autoTopups.run();
+      });
+      await jobs.schedule(AUTO_TOPUP_JOB, '* * * * *');
+      await jobs.register(PROMOTION_EXPIRY_JOB, async () => {
+        await promotions.expireDue();
+      });
+      await jobs.schedule(PROMOTION_EXPIRY_JOB, '13 * * * *');
+      await jobs.register(CREDIT_STANDING_JOB, async () => {
+        await standing.check();
+      });
+      await jobs.schedule(CREDIT_STANDING_JOB, '* * * * *');
+      await jobs.register(STATEMENTS_JOB, async () => {
+        await statements.closeDue();
+      });
+      await jobs.schedule(STATEMENTS_JOB, '17 1 * * *');
+      await jobs.register<ReceiptJob>(RECEIPT_JOB, async (job) => {
+        await receipts.sendReceipt(job);
+      });
     },
   };
 }

@@ -33,6 +33,8 @@ export type LiveProvider = {
 export type WorkspaceGateway = {
   /** The workspace's standing: calls go upstream only while it is active. */
   status: WorkspaceStatus | null;
+  /** The workspace plan's limit of gateway requests per minute (null: none). */
+  planRpm: number | null;
   providers: LiveProvider[];
   prices: Map<string, ModelPrice>;
   routes: Map<string, Pick<RouteRow, 'strategy' | 'targets'>>;
@@ -51,6 +53,8 @@ export type ProvidersDeps = {
   egress: EgressGuard;
   /** The workspace's standing (the workspaces module's). */
   statusOf(workspaceId: string): Promise<WorkspaceStatus | null>;
+  /** The limits of the workspace's plan (billing's); none without billing. */
+  planLimitsOf?(workspaceId: string): Promise<{ rateLimitRpm: number | null }>;
   /** Tells every replica that a workspace's gateway settings changed. */
   publish(workspaceId: string): Promise<void>;
   cacheTtlMs?: number;
@@ -168,8 +172,10 @@ export function providersService(deps: ProvidersDeps) {
     }
     providers.push(...(await platformProviders()));
     const status = await deps.statusOf(workspaceId);
+    const limits = deps.planLimitsOf ? await deps.planLimitsOf(workspaceId) : null;
     return {
       status,
+      planRpm: limits?.rateLimitRpm ?? null,
       providers,
       prices: new Map(
         prices.map((p) => [

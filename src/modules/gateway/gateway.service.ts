@@ -186,10 +186,13 @@ export function gatewayService(deps: GatewayDeps) {
   }
 
   /** Checks every limit that applies; returns the token counters the call's tokens go to once known. */
-  async function checkLimits(caller: Caller, headers: LimitHeaders): Promise<string[]> {
+  async function checkLimits(caller: Caller, headers: LimitHeaders, planRpm: number | null): Promise<string[]> {
+    // The stricter of the operator's limit for every workspace and the workspace plan's.
+    const workspaceRpm =
+      settings.workspaceRpm && planRpm ? Math.min(settings.workspaceRpm, planRpm) : (settings.workspaceRpm ?? planRpm);
     const all: Array<{ key: string; limit: number | null; kind: 'requests' | 'tokens'; scope: 'key' | 'workspace' }> = [
       { key: `k:${caller.keyId}:r`, limit: caller.keyId ? caller.rateLimitRpm : null, kind: 'requests', scope: 'key' },
-      { key: `w:${caller.workspaceId}:r`, limit: settings.workspaceRpm, kind: 'requests', scope: 'workspace' },
+      { key: `w:${caller.workspaceId}:r`, limit: workspaceRpm, kind: 'requests', scope: 'workspace' },
       { key: `k:${caller.keyId}:t`, limit: caller.keyId ? caller.rateLimitTpm : null, kind: 'tokens', scope: 'key' },
       { key: `w:${caller.workspaceId}:t`, limit: settings.workspaceTpm, kind: 'tokens', scope: 'workspace' },
     ];
@@ -308,7 +311,7 @@ export function gatewayService(deps: GatewayDeps) {
     }
     const priceFor = (c: Candidate | null): ModelPrice =>
       (c ? prices.get(c) : undefined) ?? prices.get(candidates[0] as Candidate) ?? free;
-    const tokenCounters = await checkLimits(caller, limitHeaders);
+    const tokenCounters = await checkLimits(caller, limitHeaders, w.planRpm);
     const maxOut = input.maxOutputTokens ?? settings.defaultMaxOutputTokens;
     const worstCase = Math.max(
       ...candidates.map((c) => costMicros(priceFor(c), { input: input.inputEstimate, output: maxOut, cached: 0 })),

@@ -7,7 +7,7 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { ConfigError } from '../../config.ts';
 import { moduleDataMap } from '../../platform/db/datamap.ts';
-import type { Database } from '../../platform/db/db.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
 import { egressGuard } from '../../platform/http/egress.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditInput } from '../audit/index.ts';
@@ -19,7 +19,7 @@ import { type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 import { type CreditGate, unlimitedCredits } from './gateway.credits.ts';
 import { memoryRateLimiter, type RateLimiter, redisRateLimiter } from './gateway.limits.ts';
 import { type ProvidersDeps, providersService } from './gateway.providers.ts';
-import { gatewayRepo } from './gateway.repo.ts';
+import { gatewayRepo, type UsageAggregate, type UsageGroup } from './gateway.repo.ts';
 import { usageReports } from './gateway.reports.ts';
 import { registerGatewayRoutes } from './gateway.routes.ts';
 import { AddProviderBody, type AddProviderInput } from './gateway.schemas.ts';
@@ -38,6 +38,7 @@ export {
   unlimitedCredits,
 } from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
+export type { UsageAggregate, UsageGroup } from './gateway.repo.ts';
 export type {
   AddProviderInput,
   ModelView,
@@ -47,6 +48,21 @@ export type {
   UsageAggregateView,
   UsageEventView,
 } from './gateway.schemas.ts';
+
+/**
+ * A workspace's usage events in [since, until) summed per UTC day, model, API key or provider:
+ * what billing's statements and cost breakdown read, instead of the gateway's tables. Events
+ * reach the table within a moment of their call (the usage journal flushes every 250 ms).
+ *
+ * @example const byModel = await usageAggregates(db, workspaceId, { since, until, groupBy: 'model' });
+ */
+export function usageAggregates(
+  db: Pick<Db, 'tenant'>,
+  workspaceId: string,
+  f: { since: Date; until: Date; groupBy: UsageGroup },
+): Promise<UsageAggregate[]> {
+  return db.tenant(workspaceId, (tx) => gatewayRepo.aggregateUsage(tx, workspaceId, f));
+}
 
 export const GATEWAY_CHANNEL = 'berth.gateway';
 /** The bus message for "platform providers changed" (others name the workspace that changed). */
@@ -58,6 +74,8 @@ export type GatewayDeps = PlatformDeps & {
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
   /** The workspaces' standing, and the events that change it. */
   workspaces: Pick<WorkspacesService, 'statusOf' | 'onEvent'>;
+  /** The limits of a workspace's plan (billing's), applied with the operator's own. */
+  planLimitsOf?(workspaceId: string): Promise<{ rateLimitRpm: number | null }>;
   /** Billing's ledger; without it every call is allowed (Berth says so at start). */
   credits?: CreditGate;
   /** Shared counters; default Redis when REDIS_URL is set, else in memory. */
@@ -147,6 +165,7 @@ export function createGatewayModule(deps: GatewayDeps) {
     publish: (workspaceId) => deps.bus.publish(GATEWAY_CHANNEL, workspaceId),
     publishPlatform: () => deps.bus.publish(GATEWAY_CHANNEL, PLATFORM_MESSAGE),
     statusOf: (workspaceId) => deps.workspaces.statusOf(workspaceId),
+    ...(deps.planLimitsOf ? { planLimitsOf: deps.planLimitsOf } : {}),
     ...(deps.createAdapter ? { createAdapter: deps.createAdapter } : {}),
   });
   deps.workspaces.onEvent(async (event, tx) => {

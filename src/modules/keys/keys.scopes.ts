@@ -45,6 +45,7 @@ const WORKSPACE_ADMIN: readonly Permission[] = [
   'knowledge:manage',
   'usage:read',
   'billing:read',
+  'budgets:manage',
   'audit:read',
 ];
 

@@ -146,9 +146,20 @@ export function workspaceName(name: string): string {
 export function workspacesCore(deps: WorkspacesServiceDeps) {
   const { repo } = deps;
   const handlers: WorkspaceEventHandler[] = [];
+  let seatLimit: ((workspaceId: string) => Promise<number | null>) | null = null;
 
   return {
     deps,
+
+    /** Sets where a workspace's seat limit comes from (billing: its plan). */
+    setSeatLimit(fn: (workspaceId: string) => Promise<number | null>): void {
+      seatLimit = fn;
+    },
+
+    /** How many members (pending invitations included) the workspace may have; null: no limit. */
+    seatsOf(workspaceId: string): Promise<number | null> {
+      return seatLimit ? seatLimit(workspaceId) : Promise.resolve(null);
+    },
 
     onEvent(handler: WorkspaceEventHandler): void {
       handlers.push(handler);

@@ -127,6 +127,8 @@ export function invitationsUseCases(core: WorkspacesCoreRules) {
         throw new AppError('validation_failed', 'This is not an email address.');
       }
       const existingUser = await users.findUserIdByEmail(address);
+      // Read before the workspace's transaction: the plan is another module's.
+      const seats = await core.seatsOf(scope.workspaceId);
       const token = randomToken(32);
       const now = clock.now();
       const id = newId('inv', now);
@@ -137,6 +139,12 @@ export function invitationsUseCases(core: WorkspacesCoreRules) {
           throw new AppError('already_member', 'This person is already a member of the workspace.');
         }
         await repo.revokeOpenInvitationsFor(tx, scope.workspaceId, address, now);
+        if (seats !== null && (await repo.countSeats(tx, scope.workspaceId, now)) >= seats) {
+          throw new AppError(
+            'seat_limit_reached',
+            `The workspace's plan allows ${seats} members, pending invitations included; remove someone or change the plan.`,
+          );
+        }
         const row: InvitationRow = {
           id,
           workspaceId: scope.workspaceId,

@@ -54,7 +54,8 @@ export const PERMISSIONS = {
   'knowledge:manage': { roles: CONTRIBUTORS, withoutMfa: false, description: 'Upload and delete documents' },
   'usage:read': { roles: ALL, withoutMfa: true, description: 'See usage and cost' },
   'billing:read': { roles: MANAGERS, withoutMfa: true, description: 'See balance, payments and invoices' },
-  'billing:manage': { roles: OWNER, withoutMfa: false, description: 'Buy credits, change plan and budgets' },
+  'billing:manage': { roles: OWNER, withoutMfa: false, description: 'Buy credits and set up automatic top-ups' },
+  'budgets:manage': { roles: MANAGERS, withoutMfa: false, description: 'Set and remove spend limits (budgets)' },
   'audit:read': { roles: MANAGERS, withoutMfa: true, description: 'Read and verify the audit log' },
   'privacy:manage': { roles: OWNER, withoutMfa: false, description: 'Export and privacy settings' },
 } as const satisfies Record<string, PermissionRule>;

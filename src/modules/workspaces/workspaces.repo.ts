@@ -263,6 +263,24 @@ export const workspacesRepo = {
   },
 
   /** Revokes every open invitation of this workspace for `email` (a new invitation replaces them). */
+  /** Members plus invitations still open (not accepted, declined, revoked or expired): the seats taken. */
+  async countSeats(tx: Database, workspaceId: string, now: Date): Promise<number> {
+    const [members] = await tx.select({ n: count() }).from(memberships).where(eq(memberships.workspaceId, workspaceId));
+    const [open] = await tx
+      .select({ n: count() })
+      .from(invitations)
+      .where(
+        and(
+          eq(invitations.workspaceId, workspaceId),
+          isNull(invitations.acceptedAt),
+          isNull(invitations.declinedAt),
+          isNull(invitations.revokedAt),
+          gt(invitations.expiresAt, now),
+        ),
+      );
+    return (members?.n ?? 0) + (open?.n ?? 0);
+  },
+
   async revokeOpenInvitationsFor(tx: Database, workspaceId: string, email: string, at: Date): Promise<void> {
     await tx
       .update(invitations)

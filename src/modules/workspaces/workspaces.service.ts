@@ -51,6 +51,14 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
     },
 
     /**
+     * Where seat limits come from (billing: the workspace's plan). Invitations beyond the
+     * limit (members plus open invitations) are refused with `seat_limit_reached`.
+     */
+    setSeatLimit(fn: (workspaceId: string) => Promise<number | null>): void {
+      core.setSeatLimit(fn);
+    },
+
+    /**
      * Creates a workspace owned by `ownerUserId` (also used by `berth admin create`). With
      * `tx`, it joins the caller's transaction (first-run setup, where the owner is not
      * committed yet), which it binds to the new workspace for the rest of that transaction.

@@ -10,7 +10,47 @@ export interface PaymentProcessor {
   createCheckout(input: CheckoutInput): Promise<{ id: string; url: string }>;
   /** Verifies a webhook's signature and reads the event; AppError `invalid_signature` otherwise. */
   parseWebhook(rawBody: Buffer, signatureHeader: string | undefined, now: Date): ProcessorEvent;
+  /** What a completed checkout's card and customer are, as the processor reports them (nothing else of the card). */
+  retrieveCheckout(checkoutId: string): Promise<CheckoutDetails>;
+  /** Charges a saved card off-session (the payer is not there); a decline is an outcome, not an error. */
+  chargeSavedCard(input: SavedCardCharge): Promise<ChargeOutcome>;
+  /** Where an off-session charge stands now. */
+  retrieveCharge(paymentIntentId: string): Promise<ChargeOutcome>;
 }
+
+/** The currencies Berth's ledger is kept in. */
+export const SUPPORTED_CURRENCIES: readonly string[] = ['usd'];
+
+/** Of a completed checkout, only what Berth keeps: references, brand, last 4 and postal code. */
+export type CheckoutDetails = {
+  id: string;
+  customerId: string | null;
+  paymentMethodId: string | null;
+  /** The card was saved for charges without the payer (auto top-up). */
+  savedForOffSession: boolean;
+  card: { brand: string; last4: string } | null;
+  postalCode: string | null;
+};
+
+export type SavedCardCharge = {
+  chargeId: string;
+  workspaceId: string;
+  customerId: string;
+  paymentMethodId: string;
+  amountMicros: number;
+  currency: string;
+  /** The processor answers a retried request with this key as it answered the first. */
+  idempotencyKey: string;
+};
+
+export type ChargeOutcome = {
+  paymentIntentId: string | null;
+  status: 'succeeded' | 'pending' | 'failed';
+  amountMicros: number | null;
+  currency: string | null;
+  /** Why it failed (the processor's decline code or error code). */
+  failureCode: string | null;
+};
 
 export type CheckoutInput = {
   paymentId: string;
@@ -19,6 +59,8 @@ export type CheckoutInput = {
   successUrl: string;
   cancelUrl: string;
   customerEmail?: string | undefined;
+  /** Save the card at the processor for off-session charges (auto top-up). */
+  saveCard?: boolean | undefined;
 };
 
 /** A processor event, reduced to what billing acts on. */
@@ -35,6 +77,20 @@ export type ProcessorEvent = {
     paymentId: string | null;
     postalCode: string | null;
   };
+  /** For payment_intent events: the payment, what it was for, and whose. */
+  paymentIntent?: {
+    id: string;
+    status: string | null;
+    amountMicros: number | null;
+    currency: string | null;
+    customerId: string | null;
+    workspaceId: string | null;
+    /** Set on Berth's off-session charges. */
+    autoTopupId: string | null;
+    /** Set on the payments of Berth's checkouts. */
+    paymentId: string | null;
+    failureCode: string | null;
+  };
 };
 
 /** How far a webhook's signed timestamp may be from now. */
@@ -50,6 +106,48 @@ export type StripeOptions = {
 };
 
 const str = (v: unknown): string | null => (typeof v === 'string' && v.length > 0 ? v : null);
+/** A reference or code from the processor: short, printable, or nothing. */
+const ref = (v: unknown): string | null => {
+  const s = str(v);
+  return s && s.length <= 255 && /^[A-Za-z0-9_.:-]+$/.test(s) ? s : null;
+};
+const obj = (v: unknown): Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+const centsToMicros = (v: unknown): number | null =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 1e11 ? v * MICROS_PER_CENT : null;
+/** An expandable field: its id whether it came as a string or as the expanded object. */
+const idOf = (v: unknown): string | null => ref(v) ?? ref(obj(v).id);
+
+/** Brand and last 4 of a payment method's card; nothing else of it is read. */
+function cardOf(paymentMethod: unknown): { brand: string; last4: string } | null {
+  const card = obj(obj(paymentMethod).card);
+  const brand = str(card.brand)?.toLowerCase() ?? null;
+  const last4 = str(card.last4);
+  if (!brand || !/^[a-z0-9_ ]{1,40}$/.test(brand) || !last4 || !/^[0-9]{4}$/.test(last4)) return null;
+  return { brand, last4 };
+}
+
+function failureCodeOf(error: unknown): string | null {
+  const e = obj(error);
+  return ref(e.decline_code) ?? ref(e.code) ?? (str(e.type) ? 'payment_failed' : null);
+}
+
+/** A PaymentIntent as a charge outcome: succeeded, still pending, or failed with its reason. */
+function outcomeOf(pi: Record<string, unknown>, error?: unknown): ChargeOutcome {
+  const status = str(pi.status);
+  const failed = error !== undefined || status === 'requires_payment_method' || status === 'canceled';
+  return {
+    paymentIntentId: ref(pi.id),
+    status: status === 'succeeded' ? 'succeeded' : failed || status === 'requires_action' ? 'failed' : 'pending',
+    amountMicros: centsToMicros(pi.amount),
+    currency: str(pi.currency)?.toLowerCase() ?? null,
+    failureCode: failed
+      ? (failureCodeOf(error ?? pi.last_payment_error) ?? 'payment_failed')
+      : status === 'requires_action'
+        ? 'authentication_required'
+        : null,
+  };
+}
 
 function invalidSignature(why: string): AppError {
   return new AppError('invalid_signature', `The webhook signature does not verify: ${why}.`);
@@ -88,6 +186,25 @@ function readEvent(raw: unknown): ProcessorEvent {
   const id = str(e?.id);
   const type = str(e?.type);
   if (!id || !type) throw new AppError('bad_request', 'The webhook body is not an event.');
+  if (type.startsWith('payment_intent.')) {
+    const pi = obj(e.data?.object);
+    const metadata = obj(pi.metadata);
+    return {
+      id,
+      type,
+      paymentIntent: {
+        id: ref(pi.id) ?? '',
+        status: str(pi.status),
+        amountMicros: centsToMicros(pi.amount),
+        currency: str(pi.currency)?.toLowerCase() ?? null,
+        customerId: idOf(pi.customer),
+        workspaceId: ref(metadata.workspace_id),
+        autoTopupId: ref(metadata.auto_topup_id),
+        paymentId: ref(metadata.payment_id),
+        failureCode: pi.last_payment_error ? failureCodeOf(pi.last_payment_error) : null,
+      },
+    };
+  }
   if (!type.startsWith('checkout.session.')) return { id, type };
   const o = e.data?.object ?? {};
   const metadata = (o.metadata ?? {}) as Record<string, unknown>;
@@ -100,7 +217,7 @@ function readEvent(raw: unknown): ProcessorEvent {
       id: str(o.id) ?? '',
       paid: o.payment_status === 'paid',
       amountMicros: cents === null ? null : cents * MICROS_PER_CENT,
-      currency: str(o.currency),
+      currency: str(o.currency)?.toLowerCase() ?? null,
       workspaceId: str(metadata.workspace_id),
       paymentId: str(metadata.payment_id) ?? str(o.client_reference_id),
       postalCode: str(details.address?.postal_code)?.slice(0, 20) ?? null,
@@ -108,9 +225,38 @@ function readEvent(raw: unknown): ProcessorEvent {
   };
 }
 
-/** Stripe over its HTTP API: Checkout sessions (form-encoded) and signed webhooks. */
+/**
+ * Stripe over its HTTP API: Checkout sessions (form-encoded), off-session PaymentIntents
+ * for auto top-up, and signed webhooks.
+ */
 export function stripeProcessor(opts: StripeOptions): PaymentProcessor {
   const base = opts.apiUrl.replace(/\/+$/, '');
+
+  /** One call to Stripe; the status and parsed body, or `unavailable` when it cannot be reached. */
+  async function call(
+    method: 'GET' | 'POST',
+    path: string,
+    form?: URLSearchParams,
+    idempotencyKey?: string,
+  ): Promise<{ status: number; body: Record<string, unknown> }> {
+    let res: Response;
+    try {
+      res = await fetch(`${base}${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${opts.secretKey}`,
+          ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+          ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+        },
+        ...(form ? { body: form } : {}),
+        signal: AbortSignal.timeout(15_000),
+      });
+    } catch {
+      throw new AppError('unavailable', 'The payment processor could not be reached; try again.');
+    }
+    return { status: res.status, body: obj(await res.json().catch(() => null)) };
+  }
+
   return {
     name: 'stripe',
     async createCheckout(input) {
@@ -126,29 +272,70 @@ export function stripeProcessor(opts: StripeOptions): PaymentProcessor {
         'line_items[0][price_data][unit_amount]': String(input.amountMicros / MICROS_PER_CENT),
         'line_items[0][price_data][product_data][name]': 'Berth credits',
       });
-      if (input.customerEmail) form.set('customer_email', input.customerEmail);
-      let res: Response;
-      try {
-        res = await fetch(`${base}/v1/checkout/sessions`, {
-          method: 'POST',
-          headers: {
-            authorization: `Bearer ${opts.secretKey}`,
-            'content-type': 'application/x-www-form-urlencoded',
-            'idempotency-key': `berth-${input.paymentId}`,
-          },
-          body: form,
-          signal: AbortSignal.timeout(15_000),
-        });
-      } catch {
-        throw new AppError('unavailable', 'The payment processor could not be reached; try again.');
+      // The payment carries the checkout's references too, so its own events are recognised.
+      form.set('payment_intent_data[metadata][workspace_id]', input.workspaceId);
+      form.set('payment_intent_data[metadata][payment_id]', input.paymentId);
+      if (input.saveCard) {
+        form.set('customer_creation', 'always');
+        form.set('payment_intent_data[setup_future_usage]', 'off_session');
       }
+      if (input.customerEmail) form.set('customer_email', input.customerEmail);
+      const { status, body } = await call('POST', '/v1/checkout/sessions', form, `berth-${input.paymentId}`);
       // The processor's error bodies are not relayed.
-      if (!res.ok) throw new AppError('unavailable', `The payment processor refused the checkout (${res.status}).`);
-      const session = (await res.json().catch(() => null)) as { id?: unknown; url?: unknown } | null;
-      const id = str(session?.id);
-      const url = str(session?.url);
+      if (status !== 200) throw new AppError('unavailable', `The payment processor refused the checkout (${status}).`);
+      const id = str(body.id);
+      const url = str(body.url);
       if (!id || !url) throw new AppError('unavailable', 'The payment processor answered without a checkout page.');
       return { id, url };
+    },
+    async retrieveCheckout(checkoutId) {
+      const { status, body } = await call(
+        'GET',
+        `/v1/checkout/sessions/${encodeURIComponent(checkoutId)}?expand[]=payment_intent.payment_method`,
+      );
+      if (status === 404) throw new AppError('unknown_payment', 'The processor has no such checkout.');
+      if (status !== 200 || ref(body.id) !== checkoutId) {
+        throw new AppError('unavailable', `The payment processor did not show the checkout (${status}).`);
+      }
+      const pi = obj(body.payment_intent);
+      const details = obj(body.customer_details);
+      return {
+        id: checkoutId,
+        customerId: idOf(body.customer),
+        paymentMethodId: idOf(pi.payment_method),
+        savedForOffSession: pi.setup_future_usage === 'off_session',
+        card: cardOf(pi.payment_method),
+        postalCode: str(obj(details.address).postal_code)?.slice(0, 20) ?? null,
+      };
+    },
+    async chargeSavedCard(input) {
+      if (!Number.isSafeInteger(input.amountMicros) || input.amountMicros % MICROS_PER_CENT !== 0) {
+        throw new AppError('invalid_amount', 'A card charge is a whole number of cents.');
+      }
+      const form = new URLSearchParams({
+        amount: String(input.amountMicros / MICROS_PER_CENT),
+        currency: input.currency,
+        customer: input.customerId,
+        payment_method: input.paymentMethodId,
+        confirm: 'true',
+        off_session: 'true',
+        description: 'Berth credits (auto top-up)',
+        'metadata[workspace_id]': input.workspaceId,
+        'metadata[auto_topup_id]': input.chargeId,
+      });
+      const { status, body } = await call('POST', '/v1/payment_intents', form, input.idempotencyKey);
+      if (status === 200) return outcomeOf(body);
+      const error = obj(body.error);
+      // A decline (or a card that needs its holder) answers 402 card_error with the failed PaymentIntent.
+      if (status === 402 && error.type === 'card_error') return outcomeOf(obj(error.payment_intent), error);
+      // The processor's error bodies are not relayed.
+      throw new AppError('unavailable', `The payment processor refused the charge (${status}).`);
+    },
+    async retrieveCharge(paymentIntentId) {
+      const { status, body } = await call('GET', `/v1/payment_intents/${encodeURIComponent(paymentIntentId)}`);
+      if (status !== 200)
+        throw new AppError('unavailable', `The payment processor did not show the charge (${status}).`);
+      return outcomeOf(body);
     },
     parseWebhook(rawBody, header, now) {
       verifyStripeSignature(rawBody, header, opts.webhookSecrets, now);

@@ -1,0 +1,204 @@
+import { sql } from 'drizzle-orm';
+import type { Database } from '../../platform/db/db.ts';
+import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';
+
+/**
+ * The statements of a batch of reservations, settlements and releases: a fixed number per
+ * batch whatever its size (reads with `= any(array)`, writes with one array parameter per
+ * column through unnest), so concurrent calls share one transaction's round trips.
+ */
+
+type Rows = { rows: Array<Record<string, unknown>> };
+const rowsOf = (res: unknown) => (res as Rows).rows;
+const num = (v: unknown) => Number(v);
+const date = (v: unknown) => (v instanceof Date ? v : new Date(String(v)));
+const iso = (d: Date) => d.toISOString();
+
+export type LockedBalance = { workspaceId: string; availableMicros: number; heldMicros: number; budgetCount: number };
+
+export const reservationsRepo = {
+  /** Locks the workspaces' balance rows, in workspace order (so two batches never deadlock). */
+  async lockBalances(tx: Database, workspaceIds: string[]): Promise<LockedBalance[]> {
+    const res = await tx.execute(sql`
+      select workspace_id, available_micros::text as available, held_micros::text as held, budget_count
+      from credit_balances where workspace_id = any(${sql.param(workspaceIds)}::text[])
+      order by workspace_id for update`);
+    return rowsOf(res).map((r) => ({
+      workspaceId: String(r.workspace_id),
+      availableMicros: num(r.available),
+      heldMicros: num(r.held),
+      budgetCount: num(r.budget_count),
+    }));
+  },
+
+  async ensureBalances(tx: Database, workspaceIds: string[], now: Date): Promise<void> {
+    await tx.execute(sql`
+      insert into credit_balances (workspace_id, available_micros, held_micros, updated_at)
+      select w, 0, 0, ${iso(now)}::timestamptz from unnest(${sql.param(workspaceIds)}::text[]) as w
+      on conflict (workspace_id) do nothing`);
+  },
+
+  /** Transactions made before with these (workspace, key) pairs. */
+  async findByKeys(tx: Database, pairs: Array<{ workspaceId: string; key: string }>): Promise<TransactionRow[]> {
+    const res = await tx.execute(sql`
+      select t.* from ledger_transactions t
+      join unnest(${sql.param(pairs.map((p) => p.workspaceId))}::text[], ${sql.param(pairs.map((p) => p.key))}::text[])
+        as k(workspace_id, idempotency_key)
+        on t.workspace_id = k.workspace_id and t.idempotency_key = k.idempotency_key`);
+    return rowsOf(res).map(toTransactionRow);
+  },
+
+  /** Locks reservations by id, in id order. */
+  async lockReservations(tx: Database, ids: string[]): Promise<ReservationRow[]> {
+    const res = await tx.execute(sql`
+      select * from credit_reservations where id = any(${sql.param(ids)}::text[]) order by id for update`);
+    return rowsOf(res).map((r) => ({
+      id: String(r.id),
+      workspaceId: String(r.workspace_id),
+      keyId: r.key_id === null ? null : String(r.key_id),
+      requestId: String(r.request_id),
+      amountMicros: num(r.amount_micros),
+      status: String(r.status) as ReservationRow['status'],
+      settledMicros: r.settled_micros === null ? null : num(r.settled_micros),
+      expiresAt: date(r.expires_at),
+      createdAt: date(r.created_at),
+      resolvedAt: r.resolved_at === null ? null : date(r.resolved_at),
+      budgetIds: (r.budget_ids as string[] | null) ?? null,
+    }));
+  },
+
+  async budgetsOf(tx: Database, workspaceIds: string[]): Promise<BudgetRow[]> {
+    const res = await tx.execute(sql`
+      select * from budgets where workspace_id = any(${sql.param(workspaceIds)}::text[]) order by id`);
+    return rowsOf(res).map((r) => ({
+      id: String(r.id),
+      workspaceId: String(r.workspace_id),
+      keyId: r.key_id === null ? null : String(r.key_id),
+      period: String(r.period) as BudgetRow['period'],
+      limitMicros: num(r.limit_micros),
+      createdBy: r.created_by === null ? null : String(r.created_by),
+      createdAt: date(r.created_at),
+      updatedAt: date(r.updated_at),
+    }));
+  },
+
+  /** Creates the missing (budget, period) rows and locks them all, in key order. */
+  async lockBudgetPeriods(
+    tx: Database,
+    keys: Array<{ budgetId: string; workspaceId: string; periodStart: Date }>,
+  ): Promise<BudgetPeriodRow[]> {
+    const budgetIds = sql.param(keys.map((k) => k.budgetId));
+    const workspaceIds = sql.param(keys.map((k) => k.workspaceId));
+    const starts = sql.param(keys.map((k) => iso(k.periodStart)));
+    await tx.execute(sql`
+      insert into budget_periods (budget_id, workspace_id, period_start)
+      select * from unnest(${budgetIds}::text[], ${workspaceIds}::text[], ${starts}::timestamptz[])
+      on conflict do nothing`);
+    const res = await tx.execute(sql`
+      select p.budget_id, p.workspace_id, p.period_start, p.spent_micros::text as spent, p.held_micros::text as held,
+        p.reached_pct, p.notified_pct
+      from budget_periods p
+      join unnest(${budgetIds}::text[], ${starts}::timestamptz[]) as k(budget_id, period_start)
+        on p.budget_id = k.budget_id and p.period_start = k.period_start
+      order by p.budget_id, p.period_start for update of p`);
+    return rowsOf(res).map((r) => ({
+      budgetId: String(r.budget_id),
+      workspaceId: String(r.workspace_id),
+      periodStart: date(r.period_start),
+      spentMicros: num(r.spent),
+      heldMicros: num(r.held),
+      reachedPct: num(r.reached_pct),
+      notifiedPct: num(r.notified_pct),
+    }));
+  },
+
+  /**
+   * Writes a decided batch in one statement: its transactions, their postings, new
+   * reservations, resolved ones, the balances and budget periods (arrays may be empty).
+   * Foreign keys are checked at the statement's end, when the transactions exist.
+   */
+  async writeBatch(
+    tx: Database,
+    w: {
+      transactions: TransactionRow[];
+      postings: PostingRow[];
+      newReservations: ReservationRow[];
+      resolved: Array<{ id: string; status: ReservationRow['status']; settledMicros: number | null; resolvedAt: Date }>;
+      balances: LockedBalance[];
+      periods: BudgetPeriodRow[];
+    },
+    now: Date,
+  ): Promise<void> {
+    const t = <K extends keyof TransactionRow>(k: K) => sql.param(w.transactions.map((r) => r[k]));
+    const p = <K extends keyof PostingRow>(k: K) => sql.param(w.postings.map((r) => r[k]));
+    const n = <K extends keyof ReservationRow>(k: K) => sql.param(w.newReservations.map((r) => r[k]));
+    // Arrays of arrays do not bind as text[][] rows of different lengths: budget ids travel joined.
+    const budgetIds = sql.param(w.newReservations.map((r) => (r.budgetIds ? r.budgetIds.join(',') : null)));
+    await tx.execute(sql`
+      with new_transactions as (
+        insert into ledger_transactions (id, workspace_id, kind, idempotency_key, request_hash, amount_micros,
+          reservation_id, available_after_micros, held_after_micros, actor_type, actor_id, memo, created_at)
+        select * from unnest(${t('id')}::text[], ${t('workspaceId')}::text[], ${t('kind')}::text[],
+          ${t('idempotencyKey')}::text[], ${t('requestHash')}::text[], ${t('amountMicros')}::bigint[],
+          ${t('reservationId')}::text[], ${t('availableAfterMicros')}::bigint[], ${t('heldAfterMicros')}::bigint[],
+          ${t('actorType')}::text[], ${t('actorId')}::text[], ${t('memo')}::text[],
+          ${sql.param(w.transactions.map((r) => iso(r.createdAt)))}::timestamptz[])
+      ), new_postings as (
+        insert into ledger_postings (transaction_id, workspace_id, account, amount_micros)
+        select * from unnest(${p('transactionId')}::text[], ${p('workspaceId')}::text[], ${p('account')}::text[],
+          ${p('amountMicros')}::bigint[])
+      ), new_reservations as (
+        insert into credit_reservations (id, workspace_id, key_id, request_id, amount_micros, status, expires_at,
+          created_at, budget_ids)
+        select u.id, u.workspace_id, u.key_id, u.request_id, u.amount, 'open', u.expires_at, u.created_at,
+          case when u.budgets is null then null else string_to_array(u.budgets, ',') end
+        from unnest(${n('id')}::text[], ${n('workspaceId')}::text[], ${n('keyId')}::text[], ${n('requestId')}::text[],
+          ${n('amountMicros')}::bigint[], ${sql.param(w.newReservations.map((r) => iso(r.expiresAt)))}::timestamptz[],
+          ${sql.param(w.newReservations.map((r) => iso(r.createdAt)))}::timestamptz[], ${budgetIds}::text[])
+          as u(id, workspace_id, key_id, request_id, amount, expires_at, created_at, budgets)
+      ), resolved as (
+        update credit_reservations r set status = u.status, settled_micros = u.settled, resolved_at = u.resolved_at
+        from unnest(${sql.param(w.resolved.map((r) => r.id))}::text[], ${sql.param(w.resolved.map((r) => r.status))}::text[],
+          ${sql.param(w.resolved.map((r) => r.settledMicros))}::bigint[],
+          ${sql.param(w.resolved.map((r) => iso(r.resolvedAt)))}::timestamptz[]) as u(id, status, settled, resolved_at)
+        where r.id = u.id
+      ), balances as (
+        update credit_balances b set available_micros = u.available, held_micros = u.held,
+          updated_at = ${iso(now)}::timestamptz
+        from unnest(${sql.param(w.balances.map((r) => r.workspaceId))}::text[],
+          ${sql.param(w.balances.map((r) => r.availableMicros))}::bigint[],
+          ${sql.param(w.balances.map((r) => r.heldMicros))}::bigint[]) as u(workspace_id, available, held)
+        where b.workspace_id = u.workspace_id
+      ), periods as (
+        update budget_periods bp set spent_micros = u.spent, held_micros = u.held, reached_pct = u.reached
+        from unnest(${sql.param(w.periods.map((r) => r.budgetId))}::text[],
+          ${sql.param(w.periods.map((r) => iso(r.periodStart)))}::timestamptz[],
+          ${sql.param(w.periods.map((r) => r.spentMicros))}::bigint[],
+          ${sql.param(w.periods.map((r) => r.heldMicros))}::bigint[],
+          ${sql.param(w.periods.map((r) => r.reachedPct))}::int[]) as u(budget_id, period_start, spent, held, reached)
+        where bp.budget_id = u.budget_id and bp.period_start = u.period_start
+      )
+      select 1`);
+  },
+};
+
+function toTransactionRow(r: Record<string, unknown>): TransactionRow {
+  return {
+    id: String(r.id),
+    workspaceId: String(r.workspace_id),
+    kind: String(r.kind) as TransactionRow['kind'],
+    idempotencyKey: String(r.idempotency_key),
+    requestHash: String(r.request_hash),
+    amountMicros: num(r.amount_micros),
+    reservationId: r.reservation_id === null ? null : String(r.reservation_id),
+    availableAfterMicros: num(r.available_after_micros),
+    heldAfterMicros: num(r.held_after_micros),
+    actorType: String(r.actor_type) as TransactionRow['actorType'],
+    actorId: String(r.actor_id),
+    memo: r.memo === null ? null : String(r.memo),
+    createdAt: date(r.created_at),
+  };
+}
+
+export type ReservationsRepo = typeof reservationsRepo;

@@ -1,0 +1,426 @@
+import type { Clock } from '../../platform/clock.ts';
+import { sha256Hex } from '../../platform/crypto.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { Actor } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import { canonicalJson } from '../audit/index.ts';
+import { type BudgetLine, budgetsApplying, periodStart, reachedPct } from './billing.budgets.rules.ts';
+import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import type { LockedBalance, ReservationsRepo } from './billing.reservations.repo.ts';
+import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';
+
+/** One call's movement on the ledger's hot path. */
+export type ReservationOp =
+  | {
+      kind: 'reserve';
+      workspaceId: string;
+      keyId: string | null;
+      requestId: string;
+      amountMicros: number;
+      actor: Actor;
+    }
+  | { kind: 'settle'; workspaceId: string; reservationId: string; actualMicros: number; actor: Actor }
+  | {
+      kind: 'release';
+      workspaceId: string;
+      reservationId: string;
+      status: 'released' | 'expired';
+      actor: Actor;
+    };
+
+/** What an operation answers: its ledger transaction, or why it was refused. */
+export type OpResult = { ok: true; row: TransactionRow } | { ok: false; error: AppError };
+
+/** Everything a batch read, locked in its transaction. */
+export type BatchState = {
+  balances: Map<string, LockedBalance>;
+  /** Transactions made before with the batch's reserve keys, by `workspace \n key`. */
+  seen: Map<string, TransactionRow>;
+  reservations: Map<string, ReservationRow>;
+  budgets: Map<string, BudgetRow[]>;
+  /** Budget periods by `budget \n period start`. */
+  periods: Map<string, BudgetPeriodRow>;
+};
+
+/** What a batch writes. */
+export type BatchWrites = {
+  transactions: TransactionRow[];
+  postings: PostingRow[];
+  newReservations: ReservationRow[];
+  resolved: Array<{ id: string; status: ReservationRow['status']; settledMicros: number | null; resolvedAt: Date }>;
+  balances: LockedBalance[];
+  periods: BudgetPeriodRow[];
+};
+
+const insufficientCredits = () =>
+  new AppError('insufficient_credits', 'The workspace does not have enough credits for this.');
+
+const seenKey = (workspaceId: string, key: string) => `${workspaceId}\n${key}`;
+export const periodKey = (budgetId: string, start: Date) => `${budgetId}\n${start.toISOString()}`;
+
+function actorOf(actor: Actor): { type: 'user' | 'api_key' | 'system'; id: string } {
+  if (actor.type === 'user') return { type: 'user', id: actor.userId };
+  if (actor.type === 'api_key') return { type: 'api_key', id: actor.keyId };
+  return { type: 'system', id: actor.name };
+}
+
+/** The request hash of a reservation: a replayed request id with another amount is refused. */
+export const reserveHash = (requestId: string, amount: number) =>
+  sha256Hex(canonicalJson({ kind: 'reserve', request: requestId, amount }));
+
+/**
+ * Decides a batch in memory, in arrival order, on the balances and budget periods it
+ * locked: each operation sees the effect of the ones before it, exactly as if each had run
+ * in a transaction of its own. Pure: the caller reads the state and writes the result.
+ */
+export function planBatch(
+  ops: ReservationOp[],
+  state: BatchState,
+  now: Date,
+  reservationTtlMs: number,
+): { results: OpResult[]; writes: BatchWrites } {
+  const writes: BatchWrites = {
+    transactions: [],
+    postings: [],
+    newReservations: [],
+    resolved: [],
+    balances: [],
+    periods: [],
+  };
+  const touchedBalances = new Set<LockedBalance>();
+  const touchedPeriods = new Set<BudgetPeriodRow>();
+
+  function record(
+    ws: LockedBalance,
+    kind: TransactionRow['kind'],
+    key: string,
+    hash: string,
+    amount: number,
+    moves: { available: number; held: number; usage: number },
+    actor: Actor,
+    reservationId: string,
+    memo: string | null = null,
+  ): TransactionRow {
+    ws.availableMicros += moves.available;
+    ws.heldMicros += moves.held;
+    touchedBalances.add(ws);
+    const who = actorOf(actor);
+    const row: TransactionRow = {
+      id: newId('ltx', now),
+      workspaceId: ws.workspaceId,
+      kind,
+      idempotencyKey: key,
+      requestHash: hash,
+      amountMicros: amount,
+      reservationId,
+      availableAfterMicros: ws.availableMicros,
+      heldAfterMicros: ws.heldMicros,
+      actorType: who.type,
+      actorId: who.id,
+      memo,
+      createdAt: now,
+    };
+    writes.transactions.push(row);
+    const post = (account: string, amountMicros: number) => {
+      if (amountMicros !== 0) {
+        writes.postings.push({ transactionId: row.id, workspaceId: ws.workspaceId, account, amountMicros });
+      }
+    };
+    post('available', moves.available);
+    post('held', moves.held);
+    post('platform:usage', moves.usage);
+    return row;
+  }
+
+  function periodOf(budgetId: string, start: Date): BudgetPeriodRow | undefined {
+    return state.periods.get(periodKey(budgetId, start));
+  }
+
+  function reserve(op: Extract<ReservationOp, { kind: 'reserve' }>): OpResult {
+    const key = `reserve:${op.requestId}`;
+    const hash = reserveHash(op.requestId, op.amountMicros);
+    const before = state.seen.get(seenKey(op.workspaceId, key));
+    if (before) {
+      if (before.requestHash !== hash || before.kind !== 'reserve') {
+        return {
+          ok: false,
+          error: new AppError('idempotency_conflict', 'This request id was already used for another reservation.'),
+        };
+      }
+      return { ok: true, row: before };
+    }
+    const ws = state.balances.get(op.workspaceId);
+    if (!ws || ws.availableMicros < op.amountMicros) return { ok: false, error: insufficientCredits() };
+    const lines: BudgetLine[] = [];
+    for (const b of budgetsApplying(state.budgets.get(op.workspaceId) ?? [], op.keyId)) {
+      const p = periodOf(b.id, periodStart(b.period, now));
+      if (!p) throw new Error(`budget period of ${b.id} was not locked`);
+      if (p.spentMicros + p.heldMicros + op.amountMicros > b.limitMicros) {
+        const whose = b.keyId ? 'this API key' : 'the workspace';
+        return {
+          ok: false,
+          error: new AppError(
+            'budget_exceeded',
+            `The ${b.period === 'day' ? 'daily' : 'monthly'} budget of ${whose} does not cover this call's worst-case cost.`,
+          ),
+        };
+      }
+      lines.push({ budget: b, period: p });
+    }
+    for (const { period } of lines) {
+      period.heldMicros += op.amountMicros;
+      touchedPeriods.add(period);
+    }
+    const reservationId = newId('rsv', now);
+    const row = record(
+      ws,
+      'reserve',
+      key,
+      hash,
+      op.amountMicros,
+      { available: -op.amountMicros, held: op.amountMicros, usage: 0 },
+      op.actor,
+      reservationId,
+    );
+    state.seen.set(seenKey(op.workspaceId, key), row);
+    const reservation: ReservationRow = {
+      id: reservationId,
+      workspaceId: op.workspaceId,
+      keyId: op.keyId,
+      requestId: op.requestId,
+      amountMicros: op.amountMicros,
+      status: 'open',
+      settledMicros: null,
+      expiresAt: new Date(now.getTime() + reservationTtlMs),
+      createdAt: now,
+      resolvedAt: null,
+      budgetIds: lines.length > 0 ? lines.map((l) => l.budget.id) : null,
+    };
+    writes.newReservations.push(reservation);
+    state.reservations.set(reservationId, reservation);
+    return { ok: true, row };
+  }
+
+  function resolve(op: Exclude<ReservationOp, { kind: 'reserve' }>): OpResult {
+    const r = state.reservations.get(op.reservationId);
+    const ws = state.balances.get(op.workspaceId);
+    if (!r || r.workspaceId !== op.workspaceId || !ws) {
+      return { ok: false, error: new AppError('not_found', 'No such reservation.') };
+    }
+    if (r.status !== 'open') {
+      return {
+        ok: false,
+        error: new AppError('reservation_closed', `This reservation was already ${r.status}; it resolves once.`),
+      };
+    }
+    // The actual cost may exceed the reservation (the input was estimated): the excess is
+    // charged from what is available, never below zero.
+    const charge =
+      op.kind === 'settle'
+        ? Math.min(op.actualMicros, r.amountMicros) +
+          Math.min(Math.max(0, op.actualMicros - r.amountMicros), ws.availableMicros)
+        : 0;
+    for (const budgetId of r.budgetIds ?? []) {
+      const p = periodOf(budgetId, periodStart(budgetPeriodOf(budgetId), r.createdAt));
+      if (!p) continue; // the budget was removed meanwhile
+      p.heldMicros -= Math.min(p.heldMicros, r.amountMicros);
+      p.spentMicros += charge;
+      const limit = state.budgets.get(r.workspaceId)?.find((b) => b.id === budgetId)?.limitMicros;
+      if (limit) p.reachedPct = Math.max(p.reachedPct, reachedPct(p.spentMicros, limit));
+      touchedPeriods.add(p);
+    }
+    const status = op.kind === 'settle' ? 'settled' : op.status;
+    r.status = status;
+    const hash =
+      op.kind === 'settle'
+        ? sha256Hex(canonicalJson({ kind: 'settle', reservation: r.id, amount: charge }))
+        : sha256Hex(canonicalJson({ kind: 'release', reservation: r.id, amount: r.amountMicros, status }));
+    const row = record(
+      ws,
+      op.kind,
+      `${op.kind}:${r.id}`,
+      hash,
+      op.kind === 'settle' ? charge : r.amountMicros,
+      { available: r.amountMicros - charge, held: -r.amountMicros, usage: charge },
+      op.actor,
+      r.id,
+      status === 'expired' ? 'reservation expired' : null,
+    );
+    writes.resolved.push({
+      id: r.id,
+      status,
+      settledMicros: op.kind === 'settle' ? charge : null,
+      resolvedAt: now,
+    });
+    return { ok: true, row };
+  }
+
+  const periodsOfBudget = new Map<string, BudgetRow['period']>();
+  for (const list of state.budgets.values()) for (const b of list) periodsOfBudget.set(b.id, b.period);
+  const budgetPeriodOf = (id: string) => periodsOfBudget.get(id) ?? 'month';
+
+  const results = ops.map((op) => (op.kind === 'reserve' ? reserve(op) : resolve(op)));
+  // Settling posts the actual cost to platform:usage; reserving and releasing move only
+  // between the workspace's own accounts (their usage posting is 0 and skipped).
+  writes.balances = [...touchedBalances];
+  writes.periods = [...touchedPeriods];
+  return { results, writes };
+}
+
+/** The (budget, period) rows a batch must lock: this period's for reservations, the reservation's own for the rest. */
+export function periodsNeeded(
+  ops: ReservationOp[],
+  budgetsByWs: Map<string, BudgetRow[]>,
+  reservations: Map<string, ReservationRow>,
+  now: Date,
+): Array<{ budgetId: string; workspaceId: string; periodStart: Date }> {
+  const keys = new Map<string, { budgetId: string; workspaceId: string; periodStart: Date }>();
+  const add = (b: BudgetRow, start: Date) =>
+    keys.set(periodKey(b.id, start), {
+      budgetId: b.id,
+      workspaceId: b.workspaceId,
+      periodStart: start,
+    });
+  for (const op of ops) {
+    const list = budgetsByWs.get(op.workspaceId);
+    if (!list || list.length === 0) continue;
+    if (op.kind === 'reserve') {
+      for (const b of budgetsApplying(list, op.keyId)) add(b, periodStart(b.period, now));
+      continue;
+    }
+    const r = reservations.get(op.reservationId);
+    if (!r?.budgetIds) continue;
+    for (const b of list) if (r.budgetIds.includes(b.id)) add(b, periodStart(b.period, r.createdAt));
+  }
+  return [...keys.values()].sort((a, b) =>
+    a.budgetId === b.budgetId ? a.periodStart.getTime() - b.periodStart.getTime() : a.budgetId < b.budgetId ? -1 : 1,
+  );
+}
+
+type Deps = {
+  db: Pick<Db, 'tenant' | 'system'>;
+  repo: ReservationsRepo;
+  clock: Clock;
+  reservationTtlMs: number;
+  /** Most operations in one transaction. */
+  maxBatch?: number;
+  /** Most batches in flight at once (each on its own connection). */
+  maxInFlight?: number;
+};
+
+type Pending = { op: ReservationOp; resolve(row: TransactionRow): void; reject(err: unknown): void };
+
+function isUniqueViolation(err: unknown): boolean {
+  let e = err as { code?: string; cause?: unknown } | undefined;
+  for (let i = 0; i < 3 && e; i++) {
+    if (e.code === '23505') return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
+
+/**
+ * Group commit for the ledger's hot path. Reservations, settlements and releases queue;
+ * while a batch is in flight the next one gathers, then runs as one transaction: the
+ * balances of its workspaces (and their budget periods) are locked once, every operation
+ * is decided in order on them, and all their transactions, postings and reservation
+ * changes are written with a fixed number of statements. Each caller is answered only
+ * once its batch committed, so nothing is acknowledged that a crash could lose, and the
+ * balance row of a busy workspace is locked once per batch instead of once per call.
+ */
+export function reservationQueue(deps: Deps) {
+  const { db, repo, clock } = deps;
+  const maxBatch = deps.maxBatch ?? 256;
+  const maxInFlight = deps.maxInFlight ?? 1;
+  const queue: Pending[] = [];
+  let inFlight = 0;
+
+  async function runIn(tx: Database, ops: ReservationOp[]): Promise<OpResult[]> {
+    const now = clock.now();
+    const wsIds = [...new Set(ops.map((o) => o.workspaceId))].sort();
+    let locked = await repo.lockBalances(tx, wsIds);
+    if (locked.length < wsIds.length) {
+      // A workspace's first movement: its balance row starts at zero.
+      await repo.ensureBalances(tx, wsIds, now);
+      locked = await repo.lockBalances(tx, wsIds);
+    }
+    const balances = new Map(locked.map((b) => [b.workspaceId, b]));
+    const reserveKeys = ops.flatMap((o) =>
+      o.kind === 'reserve' ? [{ workspaceId: o.workspaceId, key: `reserve:${o.requestId}` }] : [],
+    );
+    const resolveIds = ops.flatMap((o) => (o.kind === 'reserve' ? [] : [o.reservationId]));
+    const seenRows = reserveKeys.length > 0 ? await repo.findByKeys(tx, reserveKeys) : [];
+    const reservationRows =
+      resolveIds.length > 0 ? await repo.lockReservations(tx, [...new Set(resolveIds)].sort()) : [];
+    const reservations = new Map(reservationRows.map((r) => [r.id, r]));
+    const budgeted = locked.filter((b) => b.budgetCount > 0).map((b) => b.workspaceId);
+    const budgets = new Map<string, BudgetRow[]>();
+    const periods = new Map<string, BudgetPeriodRow>();
+    if (budgeted.length > 0) {
+      for (const b of await repo.budgetsOf(tx, budgeted)) {
+        budgets.set(b.workspaceId, [...(budgets.get(b.workspaceId) ?? []), b]);
+      }
+      const needed = periodsNeeded(ops, budgets, reservations, now);
+      if (needed.length > 0) {
+        for (const p of await repo.lockBudgetPeriods(tx, needed)) periods.set(periodKey(p.budgetId, p.periodStart), p);
+      }
+    }
+    const state: BatchState = {
+      balances,
+      seen: new Map(seenRows.map((r) => [seenKey(r.workspaceId, r.idempotencyKey), r])),
+      reservations,
+      budgets,
+      periods,
+    };
+    const { results, writes } = planBatch(ops, state, now, deps.reservationTtlMs);
+    await repo.writeBatch(tx, writes, now);
+    return results;
+  }
+
+  async function run(batch: Pending[]) {
+    const ops = batch.map((p) => p.op);
+    const only = ops[0]?.workspaceId;
+    const single = only !== undefined && ops.every((o) => o.workspaceId === only);
+    let results: OpResult[] | null = null;
+    for (let attempt = 0; results === null; attempt++) {
+      try {
+        // One workspace: bound to it, so row-level security is the second lock; several: system work.
+        results = await (single ? db.tenant(only, (tx) => runIn(tx, ops)) : db.system((tx) => runIn(tx, ops)));
+      } catch (err) {
+        // Another replica committed one of these keys meanwhile: the retry reads it as a replay.
+        if (attempt < 2 && isUniqueViolation(err)) continue;
+        for (const p of batch) p.reject(err);
+        return;
+      }
+    }
+    batch.forEach((p, i) => {
+      const r = results?.[i];
+      if (r?.ok) p.resolve(r.row);
+      else p.reject(r?.error ?? new Error('no result for a batched ledger operation'));
+    });
+  }
+
+  function pump() {
+    while (inFlight < maxInFlight && queue.length > 0) {
+      const batch = queue.splice(0, maxBatch);
+      inFlight++;
+      void run(batch).finally(() => {
+        inFlight--;
+        pump();
+      });
+    }
+  }
+
+  return {
+    /** Queues one operation; answers its transaction once its batch committed, or rejects with why it was refused. */
+    submit(op: ReservationOp): Promise<TransactionRow> {
+      return new Promise((resolve, reject) => {
+        queue.push({ op, resolve, reject });
+        pump();
+      });
+    },
+  };
+}
+
+export type ReservationQueue = ReturnType<typeof reservationQueue>;
