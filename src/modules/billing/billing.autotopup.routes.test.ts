@@ -12,6 +12,7 @@ import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { type GatewayWorkspace, gatewayWorkspace, listen } from '../../../test/helpers/gateway.ts';
 import { HOUR, MINUTE } from '../../platform/clock.ts';
 import type { AutoTopupView } from './billing.autotopup.ts';
+import { RECEIPT_JOB } from './index.ts';
 
 /**
  * Auto top-up against a fake that speaks Stripe's API: a checkout that saves the card for
@@ -119,9 +120,11 @@ async function mailsTo(email: string, tag: string) {
 async function chargeRows(workspaceId: string) {
   return app.db.system(async (tx) => {
     const res = (await tx.execute(
-      sql`select status, failure_code as "failureCode", payment_intent_id as "paymentIntentId", amount_micros::text as amount
+      sql`select id, status, failure_code as "failureCode", payment_intent_id as "paymentIntentId", amount_micros::text as amount
           from auto_topups where workspace_id = ${workspaceId} order by created_at, id`,
-    )) as unknown as { rows: Array<{ status: string; failureCode: string | null; paymentIntentId: string | null }> };
+    )) as unknown as {
+      rows: Array<{ id: string; status: string; failureCode: string | null; paymentIntentId: string | null }>;
+    };
     return res.rows;
   });
 }
@@ -192,6 +195,21 @@ describe('happy', () => {
     expect(entries.filter((e) => e.kind === 'topup').map((e) => e.idempotencyKey)).toContain(
       `stripe:${charge?.paymentIntentId}`,
     );
+    // A payment like a checkout's: listed with the card, and its receipt mailed to the owner once.
+    const listed = await w.owner.get<{ data: Array<Record<string, unknown>> }>(
+      `/api/workspaces/${w.workspaceId}/billing/payments`,
+    );
+    expect(listed.body.data.find((p) => p.id === charge?.id)).toMatchObject({
+      amountMicros: 20 * USD,
+      status: 'paid',
+      cardLast4: expect.stringMatching(/^\d{4}$/),
+    });
+    // (The checkout that saved the card has its own receipt in the queue too.)
+    expect((await app.jobs.drain(RECEIPT_JOB)).failed).toBe(0);
+    const receipts = (await app.modules.notifications.service.listOutbox({ limit: 1000 })).filter(
+      (m) => m.tag === 'billing.receipt' && m.text.includes(charge?.id ?? '-'),
+    );
+    expect(receipts.map((m) => m.to)).toEqual([w.owner.email]);
     // Stripe's event for the same payment changes nothing more, however often it comes.
     const event = stripe.intentSucceededEvent(charge?.paymentIntentId ?? '');
     for (const r of await Promise.all([deliver(event), deliver(event)]))

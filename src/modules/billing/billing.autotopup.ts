@@ -31,7 +31,7 @@ const JOB_ACTOR: Actor = { type: 'system', name: 'auto-topup' };
 type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
   repo: AutoTopupRepo;
-  billingRepo: Pick<BillingRepo, 'lockPayment' | 'notePaymentEvent' | 'getBalance'>;
+  billingRepo: Pick<BillingRepo, 'lockPayment' | 'notePaymentEvent' | 'getBalance' | 'insertPayment'>;
   ledger: Pick<LedgerService, 'topUpIn'>;
   audit: Pick<AuditService, 'record'>;
   notices: Pick<BillingNotices, 'send'>;
@@ -39,6 +39,8 @@ type Deps = {
   logger: Logger;
   /** Null when no processor is configured. */
   processor: PaymentProcessor | null;
+  /** Told inside the transaction that credits a charge (its receipt is queued once that commits). */
+  onPaid?: (tx: Database, paid: { workspaceId: string; paymentId: string }) => void;
 };
 
 export type AutoTopupSettingsInput = {
@@ -221,6 +223,25 @@ export function autoTopupService(deps: Deps) {
         resolvedAt: now,
       });
       await repo.updateSettings(tx, workspaceId, { consecutiveFailures: 0, nextAttemptAt: null });
+      // A payment like a checkout's (listed, with a receipt), under the charge's id; the
+      // processor's reference is the payment intent.
+      await deps.billingRepo.insertPayment(tx, {
+        id: charge.id,
+        workspaceId,
+        processor: 'stripe',
+        checkoutId: piId,
+        amountMicros: charge.amountMicros,
+        currency: charge.currency,
+        status: 'paid',
+        cardBrand: s?.cardBrand ?? null,
+        cardLast4: s?.cardLast4 ?? null,
+        postalCode: null,
+        transactionId: row.id,
+        createdBy: null,
+        createdAt: charge.createdAt,
+        paidAt: now,
+      });
+      deps.onPaid?.(tx, { workspaceId, paymentId: charge.id });
       return { applied: true, notices: [] };
     }
     if (outcome.status !== 'failed' || charge.status !== 'pending') return { applied: false, notices: [] };

@@ -206,7 +206,9 @@ export const billingTables = [
       id: col('identifier', false),
       workspaceId: col('identifier', false),
       processor: billing(),
-      checkoutId: col('identifier', false, { purpose: "The processor's checkout session, to match its events" }),
+      checkoutId: col('identifier', false, {
+        purpose: "The processor's checkout session (an auto top-up's: its payment intent), to match its events",
+      }),
       amountMicros: billing(),
       currency: billing(),
       status: billing(),

@@ -177,6 +177,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     clock: deps.clock,
     logger: deps.logger,
     processor,
+    onPaid: (tx, paid) => receipts.paid(tx, paid),
   });
   const promotions = promotionsService({
     db: deps.db,
