@@ -81,5 +81,31 @@ describe('happy', () => {
     expect(balance.stdout).toContain('17.00 USD available, 0.00 USD reserved for calls in flight (plan starter)');
     const entries = await berth(['billing', 'entries', ...auth, '--json'], env);
     expect(JSON.parse(entries.stdout).data.map((e: { kind: string }) => e.kind)).toEqual(['adjust', 'grant', 'grant']);
+
+    // Budgets over HTTP with the admin key (workspace:admin covers budgets:manage).
+    const set = await berth(
+      ['billing', 'budget', 'set', ...auth, '--period', 'month', '--limit-usd', '2.5', '--json'],
+      env,
+    );
+    expect(set.code, set.stderr).toBe(0);
+    const budget = JSON.parse(set.stdout) as { id: string; limitMicros: number; period: string };
+    expect(budget).toMatchObject({ limitMicros: 2_500_000, period: 'month' });
+    const listed = await berth(['billing', 'budgets', ...auth], env);
+    expect(listed.stdout).toContain(`${budget.id}  workspace`);
+    expect(listed.stdout).toContain('limit 2.50 USD, spent 0.00');
+    const bad = await berth(['billing', 'budget', 'set', ...auth, '--period', 'week', '--limit-usd', '1'], env);
+    expect(bad.code).toBe(2);
+    const removed = await berth(['billing', 'budget', 'remove', ...auth, budget.id], env);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect((await berth(['billing', 'budgets', ...auth], env)).stdout).toContain('No budgets.');
+
+    // The operator verifies over HTTP while the server holds the embedded database.
+    const overHttp = ['billing', 'verify', '--url', server.url, '--email', 'billing@example.com', '--json'];
+    const verified = await berth(overHttp, env, 'correct horse battery staple\n');
+    expect(verified.code, verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: true, workspaces: 1 });
+    const wrong = await berth(overHttp, env, 'not the password\n');
+    expect(wrong.code).toBe(4);
+    expect(`${wrong.stdout}${wrong.stderr}`).toContain('invalid_credentials');
   }, 180_000);
 });
