@@ -1,5 +1,6 @@
 import { loadavg } from 'node:os';
 import pg from 'pg';
+import { budgetsRepo } from '../src/modules/billing/billing.budgets.repo.ts';
 import { ledgerService } from '../src/modules/billing/billing.ledger.ts';
 import { billingRepo } from '../src/modules/billing/billing.repo.ts';
 import { systemClock } from '../src/platform/clock.ts';
@@ -62,10 +63,27 @@ async function main() {
     const owner = db.pool as pg.Pool;
     const actor = { type: 'system', name: 'bench' } as const;
     const hot = newId('ws');
+    const budgeted = newId('ws');
     const many = Array.from({ length: 100 }, () => newId('ws'));
-    for (const w of [hot, ...many]) {
+    for (const w of [hot, budgeted, ...many]) {
       await ledger.grant({ workspaceId: w, amountMicros: 10 ** 14, idempotencyKey: `fund-${w}`, actor });
     }
+    // A hot workspace with a monthly budget of its own: every call also moves a budget period.
+    await db.tenant(budgeted, async (tx) => {
+      const now = new Date();
+      await budgetsRepo.lockBalance(tx, budgeted, now);
+      await budgetsRepo.addToCount(tx, budgeted, 1);
+      await budgetsRepo.insert(tx, {
+        id: newId('bud'),
+        workspaceId: budgeted,
+        keyId: null,
+        period: 'month',
+        limitMicros: 10 ** 14,
+        createdBy: null,
+        createdAt: now,
+        updatedAt: now,
+      });
+    });
     const call = async (workspaceId: string) => {
       const r = await ledger.reserve({ workspaceId, keyId: null, requestId: newId('req'), amountMicros: 5_000 });
       await ledger.settle(workspaceId, r.id, 1_234);
@@ -73,6 +91,7 @@ async function main() {
     const rows = {
       baselineHot: [] as number[],
       hot: [] as number[],
+      budgeted: [] as number[],
       baselineMany: [] as number[],
       many: [] as number[],
     };
@@ -81,6 +100,7 @@ async function main() {
         await throughput(OPS, CLIENTS, () => owner.query('update bench_counters set n = n + 1 where id = 1')),
       );
       rows.hot.push(await throughput(OPS, CLIENTS, () => call(hot)));
+      rows.budgeted.push(await throughput(OPS, CLIENTS, () => call(budgeted)));
       rows.baselineMany.push(
         await throughput(OPS, CLIENTS, (i) =>
           owner.query('update bench_counters set n = n + 1 where id = $1', [(i % 100) + 1]),
@@ -90,10 +110,14 @@ async function main() {
     }
     const hotRate = median(rows.hot);
     const manyRate = median(rows.many);
+    const budgetedRate = median(rows.budgeted);
     console.log('\nthroughput (operations/s, median of rounds)');
     console.log(`plain update, one row          ${median(rows.baselineHot).toFixed(0).padStart(8)}`);
     console.log(
       `reserve+settle, one workspace  ${hotRate.toFixed(0).padStart(8)}   ${(hotRate / median(rows.baselineHot)).toFixed(2)}x the plain update`,
+    );
+    console.log(
+      `  with a budget                ${budgetedRate.toFixed(0).padStart(8)}   ${(budgetedRate / median(rows.baselineHot)).toFixed(2)}x the plain update`,
     );
     console.log(`plain update, 100 rows         ${median(rows.baselineMany).toFixed(0).padStart(8)}`);
     console.log(

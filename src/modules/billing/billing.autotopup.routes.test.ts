@@ -479,6 +479,31 @@ describe('security', () => {
     expect(events).toEqual([{ action: 'billing.auto_topup_changed', actorId: w.owner.userId }]);
   });
 
+  it("stops with its workspace: a deleted workspace's saved card is never charged, and its references go", async () => {
+    const w = await withSavedCard();
+    await enable(w);
+    // Below the threshold (5 < 10 USD) when the workspace is deleted.
+    const deleted = await w.owner.delete(`/api/workspaces/${w.workspaceId}`, { confirmName: 'Gateway' });
+    expect(deleted.status).toBe(204);
+    await autoTopups().run();
+    expect(intentsOf(w.workspaceId)).toHaveLength(0);
+    const row = await app.db.system(async (tx) => {
+      const res = (await tx.execute(
+        sql`select enabled, disabled_reason as "disabledReason", processor_customer_id as customer,
+              processor_payment_method_id as method, card_last4 as last4
+            from auto_topup_settings where workspace_id = ${w.workspaceId}`,
+      )) as unknown as { rows: Array<Record<string, unknown>> };
+      return res.rows[0];
+    });
+    expect(row).toEqual({
+      enabled: false,
+      disabledReason: 'workspace_deleted',
+      customer: null,
+      method: null,
+      last4: null,
+    });
+  });
+
   it('starts one charge per workspace when two job runners race', async () => {
     const w = await withSavedCard();
     await enable(w);

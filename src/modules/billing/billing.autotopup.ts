@@ -7,6 +7,7 @@ import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { microsToUsd } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
+import type { WorkspaceEvent } from '../workspaces/index.ts';
 import type { AutoTopupChoice, AutoTopupRepo, SavedCard } from './billing.autotopup.repo.ts';
 import type { AutoTopupRow, AutoTopupSettingsRow } from './billing.autotopup.tables.ts';
 import type { LedgerService } from './billing.ledger.ts';
@@ -430,6 +431,23 @@ export function autoTopupService(deps: Deps) {
     },
 
     /** Keeps the processor's references to a card saved at a checkout, inside the checkout's transaction. */
+    /**
+     * A workspace being deleted: auto top-up stops and the saved card's references go (the
+     * charges already made stay, as billing records), in the deleting transaction.
+     */
+    async onWorkspaceEvent(event: WorkspaceEvent, tx: Database): Promise<void> {
+      if (event.type !== 'workspace.deleting') return;
+      await repo.updateSettings(tx, event.workspaceId, {
+        enabled: false,
+        disabledReason: 'workspace_deleted',
+        processorCustomerId: null,
+        processorPaymentMethodId: null,
+        cardBrand: null,
+        cardLast4: null,
+        updatedAt: clock.now(),
+      });
+    },
+
     async saveCardIn(tx: Database, workspaceId: string, card: SavedCard): Promise<void> {
       await repo.saveCard(tx, workspaceId, card, clock.now());
     },

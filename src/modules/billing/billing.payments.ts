@@ -165,6 +165,15 @@ export function paymentsService(deps: Deps) {
             'The event does not match the checkout Berth started (amount or currency).',
           );
         }
+        // The saved card before the top-up: auto top-up locks its settings row, then the
+        // balance; taking them in the same order here means the two never deadlock.
+        if (details?.savedForOffSession && details.customerId && details.paymentMethodId && details.card) {
+          await deps.autoTopups.saveCardIn(tx, workspaceId, {
+            customerId: details.customerId,
+            paymentMethodId: details.paymentMethodId,
+            ...details.card,
+          });
+        }
         const row = await deps.ledger.topUpIn(tx, {
           workspaceId,
           amountMicros: payment.amountMicros,
@@ -181,13 +190,6 @@ export function paymentsService(deps: Deps) {
           postalCode: details?.postalCode ?? c.postalCode,
           paidAt: now,
         });
-        if (details?.savedForOffSession && details.customerId && details.paymentMethodId && details.card) {
-          await deps.autoTopups.saveCardIn(tx, workspaceId, {
-            customerId: details.customerId,
-            paymentMethodId: details.paymentMethodId,
-            ...details.card,
-          });
-        }
         deps.onPaid?.(tx, { workspaceId, paymentId: payment.id });
         return { applied: true };
       });

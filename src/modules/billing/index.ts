@@ -217,6 +217,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     },
   });
   deps.workspaces.onEvent(standing.onWorkspaceEvent);
+  deps.workspaces.onEvent(autoTopups.onWorkspaceEvent);
   return {
     service,
     ledger,

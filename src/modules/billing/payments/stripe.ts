@@ -129,7 +129,9 @@ function cardOf(paymentMethod: unknown): { brand: string; last4: string } | null
 
 function failureCodeOf(error: unknown): string | null {
   const e = obj(error);
-  return ref(e.decline_code) ?? ref(e.code) ?? (str(e.type) ? 'payment_failed' : null);
+  const code = ref(e.decline_code) ?? ref(e.code) ?? (str(e.type) ? 'payment_failed' : null);
+  // auto_topups.failure_code holds 100 characters; Stripe's codes are far shorter.
+  return code ? code.slice(0, 100) : null;
 }
 
 /** A PaymentIntent as a charge outcome: succeeded, still pending, or failed with its reason. */
