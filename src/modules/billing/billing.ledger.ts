@@ -288,12 +288,12 @@ export function ledgerService(deps: Deps) {
     },
 
     /**
-     * Takes back promotional credits that reached their expiry (refused beyond what is
-     * available); `then` runs in the same transaction when the expiry is new.
+     * Takes back promotional credits that reached their expiry, inside the caller's
+     * transaction (bound to the workspace, its balance row locked while it decided how much);
+     * refused beyond what is available.
      */
-    async expire(input: MoveInput, then?: AfterMovement) {
-      const { row, fresh } = await apply(input.workspaceId, availableMovement('expire', -1, input), then);
-      return { entry: toTransactionView(row), fresh };
+    async expireIn(tx: Database, input: MoveInput) {
+      return (await applyIn(tx, input.workspaceId, availableMovement('expire', -1, input))).row;
     },
 
     /** An operator's correction, up or down (never below zero), with its reason. */

@@ -1,12 +1,12 @@
 import type { Clock } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { LedgerService, TransactionView } from './billing.ledger.ts';
 import type { LedgerMove, PromotionsRepo } from './billing.promotions.repo.ts';
-import type { PromotionRow } from './billing.promotions.tables.ts';
+import type { BillingRepo } from './billing.repo.ts';
 import type { BillingService } from './billing.service.ts';
 
 const EXPIRY_ACTOR: Actor = { type: 'system', name: 'promotion-expiry' };
@@ -16,7 +16,8 @@ const MAX_EXPIRY_MS = 10 * 366 * 24 * 3600_000;
 type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
   repo: PromotionsRepo;
-  ledger: Pick<LedgerService, 'grant' | 'expire' | 'balance'>;
+  ledger: Pick<LedgerService, 'grant' | 'expireIn'>;
+  balances: Pick<BillingRepo, 'getBalance'>;
   audit: Pick<AuditService, 'record'>;
   clock: Clock;
   logger: Logger;
@@ -133,55 +134,53 @@ function parseExpiry(at: Date | string, now: Date): Date {
 export function promotionsService(deps: Deps) {
   const { db, repo, clock } = deps;
 
-  async function replay(workspaceId: string) {
-    return db.tenant(workspaceId, async (tx) => {
-      const promos = await repo.listForWorkspace(tx, workspaceId);
-      if (promos.length === 0) return { promos, states: new Map<string, LotState>() };
-      const from = new Date(Math.min(...promos.map((p) => p.createdAt.getTime())));
-      const totalBefore = await repo.totalBefore(tx, workspaceId, from);
-      const moves = await repo.movesFrom(tx, workspaceId, from);
-      return { promos, states: promotionRemainders(promos, moves, totalBefore) };
-    });
+  async function replayIn(tx: Database, workspaceId: string) {
+    const promos = await repo.listForWorkspace(tx, workspaceId);
+    if (promos.length === 0) return { promos, states: new Map<string, LotState>() };
+    const from = new Date(Math.min(...promos.map((p) => p.createdAt.getTime())));
+    const totalBefore = await repo.totalBefore(tx, workspaceId, from);
+    const moves = await repo.movesFrom(tx, workspaceId, from);
+    return { promos, states: promotionRemainders(promos, moves, totalBefore) };
   }
 
-  /** Takes back what is left of one expired promotion, once. True when this call handled it. */
-  async function expireOne(p: PromotionRow, state: LotState | undefined): Promise<boolean> {
-    const now = clock.now();
-    const mark = (expiredMicros: number, expiredTransactionId: string | null) =>
-      db.tenant(p.workspaceId, (tx) =>
-        repo.markProcessed(tx, p.workspaceId, p.grantTransactionId, {
+  /**
+   * Takes back what is left of the workspace's soonest-expired unprocessed promotion, once;
+   * false when none is due. One transaction with the balance row locked first, so no
+   * movement commits between the replay that says what is left and the expiry that takes
+   * it (a top-up landing meanwhile can never be taken for promotional credits).
+   */
+  async function expireNext(workspaceId: string, now: Date): Promise<boolean> {
+    return db.tenant(workspaceId, async (tx) => {
+      const balance = await deps.balances.getBalance(tx, workspaceId, true);
+      const { promos, states } = await replayIn(tx, workspaceId);
+      const due = promos.find((p) => p.processedAt === null && p.expiresAt.getTime() <= now.getTime());
+      if (!due) return false;
+      const state = states.get(due.grantTransactionId);
+      const mark = (expiredMicros: number, expiredTransactionId: string | null) =>
+        repo.markProcessed(tx, workspaceId, due.grantTransactionId, {
           expiredMicros,
           expiredTransactionId,
           processedAt: now,
-        }),
-      );
-    if (state?.expiredBy) {
-      await mark(Number(state.expiredBy.micros), state.expiredBy.transactionId);
-      return true;
-    }
-    const { availableMicros } = await deps.ledger.balance(p.workspaceId);
-    const take = Number(min(state?.remainingMicros ?? 0n, BigInt(availableMicros)));
-    if (take <= 0) {
-      await mark(0, null);
-      return true;
-    }
-    const { entry, fresh } = await deps.ledger.expire(
-      {
-        workspaceId: p.workspaceId,
+        });
+      if (state?.expiredBy) {
+        await mark(Number(state.expiredBy.micros), state.expiredBy.transactionId);
+        return true;
+      }
+      const take = Number(min(state?.remainingMicros ?? 0n, BigInt(balance?.availableMicros ?? 0)));
+      if (take <= 0) {
+        await mark(0, null);
+        return true;
+      }
+      const row = await deps.ledger.expireIn(tx, {
+        workspaceId,
         amountMicros: take,
-        idempotencyKey: `expire:${p.grantTransactionId}`,
+        idempotencyKey: `expire:${due.grantTransactionId}`,
         actor: EXPIRY_ACTOR,
-        memo: `Promotional credits of ${p.grantTransactionId} expired`,
-      },
-      (tx, row) =>
-        repo.markProcessed(tx, p.workspaceId, p.grantTransactionId, {
-          expiredMicros: row.amountMicros,
-          expiredTransactionId: row.id,
-          processedAt: now,
-        }),
-    );
-    if (!fresh) await mark(entry.amountMicros, entry.id);
-    return fresh;
+        memo: `Promotional credits of ${due.grantTransactionId} expired`,
+      });
+      await mark(row.amountMicros, row.id);
+      return true;
+    });
   }
 
   return {
@@ -247,7 +246,7 @@ export function promotionsService(deps: Deps) {
 
     /** A workspace's promotions with what is left of each (by the replay). */
     async list(workspaceId: string): Promise<PromotionView[]> {
-      const { promos, states } = await replay(workspaceId);
+      const { promos, states } = await db.tenant(workspaceId, (tx) => replayIn(tx, workspaceId));
       return promos.map((p) => ({
         grantTransactionId: p.grantTransactionId,
         workspaceId: p.workspaceId,
@@ -270,13 +269,7 @@ export function promotionsService(deps: Deps) {
       for (const workspaceId of workspaces) {
         try {
           // One at a time, soonest first, each from a fresh replay: an expiry changes what is available.
-          for (;;) {
-            const { promos, states } = await replay(workspaceId);
-            const due = promos.find((p) => p.processedAt === null && p.expiresAt.getTime() <= now.getTime());
-            if (!due) break;
-            await expireOne(due, states.get(due.grantTransactionId));
-            handled++;
-          }
+          while (await expireNext(workspaceId, now)) handled++;
         } catch (err) {
           // Spent meanwhile (insufficient_credits) or the database hiccuped: the next run tries again.
           deps.logger.warn({ workspaceId, code: (err as AppError).code ?? 'error' }, 'promotion expiry deferred');

@@ -112,7 +112,9 @@ beforeAll(async () => {
   await call(a, 'four five six seven');
   await ledger.refund({ ...move, amountMicros: 5_000_000, idempotencyKey: 'refund-march-0001' });
   await ledger.adjust({ ...move, deltaMicros: -500_000, idempotencyKey: 'adjust-march-0001', memo: 'correction' });
-  await ledger.expire({ ...move, amountMicros: 200_000, idempotencyKey: 'expire-march-0001' });
+  await app.db.tenant(a.workspaceId, (tx) =>
+    ledger.expireIn(tx, { ...move, amountMicros: 200_000, idempotencyKey: 'expire-march-0001' }),
+  );
   // The month's last second: still March.
   clock.set('2026-03-31T23:59:59.000Z');
   await call(a, 'eight nine');

@@ -183,6 +183,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     db: deps.db,
     repo: promotionsRepo,
     ledger,
+    balances: billingRepo,
     audit: deps.audit,
     clock: deps.clock,
     logger: deps.logger,
