@@ -144,14 +144,16 @@ export function registerBillingCommands(program: Command, io: Io, globals: () =>
     .description(
       `Recompute every balance from the ledger, on the database or (with --url) over HTTP as an operator; exit code ${EXIT_LEDGER_MISMATCH} on any mismatch.`,
     )
-    .option('--workspace <id>', 'only this workspace (on the database)')
+    .option('--workspace <id>', 'only this workspace')
     .option('--url <url>', "a running server's URL: sign in as an operator there (password from the terminal or stdin)")
     .option('--email <email>', "the operator's email (with --url)")
     .option('--code <code>', "the operator's authenticator code, if 2FA is on (asked for otherwise)")
     .action(async (opts: { workspace?: string; url?: string; email?: string; code?: string }) => {
       const g = globals();
       const reports = opts.url
-        ? await verifyOverHttp(io, { ...opts, url: opts.url })
+        ? (await verifyOverHttp(io, { ...opts, url: opts.url })).filter(
+            (r) => !opts.workspace || r.workspaceId === opts.workspace,
+          )
         : await withModules(io, configFor(io, g), 'billing verify', (m) => m.billing.service.verify(opts.workspace));
       const ok = reports.every((r) => r.ok);
       emit(

@@ -38,7 +38,9 @@ export function registerBudgetCommands(
     emit(io, Boolean(globals().json), list, list.data.length ? list.data.map(budgetLine).join('\n') : 'No budgets.');
   });
 
-  const budget = billing.command('budget').description('Set or remove a spend limit (needs billing:manage).');
+  const budget = billing
+    .command('budget')
+    .description('Set or remove a spend limit (needs budgets:manage: owners, admins, workspace:admin keys).');
   http(
     budget
       .command('set')

@@ -87,6 +87,24 @@ export const budgetsRepo = {
     );
   },
 
+  /**
+   * A budget's limit changed: the current period's thresholds are measured against the new
+   * limit (a raised limit can alert again at its own 50/80/100 %; a lowered one alerts for
+   * what it now passes).
+   */
+  async rebaseAlerts(tx: Database, workspaceId: string, budgetId: string, start: Date, reached: number) {
+    await tx
+      .update(budgetPeriods)
+      .set({ reachedPct: reached, notifiedPct: sql`least(${budgetPeriods.notifiedPct}, ${reached})` })
+      .where(
+        and(
+          eq(budgetPeriods.workspaceId, workspaceId),
+          eq(budgetPeriods.budgetId, budgetId),
+          eq(budgetPeriods.periodStart, start),
+        ),
+      );
+  },
+
   /** Periods whose spending reached an alert threshold nobody was told about yet (system scope). */
   async unnotified(tx: Database, limit: number): Promise<Array<BudgetPeriodRow & { budget: BudgetRow }>> {
     const rows = await tx
@@ -99,13 +117,17 @@ export const budgetsRepo = {
     return rows.map((r) => ({ ...r.budget_periods, budget: r.budgets }));
   },
 
-  /** Notes that owners and admins were told about `pct`; false when someone else already did. */
-  async markNotified(tx: Database, budgetId: string, start: Date, pct: number): Promise<boolean> {
+  /**
+   * Claims the alert for `pct` (before it is sent: a second worker, or a rerun after a
+   * crash, finds it claimed and sends nothing); false when it was claimed already.
+   */
+  async claimAlert(tx: Database, workspaceId: string, budgetId: string, start: Date, pct: number): Promise<boolean> {
     const rows = await tx
       .update(budgetPeriods)
       .set({ notifiedPct: pct })
       .where(
         and(
+          eq(budgetPeriods.workspaceId, workspaceId),
           eq(budgetPeriods.budgetId, budgetId),
           eq(budgetPeriods.periodStart, start),
           sql`${budgetPeriods.notifiedPct} < ${pct}`,

@@ -162,6 +162,12 @@ describe('happy', () => {
     const all = await alerts();
     expect(all.filter((m) => m.subject.includes('used up'))).toHaveLength(2);
     expect(all).toHaveLength(6);
+    // A raised limit alerts again at its own thresholds: 10,000 of 100,000 spent is 10 %.
+    await setBudget(w, { period: 'month', limitMicros: 100_000 });
+    await spend(40_000); // 50 % of the new limit
+    await app.modules.billing.budgets.sendAlerts();
+    await app.modules.billing.budgets.sendAlerts();
+    expect((await alerts()).filter((m) => m.subject.includes('50%'))).toHaveLength(4);
   });
 });
 

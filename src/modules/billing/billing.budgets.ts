@@ -7,7 +7,7 @@ import { microsToUsd } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { KeysService } from '../keys/index.ts';
 import type { BudgetsRepo } from './billing.budgets.repo.ts';
-import { periodEnd, periodStart } from './billing.budgets.rules.ts';
+import { periodEnd, periodStart, reachedPct } from './billing.budgets.rules.ts';
 import type { BudgetPeriod, BudgetRow } from './billing.budgets.tables.ts';
 import { MAX_AMOUNT_MICROS } from './billing.ledger.ts';
 import type { BillingNotices } from './billing.notices.ts';
@@ -98,6 +98,17 @@ export function budgetsService(deps: Deps) {
         const existing = await repo.findScope(tx, scope.workspaceId, keyId, period);
         if (existing) {
           await repo.updateLimit(tx, scope.workspaceId, existing.id, limitMicros, now);
+          const start = periodStart(period, now);
+          const [current] = await repo.periodsOf(tx, scope.workspaceId, [{ budgetId: existing.id, start }]);
+          if (current) {
+            await repo.rebaseAlerts(
+              tx,
+              scope.workspaceId,
+              existing.id,
+              start,
+              reachedPct(current.spentMicros, limitMicros),
+            );
+          }
         } else {
           await repo.addToCount(tx, scope.workspaceId, 1);
           await repo.insert(tx, {
@@ -154,9 +165,15 @@ export function budgetsService(deps: Deps) {
       let sent = 0;
       for (const p of due) {
         const b = p.budget;
+        const reached = p.reachedPct;
+        // Claimed first: an alert goes out at most once, even with several workers or a crash after sending.
+        if (
+          !(await db.tenant(b.workspaceId, (tx) => repo.claimAlert(tx, b.workspaceId, b.id, p.periodStart, reached)))
+        ) {
+          continue;
+        }
         const whose = b.keyId ? `API key ${b.keyId}` : 'the workspace';
         const span = b.period === 'day' ? 'daily' : 'monthly';
-        const reached = p.reachedPct;
         await deps.notices.send({
           workspaceId: b.workspaceId,
           roles: ['owner', 'admin'],
@@ -175,7 +192,7 @@ export function budgetsService(deps: Deps) {
           ].join('\n'),
           tag: 'billing.budget_alert',
         });
-        if (await db.tenant(b.workspaceId, (tx) => repo.markNotified(tx, b.id, p.periodStart, reached))) sent++;
+        sent++;
       }
       return sent;
     },

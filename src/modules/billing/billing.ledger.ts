@@ -1,27 +1,13 @@
 import type { Clock } from '../../platform/clock.ts';
-import { sha256Hex } from '../../platform/crypto.ts';
-import type { Database, Db } from '../../platform/db/db.ts';
+import { type Database, type Db, isUniqueViolation } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
-import { newId } from '../../platform/ids.ts';
-import { canonicalJson } from '../audit/index.ts';
 import type { CreditGate, Reservation, ReserveInput } from '../gateway/index.ts';
+import { movementHash, postingsOf, transactionRow } from './billing.movements.ts';
 import type { BillingRepo } from './billing.repo.ts';
 import { reservationsRepo } from './billing.reservations.repo.ts';
 import { reservationQueue } from './billing.reservations.ts';
-import type { PostingRow, TransactionKind, TransactionRow } from './billing.tables.ts';
-
-/** The counter-account of each kind of movement (the workspace's own accounts are `available` and `held`). */
-const PLATFORM_ACCOUNT: Record<TransactionKind, string | null> = {
-  grant: 'platform:grants',
-  expire: 'platform:grants',
-  topup: 'platform:payments',
-  refund: 'platform:payments',
-  settle: 'platform:usage',
-  adjust: 'platform:adjustments',
-  reserve: null,
-  release: null,
-};
+import type { TransactionKind, TransactionRow } from './billing.tables.ts';
 
 /** Largest single movement: 10^15 micros (one billion USD), far inside bigint and exact in a JS number. */
 export const MAX_AMOUNT_MICROS = 1_000_000_000_000_000;
@@ -107,12 +93,6 @@ function availableMovement(kind: 'grant' | 'topup' | 'refund' | 'expire', sign: 
   };
 }
 
-function actorOf(actor: Actor): { type: 'user' | 'api_key' | 'system'; id: string } {
-  if (actor.type === 'user') return { type: 'user', id: actor.userId };
-  if (actor.type === 'api_key') return { type: 'api_key', id: actor.keyId };
-  return { type: 'system', id: actor.name };
-}
-
 export function toTransactionView(r: TransactionRow): TransactionView {
   return {
     id: r.id,
@@ -138,15 +118,6 @@ export function checkAmount(micros: number, what = 'amount'): number {
     );
   }
   return micros;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  let e = err as { code?: string; cause?: unknown } | undefined;
-  for (let i = 0; i < 3 && e; i++) {
-    if (e.code === '23505') return true;
-    e = e.cause as typeof e;
-  }
-  return false;
 }
 
 /**
@@ -190,7 +161,7 @@ export function ledgerService(deps: Deps) {
     workspaceId: string,
     m: Movement,
   ): Promise<{ row: TransactionRow; fresh: boolean }> {
-    const hash = sha256Hex(canonicalJson({ kind: m.kind, ...m.params }));
+    const hash = movementHash(m.kind, m.params);
     const seen = await replayOf(tx, m, workspaceId, hash);
     if (seen) return { row: seen, fresh: false };
     const now = clock.now();
@@ -204,31 +175,19 @@ export function ledgerService(deps: Deps) {
     if (!after) {
       throw new AppError('insufficient_credits', 'The workspace does not have enough credits for this.');
     }
-    const actor = actorOf(m.actor);
-    const row: TransactionRow = {
-      id: newId('ltx', now),
+    const row = transactionRow({
       workspaceId,
       kind: m.kind,
       idempotencyKey: m.idempotencyKey,
       requestHash: hash,
       amountMicros: m.amountMicros,
       reservationId: m.reservationId ?? null,
-      availableAfterMicros: after.availableMicros,
-      heldAfterMicros: after.heldMicros,
-      actorType: actor.type,
-      actorId: actor.id,
+      after,
+      actor: m.actor,
       memo: m.memo ?? null,
-      createdAt: now,
-    };
-    const postings: PostingRow[] = [];
-    const post = (account: string, amountMicros: number) => {
-      if (amountMicros !== 0) postings.push({ transactionId: row.id, workspaceId, account, amountMicros });
-    };
-    post('available', m.available);
-    post('held', m.held);
-    const platform = PLATFORM_ACCOUNT[m.kind];
-    if (platform) post(platform, -(m.available + m.held));
-    else if (m.available + m.held !== 0) throw new Error(`a ${m.kind} must not change the workspace's total`);
+      now,
+    });
+    const postings = postingsOf(row, m);
     await repo.insertTransaction(tx, row, postings);
     return { row, fresh: true };
   }

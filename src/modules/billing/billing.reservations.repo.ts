@@ -49,10 +49,12 @@ export const reservationsRepo = {
     return rowsOf(res).map(toTransactionRow);
   },
 
-  /** Locks reservations by id, in id order. */
-  async lockReservations(tx: Database, ids: string[]): Promise<ReservationRow[]> {
+  /** Locks reservations by id within the batch's workspaces, in id order. */
+  async lockReservations(tx: Database, workspaceIds: string[], ids: string[]): Promise<ReservationRow[]> {
     const res = await tx.execute(sql`
-      select * from credit_reservations where id = any(${sql.param(ids)}::text[]) order by id for update`);
+      select * from credit_reservations
+      where id = any(${sql.param(ids)}::text[]) and workspace_id = any(${sql.param(workspaceIds)}::text[])
+      order by id for update`);
     return rowsOf(res).map((r) => ({
       id: String(r.id),
       workspaceId: String(r.workspace_id),
@@ -99,8 +101,9 @@ export const reservationsRepo = {
       select p.budget_id, p.workspace_id, p.period_start, p.spent_micros::text as spent, p.held_micros::text as held,
         p.reached_pct, p.notified_pct
       from budget_periods p
-      join unnest(${budgetIds}::text[], ${starts}::timestamptz[]) as k(budget_id, period_start)
-        on p.budget_id = k.budget_id and p.period_start = k.period_start
+      join unnest(${budgetIds}::text[], ${workspaceIds}::text[], ${starts}::timestamptz[])
+        as k(budget_id, workspace_id, period_start)
+        on p.budget_id = k.budget_id and p.workspace_id = k.workspace_id and p.period_start = k.period_start
       order by p.budget_id, p.period_start for update of p`);
     return rowsOf(res).map((r) => ({
       budgetId: String(r.budget_id),

@@ -1,12 +1,11 @@
 import type { Clock } from '../../platform/clock.ts';
-import { sha256Hex } from '../../platform/crypto.ts';
-import type { Database, Db } from '../../platform/db/db.ts';
+import { type Database, type Db, isUniqueViolation } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
-import { canonicalJson } from '../audit/index.ts';
 import { type BudgetLine, budgetsApplying, periodStart, reachedPct } from './billing.budgets.rules.ts';
 import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import { movementHash, postingsOf, transactionRow } from './billing.movements.ts';
 import type { LockedBalance, ReservationsRepo } from './billing.reservations.repo.ts';
 import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';
 
@@ -59,15 +58,8 @@ const insufficientCredits = () =>
 const seenKey = (workspaceId: string, key: string) => `${workspaceId}\n${key}`;
 export const periodKey = (budgetId: string, start: Date) => `${budgetId}\n${start.toISOString()}`;
 
-function actorOf(actor: Actor): { type: 'user' | 'api_key' | 'system'; id: string } {
-  if (actor.type === 'user') return { type: 'user', id: actor.userId };
-  if (actor.type === 'api_key') return { type: 'api_key', id: actor.keyId };
-  return { type: 'system', id: actor.name };
-}
-
 /** The request hash of a reservation: a replayed request id with another amount is refused. */
-export const reserveHash = (requestId: string, amount: number) =>
-  sha256Hex(canonicalJson({ kind: 'reserve', request: requestId, amount }));
+const reserveParams = (requestId: string, amount: number) => ({ request: requestId, amount });
 
 /**
  * Decides a batch in memory, in arrival order, on the balances and budget periods it
@@ -94,10 +86,10 @@ export function planBatch(
   function record(
     ws: LockedBalance,
     kind: TransactionRow['kind'],
+    params: Record<string, unknown>,
     key: string,
-    hash: string,
     amount: number,
-    moves: { available: number; held: number; usage: number },
+    moves: { available: number; held: number },
     actor: Actor,
     reservationId: string,
     memo: string | null = null,
@@ -105,31 +97,20 @@ export function planBatch(
     ws.availableMicros += moves.available;
     ws.heldMicros += moves.held;
     touchedBalances.add(ws);
-    const who = actorOf(actor);
-    const row: TransactionRow = {
-      id: newId('ltx', now),
+    const row = transactionRow({
       workspaceId: ws.workspaceId,
       kind,
       idempotencyKey: key,
-      requestHash: hash,
+      requestHash: movementHash(kind, params),
       amountMicros: amount,
       reservationId,
-      availableAfterMicros: ws.availableMicros,
-      heldAfterMicros: ws.heldMicros,
-      actorType: who.type,
-      actorId: who.id,
+      after: ws,
+      actor,
       memo,
-      createdAt: now,
-    };
+      now,
+    });
     writes.transactions.push(row);
-    const post = (account: string, amountMicros: number) => {
-      if (amountMicros !== 0) {
-        writes.postings.push({ transactionId: row.id, workspaceId: ws.workspaceId, account, amountMicros });
-      }
-    };
-    post('available', moves.available);
-    post('held', moves.held);
-    post('platform:usage', moves.usage);
+    writes.postings.push(...postingsOf(row, moves));
     return row;
   }
 
@@ -139,7 +120,8 @@ export function planBatch(
 
   function reserve(op: Extract<ReservationOp, { kind: 'reserve' }>): OpResult {
     const key = `reserve:${op.requestId}`;
-    const hash = reserveHash(op.requestId, op.amountMicros);
+    const params = reserveParams(op.requestId, op.amountMicros);
+    const hash = movementHash('reserve', params);
     const before = state.seen.get(seenKey(op.workspaceId, key));
     if (before) {
       if (before.requestHash !== hash || before.kind !== 'reserve') {
@@ -176,10 +158,10 @@ export function planBatch(
     const row = record(
       ws,
       'reserve',
+      params,
       key,
-      hash,
       op.amountMicros,
-      { available: -op.amountMicros, held: op.amountMicros, usage: 0 },
+      { available: -op.amountMicros, held: op.amountMicros },
       op.actor,
       reservationId,
     );
@@ -232,17 +214,17 @@ export function planBatch(
     }
     const status = op.kind === 'settle' ? 'settled' : op.status;
     r.status = status;
-    const hash =
+    const params =
       op.kind === 'settle'
-        ? sha256Hex(canonicalJson({ kind: 'settle', reservation: r.id, amount: charge }))
-        : sha256Hex(canonicalJson({ kind: 'release', reservation: r.id, amount: r.amountMicros, status }));
+        ? { reservation: r.id, amount: charge }
+        : { reservation: r.id, amount: r.amountMicros, status };
     const row = record(
       ws,
       op.kind,
+      params,
       `${op.kind}:${r.id}`,
-      hash,
       op.kind === 'settle' ? charge : r.amountMicros,
-      { available: r.amountMicros - charge, held: -r.amountMicros, usage: charge },
+      { available: r.amountMicros - charge, held: -r.amountMicros },
       op.actor,
       r.id,
       status === 'expired' ? 'reservation expired' : null,
@@ -261,8 +243,6 @@ export function planBatch(
   const budgetPeriodOf = (id: string) => periodsOfBudget.get(id) ?? 'month';
 
   const results = ops.map((op) => (op.kind === 'reserve' ? reserve(op) : resolve(op)));
-  // Settling posts the actual cost to platform:usage; reserving and releasing move only
-  // between the workspace's own accounts (their usage posting is 0 and skipped).
   writes.balances = [...touchedBalances];
   writes.periods = [...touchedPeriods];
   return { results, writes };
@@ -311,15 +291,6 @@ type Deps = {
 
 type Pending = { op: ReservationOp; resolve(row: TransactionRow): void; reject(err: unknown): void };
 
-function isUniqueViolation(err: unknown): boolean {
-  let e = err as { code?: string; cause?: unknown } | undefined;
-  for (let i = 0; i < 3 && e; i++) {
-    if (e.code === '23505') return true;
-    e = e.cause as typeof e;
-  }
-  return false;
-}
-
 /**
  * Group commit for the ledger's hot path. Reservations, settlements and releases queue;
  * while a batch is in flight the next one gathers, then runs as one transaction: the
@@ -352,7 +323,7 @@ export function reservationQueue(deps: Deps) {
     const resolveIds = ops.flatMap((o) => (o.kind === 'reserve' ? [] : [o.reservationId]));
     const seenRows = reserveKeys.length > 0 ? await repo.findByKeys(tx, reserveKeys) : [];
     const reservationRows =
-      resolveIds.length > 0 ? await repo.lockReservations(tx, [...new Set(resolveIds)].sort()) : [];
+      resolveIds.length > 0 ? await repo.lockReservations(tx, wsIds, [...new Set(resolveIds)].sort()) : [];
     const reservations = new Map(reservationRows.map((r) => [r.id, r]));
     const budgeted = locked.filter((b) => b.budgetCount > 0).map((b) => b.workspaceId);
     const budgets = new Map<string, BudgetRow[]>();
@@ -390,6 +361,11 @@ export function reservationQueue(deps: Deps) {
       } catch (err) {
         // Another replica committed one of these keys meanwhile: the retry reads it as a replay.
         if (attempt < 2 && isUniqueViolation(err)) continue;
+        if (batch.length > 1) {
+          // One operation the database refuses must not fail its batch-mates: each alone.
+          for (const p of batch) await run([p]);
+          return;
+        }
         for (const p of batch) p.reject(err);
         return;
       }

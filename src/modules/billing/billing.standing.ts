@@ -238,8 +238,7 @@ export function creditStandingService(deps: Deps) {
 
   /**
    * Warns the owners, or ends the grace period, in a transaction bound to the workspace that
-   * locks its standing and its balance (a top-up at that moment either lands first and
-   * cancels the expiry, or waits for it). A warning that goes out late moves the end so the
+   * locks its standing row (so it happens once). A warning that goes out late moves the end so the
    * owners always have GRACE_WARNING_DAYS.
    */
   async function advanceGrace(workspaceId: string): Promise<{ notice: BillingNotice | null; expired: boolean }> {
@@ -248,7 +247,10 @@ export function creditStandingService(deps: Deps) {
       const row = await repo.lock(tx, workspaceId, now);
       const step = row.state === 'exhausted' && !row.closedAt ? graceStep(row, now) : null;
       if (!step) return { notice: null, expired: false };
-      const balance = await deps.balances.getBalance(tx, workspaceId, true);
+      // Read, not locked: the grace handlers may take a while, and the balance row is what
+      // every call of the workspace (and its replica's ledger batches) waits on. A top-up
+      // committed before this read cancels the expiry; one racing the last moment does not.
+      const balance = await deps.balances.getBalance(tx, workspaceId);
       if (standingOf(creditsOf(balance), s) !== 'exhausted') return { notice: null, expired: false };
       if (step === 'warn') {
         const end = later(graceEnd(row) ?? now, new Date(now.getTime() + GRACE_WARNING_DAYS * DAY));

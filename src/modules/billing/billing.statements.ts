@@ -1,5 +1,5 @@
 import { type Clock, DAY, HOUR } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import { type Db, isUniqueViolation } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Scope } from '../../platform/http/context.ts';
 import type { Logger } from '../../platform/logger.ts';
@@ -70,15 +70,6 @@ function parseDay(text: string, what: string): Date {
 
 export function statementNumber(prefix: string, period: string, seq: number): string {
   return `${prefix}-${period}-${String(seq).padStart(6, '0')}`;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  let e = err as { code?: string; cause?: unknown } | undefined;
-  for (let i = 0; i < 3 && e; i++) {
-    if (e.code === '23505') return true;
-    e = e.cause as typeof e;
-  }
-  return false;
 }
 
 function toLine(a: UsageAggregate): UsageLine {

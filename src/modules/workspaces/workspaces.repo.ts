@@ -262,7 +262,6 @@ export const workspacesRepo = {
     return rows.length;
   },
 
-  /** Revokes every open invitation of this workspace for `email` (a new invitation replaces them). */
   /** Members plus invitations still open (not accepted, declined, revoked or expired): the seats taken. */
   async countSeats(tx: Database, workspaceId: string, now: Date): Promise<number> {
     const [members] = await tx.select({ n: count() }).from(memberships).where(eq(memberships.workspaceId, workspaceId));
@@ -281,6 +280,7 @@ export const workspacesRepo = {
     return (members?.n ?? 0) + (open?.n ?? 0);
   },
 
+  /** Revokes every open invitation of this workspace for `email` (a new invitation replaces them). */
   async revokeOpenInvitationsFor(tx: Database, workspaceId: string, email: string, at: Date): Promise<void> {
     await tx
       .update(invitations)

@@ -283,3 +283,16 @@ export async function openPostgres(opts: PostgresDbOptions): Promise<Db> {
     },
   };
 }
+
+/**
+ * True when `err` (or what it wraps, as Drizzle does) is a unique-key violation (SQLSTATE
+ * 23505): another transaction committed the same key first.
+ */
+export function isUniqueViolation(err: unknown): boolean {
+  let e = err as { code?: string; cause?: unknown } | undefined;
+  for (let i = 0; i < 3 && e; i++) {
+    if (e.code === '23505') return true;
+    e = e.cause as typeof e;
+  }
+  return false;
+}
