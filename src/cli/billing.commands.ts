@@ -7,7 +7,7 @@ import { parsePositiveInt } from './gateway.commands.ts';
 import { callServer, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
-import { operatorSession } from './operator-session.ts';
+import { asOperator, type OperatorHttpOpts, withOperatorHttp } from './operator-session.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
 import { withModules } from './runtime.ts';
 
@@ -76,17 +76,6 @@ function expiryOf(text: string): string {
 /** A fresh key for a one-off operator movement when none is given (a retry should pass the same --idempotency-key). */
 const oneOffKey = (what: string) => `cli-${what}-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
 
-/** `berth billing verify --url`: the operator route, signed in for this command only. */
-async function verifyOverHttp(io: Io, opts: { url: string; email?: string; code?: string }): Promise<VerifyReport[]> {
-  if (!opts.email) throw new CliError('--email: the operator to sign in as (with --url).', EXIT.usage, 'usage');
-  const session = await operatorSession(io, { url: opts.url, email: opts.email, code: opts.code });
-  try {
-    return (await session.get<{ reports: VerifyReport[] }>('/api/operator/billing/verify')).reports;
-  } finally {
-    await session.close();
-  }
-}
-
 /** `berth billing balance|entries` (over HTTP with an API key) and `berth billing verify` (on the database). */
 export function registerBillingCommands(program: Command, io: Io, globals: () => GlobalOptions) {
   const billing = program.command('billing').description("A workspace's credits and ledger.");
@@ -139,42 +128,47 @@ export function registerBillingCommands(program: Command, io: Io, globals: () =>
   registerBudgetCommands(billing, http, io, globals);
   registerStatementCommands(billing, http, io, globals);
 
-  billing
+  const verify = billing
     .command('verify')
     .description(
       `Recompute every balance from the ledger, on the database or (with --url) over HTTP as an operator; exit code ${EXIT_LEDGER_MISMATCH} on any mismatch.`,
     )
-    .option('--workspace <id>', 'only this workspace')
-    .option('--url <url>', "a running server's URL: sign in as an operator there (password from the terminal or stdin)")
-    .option('--email <email>', "the operator's email (with --url)")
-    .option('--code <code>', "the operator's authenticator code, if 2FA is on (asked for otherwise)")
-    .action(async (opts: { workspace?: string; url?: string; email?: string; code?: string }) => {
-      const g = globals();
-      const reports = opts.url
-        ? (await verifyOverHttp(io, { ...opts, url: opts.url })).filter(
-            (r) => !opts.workspace || r.workspaceId === opts.workspace,
+    .option('--workspace <id>', 'only this workspace');
+  withOperatorHttp(verify).action(async (opts: OperatorHttpOpts & { workspace?: string }) => {
+    const g = globals();
+    const reports = opts.url
+      ? (
+          await asOperator(io, { ...opts, url: opts.url }, (s) =>
+            s.get<{ reports: VerifyReport[] }>('/api/operator/billing/verify'),
           )
-        : await withModules(io, configFor(io, g), 'billing verify', (m) => m.billing.service.verify(opts.workspace));
-      const ok = reports.every((r) => r.ok);
-      emit(
-        io,
-        Boolean(g.json),
-        { ok, workspaces: reports.length, reports },
-        reports.length ? reports.map(describeReport).join('\n') : 'No balances yet.',
-      );
-      if (!ok) {
-        if (!g.json) io.err('berth: some balances differ from the sum of their ledger postings.');
-        throw new CliError('', EXIT_LEDGER_MISMATCH, 'ledger_mismatch');
-      }
-    });
+        ).reports.filter((r) => !opts.workspace || r.workspaceId === opts.workspace)
+      : await withModules(io, configFor(io, g), 'billing verify', (m) => m.billing.service.verify(opts.workspace));
+    const ok = reports.every((r) => r.ok);
+    emit(
+      io,
+      Boolean(g.json),
+      { ok, workspaces: reports.length, reports },
+      reports.length ? reports.map(describeReport).join('\n') : 'No balances yet.',
+    );
+    if (!ok) {
+      if (!g.json) io.err('berth: some balances differ from the sum of their ledger postings.');
+      throw new CliError('', EXIT_LEDGER_MISMATCH, 'ledger_mismatch');
+    }
+  });
 }
 
 /** `berth operator billing grant|adjust` and `berth operator plans set`, on the database directly. */
 export function registerOperatorBillingCommands(operator: Command, io: Io, globals: () => GlobalOptions) {
   const billing = operator.command('billing').description("Grant or correct a workspace's credits.");
-  type MoveOpts = { workspace: string; amountUsd: string; idempotencyKey?: string; memo?: string; expires?: string };
+  type MoveOpts = OperatorHttpOpts & {
+    workspace: string;
+    amountUsd: string;
+    idempotencyKey?: string;
+    memo?: string;
+    expires?: string;
+  };
 
-  billing
+  const grant = billing
     .command('grant')
     .description('Grant credits to a workspace (audited).')
     .requiredOption('--workspace <id>', 'the workspace')
@@ -184,75 +178,91 @@ export function registerOperatorBillingCommands(operator: Command, io: Io, globa
     .option(
       '--expires <date>',
       'promotional credits: what is left of them is taken back after this day (UTC), e.g. 2027-01-31',
-    )
-    .action(async (opts: MoveOpts) => {
-      const g = globals();
-      const amountMicros = signedUsdToMicros(opts.amountUsd, '--amount-usd');
-      const expiresAt = opts.expires === undefined ? undefined : expiryOf(opts.expires);
-      if (amountMicros < 0)
-        throw new CliError(
-          '--amount-usd: a grant is positive; use adjust to take credits away.',
-          EXIT.usage,
-          'invalid_amount',
+    );
+  withOperatorHttp(grant).action(async (opts: MoveOpts) => {
+    const g = globals();
+    const amountMicros = signedUsdToMicros(opts.amountUsd, '--amount-usd');
+    const expiresAt = opts.expires === undefined ? undefined : expiryOf(opts.expires);
+    if (amountMicros < 0)
+      throw new CliError(
+        '--amount-usd: a grant is positive; use adjust to take credits away.',
+        EXIT.usage,
+        'invalid_amount',
+      );
+    const body = {
+      workspaceId: opts.workspace,
+      amountMicros,
+      idempotencyKey: opts.idempotencyKey ?? oneOffKey('grant'),
+      ...(opts.memo === undefined ? {} : { memo: opts.memo }),
+      ...(expiresAt === undefined ? {} : { expiresAt }),
+    };
+    const entry = opts.url
+      ? await asOperator(io, { ...opts, url: opts.url }, (s) =>
+          s.send<TransactionView & { expiresAt?: string }>('POST', '/api/operator/billing/grant', body),
+        )
+      : await withModules(io, configFor(io, g), 'operator billing grant', (m) =>
+          m.billing.promotions.grant({ actor, ...body }),
         );
-      const entry = await withModules(io, configFor(io, g), 'operator billing grant', (m) =>
-        m.billing.promotions.grant({
-          actor,
-          workspaceId: opts.workspace,
-          amountMicros,
-          idempotencyKey: opts.idempotencyKey ?? oneOffKey('grant'),
-          memo: opts.memo,
-          expiresAt,
-        }),
-      );
-      const until = entry.expiresAt ? `, expiring at ${entry.expiresAt}` : '';
-      emit(
-        io,
-        Boolean(g.json),
-        entry,
-        `Granted ${microsToUsd(entry.amountMicros)} USD to ${entry.workspaceId}${until}: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
-      );
-    });
+    const until = entry.expiresAt ? `, expiring at ${entry.expiresAt}` : '';
+    emit(
+      io,
+      Boolean(g.json),
+      entry,
+      `Granted ${microsToUsd(entry.amountMicros)} USD to ${entry.workspaceId}${until}: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
+    );
+  });
 
-  billing
+  const adjust = billing
     .command('adjust')
     .description("Correct a workspace's credits up or down, with a reason (audited; never below zero).")
     .requiredOption('--workspace <id>', 'the workspace')
     .requiredOption('--amount-usd <usd>', 'signed: 5 adds, -5 takes away')
     .requiredOption('--memo <text>', 'why')
-    .option('--idempotency-key <key>', 'repeat an adjustment safely: the same key adjusts once')
-    .action(async (opts: MoveOpts & { memo: string }) => {
-      const g = globals();
-      const deltaMicros = signedUsdToMicros(opts.amountUsd, '--amount-usd');
-      const entry = await withModules(io, configFor(io, g), 'operator billing adjust', (m) =>
-        m.billing.service.adjust({
-          actor,
-          workspaceId: opts.workspace,
-          deltaMicros,
-          idempotencyKey: opts.idempotencyKey ?? oneOffKey('adjust'),
-          memo: opts.memo,
-        }),
-      );
-      emit(
-        io,
-        Boolean(g.json),
-        entry,
-        `Adjusted ${entry.workspaceId} by ${deltaMicros < 0 ? '-' : ''}${microsToUsd(entry.amountMicros)} USD: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
-      );
-    });
+    .option('--idempotency-key <key>', 'repeat an adjustment safely: the same key adjusts once');
+  withOperatorHttp(adjust).action(async (opts: MoveOpts & { memo: string }) => {
+    const g = globals();
+    const deltaMicros = signedUsdToMicros(opts.amountUsd, '--amount-usd');
+    const body = {
+      workspaceId: opts.workspace,
+      deltaMicros,
+      idempotencyKey: opts.idempotencyKey ?? oneOffKey('adjust'),
+      memo: opts.memo,
+    };
+    const entry = opts.url
+      ? await asOperator(io, { ...opts, url: opts.url }, (s) =>
+          s.send<TransactionView>('POST', '/api/operator/billing/adjust', body),
+        )
+      : await withModules(io, configFor(io, g), 'operator billing adjust', (m) =>
+          m.billing.service.adjust({ actor, ...body }),
+        );
+    emit(
+      io,
+      Boolean(g.json),
+      entry,
+      `Adjusted ${entry.workspaceId} by ${deltaMicros < 0 ? '-' : ''}${microsToUsd(entry.amountMicros)} USD: ${microsToUsd(entry.availableAfterMicros)} USD available (${entry.id}).`,
+    );
+  });
 
-  operator
+  const setPlan = operator
     .command('plans')
     .description("Workspaces' plans.")
     .command('set')
     .description("Change a workspace's plan (audited; the history keeps the previous one).")
     .requiredOption('--workspace <id>', 'the workspace')
-    .requiredOption('--plan <plan>', 'free, starter, scale or enterprise')
-    .action(async (opts: { workspace: string; plan: string }) => {
-      const g = globals();
-      const plan = await withModules(io, configFor(io, g), 'operator plans set', (m) =>
-        m.billing.service.setPlan({ actor, workspaceId: opts.workspace, plan: opts.plan }),
-      );
-      emit(io, Boolean(g.json), plan, `${plan.workspaceId} is on the ${plan.plan} plan since ${plan.startedAt}.`);
-    });
+    .requiredOption('--plan <plan>', 'free, starter, scale or enterprise');
+  withOperatorHttp(setPlan).action(async (opts: OperatorHttpOpts & { workspace: string; plan: string }) => {
+    const g = globals();
+    const plan = opts.url
+      ? await asOperator(io, { ...opts, url: opts.url }, (s) =>
+          s.send<{ workspaceId: string; plan: string; startedAt: string }>(
+            'PUT',
+            `/api/operator/workspaces/${encodeURIComponent(opts.workspace)}/plan`,
+            { plan: opts.plan },
+          ),
+        )
+      : await withModules(io, configFor(io, g), 'operator plans set', (m) =>
+          m.billing.service.setPlan({ actor, workspaceId: opts.workspace, plan: opts.plan }),
+        );
+    emit(io, Boolean(g.json), plan, `${plan.workspaceId} is on the ${plan.plan} plan since ${plan.startedAt}.`);
+  });
 }

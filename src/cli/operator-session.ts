@@ -4,6 +4,8 @@ import { readSecret } from './prompt.ts';
 /** A signed-in operator's session against a running server, for operator routes over HTTP. */
 export type OperatorSession = {
   get<T>(path: string): Promise<T>;
+  /** A state change (sends the session's CSRF token). */
+  send<T>(method: 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T>;
   /** Signs out (ends the session on the server). */
   close(): Promise<void>;
 };
@@ -70,10 +72,41 @@ export async function operatorSession(
       if (a.status !== 200) throw refused(a, `GET ${path}`);
       return a.body as T;
     },
+    async send<T>(method: 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
+      const a = await send(`${base}${path}`, method, { headers: { cookie, 'x-csrf-token': csrf }, body });
+      if (a.status < 200 || a.status > 299) throw refused(a, `${method} ${path}`);
+      return a.body as T;
+    },
     async close() {
       await send(`${base}/api/auth/logout`, 'POST', { headers: { cookie, 'x-csrf-token': csrf } }).catch(
         () => undefined,
       );
     },
   };
+}
+
+/** The options of an operator command that can also run over HTTP against a running server. */
+export type OperatorHttpOpts = { url?: string; email?: string; code?: string };
+
+/** Adds `--url`, `--email` and `--code` to an operator command. */
+export function withOperatorHttp<C extends { option(flags: string, description: string): C }>(cmd: C): C {
+  return cmd
+    .option('--url <url>', "a running server's URL: sign in there as an operator instead of opening the database")
+    .option('--email <email>', "the operator's email (with --url; the password is read from the terminal or stdin)")
+    .option('--code <code>', "the operator's authenticator code, if 2FA is on (asked for otherwise)");
+}
+
+/** Runs `fn` in an operator session on `opts.url` (signed out after). */
+export async function asOperator<T>(
+  io: Io,
+  opts: OperatorHttpOpts & { url: string },
+  fn: (session: OperatorSession) => Promise<T>,
+): Promise<T> {
+  if (!opts.email) throw new CliError('--email: the operator to sign in as (with --url).', EXIT.usage, 'usage');
+  const session = await operatorSession(io, { url: opts.url, email: opts.email, code: opts.code });
+  try {
+    return await fn(session);
+  } finally {
+    await session.close();
+  }
 }

@@ -104,6 +104,34 @@ describe('happy', () => {
     const verified = await berth(overHttp, env, 'correct horse battery staple\n');
     expect(verified.code, verified.stderr).toBe(0);
     expect(JSON.parse(verified.stdout)).toMatchObject({ ok: true, workspaces: 1 });
+    // Operator movements and plans over HTTP too, while the server holds the embedded database.
+    const login = ['--url', server.url, '--email', 'billing@example.com'];
+    const password = 'correct horse battery staple\n';
+    const granted = await berth(
+      ['operator', 'billing', 'grant', '--workspace', workspaceId, '--amount-usd', '1', ...login, '--json'],
+      env,
+      password,
+    );
+    expect(granted.code, granted.stderr).toBe(0);
+    expect(JSON.parse(granted.stdout)).toMatchObject({ kind: 'grant', amountMicros: 1_000_000 });
+    const moved = await berth(
+      ['operator', 'billing', 'adjust', '--workspace', workspaceId, '--amount-usd', '-0.25', '--memo', 'fix', ...login],
+      env,
+      password,
+    );
+    expect(moved.stdout).toContain('by -0.25 USD: 17.75 USD available');
+    const planned = await berth(
+      ['operator', 'plans', 'set', '--workspace', workspaceId, '--plan', 'scale', ...login],
+      env,
+      password,
+    );
+    expect(planned.stdout).toContain('is on the scale plan');
+    const afterwards = await berth(
+      ['billing', 'verify', '--workspace', workspaceId, ...login, '--json'],
+      env,
+      password,
+    );
+    expect(JSON.parse(afterwards.stdout)).toMatchObject({ ok: true, workspaces: 1 });
     const wrong = await berth(overHttp, env, 'not the password\n');
     expect(wrong.code).toBe(4);
     expect(`${wrong.stdout}${wrong.stderr}`).toContain('invalid_credentials');

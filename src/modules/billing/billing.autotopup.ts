@@ -5,29 +5,21 @@ import { AppError } from '../../platform/errors.ts';
 import type { Actor, Scope } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
-import { microsToUsd } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { WorkspaceEvent } from '../workspaces/index.ts';
+import { autoTopupOutcomes } from './billing.autotopup.outcomes.ts';
 import type { AutoTopupChoice, AutoTopupRepo, SavedCard } from './billing.autotopup.repo.ts';
 import type { AutoTopupRow, AutoTopupSettingsRow } from './billing.autotopup.tables.ts';
 import type { LedgerService } from './billing.ledger.ts';
-import type { BillingNotice, BillingNotices } from './billing.notices.ts';
+import type { BillingNotices } from './billing.notices.ts';
 import { MAX_TOPUP_MICROS, MIN_TOPUP_MICROS } from './billing.payments.ts';
 import type { BillingRepo } from './billing.repo.ts';
-import type { ChargeOutcome, PaymentProcessor, ProcessorEvent } from './payments/stripe.ts';
-import { SUPPORTED_CURRENCIES } from './payments/stripe.ts';
+import type { ChargeOutcome, PaymentProcessor } from './payments/stripe.ts';
 
-/** Declines in a row after which auto top-up turns itself off. */
-export const MAX_CONSECUTIVE_FAILURES = 3;
-/** After a decline, the next charge waits this long (three declines take at least 12 hours). */
-export const RETRY_AFTER_DECLINE_MS = 6 * HOUR;
 /** A charge still in flight this long is asked about (or its request retried with the same key). */
 export const STALE_CHARGE_MS = 10 * MINUTE;
 /** A charge whose request never reached the processor is given up after this (its key is kept 24 h there). */
 export const GIVE_UP_UNSENT_MS = 12 * HOUR;
-
-const STRIPE_ACTOR: Actor = { type: 'system', name: 'stripe' };
-const JOB_ACTOR: Actor = { type: 'system', name: 'auto-topup' };
 
 type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
@@ -101,9 +93,6 @@ function userOf(actor: Actor): string | null {
   return actor.type === 'system' ? null : actor.userId;
 }
 
-/** What a charge's outcome means for the owners (sent after the change commits). */
-type Outcome = { applied: boolean; notices: BillingNotice[] };
-
 /**
  * Auto top-up, opt-in per workspace: when the available credits fall below the threshold,
  * the card saved at the processor is charged off-session for the chosen amount, at most one
@@ -114,6 +103,7 @@ type Outcome = { applied: boolean; notices: BillingNotice[] };
  */
 export function autoTopupService(deps: Deps) {
   const { db, repo, clock } = deps;
+  const outcomes = autoTopupOutcomes(deps);
 
   function processor(): PaymentProcessor {
     if (!deps.processor) {
@@ -144,145 +134,6 @@ export function autoTopupService(deps: Deps) {
     };
   }
 
-  function declineNotices(
-    workspaceId: string,
-    charge: AutoTopupRow,
-    s: AutoTopupSettingsRow | null,
-    code: string,
-    turnedOff: boolean,
-  ): BillingNotice[] {
-    const card = s?.cardBrand && s.cardLast4 ? `${s.cardBrand} card ending in ${s.cardLast4}` : 'saved card';
-    const failed: BillingNotice = {
-      workspaceId,
-      roles: ['owner'],
-      tag: 'billing.auto_topup_failed',
-      subject: 'Berth auto top-up failed',
-      text: [
-        `Berth could not charge the ${card} for an auto top-up of ${microsToUsd(charge.amountMicros)} USD`,
-        `(workspace ${workspaceId}). The processor said: ${code}.`,
-        turnedOff
-          ? ''
-          : `Berth tries again in ${RETRY_AFTER_DECLINE_MS / HOUR} hours; after ${MAX_CONSECUTIVE_FAILURES} declines in a row auto top-up turns itself off.`,
-      ]
-        .filter(Boolean)
-        .join('\n'),
-    };
-    if (!turnedOff) return [failed];
-    return [
-      failed,
-      {
-        workspaceId,
-        roles: ['owner'],
-        tag: 'billing.auto_topup_disabled',
-        subject: 'Berth auto top-up was turned off',
-        text: [
-          `The ${card} was declined ${MAX_CONSECUTIVE_FAILURES} times in a row, so auto top-up is now off`,
-          `for workspace ${workspaceId}. Pay a top-up with a working card (saving it for auto top-up)`,
-          'and turn auto top-up back on in Billing.',
-        ].join('\n'),
-      },
-    ];
-  }
-
-  /**
-   * Applies what the processor reported about a charge, inside `tx` (bound to the workspace;
-   * the settings row, then the charge, locked: the order every auto top-up transaction takes
-   * them in): credits once on success, a recorded decline once on failure.
-   */
-  async function applyOutcomeIn(
-    tx: Database,
-    workspaceId: string,
-    s: AutoTopupSettingsRow | null,
-    charge: AutoTopupRow,
-    outcome: ChargeOutcome,
-  ): Promise<Outcome> {
-    const now = clock.now();
-    const piId = outcome.paymentIntentId ?? charge.paymentIntentId;
-    if (piId && charge.paymentIntentId !== piId) {
-      await repo.updateCharge(tx, workspaceId, charge.id, { paymentIntentId: piId });
-    }
-    if (outcome.status === 'succeeded') {
-      // Money was taken: credits follow, also for a charge given up as failed before.
-      if (charge.status === 'succeeded' || !piId) return { applied: false, notices: [] };
-      if (outcome.currency !== null && outcome.currency !== charge.currency) {
-        throw new AppError('unknown_currency', 'The payment is not in the currency of the charge Berth made.');
-      }
-      if (outcome.amountMicros !== null && outcome.amountMicros !== charge.amountMicros) {
-        throw new AppError('unknown_payment', 'The payment does not match the charge Berth made (amount).');
-      }
-      const row = await deps.ledger.topUpIn(tx, {
-        workspaceId,
-        amountMicros: charge.amountMicros,
-        idempotencyKey: `stripe:${piId}`,
-        actor: STRIPE_ACTOR,
-        memo: `Auto top-up ${charge.id}`,
-      });
-      await repo.updateCharge(tx, workspaceId, charge.id, {
-        status: 'succeeded',
-        failureCode: null,
-        transactionId: row.id,
-        resolvedAt: now,
-      });
-      await repo.updateSettings(tx, workspaceId, { consecutiveFailures: 0, nextAttemptAt: null });
-      // A payment like a checkout's (listed, with a receipt), under the charge's id; the
-      // processor's reference is the payment intent.
-      await deps.billingRepo.insertPayment(tx, {
-        id: charge.id,
-        workspaceId,
-        processor: 'stripe',
-        checkoutId: piId,
-        amountMicros: charge.amountMicros,
-        currency: charge.currency,
-        status: 'paid',
-        cardBrand: s?.cardBrand ?? null,
-        cardLast4: s?.cardLast4 ?? null,
-        postalCode: null,
-        transactionId: row.id,
-        createdBy: null,
-        createdAt: charge.createdAt,
-        paidAt: now,
-      });
-      deps.onPaid?.(tx, { workspaceId, paymentId: charge.id });
-      return { applied: true, notices: [] };
-    }
-    if (outcome.status !== 'failed' || charge.status !== 'pending') return { applied: false, notices: [] };
-    const code = outcome.failureCode ?? 'payment_failed';
-    await repo.updateCharge(tx, workspaceId, charge.id, { status: 'failed', failureCode: code, resolvedAt: now });
-    const failures = (s?.consecutiveFailures ?? 0) + 1;
-    const turnOff = failures >= MAX_CONSECUTIVE_FAILURES && (s?.enabled ?? false);
-    await repo.updateSettings(tx, workspaceId, {
-      consecutiveFailures: failures,
-      nextAttemptAt: new Date(now.getTime() + RETRY_AFTER_DECLINE_MS),
-      ...(turnOff ? { enabled: false, disabledReason: 'card_declined', updatedAt: now } : {}),
-    });
-    if (turnOff) {
-      await deps.audit.record(tx, {
-        workspaceId,
-        actor: JOB_ACTOR,
-        action: 'billing.auto_topup_disabled',
-        target: { type: 'auto_topup_settings', id: workspaceId },
-        diff: { enabled: false, reason: 'card_declined', consecutiveFailures: failures },
-      });
-    }
-    return { applied: true, notices: declineNotices(workspaceId, charge, s, code, turnOff) };
-  }
-
-  async function send(notices: BillingNotice[]) {
-    for (const n of notices) await deps.notices.send(n);
-  }
-
-  /** Applies an outcome to a charge in its own transaction, then tells the owners. */
-  async function settle(workspaceId: string, chargeId: string, outcome: ChargeOutcome): Promise<boolean> {
-    const done = await db.tenant(workspaceId, async (tx) => {
-      const s = await repo.getSettings(tx, workspaceId, true);
-      const charge = await repo.lockCharge(tx, workspaceId, chargeId);
-      if (!charge) throw new AppError('unknown_payment', 'No such auto top-up charge.');
-      return applyOutcomeIn(tx, workspaceId, s, charge, outcome);
-    });
-    await send(done.notices);
-    return done.applied;
-  }
-
   /** Sends a charge's request (again, with the same key: the processor answers a retry as the first). */
   async function drive(charge: AutoTopupRow): Promise<boolean> {
     let outcome: ChargeOutcome;
@@ -301,7 +152,7 @@ export function autoTopupService(deps: Deps) {
       deps.logger.warn({ chargeId: charge.id, code: (err as AppError).code ?? 'error' }, 'auto top-up charge not sent');
       return false;
     }
-    return settle(charge.workspaceId, charge.id, outcome);
+    return outcomes.settle(charge.workspaceId, charge.id, outcome);
   }
 
   /** Starts a charge for one workspace when it is still due (checked under the settings row's lock). */
@@ -346,7 +197,8 @@ export function autoTopupService(deps: Deps) {
       try {
         if (charge.paymentIntentId) {
           const outcome = await processor().retrieveCharge(charge.paymentIntentId);
-          if (outcome.status !== 'pending' && (await settle(charge.workspaceId, charge.id, outcome))) resolved++;
+          if (outcome.status !== 'pending' && (await outcomes.settle(charge.workspaceId, charge.id, outcome)))
+            resolved++;
         } else if (now.getTime() - charge.createdAt.getTime() < GIVE_UP_UNSENT_MS) {
           if (await drive(charge)) resolved++;
         } else {
@@ -430,7 +282,6 @@ export function autoTopupService(deps: Deps) {
       });
     },
 
-    /** Keeps the processor's references to a card saved at a checkout, inside the checkout's transaction. */
     /**
      * A workspace being deleted: auto top-up stops and the saved card's references go (the
      * charges already made stay, as billing records), in the deleting transaction.
@@ -448,67 +299,13 @@ export function autoTopupService(deps: Deps) {
       });
     },
 
+    /** Keeps the processor's references to a card saved at a checkout, inside the checkout's transaction. */
     async saveCardIn(tx: Database, workspaceId: string, card: SavedCard): Promise<void> {
       await repo.saveCard(tx, workspaceId, card, clock.now());
     },
 
-    /**
-     * A verified `payment_intent.*` event: applied once (its id is noted in the same
-     * transaction). Auto top-up charges are settled by it; the payments of Berth's checkouts
-     * are acknowledged (their checkout's event tops up). A payment Berth did not start is
-     * refused (`unknown_payment`), as is one of another customer (`unknown_customer`) or in
-     * another currency (`unknown_currency`); nothing changes then.
-     */
-    async handleIntentEvent(event: ProcessorEvent): Promise<{ applied: boolean }> {
-      const pi = event.paymentIntent;
-      if (!pi) return { applied: false };
-      const seen = { id: event.id, processor: 'stripe', type: event.type, receivedAt: clock.now() };
-      const acts = event.type === 'payment_intent.succeeded' || event.type === 'payment_intent.payment_failed';
-      if (!acts) {
-        // Not an event billing acts on: acknowledged, so the processor stops sending it.
-        await db.system((tx) => deps.billingRepo.notePaymentEvent(tx, { ...seen, workspaceId: null }));
-        return { applied: false };
-      }
-      const { workspaceId } = pi;
-      if (!pi.id || !workspaceId || (!pi.autoTopupId && !pi.paymentId)) {
-        throw new AppError('unknown_payment', 'The event names no payment Berth started.');
-      }
-      if (!pi.currency || !SUPPORTED_CURRENCIES.includes(pi.currency)) {
-        throw new AppError('unknown_currency', `Berth keeps credits in ${SUPPORTED_CURRENCIES.join(', ')} only.`);
-      }
-      const autoTopupId = pi.autoTopupId;
-      if (!autoTopupId) {
-        const paymentId = pi.paymentId ?? '';
-        return db.tenant(workspaceId, async (tx) => {
-          const payment = await deps.billingRepo.lockPayment(tx, workspaceId, paymentId);
-          if (!payment) throw new AppError('unknown_payment', 'The event names no checkout Berth started.');
-          await deps.billingRepo.notePaymentEvent(tx, { ...seen, workspaceId });
-          return { applied: false };
-        });
-      }
-      const done = await db.tenant(workspaceId, async (tx): Promise<Outcome> => {
-        const s = await repo.getSettings(tx, workspaceId, true);
-        const charge = await repo.lockCharge(tx, workspaceId, autoTopupId);
-        if (!charge || (charge.paymentIntentId !== null && charge.paymentIntentId !== pi.id)) {
-          throw new AppError('unknown_payment', 'The event names no charge Berth made.');
-        }
-        if (pi.customerId !== charge.processorCustomerId) {
-          throw new AppError('unknown_customer', 'The event is for a customer Berth did not charge.');
-        }
-        if (!(await deps.billingRepo.notePaymentEvent(tx, { ...seen, workspaceId }))) {
-          return { applied: false, notices: [] };
-        }
-        return applyOutcomeIn(tx, workspaceId, s, charge, {
-          paymentIntentId: pi.id,
-          status: event.type === 'payment_intent.succeeded' ? 'succeeded' : 'failed',
-          amountMicros: pi.amountMicros,
-          currency: pi.currency,
-          failureCode: pi.failureCode,
-        });
-      });
-      await send(done.notices);
-      return { applied: done.applied };
-    },
+    /** A verified `payment_intent.*` event, applied once (billing.autotopup.outcomes.ts). */
+    handleIntentEvent: outcomes.handleIntentEvent,
 
     /**
      * The `billing.auto-topup` job (every minute): follows up charges in flight for a while,
