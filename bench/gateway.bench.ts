@@ -31,6 +31,8 @@
  *   BENCH_CPU_PROF=dir          writes a V8 CPU profile of each Berth process, from its first
  *                               request to its stop, to dir (open it in Chrome DevTools or speedscope)
  *   BENCH_DATABASE_URL / TEST_DATABASE_URL   server Postgres to also run Berth on
+ *   BENCH_CREDITS=ledger|memory Berth's credit gate: the billing ledger a default install uses
+ *                               (default), or a funded in-memory gate (the figures before the ledger)
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,6 +61,7 @@ const MEMORY = num('BENCH_MEMORY_REQUESTS', 200_000, 3000);
 const MEMORY_ENGINES = (env.BENCH_MEMORY_ENGINES ?? 'pglite').split(',').map((e) => e.trim());
 const LOG_LEVEL = env.BENCH_BERTH_LOG_LEVEL ?? 'info';
 const CPU_PROF = env.BENCH_CPU_PROF;
+const CREDITS = env.BENCH_CREDITS === 'memory' ? 'memory' : 'ledger';
 /** How often the memory run samples Berth's RSS; a quick run is seconds long, so it samples faster. */
 const SAMPLE_MS = QUICK ? 250 : 1000;
 const CONCURRENCY = [10, 50] as const;
@@ -75,7 +78,14 @@ const PROMPT = 'Describe in a few plain words how the harbour looks at dawn when
 type ChildSpec =
   | { role: 'upstream' }
   | { role: 'proxy'; upstream: string }
-  | { role: 'berth'; engine: string; databaseUrl: string | null; logLevel: string; cpuProf: string | null };
+  | {
+      role: 'berth';
+      engine: string;
+      databaseUrl: string | null;
+      logLevel: string;
+      cpuProf: string | null;
+      credits: 'ledger' | 'memory';
+    };
 
 /** A child's process figures: memory, CPU time so far (user + system), and Berth's credit gate. */
 type Stats = { rss: number; heapUsed: number; cpuMs: number; openReservations: number; balance: number };
@@ -91,7 +101,7 @@ function send(message: FromChild) {
 }
 
 /** Serves until the parent asks to stop (or goes away), then cleans up. */
-function serveUntilStopped(stop: () => Promise<void>, stats: () => Stats = processStats) {
+function serveUntilStopped(stop: () => Promise<void>, stats: () => Stats | Promise<Stats> = processStats) {
   let stopping = false;
   const end = async () => {
     if (stopping) return;
@@ -101,7 +111,7 @@ function serveUntilStopped(stop: () => Promise<void>, stats: () => Stats = proce
   };
   process.on('message', (m: unknown) => {
     if (!isMessage<ToChild>(m)) return;
-    if (m.type === 'stats') send({ type: 'stats', ...stats() });
+    if (m.type === 'stats') void Promise.resolve(stats()).then((s) => send({ type: 'stats', ...s }));
     else void end();
   });
   process.on('disconnect', () => void end());
@@ -188,8 +198,9 @@ async function startProfile(file: string): Promise<() => Promise<void>> {
 
 async function runBerth(spec: Extract<ChildSpec, { role: 'berth' }>) {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'berth-bench-gw-'));
-  // Empty at start: the workspace exists only after setup, then it is funded.
-  const credits = memoryCredits();
+  // Empty at start: the workspace exists only after setup, then it is funded. With the
+  // ledger (a default install), every call reserves and settles on the database.
+  const memory = spec.credits === 'memory' ? memoryCredits() : null;
   const config = loadConfig({
     overrides: {
       BERTH_DATA_DIR: dataDir,
@@ -197,16 +208,26 @@ async function runBerth(spec: Extract<ChildSpec, { role: 'berth' }>) {
       BERTH_PORT: 0,
       BERTH_LOG_LEVEL: spec.logLevel,
       BERTH_EGRESS_ALLOW: '127.0.0.1',
+      BERTH_FREE_CREDITS_USD: '0',
       ...(spec.databaseUrl ? { DATABASE_URL: spec.databaseUrl, BERTH_KEK: generateKek(1) } : {}),
     },
   });
-  const server = await startServer(config, { credits });
+  const server = await startServer(config, memory ? { credits: memory } : {});
   const admin = await server.app.modules.setup.service.createFirstAdmin({
     email: 'bench@example.com',
     password: 'a long bench passphrase',
     workspaceName: 'Bench',
   });
-  credits.grant(admin.workspaceId, GRANT_MICROS);
+  const ledger = server.app.modules.billing.ledger;
+  if (memory) memory.grant(admin.workspaceId, GRANT_MICROS);
+  else {
+    await ledger.grant({
+      workspaceId: admin.workspaceId,
+      amountMicros: GRANT_MICROS,
+      idempotencyKey: 'bench-funding',
+      actor: { type: 'system', name: 'bench' },
+    });
+  }
   const stopProfile = spec.cpuProf
     ? await startProfile(path.join(spec.cpuProf, `berth-${spec.engine}-${process.pid}.cpuprofile`))
     : null;
@@ -216,11 +237,18 @@ async function runBerth(spec: Extract<ChildSpec, { role: 'berth' }>) {
       await server.stop();
       rmSync(dataDir, { recursive: true, force: true });
     },
-    () => ({
-      ...processStats(),
-      openReservations: credits.openReservations(),
-      balance: credits.balance(admin.workspaceId),
-    }),
+    async () => {
+      if (memory) {
+        return {
+          ...processStats(),
+          openReservations: memory.openReservations(),
+          balance: memory.balance(admin.workspaceId),
+        };
+      }
+      // Held credits are the open reservations' worst cases: zero when none is left open.
+      const b = await ledger.balance(admin.workspaceId);
+      return { ...processStats(), openReservations: b.heldMicros, balance: b.availableMicros };
+    },
   );
   send({ type: 'ready', url: server.url, workspaceId: admin.workspaceId, apiKey: admin.apiKey });
 }
@@ -443,7 +471,7 @@ async function checkAccounting(target: Target): Promise<string> {
   );
   const metered = usage.data.reduce((n, row) => n + (row.requests ?? 0), 0);
   const m = await target.berth.stats();
-  return `${target.name}: ${metered} usage events for ${sent.get(target.name) ?? 0} requests sent (+1 check), credits spent ${GRANT_MICROS - m.balance} micros, open reservations ${m.openReservations}`;
+  return `${target.name}: ${metered} usage events for ${sent.get(target.name) ?? 0} requests sent (+1 check), credits spent ${GRANT_MICROS - m.balance} micros (${CREDITS} gate), left open ${m.openReservations} ${CREDITS === 'ledger' ? 'micros held' : 'reservations'}`;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -544,6 +572,7 @@ async function main() {
         databaseUrl: engine === 'postgres' ? (database?.url ?? null) : null,
         logLevel: LOG_LEVEL,
         cpuProf: CPU_PROF ? path.resolve(CPU_PROF) : null,
+        credits: CREDITS,
       });
       children.push(berth);
       const name = `berth/${engine}`;
