@@ -1,6 +1,7 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import type { BatchWrites } from './billing.reservations.plan.ts';
 import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';
 
 /**
@@ -118,40 +119,35 @@ export const reservationsRepo = {
 
   /**
    * Writes a decided batch in one statement: its transactions, their postings, new
-   * reservations, resolved ones, the balances and budget periods (arrays may be empty).
+   * reservations, resolved ones, the balances and budget periods. Only the parts the batch
+   * has are sent (a smaller statement is planned faster: this runs for every call).
    * Foreign keys are checked at the statement's end, when the transactions exist.
    */
-  async writeBatch(
-    tx: Database,
-    w: {
-      transactions: TransactionRow[];
-      postings: PostingRow[];
-      newReservations: ReservationRow[];
-      resolved: Array<{ id: string; status: ReservationRow['status']; settledMicros: number | null; resolvedAt: Date }>;
-      balances: LockedBalance[];
-      periods: BudgetPeriodRow[];
-    },
-    now: Date,
-  ): Promise<void> {
-    const t = <K extends keyof TransactionRow>(k: K) => sql.param(w.transactions.map((r) => r[k]));
-    const p = <K extends keyof PostingRow>(k: K) => sql.param(w.postings.map((r) => r[k]));
-    const n = <K extends keyof ReservationRow>(k: K) => sql.param(w.newReservations.map((r) => r[k]));
-    // Arrays of arrays do not bind as text[][] rows of different lengths: budget ids travel joined.
-    const budgetIds = sql.param(w.newReservations.map((r) => (r.budgetIds ? r.budgetIds.join(',') : null)));
-    await tx.execute(sql`
-      with new_transactions as (
+  async writeBatch(tx: Database, w: BatchWrites, now: Date): Promise<void> {
+    const parts: SQL[] = [];
+    if (w.transactions.length > 0) {
+      const t = <K extends keyof TransactionRow>(k: K) => sql.param(w.transactions.map((r) => r[k]));
+      parts.push(sql`new_transactions as (
         insert into ledger_transactions (id, workspace_id, kind, idempotency_key, request_hash, amount_micros,
           reservation_id, available_after_micros, held_after_micros, actor_type, actor_id, memo, created_at)
         select * from unnest(${t('id')}::text[], ${t('workspaceId')}::text[], ${t('kind')}::text[],
           ${t('idempotencyKey')}::text[], ${t('requestHash')}::text[], ${t('amountMicros')}::bigint[],
           ${t('reservationId')}::text[], ${t('availableAfterMicros')}::bigint[], ${t('heldAfterMicros')}::bigint[],
           ${t('actorType')}::text[], ${t('actorId')}::text[], ${t('memo')}::text[],
-          ${sql.param(w.transactions.map((r) => iso(r.createdAt)))}::timestamptz[])
-      ), new_postings as (
+          ${sql.param(w.transactions.map((r) => iso(r.createdAt)))}::timestamptz[]))`);
+    }
+    if (w.postings.length > 0) {
+      const p = <K extends keyof PostingRow>(k: K) => sql.param(w.postings.map((r) => r[k]));
+      parts.push(sql`new_postings as (
         insert into ledger_postings (transaction_id, workspace_id, account, amount_micros)
         select * from unnest(${p('transactionId')}::text[], ${p('workspaceId')}::text[], ${p('account')}::text[],
-          ${p('amountMicros')}::bigint[])
-      ), new_reservations as (
+          ${p('amountMicros')}::bigint[]))`);
+    }
+    if (w.newReservations.length > 0) {
+      const n = <K extends keyof ReservationRow>(k: K) => sql.param(w.newReservations.map((r) => r[k]));
+      // Arrays of arrays do not bind as text[][] rows of different lengths: budget ids travel joined.
+      const budgetIds = sql.param(w.newReservations.map((r) => (r.budgetIds ? r.budgetIds.join(',') : null)));
+      parts.push(sql`new_reservations as (
         insert into credit_reservations (id, workspace_id, key_id, request_id, amount_micros, status, expires_at,
           created_at, budget_ids)
         select u.id, u.workspace_id, u.key_id, u.request_id, u.amount, 'open', u.expires_at, u.created_at,
@@ -159,30 +155,35 @@ export const reservationsRepo = {
         from unnest(${n('id')}::text[], ${n('workspaceId')}::text[], ${n('keyId')}::text[], ${n('requestId')}::text[],
           ${n('amountMicros')}::bigint[], ${sql.param(w.newReservations.map((r) => iso(r.expiresAt)))}::timestamptz[],
           ${sql.param(w.newReservations.map((r) => iso(r.createdAt)))}::timestamptz[], ${budgetIds}::text[])
-          as u(id, workspace_id, key_id, request_id, amount, expires_at, created_at, budgets)
-      ), resolved as (
+          as u(id, workspace_id, key_id, request_id, amount, expires_at, created_at, budgets))`);
+    }
+    if (w.resolved.length > 0) {
+      parts.push(sql`resolved as (
         update credit_reservations r set status = u.status, settled_micros = u.settled, resolved_at = u.resolved_at
         from unnest(${sql.param(w.resolved.map((r) => r.id))}::text[], ${sql.param(w.resolved.map((r) => r.status))}::text[],
           ${sql.param(w.resolved.map((r) => r.settledMicros))}::bigint[],
           ${sql.param(w.resolved.map((r) => iso(r.resolvedAt)))}::timestamptz[]) as u(id, status, settled, resolved_at)
-        where r.id = u.id
-      ), balances as (
-        update credit_balances b set available_micros = u.available, held_micros = u.held,
-          updated_at = ${iso(now)}::timestamptz
-        from unnest(${sql.param(w.balances.map((r) => r.workspaceId))}::text[],
-          ${sql.param(w.balances.map((r) => r.availableMicros))}::bigint[],
-          ${sql.param(w.balances.map((r) => r.heldMicros))}::bigint[]) as u(workspace_id, available, held)
-        where b.workspace_id = u.workspace_id
-      ), periods as (
+        where r.id = u.id and r.workspace_id = any(${sql.param(w.balances.map((b) => b.workspaceId))}::text[]))`);
+    }
+    if (w.periods.length > 0) {
+      parts.push(sql`periods as (
         update budget_periods bp set spent_micros = u.spent, held_micros = u.held, reached_pct = u.reached
         from unnest(${sql.param(w.periods.map((r) => r.budgetId))}::text[],
           ${sql.param(w.periods.map((r) => iso(r.periodStart)))}::timestamptz[],
           ${sql.param(w.periods.map((r) => r.spentMicros))}::bigint[],
           ${sql.param(w.periods.map((r) => r.heldMicros))}::bigint[],
           ${sql.param(w.periods.map((r) => r.reachedPct))}::int[]) as u(budget_id, period_start, spent, held, reached)
-        where bp.budget_id = u.budget_id and bp.period_start = u.period_start
-      )
-      select 1`);
+        where bp.budget_id = u.budget_id and bp.period_start = u.period_start)`);
+    }
+    if (w.balances.length === 0) return;
+    // The balances last, as the statement's main part.
+    const balances = sql`update credit_balances b set available_micros = u.available, held_micros = u.held,
+        updated_at = ${iso(now)}::timestamptz
+      from unnest(${sql.param(w.balances.map((r) => r.workspaceId))}::text[],
+        ${sql.param(w.balances.map((r) => r.availableMicros))}::bigint[],
+        ${sql.param(w.balances.map((r) => r.heldMicros))}::bigint[]) as u(workspace_id, available, held)
+      where b.workspace_id = u.workspace_id`;
+    await tx.execute(parts.length > 0 ? sql`with ${sql.join(parts, sql`, `)} ${balances}` : balances);
   },
 };
 
