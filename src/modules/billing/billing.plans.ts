@@ -54,7 +54,7 @@ export function defaultPlans(freeCreditsMicros: number): Map<string, Plan> {
       rateLimitRpm: null,
       seats: null,
       auditRetentionMonths: 84,
-      features: ['gateway', 'agents', 'knowledge', 'sso', 'budgets'],
+      features: ['gateway', 'agents', 'knowledge', 'sso'],
     },
     {
       id: 'enterprise',
@@ -63,7 +63,7 @@ export function defaultPlans(freeCreditsMicros: number): Map<string, Plan> {
       rateLimitRpm: null,
       seats: null,
       auditRetentionMonths: 84,
-      features: ['gateway', 'agents', 'knowledge', 'sso', 'budgets', 'invoicing'],
+      features: ['gateway', 'agents', 'knowledge', 'sso', 'invoicing'],
     },
   ];
   return new Map(plans.map((p) => [p.id, p]));
