@@ -3,7 +3,7 @@ import type { TransactionView, VerifyReport } from '../modules/billing/index.ts'
 import { microsToUsd, usdToMicros } from '../platform/money.ts';
 import { registerStatementCommands } from './billing.statements.commands.ts';
 import { registerBudgetCommands } from './budgets.commands.ts';
-import { parsePositiveInt } from './gateway.commands.ts';
+import { pageQuery } from './gateway.commands.ts';
 import { callServer, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { configFor } from './index.ts';
@@ -112,10 +112,7 @@ export function registerBillingCommands(program: Command, io: Io, globals: () =>
   ).action(async (opts: WorkspaceHttpOpts & { limit?: string; cursor?: string }) => {
     const g = globals();
     const { target, workspaceId } = await workspaceOf(opts, io.env);
-    const query = new URLSearchParams();
-    if (opts.limit) query.set('limit', String(parsePositiveInt(opts.limit, '--limit')));
-    if (opts.cursor) query.set('cursor', opts.cursor);
-    const qs = query.toString() ? `?${query}` : '';
+    const qs = pageQuery(opts);
     const page = await callServer<Page<TransactionView>>(
       target,
       'GET',

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { microsToUsd, usdToMicros } from '../platform/money.ts';
-import { parsePositiveInt } from './gateway.commands.ts';
+import { pageQuery } from './gateway.commands.ts';
 import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
@@ -134,10 +134,7 @@ export function registerStatementCommands(
   ).action(async (opts: WorkspaceHttpOpts & { limit?: string; cursor?: string }) => {
     const g = globals();
     const { target, workspaceId } = await workspaceOf(opts, io.env);
-    const query = new URLSearchParams();
-    if (opts.limit) query.set('limit', String(parsePositiveInt(opts.limit, '--limit')));
-    if (opts.cursor) query.set('cursor', opts.cursor);
-    const qs = query.toString() ? `?${query}` : '';
+    const qs = pageQuery(opts);
     const page = await callServer<{ data: Summary[]; nextCursor: string | null }>(
       target,
       'GET',

@@ -85,6 +85,14 @@ export function parsePositiveInt(text: string, flag: string): number {
   return n;
 }
 
+/** `?limit=&cursor=` of a paginated list command (empty when neither is given). */
+export function pageQuery(opts: { limit?: string | undefined; cursor?: string | undefined }): string {
+  const query = new URLSearchParams();
+  if (opts.limit) query.set('limit', String(parsePositiveInt(opts.limit, '--limit')));
+  if (opts.cursor) query.set('cursor', opts.cursor);
+  return query.toString() ? `?${query}` : '';
+}
+
 export function splitList(text: string, flag: string): string[] {
   const items = text
     .split(',')
