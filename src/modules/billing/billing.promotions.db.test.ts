@@ -202,6 +202,19 @@ describe('errors', () => {
     expect(promoted.status).toBe(409);
     expect(await available(ws)).toBe(2 * USD);
     expect(await billing().promotions.list(ws)).toHaveLength(1);
+    // Retried after its expiry passed, the grant answers as it did; with other parameters it is refused.
+    app.clock.advance(31 * DAY);
+    const again = await logIn(app, op.email, op.password);
+    const retry = (body: Record<string, unknown>) =>
+      again.post('/api/operator/billing/grant', { workspaceId: ws, amountMicros: USD, ...body });
+    const retried = await retry({ idempotencyKey: `promo-${ws}`, expiresAt });
+    expect(retried.status).toBe(201);
+    expect(retried.body).toEqual(first.body);
+    const changed = await retry({ idempotencyKey: `promo-${ws}`, expiresAt, memo: 'another reason' });
+    expect(changed.body.code).toBe('idempotency_conflict');
+    const fresh = await retry({ idempotencyKey: `late-${ws}`, expiresAt });
+    expect(fresh.body.code).toBe('invalid_expiry');
+    app.clock.advance(-31 * DAY);
   });
 });
 

@@ -4,7 +4,7 @@ import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditService } from '../audit/index.ts';
-import type { LedgerService, TransactionView } from './billing.ledger.ts';
+import { type LedgerService, type TransactionView, toTransactionView } from './billing.ledger.ts';
 import type { LedgerMove, PromotionsRepo } from './billing.promotions.repo.ts';
 import type { BillingRepo } from './billing.repo.ts';
 import type { BillingService } from './billing.service.ts';
@@ -17,7 +17,7 @@ type Deps = {
   db: Pick<Db, 'tenant' | 'system'>;
   repo: PromotionsRepo;
   ledger: Pick<LedgerService, 'grant' | 'expireIn'>;
-  balances: Pick<BillingRepo, 'getBalance'>;
+  balances: Pick<BillingRepo, 'getBalance' | 'findTransaction'>;
   audit: Pick<AuditService, 'record'>;
   clock: Clock;
   logger: Logger;
@@ -117,11 +117,13 @@ export function promotionRemainders(lots: Lot[], moves: LedgerMove[], totalBefor
   return new Map([...byId].map(([id, l]) => [id, { remainingMicros: l.remaining, expiredBy: l.expiredBy }]));
 }
 
+const invalidExpiry = () =>
+  new AppError('invalid_expiry', 'A promotion expires at a valid time in the future (within 10 years).');
+
+/** A valid time within 10 years from now (whether it is still ahead is checked by the caller). */
 function parseExpiry(at: Date | string, now: Date): Date {
   const d = at instanceof Date ? at : new Date(at);
-  if (Number.isNaN(d.getTime()) || d.getTime() <= now.getTime() || d.getTime() - now.getTime() > MAX_EXPIRY_MS) {
-    throw new AppError('invalid_expiry', 'A promotion expires at a valid time in the future (within 10 years).');
-  }
+  if (Number.isNaN(d.getTime()) || d.getTime() - now.getTime() > MAX_EXPIRY_MS) throw invalidExpiry();
   return d;
 }
 
@@ -205,6 +207,26 @@ export function promotionsService(deps: Deps) {
         return deps.billing.grant(plain);
       }
       const expiresAt = parseExpiry(input.expiresAt, clock.now());
+      if (expiresAt.getTime() <= clock.now().getTime()) {
+        // A retry of a grant made before its expiry passed answers that grant; a new one is refused.
+        const before = await db.tenant(input.workspaceId, async (tx) => {
+          const row = await deps.balances.findTransaction(tx, input.workspaceId, input.idempotencyKey);
+          return row ? { row, promo: await repo.get(tx, input.workspaceId, row.id) } : null;
+        });
+        if (!before) throw invalidExpiry();
+        const same =
+          before.promo?.expiresAt.getTime() === expiresAt.getTime() &&
+          before.row.kind === 'grant' &&
+          before.row.amountMicros === input.amountMicros &&
+          before.row.memo === (input.memo ?? null);
+        if (!same) {
+          throw new AppError(
+            'idempotency_conflict',
+            'This idempotency key was already used for a different movement; use a new key.',
+          );
+        }
+        return { ...toTransactionView(before.row), expiresAt: expiresAt.toISOString() };
+      }
       const entry = await deps.ledger.grant(
         {
           workspaceId: input.workspaceId,
