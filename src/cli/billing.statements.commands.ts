@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { microsToUsd, usdToMicros } from '../platform/money.ts';
 import { pageQuery } from './gateway.commands.ts';
-import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
+import { callServer, refusal, type ServerTarget, sendRequest, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
 
@@ -83,26 +83,11 @@ function statementText(s: Statement): string {
 
 /** A document the server renders (HTML or PDF), as bytes; its errors as `callServer`'s are. */
 async function download(target: ServerTarget, path: string): Promise<Buffer> {
-  let res: Response;
-  try {
-    res = await fetch(`${target.url}${path}`, {
-      headers: target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {},
-      signal: AbortSignal.timeout(30_000),
-    });
-  } catch {
-    throw new CliError(`Cannot reach Berth at ${target.url}.`, EXIT.unreachable, 'unreachable');
-  }
-  const body = Buffer.from(await res.arrayBuffer());
-  if (!res.ok) {
-    let p: { code?: string; detail?: string } = {};
-    try {
-      p = JSON.parse(body.toString('utf8'));
-    } catch {
-      // not problem+json
-    }
-    throw new CliError(p.detail ?? `GET ${path} answered ${res.status}`, EXIT.refused, p.code ?? `http_${res.status}`);
-  }
-  return body;
+  const a = await sendRequest(target.url, path, 'GET', {
+    headers: target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {},
+  });
+  if (a.status !== 200) throw refusal(a, `GET ${path}`);
+  return a.body;
 }
 
 function save(file: string, bytes: Buffer) {

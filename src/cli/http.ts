@@ -21,38 +21,62 @@ export function serverTarget(
   return apiKey ? { url, apiKey } : { url };
 }
 
-export async function callServer<T>(target: ServerTarget, method: string, path: string, body?: unknown): Promise<T> {
+/** What a server answered: status, the body's bytes, the headers. */
+export type RawAnswer = { status: number; body: Buffer; headers: Headers };
+
+/**
+ * One request to a running server (30 s at most); exit 5 `unreachable` when it cannot be
+ * reached. A JSON `body` is sent as such. The answer is returned whatever its status.
+ */
+export async function sendRequest(
+  base: string,
+  path: string,
+  method: string,
+  opts: { headers?: Record<string, string>; body?: unknown } = {},
+): Promise<RawAnswer> {
   let res: Response;
   try {
-    res = await fetch(`${target.url}${path}`, {
+    res = await fetch(`${base}${path}`, {
       method,
       headers: {
-        accept: 'application/json',
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...(target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {}),
+        ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...opts.headers,
       },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
       signal: AbortSignal.timeout(30_000),
     });
   } catch {
-    throw new CliError(`Cannot reach Berth at ${target.url}.`, EXIT.unreachable, 'unreachable');
+    throw new CliError(`Cannot reach Berth at ${base}.`, EXIT.unreachable, 'unreachable');
   }
-  const text = await res.text();
-  let parsed: unknown = null;
+  return { status: res.status, body: Buffer.from(await res.arrayBuffer()), headers: res.headers };
+}
+
+/** The body as JSON, or null when it is empty or not JSON. */
+export function jsonOf(a: RawAnswer): unknown {
   try {
-    parsed = text ? JSON.parse(text) : null;
+    return a.body.length > 0 ? JSON.parse(a.body.toString('utf8')) : null;
   } catch {
-    parsed = null;
+    return null;
   }
-  if (!res.ok) {
-    const p = (parsed ?? {}) as { code?: string; detail?: string; status?: string };
-    throw new CliError(
-      p.detail ?? `${method} ${path} answered ${res.status}`,
-      EXIT.refused,
-      p.code ?? `http_${res.status}`,
-    );
-  }
-  return parsed as T;
+}
+
+/** An error answer as a CliError with the server's code (problem+json) and exit code 4. */
+export function refusal(a: RawAnswer, what: string): CliError {
+  const p = (jsonOf(a) ?? {}) as { code?: unknown; detail?: unknown };
+  return new CliError(
+    typeof p.detail === 'string' ? p.detail : `${what} answered ${a.status}`,
+    EXIT.refused,
+    typeof p.code === 'string' ? p.code : `http_${a.status}`,
+  );
+}
+
+export async function callServer<T>(target: ServerTarget, method: string, path: string, body?: unknown): Promise<T> {
+  const a = await sendRequest(target.url, path, method, {
+    headers: { accept: 'application/json', ...(target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {}) },
+    body,
+  });
+  if (a.status < 200 || a.status > 299) throw refusal(a, `${method} ${path}`);
+  return jsonOf(a) as T;
 }
 
 /** The options of user-level commands that work in one workspace over HTTP. */

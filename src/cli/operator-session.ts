@@ -1,3 +1,4 @@
+import { jsonOf, refusal, sendRequest } from './http.ts';
 import { CliError, EXIT, type Io } from './output.ts';
 import { readSecret } from './prompt.ts';
 
@@ -10,41 +11,6 @@ export type OperatorSession = {
   close(): Promise<void>;
 };
 
-type Answer = { status: number; body: Record<string, unknown>; cookie: string | null };
-
-async function send(url: string, method: string, init: { body?: unknown; headers?: Record<string, string> } = {}) {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: {
-        accept: 'application/json',
-        ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
-        ...init.headers,
-      },
-      ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-      signal: AbortSignal.timeout(30_000),
-    });
-  } catch {
-    throw new CliError(`Cannot reach Berth at ${new URL(url).origin}.`, EXIT.unreachable, 'unreachable');
-  }
-  const text = await res.text();
-  let body: Record<string, unknown> = {};
-  try {
-    body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-  } catch {
-    body = {};
-  }
-  const cookie = res.headers.get('set-cookie')?.split(';')[0] ?? null;
-  return { status: res.status, body, cookie } satisfies Answer;
-}
-
-function refused(a: Answer, what: string): CliError {
-  const detail = typeof a.body.detail === 'string' ? a.body.detail : `${what} answered ${a.status}`;
-  const code = typeof a.body.code === 'string' ? a.body.code : `http_${a.status}`;
-  return new CliError(detail, EXIT.refused, code);
-}
-
 /**
  * Signs in as an operator with email and password (read from the terminal, or the first
  * line of stdin), asking for the authenticator code when the account has 2FA (or taking
@@ -55,32 +21,37 @@ export async function operatorSession(
   opts: { url: string; email: string; code?: string | undefined },
 ): Promise<OperatorSession> {
   const base = opts.url.replace(/\/+$/, '');
+  const json = { accept: 'application/json' };
   const password = await readSecret(io.stdin, io.err, 'Password: ');
-  let answer = await send(`${base}/api/auth/login`, 'POST', { body: { email: opts.email, password } });
-  if (answer.status === 401 && answer.body.code === 'mfa_challenge_required') {
+  let answer = await sendRequest(base, '/api/auth/login', 'POST', {
+    headers: json,
+    body: { email: opts.email, password },
+  });
+  const first = (jsonOf(answer) ?? {}) as { code?: string; challengeToken?: string };
+  if (answer.status === 401 && first.code === 'mfa_challenge_required') {
     const code = opts.code ?? (await readSecret(io.stdin, io.err, 'Authenticator code: '));
-    answer = await send(`${base}/api/auth/login/mfa`, 'POST', {
-      body: { challengeToken: answer.body.challengeToken, code: code.trim() },
+    answer = await sendRequest(base, '/api/auth/login/mfa', 'POST', {
+      headers: json,
+      body: { challengeToken: first.challengeToken, code: code.trim() },
     });
   }
-  if (answer.status !== 200 || !answer.cookie) throw refused(answer, 'Sign-in');
-  const cookie = answer.cookie;
-  const csrf = String(answer.body.csrfToken ?? '');
+  const cookie = answer.headers.get('set-cookie')?.split(';')[0];
+  if (answer.status !== 200 || !cookie) throw refusal(answer, 'Sign-in');
+  const csrf = String((jsonOf(answer) as { csrfToken?: string } | null)?.csrfToken ?? '');
+  const call = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+    const unsafe = method !== 'GET';
+    const a = await sendRequest(base, path, method, {
+      headers: { ...json, cookie, ...(unsafe ? { 'x-csrf-token': csrf } : {}) },
+      body,
+    });
+    if (a.status < 200 || a.status > 299) throw refusal(a, `${method} ${path}`);
+    return jsonOf(a) as T;
+  };
   return {
-    async get<T>(path: string): Promise<T> {
-      const a = await send(`${base}${path}`, 'GET', { headers: { cookie } });
-      if (a.status !== 200) throw refused(a, `GET ${path}`);
-      return a.body as T;
-    },
-    async send<T>(method: 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
-      const a = await send(`${base}${path}`, method, { headers: { cookie, 'x-csrf-token': csrf }, body });
-      if (a.status < 200 || a.status > 299) throw refused(a, `${method} ${path}`);
-      return a.body as T;
-    },
+    get: (path) => call('GET', path),
+    send: (method, path, body) => call(method, path, body),
     async close() {
-      await send(`${base}/api/auth/logout`, 'POST', { headers: { cookie, 'x-csrf-token': csrf } }).catch(
-        () => undefined,
-      );
+      await call('POST', '/api/auth/logout').catch(() => undefined);
     },
   };
 }

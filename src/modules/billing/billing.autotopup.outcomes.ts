@@ -11,7 +11,7 @@ import type { LedgerService } from './billing.ledger.ts';
 import type { BillingNotice, BillingNotices } from './billing.notices.ts';
 import type { BillingRepo } from './billing.repo.ts';
 import type { ChargeOutcome, ProcessorEvent } from './payments/stripe.ts';
-import { SUPPORTED_CURRENCIES } from './payments/stripe.ts';
+import { checkCurrency } from './payments/stripe.ts';
 
 // What a charge's outcome does, however it is learnt (the processor's answer, a later look-up,
 // or its `payment_intent.*` event); the charges themselves start in billing.autotopup.ts.
@@ -209,9 +209,7 @@ export function autoTopupOutcomes(deps: Deps) {
     if (!pi.id || !workspaceId || (!pi.autoTopupId && !pi.paymentId)) {
       throw new AppError('unknown_payment', 'The event names no payment Berth started.');
     }
-    if (!pi.currency || !SUPPORTED_CURRENCIES.includes(pi.currency)) {
-      throw new AppError('unknown_currency', `Berth keeps credits in ${SUPPORTED_CURRENCIES.join(', ')} only.`);
-    }
+    checkCurrency(pi.currency);
     const autoTopupId = pi.autoTopupId;
     if (!autoTopupId) {
       const paymentId = pi.paymentId ?? '';

@@ -10,11 +10,12 @@ import type { WorkspaceEvent } from '../workspaces/index.ts';
 import { autoTopupOutcomes } from './billing.autotopup.outcomes.ts';
 import type { AutoTopupChoice, AutoTopupRepo, SavedCard } from './billing.autotopup.repo.ts';
 import type { AutoTopupRow, AutoTopupSettingsRow } from './billing.autotopup.tables.ts';
+import { periodStart } from './billing.calendar.ts';
 import type { LedgerService } from './billing.ledger.ts';
 import type { BillingNotices } from './billing.notices.ts';
 import { MAX_TOPUP_MICROS, MIN_TOPUP_MICROS } from './billing.payments.ts';
 import type { BillingRepo } from './billing.repo.ts';
-import type { ChargeOutcome, PaymentProcessor } from './payments/stripe.ts';
+import { type ChargeOutcome, type PaymentProcessor, requireProcessor } from './payments/stripe.ts';
 
 /** A charge still in flight this long is asked about (or its request retried with the same key). */
 export const STALE_CHARGE_MS = 10 * MINUTE;
@@ -58,11 +59,6 @@ export type AutoTopupView = {
   inFlight: boolean;
 };
 
-/** The first instant of `at`'s month (UTC): the monthly cap counts charges made since. */
-export function monthStart(at: Date): Date {
-  return new Date(Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), 1));
-}
-
 function positive(n: number | null | undefined, what: string): number | null {
   if (n === null || n === undefined) return null;
   if (!Number.isSafeInteger(n) || n <= 0)
@@ -105,18 +101,10 @@ export function autoTopupService(deps: Deps) {
   const { db, repo, clock } = deps;
   const outcomes = autoTopupOutcomes(deps);
 
-  function processor(): PaymentProcessor {
-    if (!deps.processor) {
-      throw new AppError(
-        'payments_not_configured',
-        'Card payments are not set up on this Berth (BERTH_STRIPE_SECRET_KEY).',
-      );
-    }
-    return deps.processor;
-  }
+  const processor = () => requireProcessor(deps.processor);
 
   async function viewIn(tx: Database, workspaceId: string, s: AutoTopupSettingsRow | null): Promise<AutoTopupView> {
-    const used = await repo.monthUsage(tx, workspaceId, monthStart(clock.now()));
+    const used = await repo.monthUsage(tx, workspaceId, periodStart('month', clock.now()));
     const pending = await repo.inFlight(tx, workspaceId);
     return {
       workspaceId,
@@ -166,7 +154,7 @@ export function autoTopupService(deps: Deps) {
       if (!s.thresholdMicros || !s.amountMicros || availableMicros >= s.thresholdMicros) return null;
       if (s.nextAttemptAt && s.nextAttemptAt > now) return null;
       if (await repo.inFlight(tx, workspaceId)) return null;
-      const used = await repo.monthUsage(tx, workspaceId, monthStart(now));
+      const used = await repo.monthUsage(tx, workspaceId, periodStart('month', now));
       if (s.monthlyMaxCount !== null && used.count + 1 > s.monthlyMaxCount) return null;
       if (s.monthlyMaxMicros !== null && used.micros + s.amountMicros > s.monthlyMaxMicros) return null;
       const charge: AutoTopupRow = {

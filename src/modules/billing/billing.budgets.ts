@@ -7,8 +7,9 @@ import { microsToUsd } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { KeysService } from '../keys/index.ts';
 import type { BudgetsRepo } from './billing.budgets.repo.ts';
-import { periodEnd, periodStart, reachedPct } from './billing.budgets.rules.ts';
+import { reachedPct } from './billing.budgets.rules.ts';
 import type { BudgetPeriod, BudgetRow } from './billing.budgets.tables.ts';
+import { periodEnd, periodStart } from './billing.calendar.ts';
 import { MAX_AMOUNT_MICROS } from './billing.ledger.ts';
 import type { BillingNotices } from './billing.notices.ts';
 

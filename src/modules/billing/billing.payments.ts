@@ -9,9 +9,10 @@ import type { LedgerService } from './billing.ledger.ts';
 import type { BillingRepo } from './billing.repo.ts';
 import {
   type CheckoutDetails,
+  checkCurrency,
   type PaymentProcessor,
   type ProcessorEvent,
-  SUPPORTED_CURRENCIES,
+  requireProcessor,
 } from './payments/stripe.ts';
 
 /** Top-ups a checkout may buy: whole cents, 1 to 10,000 USD. */
@@ -33,12 +34,6 @@ type Deps = {
   onPaid?: (tx: Database, paid: { workspaceId: string; paymentId: string }) => void;
 };
 
-function checkCurrency(currency: string | null | undefined): void {
-  if (!currency || !SUPPORTED_CURRENCIES.includes(currency)) {
-    throw new AppError('unknown_currency', `Berth keeps credits in ${SUPPORTED_CURRENCIES.join(', ')} only.`);
-  }
-}
-
 /**
  * Card top-ups: a checkout page at the processor, then its signed event, applied exactly
  * once (the event id is noted in the same transaction as the top-up, and the top-up's
@@ -47,15 +42,7 @@ function checkCurrency(currency: string | null | undefined): void {
 export function paymentsService(deps: Deps) {
   const { db, repo, clock } = deps;
 
-  function processor(): PaymentProcessor {
-    if (!deps.processor) {
-      throw new AppError(
-        'payments_not_configured',
-        'Card payments are not set up on this Berth (BERTH_STRIPE_SECRET_KEY).',
-      );
-    }
-    return deps.processor;
-  }
+  const processor = () => requireProcessor(deps.processor);
 
   /**
    * What the processor shows of a paid checkout Berth is still waiting for (its card's brand

@@ -1,8 +1,9 @@
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
-import { type BudgetLine, budgetsApplying, periodStart, reachedPct } from './billing.budgets.rules.ts';
+import { type BudgetLine, budgetsApplying, reachedPct } from './billing.budgets.rules.ts';
 import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import { periodStart } from './billing.calendar.ts';
 import { movementHash, postingsOf, transactionRow } from './billing.movements.ts';
 import type { LockedBalance } from './billing.reservations.repo.ts';
 import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';

@@ -1,12 +1,19 @@
-import { type SQL, sql } from 'drizzle-orm';
+import { and, inArray, type SQL, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
-import type { BudgetPeriodRow, BudgetRow } from './billing.budgets.tables.ts';
+import { type BudgetPeriodRow, type BudgetRow, budgets } from './billing.budgets.tables.ts';
 import type { BatchWrites } from './billing.reservations.plan.ts';
-import type { PostingRow, ReservationRow, TransactionRow } from './billing.tables.ts';
+import {
+  creditBalances,
+  creditReservations,
+  ledgerTransactions,
+  type PostingRow,
+  type ReservationRow,
+  type TransactionRow,
+} from './billing.tables.ts';
 
 /**
  * The statements of a batch of reservations, settlements and releases: a fixed number per
- * batch whatever its size (reads with `= any(array)`, writes with one array parameter per
+ * batch whatever its size (reads by lists of ids, writes with one array parameter per
  * column through unnest), so concurrent calls share one transaction's round trips.
  */
 
@@ -21,16 +28,17 @@ export type LockedBalance = { workspaceId: string; availableMicros: number; held
 export const reservationsRepo = {
   /** Locks the workspaces' balance rows, in workspace order (so two batches never deadlock). */
   async lockBalances(tx: Database, workspaceIds: string[]): Promise<LockedBalance[]> {
-    const res = await tx.execute(sql`
-      select workspace_id, available_micros::text as available, held_micros::text as held, budget_count
-      from credit_balances where workspace_id = any(${sql.param(workspaceIds)}::text[])
-      order by workspace_id for update`);
-    return rowsOf(res).map((r) => ({
-      workspaceId: String(r.workspace_id),
-      availableMicros: num(r.available),
-      heldMicros: num(r.held),
-      budgetCount: num(r.budget_count),
-    }));
+    return tx
+      .select({
+        workspaceId: creditBalances.workspaceId,
+        availableMicros: creditBalances.availableMicros,
+        heldMicros: creditBalances.heldMicros,
+        budgetCount: creditBalances.budgetCount,
+      })
+      .from(creditBalances)
+      .where(inArray(creditBalances.workspaceId, workspaceIds))
+      .orderBy(creditBalances.workspaceId)
+      .for('update');
   },
 
   async ensureBalances(tx: Database, workspaceIds: string[], now: Date): Promise<void> {
@@ -40,50 +48,28 @@ export const reservationsRepo = {
       on conflict (workspace_id) do nothing`);
   },
 
-  /** Transactions made before with these (workspace, key) pairs. */
-  async findByKeys(tx: Database, pairs: Array<{ workspaceId: string; key: string }>): Promise<TransactionRow[]> {
-    const res = await tx.execute(sql`
-      select t.* from ledger_transactions t
-      join unnest(${sql.param(pairs.map((p) => p.workspaceId))}::text[], ${sql.param(pairs.map((p) => p.key))}::text[])
-        as k(workspace_id, idempotency_key)
-        on t.workspace_id = k.workspace_id and t.idempotency_key = k.idempotency_key`);
-    return rowsOf(res).map(toTransactionRow);
+  /** Transactions made before with these reservation keys (the caller matches them to their workspaces). */
+  async findByKeys(tx: Database, workspaceIds: string[], keys: string[]): Promise<TransactionRow[]> {
+    return tx
+      .select()
+      .from(ledgerTransactions)
+      .where(
+        and(inArray(ledgerTransactions.workspaceId, workspaceIds), inArray(ledgerTransactions.idempotencyKey, keys)),
+      );
   },
 
   /** Locks reservations by id within the batch's workspaces, in id order. */
   async lockReservations(tx: Database, workspaceIds: string[], ids: string[]): Promise<ReservationRow[]> {
-    const res = await tx.execute(sql`
-      select * from credit_reservations
-      where id = any(${sql.param(ids)}::text[]) and workspace_id = any(${sql.param(workspaceIds)}::text[])
-      order by id for update`);
-    return rowsOf(res).map((r) => ({
-      id: String(r.id),
-      workspaceId: String(r.workspace_id),
-      keyId: r.key_id === null ? null : String(r.key_id),
-      requestId: String(r.request_id),
-      amountMicros: num(r.amount_micros),
-      status: String(r.status) as ReservationRow['status'],
-      settledMicros: r.settled_micros === null ? null : num(r.settled_micros),
-      expiresAt: date(r.expires_at),
-      createdAt: date(r.created_at),
-      resolvedAt: r.resolved_at === null ? null : date(r.resolved_at),
-      budgetIds: (r.budget_ids as string[] | null) ?? null,
-    }));
+    return tx
+      .select()
+      .from(creditReservations)
+      .where(and(inArray(creditReservations.id, ids), inArray(creditReservations.workspaceId, workspaceIds)))
+      .orderBy(creditReservations.id)
+      .for('update');
   },
 
   async budgetsOf(tx: Database, workspaceIds: string[]): Promise<BudgetRow[]> {
-    const res = await tx.execute(sql`
-      select * from budgets where workspace_id = any(${sql.param(workspaceIds)}::text[]) order by id`);
-    return rowsOf(res).map((r) => ({
-      id: String(r.id),
-      workspaceId: String(r.workspace_id),
-      keyId: r.key_id === null ? null : String(r.key_id),
-      period: String(r.period) as BudgetRow['period'],
-      limitMicros: num(r.limit_micros),
-      createdBy: r.created_by === null ? null : String(r.created_by),
-      createdAt: date(r.created_at),
-      updatedAt: date(r.updated_at),
-    }));
+    return tx.select().from(budgets).where(inArray(budgets.workspaceId, workspaceIds)).orderBy(budgets.id);
   },
 
   /** Creates the missing (budget, period) rows and locks them all, in key order. */
@@ -186,23 +172,5 @@ export const reservationsRepo = {
     await tx.execute(parts.length > 0 ? sql`with ${sql.join(parts, sql`, `)} ${balances}` : balances);
   },
 };
-
-function toTransactionRow(r: Record<string, unknown>): TransactionRow {
-  return {
-    id: String(r.id),
-    workspaceId: String(r.workspace_id),
-    kind: String(r.kind) as TransactionRow['kind'],
-    idempotencyKey: String(r.idempotency_key),
-    requestHash: String(r.request_hash),
-    amountMicros: num(r.amount_micros),
-    reservationId: r.reservation_id === null ? null : String(r.reservation_id),
-    availableAfterMicros: num(r.available_after_micros),
-    heldAfterMicros: num(r.held_after_micros),
-    actorType: String(r.actor_type) as TransactionRow['actorType'],
-    actorId: String(r.actor_id),
-    memo: r.memo === null ? null : String(r.memo),
-    createdAt: date(r.created_at),
-  };
-}
 
 export type ReservationsRepo = typeof reservationsRepo;

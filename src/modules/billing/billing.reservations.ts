@@ -54,11 +54,9 @@ export function reservationQueue(deps: Deps) {
       locked = await repo.lockBalances(tx, wsIds);
     }
     const balances = new Map(locked.map((b) => [b.workspaceId, b]));
-    const reserveKeys = ops.flatMap((o) =>
-      o.kind === 'reserve' ? [{ workspaceId: o.workspaceId, key: `reserve:${o.requestId}` }] : [],
-    );
+    const reserveKeys = ops.flatMap((o) => (o.kind === 'reserve' ? [`reserve:${o.requestId}`] : []));
     const resolveIds = ops.flatMap((o) => (o.kind === 'reserve' ? [] : [o.reservationId]));
-    const seenRows = reserveKeys.length > 0 ? await repo.findByKeys(tx, reserveKeys) : [];
+    const seenRows = reserveKeys.length > 0 ? await repo.findByKeys(tx, wsIds, reserveKeys) : [];
     const reservationRows =
       resolveIds.length > 0 ? await repo.lockReservations(tx, wsIds, [...new Set(resolveIds)].sort()) : [];
     const reservations = new Map(reservationRows.map((r) => [r.id, r]));

@@ -31,8 +31,8 @@ export const UsageQuery = z.strictObject({
   groupBy: z.enum(USAGE_GROUPS).optional().describe('default day'),
 });
 
-export const UsageLineView = z.object({
-  name: z.string().describe("The model, or the API key's id ('' for calls made without a key)"),
+/** What a group of calls used and cost (statements and the usage-cost breakdown). */
+const UsageFigures = z.object({
   requests: z.number().int(),
   errors: z.number().int(),
   inputTokens: z.number().int(),
@@ -40,6 +40,10 @@ export const UsageLineView = z.object({
   cachedTokens: z.number().int(),
   reasoningTokens: z.number().int(),
   costMicros: z.number().int(),
+});
+
+export const UsageLineView = UsageFigures.extend({
+  name: z.string().describe("The model, or the API key's id ('' for calls made without a key)"),
 });
 
 export const StatementView = z.object({
@@ -91,16 +95,7 @@ export const StatementSummary = StatementView.pick({
 });
 export const StatementList = z.object({ data: z.array(StatementSummary), nextCursor: z.string().nullable() });
 
-export const UsageAggregateLine = z.object({
-  group: z.string(),
-  requests: z.number().int(),
-  errors: z.number().int(),
-  inputTokens: z.number().int(),
-  outputTokens: z.number().int(),
-  cachedTokens: z.number().int(),
-  reasoningTokens: z.number().int(),
-  costMicros: z.number().int(),
-});
+export const UsageAggregateLine = UsageFigures.extend({ group: z.string() });
 export const UsageBreakdown = z.object({
   workspaceId: z.string(),
   from: z.string(),

@@ -21,6 +21,24 @@ export interface PaymentProcessor {
 /** The currencies Berth's ledger is kept in. */
 export const SUPPORTED_CURRENCIES: readonly string[] = ['usd'];
 
+/** A currency Berth keeps credits in, or 400 `unknown_currency`. */
+export function checkCurrency(currency: string | null | undefined): void {
+  if (!currency || !SUPPORTED_CURRENCIES.includes(currency)) {
+    throw new AppError('unknown_currency', `Berth keeps credits in ${SUPPORTED_CURRENCIES.join(', ')} only.`);
+  }
+}
+
+/** The configured processor, or 409 `payments_not_configured` (no BERTH_STRIPE_SECRET_KEY). */
+export function requireProcessor(processor: PaymentProcessor | null): PaymentProcessor {
+  if (!processor) {
+    throw new AppError(
+      'payments_not_configured',
+      'Card payments are not set up on this Berth (BERTH_STRIPE_SECRET_KEY).',
+    );
+  }
+  return processor;
+}
+
 /** Of a completed checkout, only what Berth keeps: references, brand, last 4 and postal code. */
 export type CheckoutDetails = {
   id: string;

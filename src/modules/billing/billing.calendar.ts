@@ -1,6 +1,21 @@
 import { AppError } from '../../platform/errors.ts';
 
-// --- Calendar months (UTC), as `YYYY-MM` ---
+// Billing's calendar: UTC days and months (budget periods, the auto top-up's monthly cap),
+// and calendar months written `YYYY-MM` (statements).
+
+/** The start of the UTC day or calendar month that `at` falls in. */
+export function periodStart(period: 'day' | 'month', at: Date): Date {
+  const y = at.getUTCFullYear();
+  const m = at.getUTCMonth();
+  return period === 'day' ? new Date(Date.UTC(y, m, at.getUTCDate())) : new Date(Date.UTC(y, m, 1));
+}
+
+/** When the period that starts at `start` ends (the next one's start). */
+export function periodEnd(period: 'day' | 'month', start: Date): Date {
+  const y = start.getUTCFullYear();
+  const m = start.getUTCMonth();
+  return period === 'day' ? new Date(Date.UTC(y, m, start.getUTCDate() + 1)) : new Date(Date.UTC(y, m + 1, 1));
+}
 
 const FIRST_YEAR = 2000;
 
@@ -19,10 +34,8 @@ export function addMonths(period: string, n: number): string {
 
 export function periodBounds(period: string): { start: Date; end: Date } {
   const i = monthIndex(period);
-  return {
-    start: new Date(Date.UTC(Math.floor(i / 12), i % 12, 1)),
-    end: new Date(Date.UTC(Math.floor((i + 1) / 12), (i + 1) % 12, 1)),
-  };
+  const start = new Date(Date.UTC(Math.floor(i / 12), i % 12, 1));
+  return { start, end: periodEnd('month', start) };
 }
 
 /** A period a caller asks for: `YYYY-MM`, a real month, not after the current one; else 400 `invalid_period`. */
