@@ -415,6 +415,24 @@ describe('errors', () => {
     expect(await available(w.workspaceId)).toBe(5 * USD);
   });
 
+  it('keeps a decline code longer than its column to its first 100 characters, answering 200', async () => {
+    const w = await withSavedCard();
+    await enable(w);
+    stripe.asyncCharges = true;
+    try {
+      await autoTopups().run();
+    } finally {
+      stripe.asyncCharges = false;
+    }
+    const [charge] = await chargeRows(w.workspaceId);
+    const long = `issuer_${'x'.repeat(200)}`;
+    const res = await deliver(stripe.intentFailedEvent(charge?.paymentIntentId ?? '', long));
+    expect(res.status).toBe(200);
+    expect(await chargeRows(w.workspaceId)).toEqual([
+      expect.objectContaining({ status: 'failed', failureCode: long.slice(0, 100) }),
+    ]);
+  });
+
   it('refuses events for an unknown customer or payment intent, changing nothing', async () => {
     const w = await withSavedCard();
     await enable(w);

@@ -7,6 +7,8 @@ import { newId } from '../../platform/ids.ts';
 import { budgetsRepo } from './billing.budgets.repo.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
 import { billingRepo } from './billing.repo.ts';
+import { reservationsRepo } from './billing.reservations.repo.ts';
+import { reservationQueue } from './billing.reservations.ts';
 
 /**
  * The ledger's group commit: operations submitted together are decided in one transaction,
@@ -226,5 +228,40 @@ describe('group commit', () => {
       }),
       { numRuns: onServerPostgres() ? 12 : 20 },
     );
+  });
+});
+
+describe('errors', () => {
+  it('answers an operation the database refuses with its error, and its batch-mates with theirs', async () => {
+    const refused = Object.assign(new Error('new row violates a check constraint'), { code: '23514' });
+    let failedBatches = 0;
+    const repo: typeof reservationsRepo = {
+      ...reservationsRepo,
+      async writeBatch(tx, w, now) {
+        if (w.transactions.some((x) => x.idempotencyKey === 'reserve:poison')) {
+          failedBatches++;
+          throw refused;
+        }
+        return reservationsRepo.writeBatch(tx, w, now);
+      },
+    };
+    const queue = reservationQueue({ db: t.db, repo, clock, reservationTtlMs: 60_000 });
+    const w = newId('ws');
+    await ledger.grant({ workspaceId: w, amountMicros: 10_000, idempotencyKey: `fund-${w}`, actor: operator });
+    const reserve = (requestId: string) =>
+      queue.submit({ kind: 'reserve', workspaceId: w, keyId: null, requestId, amountMicros: 1_000, actor: operator });
+    // The first goes alone; the other three gather into one batch while it is written.
+    const answers = await Promise.allSettled([
+      reserve('first'),
+      reserve('second'),
+      reserve('poison'),
+      reserve('third'),
+    ]);
+    expect(answers.map((a) => a.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect((answers[2] as PromiseRejectedResult).reason).toBe(refused);
+    // Once as part of the batch, once alone.
+    expect(failedBatches).toBe(2);
+    expect(await ledger.balance(w)).toMatchObject({ availableMicros: 7_000, heldMicros: 3_000 });
+    expect((await ledger.verify(w))[0]?.ok).toBe(true);
   });
 });
