@@ -5,6 +5,7 @@ import { type CreditGate, createGatewayModule, unlimitedCredits } from './module
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createKeysModule } from './modules/keys/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
+import { createPrivacyModule } from './modules/privacy/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
 import { createVaultModule, type Keyring } from './modules/vault/index.ts';
@@ -74,7 +75,17 @@ export function createModules(deps: AppDeps) {
   });
   // A plan change applies to the gateway's next call on every replica.
   billing.service.onPlanChanged((tx, workspaceId) => gateway.service.providers.changedAfterCommit(tx, workspaceId));
-  return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway };
+  const privacy = createPrivacyModule({
+    ...deps,
+    audit: audit.service,
+    identity: identity.service,
+    workspaces: workspaces.service,
+    keys: keys.service,
+    vault: vault.service,
+    mailer: notifications.service.mailer,
+    requirePermission: workspaces.service.requirePermission,
+  });
+  return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway, privacy };
 }
 
 export type Modules = ReturnType<typeof createModules>;
@@ -119,6 +130,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     modules.setup,
     modules.billing,
     modules.gateway,
+    modules.privacy,
   ]) {
     await m.registerRoutes?.(http);
   }
