@@ -199,7 +199,8 @@ async function startProfile(file: string): Promise<() => Promise<void>> {
 async function runBerth(spec: Extract<ChildSpec, { role: 'berth' }>) {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'berth-bench-gw-'));
   // Empty at start: the workspace exists only after setup, then it is funded. With the
-  // ledger (a default install), every call reserves and settles on the database.
+  // ledger (a default install), calls are held against credit leases that the replica
+  // reserves and settles on the database (a reservation per call where budgets apply).
   const memory = spec.credits === 'memory' ? memoryCredits() : null;
   const config = loadConfig({
     overrides: {
@@ -245,7 +246,9 @@ async function runBerth(spec: Extract<ChildSpec, { role: 'berth' }>) {
           balance: memory.balance(admin.workspaceId),
         };
       }
-      // Held credits are the open reservations' worst cases: zero when none is left open.
+      // Leases are settled first (as at shutdown); then held credits are the open
+      // reservations' worst cases: zero when none is left open.
+      await server.app.modules.gateway.service.idle();
       const b = await ledger.balance(admin.workspaceId);
       return { ...processStats(), openReservations: b.heldMicros, balance: b.availableMicros };
     },

@@ -10,6 +10,7 @@ import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
 import { createVaultModule, type Keyring } from './modules/vault/index.ts';
 import { createWorkspacesModule } from './modules/workspaces/index.ts';
+import type { TableEntry } from './platform/db/datamap.ts';
 import { platformDataMap } from './platform/db/platform.datamap.ts';
 import { registerApiReference } from './platform/http/docs.ts';
 import { createHttpServer, type HttpServer } from './platform/http/server.ts';
@@ -72,11 +73,16 @@ export function createModules(deps: AppDeps) {
     // A gate handed in (tests, benchmarks) wins; otherwise the ledger, unless the operator turned credits off.
     credits: deps.credits ?? (deps.config.BERTH_CREDITS === 'ledger' ? billing.gate : unlimitedCredits),
     planLimitsOf: billing.service.limitsOf,
+    // A user who restricted processing of their data: their keys are refused (from memory, every replica).
+    processingAllowed: (userId) => privacy.service.restrictions.processingAllowed(userId),
   });
   // A plan change applies to the gateway's next call on every replica.
   billing.service.onPlanChanged((tx, workspaceId) => gateway.service.providers.changedAfterCommit(tx, workspaceId));
+  // The privacy module reads the whole data map (exports, the notice): every module's, once all exist.
+  let all: Array<{ dataMap: TableEntry[] }> = [];
   const privacy = createPrivacyModule({
     ...deps,
+    dataMap: () => [...platformDataMap, ...jobsDataMap, ...all.flatMap((m) => m.dataMap)],
     audit: audit.service,
     identity: identity.service,
     workspaces: workspaces.service,
@@ -84,8 +90,14 @@ export function createModules(deps: AppDeps) {
     vault: vault.service,
     mailer: notifications.service.mailer,
     requirePermission: workspaces.service.requirePermission,
+    // Retention: the workspace plan's audit retention.
+    auditMonthsOf: async (workspaceId) => (await billing.service.limitsOf(workspaceId)).auditRetentionMonths,
   });
-  return { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway, privacy };
+  // Marketing mail goes only to users whose latest word on it is a consent given.
+  notifications.service.useMarketingConsent((userId) => privacy.service.consents.hasConsent(userId, 'marketing_email'));
+  const modules = { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway, privacy };
+  all = Object.values(modules);
+  return modules;
 }
 
 export type Modules = ReturnType<typeof createModules>;

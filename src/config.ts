@@ -114,6 +114,14 @@ export const ConfigSchema = z
       .default('5'),
     /** How long a credit reservation may stay open before the expiry job releases it. */
     BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),
+    /** What a gateway replica reserves at once for a workspace's calls (a credit lease), in USD; 0: a reservation per call. */
+    BERTH_CREDIT_LEASE_USD: z.coerce
+      .string()
+      .trim()
+      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 0.5 (at most 6 decimals)')
+      .default('0.5'),
+    /** How long a credit lease takes calls before it is settled on the ledger. */
+    BERTH_CREDIT_LEASE_SECONDS: int(1, 300).default(5),
     /** Statement numbers start with this: `<prefix>-<YYYY>-<MM>-<sequence>`. */
     BERTH_INVOICE_PREFIX: z
       .string()
@@ -121,6 +129,30 @@ export const ConfigSchema = z
       .default('BER'),
     /** Who issues the statements and receipts (name, address, tax number), printed on them. */
     BERTH_INVOICE_ISSUER: z
+      .string()
+      .trim()
+      .min(1)
+      .max(300)
+      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
+      .optional(),
+    /** Who is responsible for the personal data this installation holds (the controller), shown in the privacy policy. */
+    BERTH_PRIVACY_CONTROLLER: z
+      .string()
+      .trim()
+      .min(1)
+      .max(300)
+      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
+      .optional(),
+    /** How people reach the controller about their data (an email address, a postal address or a URL), shown in the privacy policy. */
+    BERTH_PRIVACY_CONTACT: z
+      .string()
+      .trim()
+      .min(1)
+      .max(300)
+      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
+      .optional(),
+    /** The data protection officer and how to reach them, when there is one, shown in the privacy policy. */
+    BERTH_PRIVACY_DPO: z
       .string()
       .trim()
       .min(1)

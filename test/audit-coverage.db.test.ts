@@ -115,6 +115,32 @@ async function price(): Promise<Vars> {
   return v;
 }
 
+/** A sub-processor starting `days` from now (30 is the shortest notice). */
+function subprocessorBody(days: number) {
+  return {
+    name: 'Covered Mail',
+    purpose: 'Delivers email',
+    dataCategories: ['account'],
+    region: 'EU',
+    effectiveAt: new Date(app.clock.now().getTime() + days * 86_400_000).toISOString(),
+  };
+}
+
+async function subprocessor(): Promise<Vars> {
+  const res = await operator.post<{ id: string }>('/api/operator/subprocessors', subprocessorBody(31));
+  if (res.status !== 201) throw new Error(`sub-processor fixture: ${res.status} ${res.text}`);
+  return { subprocessorId: res.body.id };
+}
+
+/** A breach the operator became aware of `minutesAgo` minutes ago (negative: in the future, refused). */
+function breachBody(minutesAgo: number) {
+  return {
+    description: 'Covered incident',
+    dataCategories: ['account'],
+    awareAt: new Date(app.clock.now().getTime() - minutesAgo * 60_000).toISOString(),
+  };
+}
+
 const FIXTURES: Record<string, Fixture> = {
   'POST /api/setup': {
     // First-run setup does three things, each recorded where it belongs: the platform chain
@@ -410,6 +436,86 @@ const FIXTURES: Record<string, Fixture> = {
     },
     call: (v) => operator.post(`/api/operator/users/${v.target}/enable`),
   },
+  'POST /api/workspaces/:workspaceId/privacy/exports': {
+    actions: ['privacy.export_requested'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/privacy/exports`),
+  },
+  'POST /api/me/privacy/rectification': {
+    actions: ['privacy.rectification_requested'],
+    prepare: async () => ({ subject: (await user('rectify')).userId }),
+    call: (v) => client(v, 'subject').post('/api/me/privacy/rectification', { description: 'My name is wrong.' }),
+  },
+  'POST /api/operator/privacy/requests/:id': {
+    actions: ['privacy.request_completed'],
+    prepare: async () => {
+      const subject = await user('rectified');
+      const res = await subject.post<{ id: string }>('/api/me/privacy/rectification', { description: 'Fix it.' });
+      return { requestId: res.body.id };
+    },
+    fail: (v) => operator.post(`/api/operator/privacy/requests/${v.requestId}`, { status: 'rejected' }),
+    call: (v) =>
+      operator.post(`/api/operator/privacy/requests/${v.requestId}`, { status: 'completed', outcome: 'Done.' }),
+  },
+  'POST /api/me/privacy/restriction': {
+    actions: ['privacy.restricted'],
+    prepare: async () => ({ subject: (await user('restrict')).userId }),
+    call: (v) => client(v, 'subject').post('/api/me/privacy/restriction'),
+  },
+  'DELETE /api/me/privacy/restriction': {
+    actions: ['privacy.unrestricted'],
+    prepare: async () => {
+      const subject = await user('unrestrict');
+      await subject.post('/api/me/privacy/restriction');
+      return { subject: subject.userId };
+    },
+    call: (v) => client(v, 'subject').delete('/api/me/privacy/restriction'),
+  },
+  'POST /api/operator/subprocessors': {
+    actions: ['subprocessor.registered'],
+    fail: () => operator.post('/api/operator/subprocessors', subprocessorBody(10)),
+    call: () => operator.post('/api/operator/subprocessors', subprocessorBody(31)),
+  },
+  'DELETE /api/operator/subprocessors/:subprocessorId': {
+    actions: ['subprocessor.retired'],
+    prepare: subprocessor,
+    fail: () => operator.delete('/api/operator/subprocessors/sub_00000000000000000000000000'),
+    call: (v) => operator.delete(`/api/operator/subprocessors/${v.subprocessorId}`),
+  },
+  'POST /api/workspaces/:workspaceId/subprocessors/:subprocessorId/objection': {
+    actions: ['subprocessor.objected'],
+    prepare: async () => ({ ...(await workspace()), ...(await subprocessor()) }),
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/subprocessors/sub_00000000000000000000000000/objection`, {}),
+    call: (v) =>
+      client(v, 'owner').post(`${ws(v)}/subprocessors/${v.subprocessorId}/objection`, { reason: 'EU only.' }),
+  },
+  'POST /api/operator/privacy/breaches': {
+    actions: ['breach.recorded'],
+    fail: () => operator.post('/api/operator/privacy/breaches', breachBody(-60)),
+    call: () => operator.post('/api/operator/privacy/breaches', breachBody(60)),
+  },
+  'POST /api/operator/retention/run': {
+    // A dry run (deterministic: removes nothing); a removing run dated in the future is refused.
+    actions: ['privacy.retention_run'],
+    fail: () =>
+      operator.post('/api/operator/retention/run', {
+        asOf: new Date(app.clock.now().getTime() + 86_400_000).toISOString(),
+      }),
+    call: () => operator.post('/api/operator/retention/run', { dryRun: true }),
+  },
+  'PATCH /api/operator/privacy/breaches/:breachId': {
+    actions: ['breach.updated'],
+    prepare: async () => {
+      const res = await operator.post<{ id: string }>('/api/operator/privacy/breaches', breachBody(60));
+      if (res.status !== 201) throw new Error(`breach fixture: ${res.status} ${res.text}`);
+      return { breachId: res.body.id };
+    },
+    fail: (v) =>
+      operator.patch(`/api/operator/privacy/breaches/${v.breachId}`, {
+        authorityNotifiedAt: new Date(app.clock.now().getTime() - 120 * 60_000).toISOString(),
+      }),
+    call: (v) => operator.patch(`/api/operator/privacy/breaches/${v.breachId}`, { measures: 'Access closed.' }),
+  },
 };
 
 /** The seq of every chain's head, read past row-level security. */
@@ -465,7 +571,9 @@ async function targetXid(e: Written): Promise<string | null> {
           ? sql`select xmin::text as xid from invitations where id = ${e.targetId}`
           : e.targetType === 'user' && e.chain !== 'platform' && e.action.startsWith('member.')
             ? sql`select xmin::text as xid from memberships where workspace_id = ${e.chain} and user_id = ${e.targetId}`
-            : null;
+            : e.targetType === 'privacy_request'
+              ? sql`select xmin::text as xid from privacy_requests where id = ${e.targetId}`
+              : null;
   if (!query) return null;
   const rows = await app.db.system(async (tx) => {
     const res = (await tx.execute(query)) as unknown as { rows: Array<{ xid: string }> };

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dataMap } from '../src/app.ts';
-import { columnPolicies } from '../src/platform/db/datamap.ts';
+import { columnPolicies, eraseRuleOf } from '../src/platform/db/datamap.ts';
 import { isJobPartition } from '../src/platform/jobs/jobs.datamap.ts';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 
@@ -28,6 +28,8 @@ describe('data map', () => {
          join pg_class c on c.oid = a.attrelid
          join pg_namespace n on n.oid = c.relnamespace
         where n.nspname = any($1) and c.relkind in ('r', 'p') and a.attnum > 0 and not a.attisdropped
+          -- a partition is its parent's rows: the parent (relkind 'p') is the mapped table
+          and not c.relispartition
         order by 1, 2, 3`,
       [schemas],
     );
@@ -76,5 +78,14 @@ describe('data map', () => {
     for (const p of policies.filter((x) => /(^|_)(email|ip|user_agent|display_name)$/.test(x.column))) {
       expect(p.personal, `${p.table}.${p.column}`).toBe(true);
     }
+  });
+
+  it('gives every personal column an erase rule (what deleting the person does to it)', () => {
+    const unruled = dataMap(app.modules).flatMap((t) =>
+      Object.entries(t.columns)
+        .filter(([column, c]) => c.personal && eraseRuleOf(t, column) === null)
+        .map(([column]) => `${t.table}.${column}`),
+    );
+    expect(unruled, 'set `erase` on these columns in their data map entries').toEqual([]);
   });
 });

@@ -9,7 +9,10 @@ import { registerKeysCommands } from './keys.commands.ts';
 import { registerMailCommands } from './mail.commands.ts';
 import { registerOperatorCommands } from './operator.commands.ts';
 import { describeError, EXIT, type Io } from './output.ts';
+import { registerPrivacyCommands } from './privacy.commands.ts';
+import { registerRetentionCommands } from './retention.commands.ts';
 import { registerServerCommands } from './server.commands.ts';
+import { registerSubprocessorCommands } from './subprocessors.commands.ts';
 import { registerVaultCommands } from './vault.commands.ts';
 
 export type GlobalOptions = { config?: string; json?: boolean };
@@ -47,6 +50,9 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerGatewayCommands(program, io, globals);
   registerBillingCommands(program, io, globals);
   registerOperatorCommands(program, io, globals);
+  registerPrivacyCommands(program, io, globals);
+  registerSubprocessorCommands(program, io, globals);
+  registerRetentionCommands(program, io, globals);
   return program;
 }
 

@@ -6,7 +6,7 @@ import { readSecret } from './prompt.ts';
 export type OperatorSession = {
   get<T>(path: string): Promise<T>;
   /** A state change (sends the session's CSRF token). */
-  send<T>(method: 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T>;
+  send<T>(method: 'POST' | 'PUT' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<T>;
   /** Signs out (ends the session on the server). */
   close(): Promise<void>;
 };

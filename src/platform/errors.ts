@@ -30,6 +30,10 @@ export const ERROR_CODES = {
   invalid_expiry: 400,
   invalid_period: 400,
   invalid_date_range: 400,
+  notice_period_too_short: 400,
+  unknown_data_category: 400,
+  // a non-dry retention run dated after now (it would delete early)
+  retention_as_of_future: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -38,6 +42,7 @@ export const ERROR_CODES = {
   invalid_api_key: 401,
   api_key_revoked: 401,
   api_key_expired: 401,
+  reauthentication_required: 401,
   // 402
   insufficient_credits: 402,
   budget_exceeded: 402,
@@ -53,10 +58,12 @@ export const ERROR_CODES = {
   model_not_allowed: 403,
   workspace_suspended: 403,
   workspace_restricted: 403,
+  processing_restricted: 403,
   // 404
   not_found: 404,
   route_not_found: 404,
   model_not_found: 404,
+  export_link_invalid: 404,
   // 409
   conflict: 409,
   email_taken: 409,
@@ -67,6 +74,21 @@ export const ERROR_CODES = {
   seat_limit_reached: 409,
   payments_not_configured: 409,
   payment_method_required: 409,
+  objection_exists: 409,
+  subprocessor_retired: 409,
+  request_pending: 409,
+  request_closed: 409,
+  request_not_manual: 409,
+  already_restricted: 409,
+  not_restricted: 409,
+  consent_not_given: 409,
+  export_pending: 409,
+  retention_running: 409,
+  // 410
+  export_link_used: 410,
+  export_link_expired: 410,
+  deletion_pending: 409,
+  sole_owner: 409,
   // 413 / 415
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -29,9 +29,24 @@ export const ID_PREFIXES = [
   'use',
   'ltx',
   'rsv',
+  'lse',
   'pln',
   'pay',
   'bud',
+  // privacy: requests, restrictions, consents, objections
+  'prq',
+  'prs',
+  'pcn',
+  'pob',
+  // privacy: exports of personal data
+  'pex',
+  // privacy: sub-processors and the breach register
+  'sub',
+  'brc',
+  // privacy: account deletions
+  'pdl',
+  // privacy: retention runs
+  'rtn',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

@@ -83,6 +83,7 @@ export function usageRow(fields: Partial<UsageEventRow> & Pick<UsageEventRow, 'i
     costMicros: 1,
     attempts: 1,
     createdAt: new Date('2026-06-01T00:00:00Z'),
+    creditLeaseId: null,
     ...fields,
   };
 }

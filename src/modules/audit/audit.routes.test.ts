@@ -5,7 +5,7 @@ import { TestClient } from '../../../test/helpers/client.ts';
 import { makeOperator, type SignedInClient, signUp, testEmail } from '../../../test/helpers/identity.ts';
 import { MINUTE } from '../../platform/clock.ts';
 import type { AuditEventView, CheckpointView, VerifyReport } from './index.ts';
-import { checkpointMessage, generateAuditSigningKey } from './index.ts';
+import { checkpointMessage, generateAuditSigningKey, hashEvent } from './index.ts';
 
 type Page = { data: AuditEventView[]; nextCursor: string | null };
 
@@ -88,9 +88,26 @@ describe('happy', () => {
     const lines = res.text
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as AuditEventView);
+      .map((l) => JSON.parse(l) as AuditEventView & { resolved: Pick<AuditEventView, 'actor' | 'target'> });
     expect(lines.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
     expect(lines[0]?.action).toBe('workspace.created');
+    // The stored fields recompute each hash (users appear by pseudonym); `resolved` names the user.
+    for (const e of lines) {
+      const stored = {
+        ...e,
+        occurredAt: new Date(e.occurredAt),
+        actorType: e.actor.type,
+        actorId: e.actor.id,
+        actorUserId: e.actor.userId,
+        ip: e.actor.ip,
+        userAgent: e.actor.userAgent,
+        targetType: e.target.type,
+        targetId: e.target.id,
+      };
+      expect(hashEvent(stored), `seq ${e.seq}`).toBe(e.hash);
+    }
+    expect(lines[0]?.actor.id).toMatch(/^anon_[0-9a-f]{32}$/);
+    expect(lines[0]?.resolved.actor.id).toBe(owner.userId);
   });
 
   it('verifies, signs a checkpoint on demand, and the public key checks it offline', async () => {

@@ -8,6 +8,7 @@ import { type ChainBreak, chainWalker, GENESIS_HASH, hashEvent, normalizeDiff } 
 import type { AuditFilter, AuditRepo } from './audit.repo.ts';
 import type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
 import { type AuditSigningKey, type AuditVerifyKey, signCheckpoint, verifyCheckpoint } from './audit.signing.ts';
+import { type Pseudonymize, resolveEvents, sealEvent, storeBeside } from './audit.subjects.ts';
 import type { AuditCheckpointRow, AuditEventRow } from './audit.tables.ts';
 
 /** What a caller records. `workspaceId: null` writes to the platform chain (operator actions). */
@@ -24,6 +25,11 @@ export type AuditInput = {
 
 export const PLATFORM_CHAIN = 'platform';
 
+/** One line of an audit export: the event as stored (hashed) and as readers see it. */
+export type AuditExportLine = AuditEventView & {
+  resolved: Pick<AuditEventView, 'actor' | 'target' | 'diff'>;
+};
+
 const PAGE = 500;
 
 type Deps = {
@@ -34,6 +40,12 @@ type Deps = {
   signingKey: AuditSigningKey | null;
   /** Public keys of rotated-out signing keys (BERTH_AUDIT_RETIRED_PUBLIC_KEYS): their checkpoints still verify. */
   retiredKeys?: AuditVerifyKey[];
+  /**
+   * Pseudonyms of user ids (the vault's): events then name users only by pseudonym and keep
+   * request facts beside the chain (audit.subjects.ts), so erasure never touches the chain.
+   * Absent: events store ids and request facts as given.
+   */
+  pseudonym?: Pseudonymize;
 };
 
 /** The shortest audit retention the database accepts (also enforced in SQL). */
@@ -122,7 +134,11 @@ export function auditService(deps: Deps) {
     const chain = input.workspaceId ?? PLATFORM_CHAIN;
     const head = await repo.lockHead(tx, chain, input.workspaceId);
     const now = clock.now();
-    const { meta, ...actor } = actorColumns(input.actor);
+    const { meta, ...plain } = actorColumns(input.actor);
+    const sealed = deps.pseudonym
+      ? sealEvent(deps.pseudonym, { ...plain, targetId: input.target.id, diff: input.diff })
+      : null;
+    const actor = sealed ? { ...plain, actorId: sealed.actorId, actorUserId: sealed.actorUserId } : plain;
     const base = {
       id: newId('aud', now),
       chain,
@@ -130,25 +146,40 @@ export function auditService(deps: Deps) {
       seq: head.seq + 1,
       occurredAt: now,
       ...actor,
-      ip: meta?.ip ?? null,
-      userAgent: meta?.userAgent ?? null,
+      ip: sealed ? null : (meta?.ip ?? null),
+      userAgent: sealed ? null : (meta?.userAgent ?? null),
       requestId: meta?.requestId ?? null,
       action: input.action,
       targetType: input.target.type,
-      targetId: input.target.id,
+      targetId: sealed ? sealed.targetId : input.target.id,
       outcome: input.outcome ?? 'success',
-      diff: normalizeDiff(input.diff),
+      diff: normalizeDiff(sealed ? sealed.diff : input.diff),
       prevHash: head.hash,
     };
     const row: AuditEventRow = { ...base, hash: hashEvent(base) };
     await repo.append(tx, row);
+    if (sealed) await storeBeside(tx, row, sealed, { userId: plain.actorUserId, meta });
     return { id: row.id, seq: row.seq };
+  }
+
+  /** A filter naming a user matches the pseudonym events store. */
+  function sealedFilter(f: AuditFilter): AuditFilter {
+    const p = deps.pseudonym;
+    if (!p) return f;
+    const hide = (v: string) => (v.startsWith('usr_') ? p(v) : v);
+    return { ...f, ...(f.actor ? { actor: hide(f.actor) } : {}), ...(f.target ? { target: hide(f.target) } : {}) };
   }
 
   async function list(chain: string, filter: AuditFilter, page: { cursor?: string; limit: number }) {
     const beforeSeq = page.cursor ? decodeCursor(page.cursor) : undefined;
-    const rows = await inChain(chain, (tx) =>
-      repo.list(tx, chain, filter, { limit: page.limit + 1, ...(beforeSeq ? { beforeSeq } : {}) }),
+    const rows = await inChain(chain, async (tx) =>
+      resolveEvents(
+        tx,
+        await repo.list(tx, chain, sealedFilter(filter), {
+          limit: page.limit + 1,
+          ...(beforeSeq ? { beforeSeq } : {}),
+        }),
+      ),
     );
     const data = rows.slice(0, page.limit);
     const last = data[data.length - 1];
@@ -158,12 +189,23 @@ export function auditService(deps: Deps) {
     };
   }
 
-  /** Every matching event, oldest first, a page at a time (for JSON Lines exports). */
-  async function* exportEvents(chain: string, filter: AuditFilter): AsyncGenerator<AuditEventView> {
+  /**
+   * Every matching event, oldest first, a page at a time (for JSON Lines exports): the
+   * stored fields the hash covers, and `resolved` with the user ids, IP and user agent.
+   */
+  async function* exportEvents(chain: string, filter: AuditFilter): AsyncGenerator<AuditExportLine> {
     let afterSeq = 0;
     for (;;) {
-      const rows = await inChain(chain, (tx) => repo.listAscending(tx, chain, filter, { afterSeq, limit: PAGE }));
-      for (const r of rows) yield toEventView(r);
+      const rows = await inChain(chain, (tx) =>
+        repo.listAscending(tx, chain, sealedFilter(filter), { afterSeq, limit: PAGE }),
+      );
+      // The hashed fields as stored (pseudonyms), so an auditor can recompute the chain from
+      // the export alone, and beside them who and where, while the accounts exist.
+      const shown = await inChain(chain, (tx) => resolveEvents(tx, rows));
+      for (const [i, r] of rows.entries()) {
+        const v = toEventView(shown[i] ?? r);
+        yield { ...toEventView(r), resolved: { actor: v.actor, target: v.target, diff: v.diff } };
+      }
       const last = rows[rows.length - 1];
       if (!last || rows.length < PAGE) return;
       afterSeq = last.seq;

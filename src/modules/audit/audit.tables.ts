@@ -59,6 +59,8 @@ const chainColumns = {
 export const auditTables = [
   mapTable(auditEvents, {
     purpose: 'Tamper-evident record of who changed what, for accountability and security investigations',
+    // Append-only: erasure never touches it (a deleted workspace's chain is dropped by the audit module).
+    erase: 'keep',
     basis: 'legitimate_interest',
     retention: 'audit_13_months',
     subject: 'workspace',
@@ -68,22 +70,50 @@ export const auditTables = [
       seq: col('audit', false),
       occurredAt: col('audit', false),
       actorType: col('audit', false),
-      actorId: col('audit', true, { purpose: 'The user or API key that acted' }),
-      actorUserId: col('audit', true, { purpose: 'The user behind the actor' }),
-      ip: col('audit', true, { purpose: 'Client IP address of the request' }),
-      userAgent: col('audit', true, { purpose: 'Client user agent of the request' }),
+      // Users are named by pseudonym and the request facts are kept in audit_event_context,
+      // so erasing a user changes no event (the hash chain stays intact): `keep`.
+      actorId: col('audit', true, {
+        purpose: 'The user (by pseudonym) or API key that acted',
+        erase: 'keep',
+        export: 'subject',
+      }),
+      actorUserId: col('audit', true, {
+        purpose: 'The user behind the actor, by pseudonym',
+        erase: 'keep',
+        export: 'subject',
+      }),
+      ip: col('audit', true, {
+        purpose: 'Client IP address of the request (older events; now in audit_event_context)',
+        erase: 'keep',
+        exportOf: 'actor_user_id',
+      }),
+      userAgent: col('audit', true, {
+        purpose: 'Client user agent of the request (older events; now in audit_event_context)',
+        erase: 'keep',
+        exportOf: 'actor_user_id',
+      }),
       requestId: col('audit', false),
       action: col('audit', false),
       targetType: col('audit', false),
-      targetId: col('audit', true, { purpose: 'What was changed (may be a user id)' }),
+      targetId: col('audit', true, {
+        purpose: 'What was changed (a user by pseudonym)',
+        erase: 'keep',
+        export: 'subject',
+      }),
       outcome: col('audit', false),
-      diff: col('audit', true, { purpose: 'Small structured description of the change; never secrets or content' }),
+      diff: col('audit', true, {
+        purpose: 'Small structured description of the change (users by pseudonym); never secrets or content',
+        erase: 'keep',
+        export: 'scrubbed',
+      }),
       prevHash: col('audit', false),
       hash: col('audit', false),
     },
   }),
   mapTable(auditChainHeads, {
     purpose: 'The last event and the verification anchor of each audit chain',
+    // Append-only: erasure never touches it (a deleted workspace's chain is dropped by the audit module).
+    erase: 'keep',
     basis: 'legitimate_interest',
     retention: 'audit_13_months',
     subject: 'none',
@@ -97,6 +127,8 @@ export const auditTables = [
   }),
   mapTable(auditCheckpoints, {
     purpose: 'Signed checkpoints of the audit chains, kept as long as the events they cover',
+    // Append-only: erasure never touches it (a deleted workspace's chain is dropped by the audit module).
+    erase: 'keep',
     basis: 'legitimate_interest',
     retention: 'audit_13_months',
     subject: 'none',
@@ -108,6 +140,60 @@ export const auditTables = [
       createdAt: col('audit', false),
       keyId: col('audit', false),
       signature: col('audit', false),
+    },
+  }),
+];
+
+/** Who a pseudonym in the audit log is, while the account exists (erasure deletes the row). */
+export const auditSubjects = pgTable('audit_subjects', {
+  pseudonym: text('pseudonym').primaryKey(),
+  userId: text('user_id').notNull(),
+  createdAt: ts('created_at').notNull(),
+});
+
+/** The request facts of an event and the user it concerns, outside the hash chain (erasable). */
+export const auditEventContext = pgTable('audit_event_context', {
+  eventId: text('event_id').primaryKey(),
+  occurredAt: ts('occurred_at').notNull(),
+  chain: text('chain').notNull(),
+  workspaceId: text('workspace_id'),
+  userId: text('user_id'),
+  ip: text('ip'),
+  userAgent: text('user_agent'),
+});
+
+/** The data map entries of the erasable companions of the audit log (see audit.subjects.ts). */
+export const auditSubjectTables = [
+  mapTable(auditSubjects, {
+    purpose:
+      'Resolving the pseudonyms the audit log names users by, for as long as the account exists; erasing the user deletes the row, and their audit events then name nobody',
+    basis: 'legitimate_interest',
+    retention: 'account_lifetime',
+    subject: 'user',
+    columns: {
+      pseudonym: col('identifier', true, {
+        purpose: 'Keyed hash of the user id, as audit events store it',
+        export: 'alias',
+      }),
+      userId: col('identifier', true),
+      createdAt: col('audit', false),
+    },
+  }),
+  mapTable(auditEventContext, {
+    purpose:
+      'Client IP address and user agent of the request behind an audit event, and the user it concerns, kept beside the hash chain so erasure can remove them',
+    basis: 'legitimate_interest',
+    retention: 'audit_13_months',
+    retentionFrom: 'occurred_at',
+    subject: 'user',
+    columns: {
+      eventId: col('identifier', false),
+      occurredAt: col('audit', false),
+      chain: col('audit', false, { purpose: 'Which hash chain: a workspace id or "platform"' }),
+      workspaceId: col('identifier', false),
+      userId: col('identifier', true, { purpose: 'The user behind the actor' }),
+      ip: col('audit', true, { purpose: 'Client IP address of the request' }),
+      userAgent: col('audit', true, { purpose: 'Client user agent of the request' }),
     },
   }),
 ];

@@ -5,12 +5,14 @@ import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Module, PlatformDeps } from '../types.ts';
+import { type Keyring, pseudonymizer } from '../vault/index.ts';
 import type { WorkspacesService } from '../workspaces/index.ts';
 import { auditRepo } from './audit.repo.ts';
+import { type AuditRetention, auditRetention } from './audit.retention.ts';
 import { registerAuditRoutes } from './audit.routes.ts';
 import { type AuditCore, auditService } from './audit.service.ts';
 import { type AuditSigningKey, parseAuditSigningKey, parseRetiredPublicKeys } from './audit.signing.ts';
-import { auditTables } from './audit.tables.ts';
+import { auditSubjectTables, auditTables } from './audit.tables.ts';
 import { workspaceEventRecorder } from './audit.workspaces.ts';
 
 export {
@@ -22,6 +24,7 @@ export {
   hashEvent,
 } from './audit.chain.ts';
 export type { AuditFilter } from './audit.repo.ts';
+export type { AuditPartition, AuditRetention, PartitionChain } from './audit.retention.ts';
 export type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
 export { type AuditInput, MIN_AUDIT_RETENTION_DAYS, PLATFORM_CHAIN } from './audit.service.ts';
 export {
@@ -60,6 +63,8 @@ export type AuditService = AuditCore & {
    * exemption (`config: { audit: { exempt } }`) or null: the coverage test's route table.
    */
   routePolicies(): RoutePolicy[];
+  /** Retention of the partitioned audit log (the privacy module's retention job). */
+  retention: AuditRetention;
 };
 
 export type RoutePolicy = { method: string; url: string; exempt: string | null };
@@ -73,6 +78,8 @@ export type AuditModuleDeps = PlatformDeps & {
   auditSigningKey?: AuditSigningKey | null;
   /** Resolved when routes are registered (the workspaces module is built after this one). */
   workspaces: () => Pick<WorkspacesService, 'requirePermission'>;
+  /** With a keyring, events name users by pseudonym (audit.subjects.ts); the app always passes one. */
+  keyring?: Keyring;
 };
 
 export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
@@ -87,16 +94,18 @@ export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
         ? parseAuditSigningKey(deps.config.BERTH_AUDIT_SIGNING_KEY)
         : (deps.auditSigningKey ?? null),
     retiredKeys: parseRetiredPublicKeys(deps.config.BERTH_AUDIT_RETIRED_PUBLIC_KEYS),
+    ...(deps.keyring ? { pseudonym: pseudonymizer(deps.keyring) } : {}),
   });
   const policies: RoutePolicy[] = [];
   const service: AuditService = {
     ...core,
+    retention: auditRetention({ db: deps.db, record: core.record, dropBefore: core.dropBefore }),
     recordWorkspaceEvent: workspaceEventRecorder(core),
     routePolicies: () => [...policies],
   };
   return {
     service,
-    dataMap: moduleDataMap('audit', auditTables),
+    dataMap: moduleDataMap('audit', [...auditTables, ...auditSubjectTables]),
     /** Register first: the onRoute hook sees only routes added after it. */
     registerRoutes(app: HttpServer) {
       app.addHook('onRoute', (route) => {

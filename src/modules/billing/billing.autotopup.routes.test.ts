@@ -490,7 +490,10 @@ describe('security', () => {
     await enable(w);
     const events = await app.db.system(async (tx) => {
       const res = (await tx.execute(
-        sql`select action, actor_id as "actorId" from audit_events where chain = ${w.workspaceId} and action like 'billing.auto_topup%'`,
+        // Events name users by pseudonym; audit_subjects resolves it while the account exists.
+        sql`select e.action, coalesce(s.user_id, e.actor_id) as "actorId" from audit_events e
+              left join audit_subjects s on s.pseudonym = e.actor_id
+             where e.chain = ${w.workspaceId} and e.action like 'billing.auto_topup%'`,
       )) as unknown as { rows: Array<{ action: string; actorId: string }> };
       return res.rows;
     });

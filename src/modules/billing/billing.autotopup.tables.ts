@@ -1,6 +1,7 @@
 import { bigint, boolean, integer, pgTable, text } from 'drizzle-orm/pg-core';
 import { ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
+import { PAYMENT_PROCESSOR } from './billing.tables.ts';
 
 // Auto top-up (see migrations/0019_payments_autotopup_promotions.sql): a workspace's opt-in
 // settings with the card saved at the processor, and each off-session charge.
@@ -52,6 +53,7 @@ export const autoTopupTables = [
     basis: 'contract',
     retention: 'billing_7_years',
     subject: 'workspace',
+    recipients: PAYMENT_PROCESSOR,
     columns: {
       workspaceId: col('identifier', false),
       enabled: billing(),
@@ -59,11 +61,14 @@ export const autoTopupTables = [
       amountMicros: billing(),
       monthlyMaxCount: billing('A monthly cap on the number of charges'),
       monthlyMaxMicros: billing('A monthly cap on the total charged'),
+      // References that let the processor charge the card: not handed out in exports.
       processorCustomerId: col('identifier', true, {
         purpose: "The processor's customer holding the saved card (no card data)",
+        export: 'never',
       }),
       processorPaymentMethodId: col('identifier', true, {
         purpose: "The processor's reference to the saved card, to charge it off-session (no card data)",
+        export: 'never',
       }),
       cardBrand: col('billing', true, { purpose: 'Shows which card is charged, as the processor reports it' }),
       cardLast4: col('billing', true, { purpose: 'Shows which card is charged, as the processor reports it' }),
@@ -79,13 +84,18 @@ export const autoTopupTables = [
     basis: 'legal_obligation',
     retention: 'billing_7_years',
     subject: 'workspace',
+    recipients: PAYMENT_PROCESSOR,
     columns: {
       id: col('identifier', false),
       workspaceId: col('identifier', false),
       paymentIntentId: col('identifier', false, { purpose: "The processor's payment, to match its events" }),
-      processorCustomerId: col('identifier', true, { purpose: "The processor's customer charged (no card data)" }),
+      processorCustomerId: col('identifier', true, {
+        purpose: "The processor's customer charged (no card data)",
+        export: 'never',
+      }),
       processorPaymentMethodId: col('identifier', true, {
         purpose: "The processor's reference to the card charged (no card data)",
+        export: 'never',
       }),
       amountMicros: billing(),
       currency: billing(),

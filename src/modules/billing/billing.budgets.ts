@@ -32,6 +32,8 @@ type Deps = {
   keys: Pick<KeysService, 'getKey'>;
   notices: Pick<BillingNotices, 'send'>;
   clock: Clock;
+  /** After a budget was added, changed or removed (this replica's credit leases of the workspace close). */
+  onChanged?: (workspaceId: string) => void;
 };
 
 /**
@@ -134,6 +136,7 @@ export function budgetsService(deps: Deps) {
         });
         return saved;
       });
+      deps.onChanged?.(scope.workspaceId);
       const [view] = await views(scope.workspaceId, [row]);
       if (!view) throw new Error('budget view missing');
       return view;
@@ -154,6 +157,7 @@ export function budgetsService(deps: Deps) {
           diff: { keyId: b.keyId, period: b.period, limitMicros: b.limitMicros },
         });
       });
+      deps.onChanged?.(scope.workspaceId);
     },
 
     /**

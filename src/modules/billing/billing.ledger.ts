@@ -5,6 +5,7 @@ import type { Actor } from '../../platform/http/context.ts';
 import type { CreditGate, Reservation, ReserveInput } from '../gateway/index.ts';
 import { movementHash, postingsOf, transactionRow } from './billing.movements.ts';
 import type { BillingRepo } from './billing.repo.ts';
+import { LEASE_MEMO } from './billing.reservations.plan.ts';
 import { reservationsRepo } from './billing.reservations.repo.ts';
 import { reservationQueue } from './billing.reservations.ts';
 import type { TransactionKind, TransactionRow } from './billing.tables.ts';
@@ -51,6 +52,8 @@ type Deps = {
   repo: BillingRepo;
   clock: Clock;
   settings: LedgerSettings;
+  /** What the calls held against a credit lease cost, from their usage events (a lease left open by a stopped replica). */
+  leaseUsage?: (workspaceId: string, leaseId: string, since: Date) => Promise<number>;
 };
 
 /** A movement: what it does to the workspace's two accounts; the platform account takes the opposite. */
@@ -281,7 +284,9 @@ export function ledgerService(deps: Deps) {
      * Holds `amountMicros` for a call; `insufficient_credits` when it is not available,
      * `budget_exceeded` when a budget of the workspace or key would be passed.
      */
-    async reserve(input: ReserveInput & { actor?: Actor }): Promise<Reservation> {
+    async reserve(
+      input: ReserveInput & { actor?: Actor; leaseMicros?: number },
+    ): Promise<Reservation & { lease: boolean }> {
       const amount = input.amountMicros === 0 ? 0 : checkAmount(input.amountMicros);
       const row = await queue.submit({
         kind: 'reserve',
@@ -289,31 +294,66 @@ export function ledgerService(deps: Deps) {
         keyId: input.keyId,
         requestId: input.requestId,
         amountMicros: amount,
+        ...(input.leaseMicros !== undefined ? { leaseMicros: checkAmount(input.leaseMicros, 'lease') } : {}),
         actor: input.actor ?? gatewayActor,
       });
-      return { id: row.reservationId ?? '', workspaceId: input.workspaceId, amountMicros: row.amountMicros };
+      return {
+        id: row.reservationId ?? '',
+        workspaceId: input.workspaceId,
+        amountMicros: row.amountMicros,
+        lease: row.memo === LEASE_MEMO,
+      };
     },
 
     /** Charges the actual cost of a reserved call (beyond the reservation only what is available), once. */
-    settle: async (workspaceId: string, reservationId: string, actualMicros: number, actor: Actor = gatewayActor) => {
+    settle: async (
+      workspaceId: string,
+      reservationId: string,
+      actualMicros: number,
+      actor: Actor = gatewayActor,
+      memo: string | null = null,
+    ) => {
       if (!Number.isSafeInteger(actualMicros) || actualMicros < 0) {
         throw new AppError('invalid_amount', 'The settled amount must be a whole number of micro-units, zero or more.');
       }
-      return toTransactionView(await queue.submit({ kind: 'settle', workspaceId, reservationId, actualMicros, actor }));
+      return toTransactionView(
+        await queue.submit({ kind: 'settle', workspaceId, reservationId, actualMicros, actor, memo }),
+      );
     },
 
     /** Gives a reservation's credits back (the call failed before costing anything), once. */
     release: async (workspaceId: string, reservationId: string, actor: Actor = gatewayActor) =>
       toTransactionView(await queue.submit({ kind: 'release', workspaceId, reservationId, status: 'released', actor })),
 
-    /** Releases reservations left open past their expiry (a call that crashed never settles). */
+    /**
+     * Releases reservations left open past their expiry (a call that crashed never settles).
+     * A credit lease left open (its replica stopped) is settled instead, at what the usage
+     * events recorded under it cost: the calls it covered were answered, so they are charged.
+     */
     async expireReservations(limit = 500): Promise<number> {
       const due = await db.system((tx) => repo.expiredReservations(tx, clock.now(), limit));
       const actor: Actor = { type: 'system', name: 'reservation-expiry' };
       const done = await Promise.allSettled(
-        due.map((r) =>
-          queue.submit({ kind: 'release', workspaceId: r.workspaceId, reservationId: r.id, status: 'expired', actor }),
-        ),
+        due.map(async (r) => {
+          if (r.kind === 'lease' && deps.leaseUsage) {
+            const cost = await deps.leaseUsage(r.workspaceId, r.id, r.createdAt);
+            return queue.submit({
+              kind: 'settle',
+              workspaceId: r.workspaceId,
+              reservationId: r.id,
+              actualMicros: cost,
+              actor,
+              memo: 'credit lease expired: charged from its usage events',
+            });
+          }
+          return queue.submit({
+            kind: 'release',
+            workspaceId: r.workspaceId,
+            reservationId: r.id,
+            status: 'expired',
+            actor,
+          });
+        }),
       );
       for (const d of done) {
         // Settled or released meanwhile: nothing to expire.

@@ -18,9 +18,22 @@ export type ReservationOp =
       keyId: string | null;
       requestId: string;
       amountMicros: number;
+      /**
+       * The credit lease a gateway replica asks for instead (more than `amountMicros`):
+       * granted while the workspace has no budgets and at least LEASE_HEADROOM leases'
+       * worth available; otherwise exactly `amountMicros` is reserved for the one call.
+       */
+      leaseMicros?: number;
       actor: Actor;
     }
-  | { kind: 'settle'; workspaceId: string; reservationId: string; actualMicros: number; actor: Actor }
+  | {
+      kind: 'settle';
+      workspaceId: string;
+      reservationId: string;
+      actualMicros: number;
+      actor: Actor;
+      memo?: string | null;
+    }
   | {
       kind: 'release';
       workspaceId: string;
@@ -60,7 +73,18 @@ export const seenKey = (workspaceId: string, key: string) => `${workspaceId}\n${
 export const periodKey = (budgetId: string, start: Date) => `${budgetId}\n${start.toISOString()}`;
 
 /** The request hash of a reservation: a replayed request id with another amount is refused. */
-const reserveParams = (requestId: string, amount: number) => ({ request: requestId, amount });
+const reserveParams = (requestId: string, amount: number, lease: number | undefined) =>
+  lease === undefined ? { request: requestId, amount } : { request: requestId, amount, lease };
+
+/** The memo of a lease's reservation: how the ledger's reply says a lease was granted. */
+export const LEASE_MEMO = 'credit lease';
+
+/**
+ * A lease is granted only while the workspace has this many leases' worth available: near
+ * the end of a balance every call reserves its own worst case, so a lease held by one
+ * replica never refuses a call another could have paid for.
+ */
+export const LEASE_HEADROOM = 10;
 
 /**
  * Decides a batch in memory, in arrival order, on the balances and budget periods it
@@ -121,7 +145,7 @@ export function planBatch(
 
   function reserve(op: Extract<ReservationOp, { kind: 'reserve' }>): OpResult {
     const key = `reserve:${op.requestId}`;
-    const params = reserveParams(op.requestId, op.amountMicros);
+    const params = reserveParams(op.requestId, op.amountMicros, op.leaseMicros);
     const hash = movementHash('reserve', params);
     const before = state.seen.get(seenKey(op.workspaceId, key));
     if (before) {
@@ -135,11 +159,14 @@ export function planBatch(
     }
     const ws = state.balances.get(op.workspaceId);
     if (!ws || ws.availableMicros < op.amountMicros) return { ok: false, error: insufficientCredits() };
+    const want = op.leaseMicros ?? 0;
+    const lease = want > op.amountMicros && ws.budgetCount === 0 && ws.availableMicros >= want * LEASE_HEADROOM;
+    const amount = lease ? want : op.amountMicros;
     const lines: BudgetLine[] = [];
     for (const b of budgetsApplying(state.budgets.get(op.workspaceId) ?? [], op.keyId)) {
       const p = periodOf(b.id, periodStart(b.period, now));
       if (!p) throw new Error(`budget period of ${b.id} was not locked`);
-      if (p.spentMicros + p.heldMicros + op.amountMicros > b.limitMicros) {
+      if (p.spentMicros + p.heldMicros + amount > b.limitMicros) {
         const whose = b.keyId ? 'this API key' : 'the workspace';
         return {
           ok: false,
@@ -152,7 +179,7 @@ export function planBatch(
       lines.push({ budget: b, period: p });
     }
     for (const { period } of lines) {
-      period.heldMicros += op.amountMicros;
+      period.heldMicros += amount;
       touchedPeriods.add(period);
     }
     const reservationId = newId('rsv', now);
@@ -161,10 +188,11 @@ export function planBatch(
       'reserve',
       params,
       key,
-      op.amountMicros,
-      { available: -op.amountMicros, held: op.amountMicros },
+      amount,
+      { available: -amount, held: amount },
       op.actor,
       reservationId,
+      lease ? LEASE_MEMO : null,
     );
     state.seen.set(seenKey(op.workspaceId, key), row);
     const reservation: ReservationRow = {
@@ -172,13 +200,14 @@ export function planBatch(
       workspaceId: op.workspaceId,
       keyId: op.keyId,
       requestId: op.requestId,
-      amountMicros: op.amountMicros,
+      amountMicros: amount,
       status: 'open',
       settledMicros: null,
       expiresAt: new Date(now.getTime() + reservationTtlMs),
       createdAt: now,
       resolvedAt: null,
       budgetIds: lines.length > 0 ? lines.map((l) => l.budget.id) : null,
+      kind: lease ? 'lease' : 'call',
     };
     writes.newReservations.push(reservation);
     state.reservations.set(reservationId, reservation);
@@ -228,7 +257,7 @@ export function planBatch(
       { available: r.amountMicros - charge, held: -r.amountMicros },
       op.actor,
       r.id,
-      status === 'expired' ? 'reservation expired' : null,
+      status === 'expired' ? 'reservation expired' : op.kind === 'settle' ? (op.memo ?? null) : null,
     );
     writes.resolved.push({
       id: r.id,

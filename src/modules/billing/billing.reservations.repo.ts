@@ -135,13 +135,14 @@ export const reservationsRepo = {
       const budgetIds = sql.param(w.newReservations.map((r) => (r.budgetIds ? r.budgetIds.join(',') : null)));
       parts.push(sql`new_reservations as (
         insert into credit_reservations (id, workspace_id, key_id, request_id, amount_micros, status, expires_at,
-          created_at, budget_ids)
+          created_at, budget_ids, kind)
         select u.id, u.workspace_id, u.key_id, u.request_id, u.amount, 'open', u.expires_at, u.created_at,
-          case when u.budgets is null then null else string_to_array(u.budgets, ',') end
+          case when u.budgets is null then null else string_to_array(u.budgets, ',') end, u.kind
         from unnest(${n('id')}::text[], ${n('workspaceId')}::text[], ${n('keyId')}::text[], ${n('requestId')}::text[],
           ${n('amountMicros')}::bigint[], ${sql.param(w.newReservations.map((r) => iso(r.expiresAt)))}::timestamptz[],
-          ${sql.param(w.newReservations.map((r) => iso(r.createdAt)))}::timestamptz[], ${budgetIds}::text[])
-          as u(id, workspace_id, key_id, request_id, amount, expires_at, created_at, budgets))`);
+          ${sql.param(w.newReservations.map((r) => iso(r.createdAt)))}::timestamptz[], ${budgetIds}::text[],
+          ${n('kind')}::text[])
+          as u(id, workspace_id, key_id, request_id, amount, expires_at, created_at, budgets, kind))`);
     }
     if (w.resolved.length > 0) {
       parts.push(sql`resolved as (

@@ -69,10 +69,17 @@ export function billingService(deps: Deps) {
     },
 
     /** What the workspace's plan limits on the hot path (the gateway caches it with the workspace). */
-    async limitsOf(workspaceId: string): Promise<{ rateLimitRpm: number | null; seats: number | null }> {
+    async limitsOf(
+      workspaceId: string,
+    ): Promise<{ rateLimitRpm: number | null; seats: number | null; auditRetentionMonths: number | null }> {
       const current = await db.tenant(workspaceId, (tx) => repo.currentPlan(tx, workspaceId));
       const plan = deps.plans.get(current?.plan ?? DEFAULT_PLAN);
-      return { rateLimitRpm: plan?.rateLimitRpm ?? null, seats: plan?.seats ?? null };
+      return {
+        rateLimitRpm: plan?.rateLimitRpm ?? null,
+        seats: plan?.seats ?? null,
+        // How long the workspace's audit log is kept (null: the default, 13 months).
+        auditRetentionMonths: plan?.auditRetentionMonths ?? null,
+      };
     },
 
     async balance(scope: Scope) {

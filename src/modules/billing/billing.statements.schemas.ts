@@ -64,7 +64,10 @@ export const StatementView = z.object({
   expiredMicros: z.number().int(),
   usedMicros: z.number().int().describe('what the ledger settled for calls'),
   closingBalanceMicros: z.number().int(),
-  settlements: z.number().int(),
+  settlements: z
+    .number()
+    .int()
+    .describe('settlements the ledger made in the month (a credit lease settles many calls in one)'),
   reconciled: z
     .boolean()
     .describe('opening + granted + bought - refunded + adjusted - expired - used = closing, and the ledger balances'),

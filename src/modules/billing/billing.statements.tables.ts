@@ -69,7 +69,9 @@ export const statementTables = [
       expiredMicros: billing(),
       usedMicros: billing(),
       closingMicros: billing(),
-      settlements: billing('How many calls the ledger settled in the month'),
+      settlements: billing(
+        'How many settlements the ledger made in the month (a credit lease settles many calls in one)',
+      ),
       usageCostMicros: billing('The metered cost of the usage events, compared with the ledger'),
       usageRequests: billing(),
       breakdown: col('usage_metadata', false, {

@@ -4,6 +4,9 @@ import { col, mapTable } from '../../platform/db/datamap.ts';
 
 // The credit ledger (see migrations/0015_billing.sql): integer micro-units, double entry.
 
+/** Who receives payment data outside the installation (the data map's `recipients`). */
+export const PAYMENT_PROCESSOR = ['Payment processor (Stripe), when the operator turns card payments on'] as const;
+
 export const creditBalances = pgTable('credit_balances', {
   workspaceId: text('workspace_id').primaryKey(),
   availableMicros: bigint('available_micros', { mode: 'number' }).notNull(),
@@ -72,6 +75,8 @@ export const creditReservations = pgTable('credit_reservations', {
   resolvedAt: ts('resolved_at'),
   /** The budgets the reservation counted against (null: none). */
   budgetIds: text('budget_ids').array(),
+  /** `call`: one call's worst case; `lease`: credits a gateway replica holds for many calls. */
+  kind: text('kind', { enum: ['call', 'lease'] }).notNull(),
 });
 
 export const workspacePlans = pgTable('workspace_plans', {
@@ -181,6 +186,7 @@ export const billingTables = [
       createdAt: billing(),
       resolvedAt: billing(),
       budgetIds: col('identifier', false, { purpose: 'The budgets the reserved amount counts against' }),
+      kind: billing('Whether the reservation holds one call or a lease for many'),
     },
   }),
   mapTable(workspacePlans, {
@@ -202,6 +208,7 @@ export const billingTables = [
     basis: 'legal_obligation',
     retention: 'billing_7_years',
     subject: 'workspace',
+    recipients: PAYMENT_PROCESSOR,
     columns: {
       id: col('identifier', false),
       workspaceId: col('identifier', false),
@@ -226,6 +233,7 @@ export const billingTables = [
     basis: 'legal_obligation',
     retention: 'billing_7_years',
     subject: 'none',
+    recipients: PAYMENT_PROCESSOR,
     columns: {
       id: col('identifier', false),
       processor: billing(),

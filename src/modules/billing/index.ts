@@ -4,7 +4,7 @@ import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import { usdToMicros } from '../../platform/money.ts';
 import type { AuditService } from '../audit/index.ts';
-import { type CreditGate, usageAggregates } from '../gateway/index.ts';
+import { type CreditGate, leaseUsageMicros, usageAggregates } from '../gateway/index.ts';
 import type { KeysService } from '../keys/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
@@ -17,6 +17,7 @@ import { budgetsRepo } from './billing.budgets.repo.ts';
 import { registerBudgetRoutes } from './billing.budgets.routes.ts';
 import { budgetTables } from './billing.budgets.tables.ts';
 import { type BudgetsService, budgetsService } from './billing.budgets.ts';
+import { creditLeases } from './billing.leases.ts';
 import { type LedgerService, ledgerService } from './billing.ledger.ts';
 import { billingNotices } from './billing.notices.ts';
 import { paymentsService } from './billing.payments.ts';
@@ -115,7 +116,18 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     repo: billingRepo,
     clock: deps.clock,
     settings: { reservationTtlMs: deps.config.BERTH_RESERVATION_TTL_SECONDS * 1000 },
+    leaseUsage: (workspaceId, leaseId, since) => leaseUsageMicros(deps.db, workspaceId, leaseId, since),
   });
+  const leaseMicros = usdToMicros(deps.config.BERTH_CREDIT_LEASE_USD) ?? 0;
+  const leases =
+    leaseMicros > 0
+      ? creditLeases({
+          ledger,
+          clock: deps.clock,
+          logger: deps.logger,
+          settings: { leaseMicros, maxAgeMs: deps.config.BERTH_CREDIT_LEASE_SECONDS * 1000 },
+        })
+      : null;
   const freeCreditsMicros = usdToMicros(deps.config.BERTH_FREE_CREDITS_USD) ?? 0;
   const service = billingService({
     db: deps.db,
@@ -165,6 +177,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     keys: deps.keys,
     notices,
     clock: deps.clock,
+    onChanged: (workspaceId) => leases?.forget(workspaceId),
   });
   const processor = deps.processor ?? processorFromConfig(deps.config);
   const autoTopups = autoTopupService({
@@ -222,7 +235,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
   return {
     service,
     ledger,
-    gate: ledger.gate,
+    gate: leases ?? ledger.gate,
     autoTopups,
     promotions,
     budgets,

@@ -9,7 +9,13 @@ import { AppError } from '../../platform/errors.ts';
  * const r = await credits.reserve({ workspaceId, keyId, requestId, amountMicros: 1200 });
  * await credits.settle(r, 830); // or credits.release(r) when the call failed
  */
-export type Reservation = { id: string; workspaceId: string; amountMicros: number };
+export type Reservation = {
+  id: string;
+  workspaceId: string;
+  amountMicros: number;
+  /** The credit lease the call is held against (its usage event names it); absent: its own reservation. */
+  leaseId?: string | null;
+};
 
 export type ReserveInput = { workspaceId: string; keyId: string | null; requestId: string; amountMicros: number };
 
@@ -19,6 +25,8 @@ export interface CreditGate {
   reserve(input: ReserveInput): Promise<Reservation>;
   settle(reservation: Reservation, actualMicros: number): Promise<void>;
   release(reservation: Reservation): Promise<void>;
+  /** Settles whatever the gate holds on the ledger's behalf (credit leases): shutdown, tests. */
+  flush?(): Promise<void>;
 }
 
 /** No balance at all: every reservation succeeds. */

@@ -69,6 +69,8 @@ export type GatewayDeps = {
   sleep?: (ms: number) => Promise<void>;
   /** Chooses weighted routes' first target; tests may fix it. */
   random?: () => number;
+  /** False while the user restricted the processing of their data (privacy's in-memory set). */
+  processingAllowed?: (userId: string) => boolean;
 };
 
 /** A rough token count (4 characters a token) for when a provider reports none. */
@@ -222,6 +224,8 @@ export function gatewayService(deps: GatewayDeps) {
     /** Waits for settlements and limit updates still running (tests, shutdown). */
     async idle() {
       while (background.size > 0) await Promise.all([...background]);
+      // Credits held in leases are settled too: what idle answers is the ledger's final word.
+      await deps.credits.flush?.();
     },
 
     /** Every model the workspace can call, with its provider and price. */
@@ -283,6 +287,12 @@ export function gatewayService(deps: GatewayDeps) {
       throw new AppError(
         'workspace_restricted',
         "Processing of this workspace's data is restricted; the gateway processes nothing new.",
+      );
+    }
+    if (caller.userId && deps.processingAllowed && !deps.processingAllowed(caller.userId)) {
+      throw new AppError(
+        'processing_restricted',
+        "Processing of this API key's owner's data is restricted at their request; the gateway processes nothing new.",
       );
     }
     const found = candidatesFor(w, input.model);
@@ -415,6 +425,7 @@ export function gatewayService(deps: GatewayDeps) {
           costMicros: cost,
           attempts,
           createdAt: now,
+          creditLeaseId: reservation.leaseId ?? null,
         };
         deps.usage.record(row);
         track(
@@ -452,6 +463,7 @@ export function gatewayService(deps: GatewayDeps) {
       costMicros: 0,
       attempts: 0,
       createdAt: now,
+      creditLeaseId: null,
     });
   }
 }

@@ -88,6 +88,8 @@ export const usageEvents = pgTable('usage_events', {
   costMicros: bigint('cost_micros', { mode: 'number' }).notNull(),
   attempts: integer('attempts').notNull(),
   createdAt: ts('created_at').notNull(),
+  /** The credit lease the call was held against (null: its own reservation, or no ledger). */
+  creditLeaseId: text('credit_lease_id'),
 });
 
 export type ProviderRow = typeof gatewayProviders.$inferSelect;
@@ -196,6 +198,9 @@ export const gatewayTables = [
       costMicros: col('billing', false),
       attempts: col('usage_metadata', false),
       createdAt: col('usage_metadata', false),
+      creditLeaseId: col('identifier', false, {
+        purpose: 'Charges the calls of a credit lease whose replica stopped before settling it',
+      }),
     },
   }),
 ];

@@ -21,6 +21,7 @@ import { memoryRateLimiter, type RateLimiter, redisRateLimiter } from './gateway
 import { type ProvidersDeps, providersService } from './gateway.providers.ts';
 import { gatewayRepo, type UsageAggregate, type UsageGroup } from './gateway.repo.ts';
 import { usageReports } from './gateway.reports.ts';
+import { usageDailyTable } from './gateway.rollups.ts';
 import { registerGatewayRoutes } from './gateway.routes.ts';
 import { AddProviderBody, type AddProviderInput } from './gateway.schemas.ts';
 import { gatewayService } from './gateway.service.ts';
@@ -39,6 +40,8 @@ export {
 } from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
 export type { UsageAggregate, UsageGroup } from './gateway.repo.ts';
+/** Usage events' retention (monthly partitions, roll-up into daily aggregates): the privacy module's retention job. */
+export { type MonthPartition, usageRetentionRepo } from './gateway.rollups.ts';
 export type {
   AddProviderInput,
   ModelView,
@@ -64,6 +67,16 @@ export function usageAggregates(
   return db.tenant(workspaceId, (tx) => gatewayRepo.aggregateUsage(tx, workspaceId, f));
 }
 
+/** What the calls held against a credit lease cost, from their usage events (billing settles a lease its replica left open). */
+export function leaseUsageMicros(
+  db: Pick<Db, 'tenant'>,
+  workspaceId: string,
+  leaseId: string,
+  since: Date,
+): Promise<number> {
+  return db.tenant(workspaceId, (tx) => gatewayRepo.leaseCost(tx, workspaceId, leaseId, since));
+}
+
 export const GATEWAY_CHANNEL = 'berth.gateway';
 /** The bus message for "platform providers changed" (others name the workspace that changed). */
 const PLATFORM_MESSAGE = 'platform';
@@ -78,6 +91,8 @@ export type GatewayDeps = PlatformDeps & {
   planLimitsOf?(workspaceId: string): Promise<{ rateLimitRpm: number | null }>;
   /** Billing's ledger; without it every call is allowed (Berth says so at start). */
   credits?: CreditGate;
+  /** Privacy's restriction check (from memory): a restricted user's keys are refused. */
+  processingAllowed?: (userId: string) => boolean;
   /** Shared counters; default Redis when REDIS_URL is set, else in memory. */
   limiter?: RateLimiter;
   createAdapter?: ProvidersDeps['createAdapter'];
@@ -195,6 +210,7 @@ export function createGatewayModule(deps: GatewayDeps) {
     usage,
     clock: deps.clock,
     logger: deps.logger,
+    ...(deps.processingAllowed ? { processingAllowed: deps.processingAllowed } : {}),
     settings: {
       unpricedModels: config.BERTH_UNPRICED_MODELS,
       workspaceRpm: config.BERTH_GATEWAY_WORKSPACE_RPM ?? null,
@@ -211,7 +227,7 @@ export function createGatewayModule(deps: GatewayDeps) {
 
   const module: Module<typeof service> = {
     service,
-    dataMap: moduleDataMap('gateway', gatewayTables),
+    dataMap: moduleDataMap('gateway', [...gatewayTables, usageDailyTable]),
     async registerRoutes(app: HttpServer) {
       if (config.BERTH_PLATFORM_PROVIDERS_FILE) {
         const added = await providers.seedPlatformProviders(

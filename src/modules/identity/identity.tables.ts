@@ -1,6 +1,8 @@
+import { isNotNull, lte, or, type SQL } from 'drizzle-orm';
 import { bigint, boolean, integer, jsonb, pgTable, text } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
+import { MAIL_RELAY } from '../notifications/index.ts';
 
 export const users = pgTable('users', {
   id: text('id').primaryKey(),
@@ -98,6 +100,8 @@ export const identityTables = [
     basis: 'contract',
     retention: 'account_lifetime',
     subject: 'user',
+    // The address goes to the mail server with every message Berth sends.
+    recipients: MAIL_RELAY,
     columns: {
       id: userRef,
       email: col('account', true),
@@ -115,6 +119,12 @@ export const identityTables = [
     purpose: 'Signed-in browser sessions',
     basis: 'contract',
     retention: 'until_expiry',
+    expiredWhen: (asOf) =>
+      or(
+        lte(sessions.absoluteExpiresAt, asOf),
+        lte(sessions.idleExpiresAt, asOf),
+        isNotNull(sessions.revokedAt),
+      ) as SQL,
     subject: 'user',
     columns: {
       id,
@@ -134,6 +144,7 @@ export const identityTables = [
     purpose: 'Single-use links for email verification and password reset',
     basis: 'contract',
     retention: 'until_expiry',
+    expiredWhen: (asOf) => or(lte(emailTokens.expiresAt, asOf), isNotNull(emailTokens.usedAt)) as SQL,
     subject: 'user',
     columns: {
       id,
@@ -176,6 +187,7 @@ export const identityTables = [
     purpose: 'Pending second-factor step of a sign-in',
     basis: 'contract',
     retention: 'until_expiry',
+    expiredWhen: (asOf) => or(lte(loginChallenges.expiresAt, asOf), isNotNull(loginChallenges.usedAt)) as SQL,
     subject: 'user',
     columns: {
       id,
@@ -196,7 +208,8 @@ export const identityTables = [
     columns: {
       id,
       kind: col('security', false),
-      keyHash: col('security', true, { purpose: 'HMAC of the email or IP address' }),
+      // A keyed hash that expires within hours: nothing to erase.
+      keyHash: col('security', true, { purpose: 'HMAC of the email or IP address', erase: 'keep' }),
       createdAt: time,
     },
   }),

@@ -8,6 +8,7 @@ import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Keyring, VaultService } from '../vault/index.ts';
 import { installAuth } from './identity.auth.ts';
+import { deletionUseCases } from './identity.deletion.ts';
 import { PASSWORD_RESET_MAIL_JOB, type PasswordResetMailJob } from './identity.email.ts';
 import { mfaService, mfaUseCases } from './identity.mfa.ts';
 import { operatorsService } from './identity.operators.ts';
@@ -50,6 +51,7 @@ export { totpCodeAt } from './identity.totp.ts';
  */
 export type IdentityService = ReturnType<typeof identityService> &
   ReturnType<typeof mfaUseCases> &
+  ReturnType<typeof deletionUseCases> &
   ReturnType<typeof operatorsService> & {
     /**
      * Calls `handler` after an account is disabled (its sessions are already ended), so
@@ -101,6 +103,7 @@ export function createIdentityModule(
     ...core,
     ...mfaUseCases({ mfa, core }),
     ...operatorsService({ db: deps.db, clock: deps.clock, core, audit: deps.audit, userDisabled }),
+    ...deletionUseCases({ db: deps.db, clock: deps.clock, mfa, core, userDisabled }),
     onUserDisabled(handler) {
       disabledHandlers.push(handler);
     },

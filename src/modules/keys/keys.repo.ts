@@ -69,6 +69,15 @@ export const keysRepo = {
    * Ids of the keys `userId` created, in every workspace (a db.system() transaction): what
    * replicas drop from their caches when the account is disabled.
    */
+  /** The workspaces where a user created keys that are not revoked yet (system work). */
+  async workspacesOfLiveKeys(tx: Database, userId: string): Promise<string[]> {
+    const rows = await tx
+      .selectDistinct({ workspaceId: apiKeys.workspaceId })
+      .from(apiKeys)
+      .where(and(eq(apiKeys.createdBy, userId), isNull(apiKeys.revokedAt)));
+    return rows.map((r) => r.workspaceId);
+  },
+
   async keyIdsOfCreator(tx: Database, userId: string): Promise<string[]> {
     const rows = await tx.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.createdBy, userId));
     return rows.map((r) => r.id);

@@ -495,6 +495,21 @@ export function keysService(deps: Deps) {
     /** Applies an invalidation another replica (or this one) announced on the bus. */
     applyInvalidation: (message: string): void => verifier.applyInvalidation(message),
 
+    /**
+     * Revokes every live key a user created, in every workspace (their account is being
+     * deleted), inside the caller's system transaction `tx`; every replica forgets the keys
+     * once it commits. Returns the revoked keys' ids.
+     */
+    async revokeUserKeys(tx: Database, userId: string): Promise<string[]> {
+      const now = clock.now();
+      const ids: string[] = [];
+      for (const workspaceId of await repo.workspacesOfLiveKeys(tx, userId)) {
+        ids.push(...(await repo.revokeKeys(tx, workspaceId, { createdBy: userId }, now, userId)));
+      }
+      if (ids.length > 0) verifier.announceAfterCommit(tx, { keys: ids });
+      return ids;
+    },
+
     /** Drops every replica's cached keys of a user whose account was disabled. */
     forgetUser: (userId: string): Promise<void> => verifier.forgetUser(userId),
 

@@ -67,12 +67,21 @@ export const keysTables = [
       rateLimitTpm: col('security', false, { purpose: 'Tokens per minute the key may use' }),
       spendLimitMicros: col('billing', false, { purpose: 'Spend cap of the key, in micro-units' }),
       spendLimitPeriod: col('billing', false, { purpose: 'Period the spend cap applies to' }),
-      ipAllowlist: col('security', true, { purpose: 'Network ranges the key may be used from' }),
+      // The keys of an erased member go with their account (created_by cascades): `delete`.
+      ipAllowlist: col('security', true, {
+        purpose: 'Network ranges the key may be used from',
+        exportOf: 'created_by',
+        erase: 'delete',
+      }),
       expiresAt: col('security', false),
       createdBy: col('identifier', true, { purpose: 'The member whose rights the key carries' }),
       createdAt: col('tenancy', false),
       updatedAt: col('tenancy', false),
-      lastUsedAt: col('usage_metadata', true, { purpose: 'When the key was last used (to the minute)' }),
+      lastUsedAt: col('usage_metadata', true, {
+        purpose: 'When the key was last used (to the minute)',
+        exportOf: 'created_by',
+        erase: 'delete',
+      }),
       revokedAt: col('security', false),
       revokedBy: col('identifier', true, { purpose: 'Which member revoked the key' }),
     },

@@ -4,16 +4,25 @@ import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
-import { type Mailer, type OutboxMessage, outboxMailer, outboxService, smtpMailer } from './notifications.service.ts';
+import {
+  consentGatedMailer,
+  type Mailer,
+  type MarketingConsent,
+  type OutboxMessage,
+  outboxMailer,
+  outboxService,
+  smtpMailer,
+} from './notifications.service.ts';
 import { notificationsTables } from './notifications.tables.ts';
 
-export type { Mailer, MailMessage, OutboxMessage } from './notifications.service.ts';
+export type { Mailer, MailMessage, MarketingConsent, OutboxMessage } from './notifications.service.ts';
 export {
   OUTBOX_PLATFORM_OWNER,
   OUTBOX_RETENTION_DAYS,
   smtpMailer,
   UNREADABLE_BODY,
 } from './notifications.service.ts';
+export { MAIL_RELAY } from './notifications.tables.ts';
 
 export type NotificationsService = {
   mailer: Mailer;
@@ -27,6 +36,13 @@ export type NotificationsService = {
   listOutbox(args?: { limit?: number }): Promise<OutboxMessage[]>;
   /** Deletes outbox messages whose link expired (at the latest 30 days after they were written). */
   purgeOutbox(): Promise<number>;
+  /**
+   * Sets who decides whether a marketing mail (`kind: 'marketing'`) may go to a user: the
+   * privacy module's consent records. Until then marketing mail is skipped.
+   *
+   * @example notifications.useMarketingConsent((userId) => consents.hasConsent(userId, 'marketing_email'));
+   */
+  useMarketingConsent(check: MarketingConsent): void;
 };
 
 export const OUTBOX_PURGE_JOB = 'notifications.purge-outbox';
@@ -40,11 +56,20 @@ export function createNotificationsModule(
 ): Module<NotificationsService> {
   const outbox = outboxService(deps);
   const smtpUrl = deps.config.SMTP_URL;
-  const mailer = smtpUrl
+  const transport = smtpUrl
     ? smtpMailer({ url: smtpUrl, from: deps.config.BERTH_MAIL_FROM, logger: deps.logger })
     : outboxMailer(deps);
+  let consent: MarketingConsent | null = null;
+  const mailer = consentGatedMailer(transport, { consent: () => consent, logger: deps.logger });
   return {
-    service: { mailer, transport: smtpUrl ? 'smtp' : 'outbox', ...outbox },
+    service: {
+      mailer,
+      transport: smtpUrl ? 'smtp' : 'outbox',
+      ...outbox,
+      useMarketingConsent(check) {
+        consent = check;
+      },
+    },
     dataMap: moduleDataMap('notifications', notificationsTables),
     async registerJobs(jobs: Jobs) {
       await jobs.register(OUTBOX_PURGE_JOB, async () => {

@@ -18,7 +18,39 @@ export type MailMessage = {
   expiresAt?: Date;
   /** An id of the token the message carries (e.g. the token row's id), for `retract` once it is used. */
   ref?: string;
+  /**
+   * `transactional` (default): what the account needs (security alerts, receipts, notices).
+   * `marketing`: sent only to a `userId` with a current `marketing_email` consent, else skipped.
+   */
+  kind?: 'transactional' | 'marketing';
 };
+
+/** Whether the user has a current consent to marketing email (the privacy module answers). */
+export type MarketingConsent = (userId: string) => Promise<boolean>;
+
+/**
+ * The mailer every module gets: marketing mail goes out only to an account whose consent
+ * `consent()` confirms at the moment of sending; without a `userId`, or before the privacy
+ * module is wired (`consent()` null), it is skipped. The log names the tag only.
+ */
+export function consentGatedMailer(
+  inner: Mailer,
+  deps: { consent: () => MarketingConsent | null; logger: Pick<Logger, 'info'> },
+): Mailer {
+  return {
+    async send(message) {
+      if (message.kind === 'marketing') {
+        const check = deps.consent();
+        if (!message.userId || !check || !(await check(message.userId))) {
+          deps.logger.info({ tag: message.tag }, 'marketing mail skipped: no consent');
+          return;
+        }
+      }
+      await inner.send(message);
+    },
+    ...(inner.retract ? { retract: (ref: string) => inner.retract?.(ref) ?? Promise.resolve() } : {}),
+  };
+}
 
 /** Where Berth's email goes: SMTP when configured, else the outbox table. */
 export type Mailer = {

@@ -1,3 +1,4 @@
+import { lte } from 'drizzle-orm';
 import { pgTable, text } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
@@ -21,13 +22,18 @@ export const emailOutbox = pgTable('email_outbox', {
 
 export type OutboxRow = typeof emailOutbox.$inferSelect;
 
+/** Who receives outgoing mail outside the installation (the data map's `recipients`). */
+export const MAIL_RELAY = ['Email delivery provider (the SMTP server the operator configures in SMTP_URL)'] as const;
+
 /** The notifications module's entries in the data map. */
 export const notificationsTables = [
   mapTable(emailOutbox, {
     purpose: 'Outgoing email held for the operator when no SMTP server is configured',
     basis: 'contract',
     retention: 'until_expiry',
+    expiredWhen: (asOf) => lte(emailOutbox.expiresAt, asOf),
     subject: 'user',
+    recipients: MAIL_RELAY,
     columns: {
       id: col('identifier', false),
       toAddress: col('communication', true),

@@ -24,6 +24,7 @@ export {
   parseKeyring,
   removeKekVersion,
 } from './vault.keyring.ts';
+export { isPseudonym, PSEUDONYM_PREFIX, pseudonymizer } from './vault.pseudonyms.ts';
 export { createVaultService, type VaultService, type VaultServiceDeps } from './vault.service.ts';
 
 /**

@@ -15,6 +15,7 @@ import {
   wrapKey,
 } from './vault.crypto.ts';
 import type { Keyring } from './vault.keyring.ts';
+import { pseudonymizer } from './vault.pseudonyms.ts';
 import { type VaultRepo, vaultRepo } from './vault.repo.ts';
 import type { DataKeyRow } from './vault.tables.ts';
 
@@ -240,6 +241,12 @@ export function createVaultService(deps: VaultServiceDeps) {
         keys,
       };
     },
+
+    /**
+     * The pseudonym of an id (keyed by the KEK; see vault.pseudonyms.ts): what records kept
+     * after an erasure show instead of the erased user's id.
+     */
+    pseudonym: pseudonymizer(keyring),
 
     /** Drops every unwrapped key held in memory (tests, shutdown). */
     clearCache(): void {

@@ -57,6 +57,28 @@ export const workspacesRepo = {
     return rows.map((r) => ({ ...r.workspace, role: r.role }));
   },
 
+  /**
+   * Owners across workspaces, one row per person (the workspaces they own, by id), ordered
+   * by user id after `after` (spans workspaces: run inside `db.system`).
+   */
+  async listOwners(
+    tx: Database,
+    after: string | null,
+    limit: number,
+  ): Promise<Array<{ userId: string; workspaceIds: string[] }>> {
+    const rows = await tx
+      .select({
+        userId: memberships.userId,
+        workspaceIds: sql<string[]>`array_agg(${memberships.workspaceId} order by ${memberships.workspaceId})`,
+      })
+      .from(memberships)
+      .where(and(eq(memberships.role, 'owner'), after ? gt(memberships.userId, after) : undefined))
+      .groupBy(memberships.userId)
+      .orderBy(asc(memberships.userId))
+      .limit(limit);
+    return rows;
+  },
+
   /** Workspaces where this user is the only owner (spans workspaces: run inside `db.system`). */
   async listSoleOwnedWorkspaceIds(tx: Database, userId: string): Promise<string[]> {
     const owned = await tx

@@ -109,6 +109,21 @@ export function workspacesService(deps: WorkspacesServiceDeps) {
       return rows.map((r) => ({ ...toWorkspaceView(r), role: r.role }));
     },
 
+    /**
+     * Every workspace owner, one entry per person with the workspaces they own, a page at a
+     * time (by user id, after `after`): for notices every owner must get once.
+     *
+     * @example const page = await workspaces.listOwners({ after: null, limit: 200 });
+     */
+    async listOwners(opts: {
+      after: string | null;
+      limit: number;
+    }): Promise<Array<{ userId: string; email: string | null; workspaceIds: string[] }>> {
+      const rows = await db.system((tx) => repo.listOwners(tx, opts.after, opts.limit));
+      const found = new Map((await users.getUsers(rows.map((r) => r.userId))).map((u) => [u.id, u]));
+      return rows.map((r) => ({ ...r, email: found.get(r.userId)?.email ?? null }));
+    },
+
     /** Workspaces in which `userId` is the only owner (account deletion must resolve these first). */
     async listSoleOwnedWorkspaces(userId: string): Promise<string[]> {
       return db.system((tx) => repo.listSoleOwnedWorkspaceIds(tx, userId));

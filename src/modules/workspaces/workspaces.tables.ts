@@ -1,3 +1,4 @@
+import { isNotNull, lte, or, type SQL } from 'drizzle-orm';
 import { boolean, index, pgTable, primaryKey, text } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
@@ -61,7 +62,7 @@ export const workspacesTables = [
     retention: 'workspace_lifetime',
     subject: 'workspace',
     columns: {
-      id: col('identifier', false),
+      id: col('identifier', false, { export: 'workspace' }),
       name: col('tenancy', false, { purpose: 'Name members give their workspace' }),
       requireMfa: col('tenancy', false, { purpose: 'Whether every member must use two-factor authentication' }),
       status: col('tenancy', false, { purpose: 'Active, restricted (no new processing) or suspended by an operator' }),
@@ -87,11 +88,23 @@ export const workspacesTables = [
     purpose: 'Invitations to join a workspace, sent by email',
     basis: 'legitimate_interest',
     retention: 'until_expiry',
+    expiredWhen: (asOf) =>
+      or(
+        lte(invitations.expiresAt, asOf),
+        isNotNull(invitations.acceptedAt),
+        isNotNull(invitations.declinedAt),
+        isNotNull(invitations.revokedAt),
+      ) as SQL,
     subject: 'workspace',
     columns: {
       id: col('identifier', false),
       workspaceId: col('identifier', false),
-      email: col('account', true, { purpose: 'Address the invitation was sent to, matched when it is accepted' }),
+      email: col('account', true, {
+        purpose: 'Address the invitation was sent to, matched when it is accepted',
+        export: 'subject_email',
+        // Erasing the person deletes the invitations sent to their address.
+        erase: 'delete',
+      }),
       role: col('tenancy', false),
       tokenHash: col('credential', false, { secret: true }),
       tokenCiphertext: col('credential', false, {
@@ -101,8 +114,8 @@ export const workspacesTables = [
       emailSentAt: col('tenancy', false, { purpose: 'When the invitation email was handed to the mail server' }),
       invitedBy: col('identifier', true, { purpose: 'Which member sent the invitation' }),
       expiresAt: col('tenancy', false),
-      acceptedAt: col('tenancy', true),
-      declinedAt: col('tenancy', true),
+      acceptedAt: col('tenancy', true, { exportOf: 'email', erase: 'delete' }),
+      declinedAt: col('tenancy', true, { exportOf: 'email', erase: 'delete' }),
       revokedAt: col('tenancy', false),
       createdAt: col('tenancy', false),
     },

@@ -1,4 +1,4 @@
-import { getTableColumns, getTableName } from 'drizzle-orm';
+import { getTableColumns, getTableName, type SQL } from 'drizzle-orm';
 import type { PgTable } from 'drizzle-orm/pg-core';
 
 /**
@@ -23,14 +23,19 @@ export type DataCategory =
 
 export type LawfulBasis = 'contract' | 'legitimate_interest' | 'legal_obligation' | 'consent';
 
-/** Retention classes; the privacy module turns each into a scheduled job. */
+/**
+ * Retention classes. The privacy module's retention job (`privacy.retention.ts`) enforces
+ * each one on every table the map puts in it, so a new table gets retention by declaring
+ * its class (and, for a time-based class, the column its window counts from).
+ */
 export type RetentionClass =
   | 'account_lifetime' // until the account is deleted
   | 'workspace_lifetime' // until the workspace is deleted
-  | 'until_expiry' // deleted as soon as it expires or is used (sessions, tokens)
+  | 'until_expiry' // deleted as soon as it expires or is used (sessions, tokens): `expiredWhen`
+  | 'logs_90_days' // request (API) logs and agent run logs: 90 days
   | 'security_13_months'
-  | 'audit_13_months' // audit events and their checkpoints (plan-dependent later)
-  | 'usage_13_months' // per-call usage events (rolled up into daily aggregates by the privacy issue)
+  | 'audit_13_months' // audit events and their checkpoints: 13 months, or the workspace plan's auditRetentionMonths
+  | 'usage_13_months' // per-call rows rolled up into daily aggregates (no key or user) after 90 days; those kept 13 months
   | 'outbox_30_days'
   | 'billing_7_years' // ledger, reservations, plans: kept for tax and accounting law, also after deletion
   | 'operational'; // platform bookkeeping, no personal data
@@ -46,7 +51,33 @@ export type ColumnEntry = {
   retention?: RetentionClass;
   /** Secrets are never exported, even to their owner. */
   secret?: boolean;
+  /** How the export treats the column (default: see `exportRuleOf`). */
+  export?: ExportRule;
+  /**
+   * Whose personal data the column is: the (SQL) name of the `subject` or `subject_email`
+   * column of the same table naming that person. Default: the table's only such column.
+   * The export shows the value only to that person.
+   */
+  exportOf?: string;
+  /** What erasing the person does to the column (default: see `eraseRuleOf`). */
+  erase?: EraseRule;
 };
+
+/**
+ * How an export of personal data (a user's, or a workspace's for its owner) treats a column:
+ * - `include`: exported; when it is personal data, only to the person it belongs to (`exportOf`);
+ * - `never`: never exported, even to its owner (secrets: hashes, ciphertext, wrapped keys);
+ * - `subject`: holds a user id; the export finds a user's rows through it, and other
+ *   people's user ids in it become pseudonyms;
+ * - `subject_email`: holds an email address; rows with the requester's address are theirs,
+ *   other addresses are withheld;
+ * - `workspace`: holds a workspace id; a workspace export finds the workspace's rows through it;
+ * - `scrubbed`: structured data about a change rather than a person (audit diffs): exported
+ *   with other people's user ids turned into pseudonyms and their email addresses withheld;
+ * - `alias`: another identifier of the user the row names (the pseudonym audit events name
+ *   them by): the export also finds the user's rows through its values.
+ */
+export type ExportRule = 'include' | 'never' | 'subject' | 'subject_email' | 'workspace' | 'scrubbed' | 'alias';
 
 /** Everything the map says about one column, with the table's defaults applied. */
 export type ColumnPolicy = {
@@ -80,6 +111,25 @@ export function columnPolicies(entries: TableEntry[]): ColumnPolicy[] {
   );
 }
 
+/**
+ * A column's export rule with the defaults applied: secrets are `never`; personal
+ * identifiers (user ids) are `subject`; `workspace_id` is `workspace`; the rest `include`.
+ */
+export function exportRuleOf(table: Pick<TableEntry, 'columns'>, column: string): ExportRule {
+  const c = table.columns[column];
+  if (!c) throw new Error(`no column ${column} in the data map entry`);
+  if (c.export) return c.export;
+  if (c.secret) return 'never';
+  if (c.category === 'identifier' && c.personal) return 'subject';
+  if (column === 'workspace_id') return 'workspace';
+  return 'include';
+}
+
+/** Whether exports read the table at all (see `TableEntry.export`). */
+export function tableExported(table: Pick<TableEntry, 'export' | 'subject'>): boolean {
+  return (table.export ?? (table.subject === 'none' ? 'never' : 'include')) === 'include';
+}
+
 export type TableEntry = {
   table: string;
   module: string;
@@ -88,6 +138,28 @@ export type TableEntry = {
   retention: RetentionClass;
   /** Whose data a row is: drives export and erasure. */
   subject: 'user' | 'workspace' | 'none';
+  /**
+   * For a time-based retention class (90 days, 13 months, 7 years): the timestamp column the
+   * window counts from. Absent = `created_at` when the table has one; a table with neither
+   * is kept (the retention run reports it as such).
+   */
+  retentionFrom?: string;
+  /**
+   * For `until_expiry`: when a row has expired (or was used), as a condition on the row at
+   * the run's time `asOf`. The retention job deletes the rows it matches.
+   */
+  expiredWhen?: (asOf: Date) => SQL;
+  /**
+   * Who outside the installation receives this data, by role and name (e.g. the payment
+   * processor for payments, the SMTP provider for outgoing mail). Absent = no one but the
+   * operator. The privacy notice and the record of processing list them with the
+   * registered sub-processors.
+   */
+  recipients?: readonly string[];
+  /** Whether exports include the table (default: yes, unless `subject` is 'none'). */
+  export?: 'include' | 'never';
+  /** The erase rule of the table's columns that name none of their own (see `eraseRuleOf`). */
+  erase?: EraseRule;
   columns: Record<string, ColumnEntry>;
 };
 
@@ -130,4 +202,43 @@ export function mapRawTable(
 
 export function moduleDataMap(module: string, tables: Array<(module: string) => TableEntry>): TableEntry[] {
   return tables.map((t) => t(module));
+}
+
+/**
+ * What erasing a person (their account, after the grace period) does to a column:
+ * - `delete`: on a column naming the person (a `subject` or `subject_email` column), the
+ *   rows naming them are deleted; on another column, the value goes with its row;
+ * - `anonymise`: a column naming the person gets their pseudonym instead (or null where
+ *   it is a foreign key); another personal column of the person's rows becomes null where
+ *   it may;
+ * - `legal_hold`: kept as it is for as long as the law requires (billing records);
+ * - `keep`: kept: not personal data, or personal data already stored only as a pseudonym
+ *   or keyed hash (audit actors, throttling keys).
+ *
+ * Erasing a workspace deletes the rows naming it (its `workspace` column), except tables
+ * whose rule is `legal_hold` or `keep`.
+ */
+export type EraseRule = 'delete' | 'anonymise' | 'legal_hold' | 'keep';
+
+/**
+ * A column's erase rule with the defaults applied, in this order: the column's `erase`;
+ * the table's `erase`; billing records (`billing_7_years`) are `legal_hold`, except the
+ * columns naming a person, which are `anonymise`d (the record stays, detached from the
+ * person); a column that is not personal data is `keep`; rows about one user (`subject:
+ * 'user'`) are `delete`d, or `anonymise`d when kept for a legal obligation (the record of
+ * a privacy request outlives the account); elsewhere a column naming a person is
+ * `anonymise`d. Null: no rule applies, and the data map test asks for an explicit one.
+ */
+export function eraseRuleOf(table: TableEntry, column: string): EraseRule | null {
+  const c = table.columns[column];
+  if (!c) throw new Error(`no column ${column} in the data map entry of ${table.table}`);
+  if (c.erase) return c.erase;
+  if (table.erase) return table.erase;
+  const ref = exportRuleOf(table, column);
+  const namesPerson = ref === 'subject' || ref === 'subject_email';
+  if ((c.retention ?? table.retention) === 'billing_7_years') return namesPerson ? 'anonymise' : 'legal_hold';
+  if (!c.personal) return 'keep';
+  if (table.subject === 'user') return table.basis === 'legal_obligation' ? 'anonymise' : 'delete';
+  if (namesPerson) return 'anonymise';
+  return null;
 }

@@ -1,0 +1,425 @@
+import { sql } from 'drizzle-orm';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { useTestApp } from '../../../test/helpers/app.ts';
+import { TestClient } from '../../../test/helpers/client.ts';
+import { logIn, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
+import { dataMap } from '../../app.ts';
+import { DAY, MINUTE } from '../../platform/clock.ts';
+import { generateAuditSigningKey } from '../audit/index.ts';
+import { totpCodeAt } from '../identity/index.ts';
+import { DELETION_GRACE_DAYS, ERASURE_JOB, unruledColumns } from './index.ts';
+import { erasePlan } from './privacy.erasure.plan.ts';
+
+const getApp = useTestApp({
+  config: {
+    BERTH_AUDIT_SIGNING_KEY: generateAuditSigningKey(),
+    BERTH_SIGNUP_IP_MAX: 10_000,
+    BERTH_EMAIL_IP_MAX: 10_000,
+  },
+});
+
+/** Raw SQL past row-level security (the table owner on server Postgres): what an operator with the database sees. */
+async function asOwner<T extends Record<string, unknown>>(text: string, params: unknown[] = []): Promise<T[]> {
+  const app = getApp();
+  if (!app.testDb.url) return app.db.query<T>(text, params);
+  const client = new pg.Client({ connectionString: app.testDb.url });
+  await client.connect();
+  try {
+    return (await client.query(text, params)).rows as T[];
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Every column of every table in the live schema (partitions through their parent), cast
+ * to text, searched for each needle: the places where any of them is still stored.
+ */
+async function findEverywhere(needles: string[]): Promise<string[]> {
+  const app = getApp();
+  const client = app.testDb.url ? new pg.Client({ connectionString: app.testDb.url }) : null;
+  await client?.connect();
+  const query = async <T extends Record<string, unknown>>(text: string, params: unknown[] = []) =>
+    client ? ((await client.query(text, params)).rows as T[]) : app.db.query<T>(text, params);
+  try {
+    const columns = await query<{ schema: string; table: string; column: string }>(
+      `select n.nspname as schema, c.relname as table, a.attname as column
+         from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname in ('public', 'pgboss') and c.relkind in ('r', 'p') and not c.relispartition
+          and a.attnum > 0 and not a.attisdropped
+        order by 1, 2, 3`,
+    );
+    expect(columns.length).toBeGreaterThan(100);
+    const hits: string[] = [];
+    const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+    for (const { schema, table, column } of columns) {
+      const rows = await query<{ needle: string }>(
+        `select distinct x.needle from ${q(schema)}.${q(table)} t, unnest($1::text[]) as x(needle)
+          where position(lower(x.needle) in lower(t.${q(column)}::text)) > 0`,
+        [needles],
+      );
+      for (const r of rows) hits.push(`${schema}.${table}.${column}: ${r.needle}`);
+    }
+    return hits;
+  } finally {
+    await client?.end();
+  }
+}
+
+/** The cancel token of the deletion notice mailed to `email` (from the outbox). */
+async function cancelToken(email: string): Promise<string> {
+  const mails = await getApp().modules.notifications.service.listOutbox({ limit: 1000 });
+  const mail = mails.find((m) => m.to === email && m.tag === 'privacy.deletion_scheduled');
+  const token = /cancel-deletion\?token=([A-Za-z0-9_-]{43})/.exec(mail?.text ?? '')?.[1];
+  if (!token) throw new Error('no deletion notice in the outbox');
+  return token;
+}
+
+async function runErasure() {
+  const app = getApp();
+  await app.jobs.send(ERASURE_JOB, {});
+  return app.jobs.drain(ERASURE_JOB);
+}
+
+async function person(label: string, opts: { ip?: string } = {}): Promise<SignedInClient & { displayName: string }> {
+  const displayName = `Erasable ${label} ${testIp().replaceAll('.', '')}`;
+  const c = await signUp(getApp(), { email: testEmail(label), displayName, ...opts });
+  return Object.assign(c, { displayName });
+}
+
+async function userStatus(userId: string): Promise<string | null> {
+  const rows = await asOwner<{ status: string }>('select status from users where id = $1', [userId]);
+  return rows[0]?.status ?? null;
+}
+
+describe('happy', () => {
+  it('a deletion closes the account at once; after the grace period nothing of the user is left in any column', async () => {
+    const app = getApp();
+    const ip = testIp();
+    const alice = await person('alice', { ip });
+    const bob = await person('bob');
+
+    // Alice's own workspace with an API key and credits (billing records), and a membership in Bob's.
+    const own = await alice.post<{ id: string; name: string }>('/api/workspaces', { name: 'Alice alone' });
+    expect(own.status).toBe(201);
+    const key = await alice.post<{ secret: string }>(`/api/workspaces/${own.body.id}/keys`, {
+      name: 'alice key',
+      scopes: ['gateway:invoke'],
+    });
+    expect(key.status).toBe(201);
+    await app.modules.billing.ledger.grant({
+      workspaceId: own.body.id,
+      amountMicros: 5_000_000,
+      idempotencyKey: `erasure-${own.body.id}`,
+      actor: { type: 'user', userId: alice.userId },
+      memo: 'starter credits',
+    });
+    const shared = await bob.post<{ id: string }>('/api/workspaces', { name: 'Bob and friends' });
+    const bobScope = {
+      workspaceId: shared.body.id,
+      actor: { type: 'user' as const, userId: bob.userId },
+      role: 'owner' as const,
+    };
+    const { token } = await app.modules.workspaces.service.invite({
+      scope: bobScope,
+      email: alice.email,
+      role: 'admin',
+    });
+    await app.modules.workspaces.service.acceptInvitation({ token, userId: alice.userId });
+    await bob.patch(`/api/workspaces/${shared.body.id}/members/${alice.userId}`, { role: 'member' });
+    const aliceKeyInShared = await alice.post<{ secret: string }>(`/api/workspaces/${shared.body.id}/keys`, {
+      name: 'alice key in shared',
+      scopes: ['gateway:invoke'],
+    });
+    expect(aliceKeyInShared.status).toBe(201);
+
+    // Queued jobs run (mail, usage), so what they write is scanned too.
+    await app.jobs.drain();
+
+    // A secret Berth keeps for Alice, encrypted under her data key.
+    const vaultCtx = { owner: { type: 'user' as const, id: alice.userId }, record: 'test:erasure', field: 'secret' };
+    const sealed = await app.modules.vault.service.encrypt(vaultCtx, 'alice private token');
+
+    const requested = await alice.post<{ deletion: { status: string; eraseAfter: string; requestId: string } }>(
+      '/api/me/deletion',
+      { password: alice.password },
+    );
+    expect(requested.status).toBe(202);
+    expect(requested.body.deletion.status).toBe('scheduled');
+    expect(new Date(requested.body.deletion.eraseAfter).getTime()).toBe(
+      app.clock.now().getTime() + DELETION_GRACE_DAYS * DAY,
+    );
+
+    // Closed at once: no session, no sign-in, no API key.
+    expect((await alice.get('/api/me')).status).toBe(401);
+    const login = await new TestClient(app).post('/api/auth/login', { email: alice.email, password: alice.password });
+    expect(login.status).toBe(403);
+    expect(login.body).toMatchObject({ code: 'account_disabled' });
+    for (const k of [key.body.secret, aliceKeyInShared.body.secret]) {
+      const self = await new TestClient(app).get('/api/keys/self', { authorization: `Bearer ${k}` });
+      expect(self.status).toBe(401);
+    }
+    const live = await asOwner<{ n: number }>(
+      'select count(*)::int as n from api_keys where created_by = $1 and revoked_at is null',
+      [alice.userId],
+    );
+    expect(live[0]?.n).toBe(0);
+
+    // The scan below finds what is there: before erasure, Alice is in the account and audit tables.
+    expect(await findEverywhere([alice.email, ip])).toEqual(
+      expect.arrayContaining([`public.users.email: ${alice.email}`, `public.audit_event_context.ip: ${ip}`]),
+    );
+
+    // One day before the end of the grace period nothing is erased.
+    app.clock.advance(DELETION_GRACE_DAYS * DAY - DAY);
+    await runErasure();
+    expect(await userStatus(alice.userId)).toBe('disabled');
+
+    app.clock.advance(DAY + MINUTE);
+    expect(await runErasure()).toMatchObject({ failed: 0 });
+    expect(await userStatus(alice.userId)).toBeNull();
+
+    // Nothing of Alice anywhere: not her id, email, name or the address she used.
+    expect(await findEverywhere([alice.userId, alice.email, alice.displayName, ip])).toEqual([]);
+    // Bob is untouched, and so is his workspace (his session expired meanwhile: he signs in again).
+    expect(await userStatus(bob.userId)).toBe('active');
+    const bobAgain = await logIn(app, bob.email, bob.password);
+    expect((await bobAgain.get(`/api/workspaces/${shared.body.id}`)).status).toBe(200);
+
+    // Crypto-shredding: her secret can no longer be decrypted.
+    await expect(app.modules.vault.service.decrypt(vaultCtx, sealed)).rejects.toThrow();
+
+    // Billing records stay (legal hold), naming her only by pseudonym.
+    const pseudonym = app.modules.vault.service.pseudonym(alice.userId);
+    const ledger = await asOwner<{ actor_id: string; amount_micros: string }>(
+      `select actor_id, amount_micros::text from ledger_transactions where workspace_id = $1 and memo = 'starter credits'`,
+      [own.body.id],
+    );
+    expect(ledger).toEqual([{ actor_id: pseudonym, amount_micros: '5000000' }]);
+
+    // Her own workspace went with her; the erasure is in the platform audit chain, by pseudonym.
+    expect(await asOwner('select id from workspaces where id = $1', [own.body.id])).toEqual([]);
+    const erased = await asOwner<{ target_id: string }>(
+      "select target_id from audit_events where chain = 'platform' and action = 'account.erased'",
+    );
+    expect(erased).toContainEqual({ target_id: pseudonym });
+    for (const report of await app.modules.audit.service.verifyAll()) {
+      expect(report, report.chain).toMatchObject({ ok: true });
+    }
+
+    // The erasure request is recorded as completed, by pseudonym.
+    const requests = await asOwner<{ user_id: string; status: string }>(
+      'select user_id, status from privacy_requests where id = $1',
+      [requested.body.deletion.requestId],
+    );
+    expect(requests).toEqual([{ user_id: pseudonym, status: 'completed' }]);
+
+    // Running the job again changes nothing.
+    expect(await runErasure()).toMatchObject({ failed: 0 });
+  }, 180_000);
+
+  it('the emailed link cancels the deletion within the grace period and the user signs in again', async () => {
+    const app = getApp();
+    const carol = await person('carol');
+    const res = await carol.post<{ deletion: { requestId: string } }>('/api/me/deletion', { password: carol.password });
+    expect(res.status).toBe(202);
+    const token = await cancelToken(carol.email);
+
+    app.clock.advance(DELETION_GRACE_DAYS * DAY - MINUTE);
+    const cancelled = await new TestClient(app).post<{ deletion: { status: string } }>('/api/privacy/deletion/cancel', {
+      token,
+    });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body.deletion.status).toBe('cancelled');
+    const again = await logIn(app, carol.email, carol.password);
+    expect((await again.get<{ user: { id: string } }>('/api/me')).body.user.id).toBe(carol.userId);
+
+    // The link worked once; the erasure job leaves the account alone.
+    const reused = await new TestClient(app).post('/api/privacy/deletion/cancel', { token });
+    expect(reused.status).toBe(400);
+    expect(reused.body).toMatchObject({ code: 'invalid_token' });
+    app.clock.advance(2 * DAY);
+    await runErasure();
+    expect(await userStatus(carol.userId)).toBe('active');
+    const request = await asOwner<{ status: string }>('select status from privacy_requests where id = $1', [
+      res.body.deletion.requestId,
+    ]);
+    expect(request).toEqual([{ status: 'cancelled' }]);
+  });
+
+  it('deleting a workspace removes the rows of every table the map says name it, keeps its billing records and shreds its key', async () => {
+    const app = getApp();
+    const dave = await person('dave');
+    const ws = await dave.post<{ id: string; name: string }>('/api/workspaces', { name: 'Short lived' });
+    const workspaceId = ws.body.id;
+    await app.modules.billing.ledger.grant({
+      workspaceId,
+      amountMicros: 1_000_000,
+      idempotencyKey: `ws-erasure-${workspaceId}`,
+      actor: { type: 'user', userId: dave.userId },
+    });
+    // A usage event: its table has no foreign key to workspaces, only the data map links them.
+    await app.db.tenant(workspaceId, (tx) =>
+      tx.execute(sql`insert into usage_events (id, workspace_id, key_id, user_id, request_id, endpoint, provider, model,
+          status, error_code, stream, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
+          estimated, cost_micros, attempts, created_at)
+        values (${`use_${workspaceId.slice(3)}`}, ${workspaceId}, null, ${dave.userId}, 'req_erasure', 'chat', null, 'm',
+          200, null, false, 5, null, 1, 1, 0, 0, false, 0, 1, ${app.clock.now()})`),
+    );
+    const ctx = { owner: { type: 'workspace' as const, id: workspaceId }, record: 'test:ws', field: 'secret' };
+    const sealed = await app.modules.vault.service.encrypt(ctx, 'workspace secret');
+    const before = await asOwner<{ n: number }>(
+      'select count(*)::int as n from audit_event_context where workspace_id = $1',
+      [workspaceId],
+    );
+    expect(before[0]?.n).toBeGreaterThan(0);
+    const ledgerCount = () =>
+      asOwner<{ n: number }>('select count(*)::int as n from ledger_transactions where workspace_id = $1', [
+        workspaceId,
+      ]);
+    const ledgerBefore = (await ledgerCount())[0]?.n ?? 0;
+    expect(ledgerBefore).toBeGreaterThan(0);
+
+    const del = await dave.delete(`/api/workspaces/${workspaceId}`, { confirmName: 'Short lived' });
+    expect(del.status).toBeLessThan(300);
+
+    const plan = erasePlan(dataMap(app.modules));
+    for (const { table, column } of plan.workspace) {
+      const left = await asOwner<{ n: number }>(`select count(*)::int as n from "${table}" where "${column}" = $1`, [
+        workspaceId,
+      ]);
+      expect(left[0]?.n, `${table}.${column}`).toBe(0);
+    }
+    expect(plan.workspace.map((w) => w.table)).toEqual(expect.arrayContaining(['usage_events', 'audit_event_context']));
+    expect((await ledgerCount())[0]?.n).toBe(ledgerBefore);
+    await expect(app.modules.vault.service.decrypt(ctx, sealed)).rejects.toThrow();
+  });
+});
+
+describe('errors', () => {
+  it('refuses without re-authentication and changes nothing', async () => {
+    const app = getApp();
+    const erin = await person('erin');
+    const missing = await erin.post('/api/me/deletion', {});
+    expect(missing.status).toBe(401);
+    expect(missing.body).toMatchObject({ code: 'reauthentication_required' });
+    const wrong = await erin.post('/api/me/deletion', { password: `${erin.password}-wrong` });
+    expect(wrong.status).toBe(401);
+    expect(wrong.body).toMatchObject({ code: 'invalid_credentials' });
+    const anonymous = await new TestClient(app).post('/api/me/deletion', { password: erin.password });
+    expect(anonymous.status).toBe(401);
+
+    expect((await erin.get('/api/me')).status).toBe(200);
+    expect(await userStatus(erin.userId)).toBe('active');
+    expect(await asOwner('select id from account_deletions where user_id = $1', [erin.userId])).toEqual([]);
+  });
+
+  it('with two-factor authentication on, asks for a current code too, then removes the factor', async () => {
+    const app = getApp();
+    const fay = await person('fay');
+    const started = await fay.post<{ secret: string }>('/api/me/mfa/totp');
+    expect(started.status).toBe(200);
+    const confirm = await fay.post('/api/me/mfa/totp/confirm', {
+      code: totpCodeAt(started.body.secret, app.clock.now()),
+    });
+    expect(confirm.status).toBe(200);
+    app.clock.advance(MINUTE);
+
+    const noCode = await fay.post('/api/me/deletion', { password: fay.password });
+    expect(noCode.status).toBe(401);
+    expect(noCode.body).toMatchObject({ code: 'reauthentication_required' });
+    const badCode = await fay.post('/api/me/deletion', { password: fay.password, code: '000000' });
+    expect(badCode.status).toBe(400);
+    expect(badCode.body).toMatchObject({ code: 'invalid_mfa_code' });
+    expect(await userStatus(fay.userId)).toBe('active');
+
+    const ok = await fay.post('/api/me/deletion', {
+      password: fay.password,
+      code: totpCodeAt(started.body.secret, app.clock.now()),
+    });
+    expect(ok.status).toBe(202);
+    expect(await asOwner('select id from mfa_totp where user_id = $1', [fay.userId])).toEqual([]);
+    expect(await asOwner('select id from sessions where user_id = $1 and revoked_at is null', [fay.userId])).toEqual(
+      [],
+    );
+  });
+
+  it('a sole owner of a workspace with other members must hand it over first (409 sole_owner)', async () => {
+    const app = getApp();
+    const gus = await person('gus');
+    const hal = await person('hal');
+    const ws = await gus.post<{ id: string }>('/api/workspaces', { name: 'Gus and Hal' });
+    const scope = {
+      workspaceId: ws.body.id,
+      actor: { type: 'user' as const, userId: gus.userId },
+      role: 'owner' as const,
+    };
+    const { token } = await app.modules.workspaces.service.invite({ scope, email: hal.email, role: 'member' });
+    await app.modules.workspaces.service.acceptInvitation({ token, userId: hal.userId });
+
+    const res = await gus.post('/api/me/deletion', { password: gus.password });
+    expect(res.status).toBe(409);
+    expect(res.body).toMatchObject({ code: 'sole_owner' });
+    expect(JSON.stringify(res.body)).toContain(ws.body.id);
+    expect((await gus.get('/api/me')).status).toBe(200);
+    expect(await asOwner('select id from account_deletions where user_id = $1', [gus.userId])).toEqual([]);
+  });
+
+  it('a second request while a deletion is scheduled is refused (409 deletion_pending)', async () => {
+    const app = getApp();
+    const ida = await person('ida');
+    const auth = {
+      kind: 'session' as const,
+      userId: ida.userId,
+      sessionId: 'ses_x',
+      mfaEnabled: false,
+      isOperator: false,
+    };
+    const meta = { ip: '127.0.0.1', userAgent: null, requestId: 'req_test' };
+    const erasure = app.modules.privacy.service.erasure;
+    await erasure.requestDeletion(auth, { password: ida.password }, meta);
+    await expect(erasure.requestDeletion(auth, { password: ida.password }, meta)).rejects.toMatchObject({
+      code: 'deletion_pending',
+    });
+    const rows = await asOwner('select id from account_deletions where user_id = $1', [ida.userId]);
+    expect(rows.length).toBe(1);
+  });
+
+  it('the cancel link is refused when unknown or once the grace period is over', async () => {
+    const app = getApp();
+    const junk = await new TestClient(app).post('/api/privacy/deletion/cancel', { token: 'not-a-token' });
+    expect(junk.status).toBe(400);
+    expect(junk.body).toMatchObject({ code: 'invalid_token' });
+    const jay = await person('jay');
+    expect((await jay.post('/api/me/deletion', { password: jay.password })).status).toBe(202);
+    const token = await cancelToken(jay.email);
+    app.clock.advance(DELETION_GRACE_DAYS * DAY);
+    const late = await new TestClient(app).post('/api/privacy/deletion/cancel', { token });
+    expect(late.status).toBe(400);
+    expect(late.body).toMatchObject({ code: 'token_expired' });
+    expect(await userStatus(jay.userId)).toBe('disabled');
+  });
+});
+
+describe('security', () => {
+  it('every personal column of the data map has an erase rule, and erasure reaches every table naming a user', () => {
+    const map = dataMap(getApp().modules);
+    expect(unruledColumns(map)).toEqual([]);
+    const plan = erasePlan(map);
+    const tables = plan.user.map((t) => t.table);
+    expect(tables.at(-1)).toBe('users');
+    expect(tables).toEqual(expect.arrayContaining(['sessions', 'security_events', 'memberships', 'audit_subjects']));
+    // The audit log itself is never changed by erasure (append-only, hash-chained).
+    expect(tables).not.toContain('audit_events');
+  });
+
+  it('the cancel token never reaches the logs', async () => {
+    const app = getApp();
+    const kim = await person('kim');
+    expect((await kim.post('/api/me/deletion', { password: kim.password })).status).toBe(202);
+    const token = await cancelToken(kim.email);
+    expect(app.logs.join('\n')).not.toContain(token);
+    expect(app.logs.join('\n')).not.toContain(kim.password);
+  });
+});

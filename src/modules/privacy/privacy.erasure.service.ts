@@ -1,0 +1,308 @@
+import { type Clock, DAY } from '../../platform/clock.ts';
+import { randomToken, sha256Hex } from '../../platform/crypto.ts';
+import type { TableEntry } from '../../platform/db/datamap.ts';
+import type { Database, Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { RequestMeta, SessionAuth } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
+import type { AuditService } from '../audit/index.ts';
+import type { IdentityService } from '../identity/index.ts';
+import type { KeysService } from '../keys/index.ts';
+import type { Mailer } from '../notifications/index.ts';
+import type { VaultService } from '../vault/index.ts';
+import type { WorkspaceEvent, WorkspacesService } from '../workspaces/index.ts';
+import { erasePlan, quoteColumn, quoteTable } from './privacy.erasure.plan.ts';
+import type { ErasureRepo } from './privacy.erasure.repo.ts';
+import type { AccountDeletionRow } from './privacy.erasure.tables.ts';
+import type { RequestsService } from './privacy.requests.ts';
+
+/** The job that erases accounts whose grace period is over (hourly; also `jobs.send` it to run now). */
+export const ERASURE_JOB = 'privacy.erasure';
+/** Days between a deletion request and the erasure; the user can cancel until then. */
+export const DELETION_GRACE_DAYS = 30;
+/** Accounts erased per job run (each in its own transaction); the next run takes the rest. */
+const ERASE_BATCH = 20;
+
+export type DeletionView = {
+  id: string;
+  status: AccountDeletionRow['status'];
+  requestedAt: string;
+  eraseAfter: string;
+  requestId: string | null;
+};
+
+/** What one account's erasure did, per table: rows deleted or changed (counts only, never values). */
+export type ErasureReport = { deletionId: string; tables: Record<string, { deleted: number; anonymised: number }> };
+
+type Deps = {
+  db: Pick<Db, 'system'>;
+  repo: ErasureRepo;
+  clock: Clock;
+  logger: Pick<Logger, 'info' | 'warn'>;
+  mailer: Mailer;
+  publicUrl: string;
+  identity: Pick<IdentityService, 'reauthenticate' | 'closeAccount' | 'reopenAccount' | 'findUserById'>;
+  workspaces: Pick<WorkspacesService, 'listSoleOwnedWorkspaces' | 'listMyWorkspaces' | 'contacts' | 'deleteWorkspace'>;
+  keys: Pick<KeysService, 'revokeUserKeys'>;
+  vault: Pick<VaultService, 'destroyOwnerKey' | 'pseudonym'>;
+  audit: Pick<AuditService, 'record'>;
+  requests: Pick<RequestsService, 'open' | 'complete' | 'cancel' | 'find'>;
+  /** The whole data map, read at each erasure: tables added later are erased by their own entries. */
+  dataMap: () => readonly TableEntry[];
+};
+
+const toView = (r: AccountDeletionRow): DeletionView => ({
+  id: r.id,
+  status: r.status,
+  requestedAt: r.requestedAt.toISOString(),
+  eraseAfter: r.eraseAfter.toISOString(),
+  requestId: r.requestId,
+});
+
+const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
+const invalidLink = () => new AppError('invalid_token', 'This cancel link is not valid.');
+
+/**
+ * Account deletion and erasure (GDPR Art. 17), driven by the data map:
+ *
+ * - `requestDeletion`: after re-authentication, the account is closed at once (no sign-in,
+ *   sessions ended, API keys revoked, second factor removed) and its erasure is scheduled
+ *   30 days later; a cancel link is emailed, because a closed account cannot sign in to
+ *   cancel.
+ * - `cancelDeletion`: the emailed token reopens the account within the grace period.
+ * - `runDue` (ERASURE_JOB): erases each account whose grace period is over, in one
+ *   transaction per account: its data key destroyed (crypto-shredding), every column naming
+ *   the user deleted or replaced by the user's pseudonym per the map's erase rules, billing
+ *   records kept under legal hold but detached, audit events untouched (they name users by
+ *   pseudonym already; the pseudonym's resolution is deleted).
+ * - `eraseWorkspaceRows`: a workspace's deletion removes the rows of every table the map
+ *   says names the workspace (except legal hold), inside the deleting transaction.
+ */
+export function erasureService(deps: Deps) {
+  const { db, repo, clock } = deps;
+
+  async function assertNoSoleOwnership(userId: string): Promise<void> {
+    const blocking: string[] = [];
+    for (const workspaceId of await deps.workspaces.listSoleOwnedWorkspaces(userId)) {
+      const members = await deps.workspaces.contacts(workspaceId, ['owner', 'admin', 'member', 'viewer']);
+      if (members.some((m) => m.userId !== userId)) blocking.push(workspaceId);
+    }
+    if (blocking.length > 0) {
+      throw new AppError(
+        'sole_owner',
+        'You are the only owner of a workspace with other members: transfer its ownership or delete it first.',
+        { details: blocking.map((id) => ({ path: '/workspaces', message: id })) },
+      );
+    }
+  }
+
+  /** Deletes the workspaces the user owns alone (nobody else is in them), each in its own transaction. */
+  async function deleteOwnWorkspaces(userId: string): Promise<number> {
+    const alone = new Set(await deps.workspaces.listSoleOwnedWorkspaces(userId));
+    let deleted = 0;
+    for (const w of await deps.workspaces.listMyWorkspaces(userId)) {
+      if (!alone.has(w.id)) continue;
+      const others = (await deps.workspaces.contacts(w.id, ['owner', 'admin', 'member', 'viewer'])).filter(
+        (m) => m.userId !== userId,
+      );
+      if (others.length > 0) {
+        // Someone joined after the deletion was requested (an invitation sent before it):
+        // the workspace stays for them; the erased owner's membership goes with the account.
+        deps.logger.warn({ workspaceId: w.id }, 'privacy: an erased owner leaves a workspace with other members');
+        continue;
+      }
+      await deps.workspaces.deleteWorkspace({
+        scope: { workspaceId: w.id, actor: { type: 'user', userId }, role: 'owner' },
+        confirmName: w.name,
+      });
+      deleted++;
+    }
+    return deleted;
+  }
+
+  /** The generic part of an erasure: every table naming the user, by the map's rules, in `tx`. */
+  async function eraseRows(tx: Database, userId: string, email: string | null): Promise<ErasureReport['tables']> {
+    const plan = erasePlan(deps.dataMap());
+    const facts = await repo.columnFacts(tx);
+    const pseudonym = deps.vault.pseudonym(userId);
+    const tables: ErasureReport['tables'] = {};
+    for (const t of plan.user) {
+      const count = { deleted: 0, anonymised: 0 };
+      tables[t.table] = count;
+      const table = quoteTable(t.table);
+      for (const ref of t.refs) {
+        const value = ref.kind === 'user' ? userId : email;
+        if (value === null) continue;
+        const column = quoteColumn(ref.column);
+        const fact = facts.get(`${t.table}.${ref.column}`);
+        if (ref.rule === 'delete' || (fact?.userForeignKey && !fact.nullable)) {
+          count.deleted += await repo.deleteWhere(tx, table, column, value);
+          continue;
+        }
+        // A foreign key to users cannot hold a pseudonym: it becomes null (its row stays).
+        const to = fact?.userForeignKey ? null : pseudonym;
+        const clear = t.clear.filter((c) => facts.get(`${t.table}.${c}`)?.nullable !== false).map(quoteColumn);
+        count.anonymised += await repo.replaceWhere(tx, table, column, value, to, clear);
+      }
+    }
+    return Object.fromEntries(Object.entries(tables).filter(([, c]) => c.deleted + c.anonymised > 0));
+  }
+
+  async function eraseAccount(row: AccountDeletionRow): Promise<ErasureReport> {
+    const userId = row.userId;
+    await deleteOwnWorkspaces(userId);
+    const now = clock.now();
+    const tables = await db.system(async (tx) => {
+      const current = await repo.lock(tx, row.id);
+      if (current?.status !== 'scheduled') return null;
+      const user = await deps.identity.findUserById(userId, { tx });
+      // Recorded first: the target (the user) is stored as the pseudonym this erasure leaves.
+      await deps.audit.record(tx, {
+        workspaceId: null,
+        actor: { type: 'system', name: 'privacy-erasure' },
+        action: 'account.erased',
+        target: { type: 'user', id: userId },
+        diff: { deletionId: row.id, requestedAt: row.requestedAt.toISOString() },
+      });
+      await deps.vault.destroyOwnerKey({ type: 'user', id: userId }, tx);
+      const erased = await eraseRows(tx, userId, user?.email ?? null);
+      await repo.markErased(tx, row.id, now);
+      if (row.requestId) {
+        const request = await deps.requests.find(tx, row.requestId);
+        if (request && (request.status === 'received' || request.status === 'in_progress')) {
+          await deps.requests.complete(tx, row.requestId, 'The account and its personal data were erased.');
+        }
+      }
+      return erased;
+    });
+    const report = { deletionId: row.id, tables: tables ?? {} };
+    if (tables) deps.logger.info({ deletionId: row.id, tables: report.tables }, 'privacy: account erased');
+    return report;
+  }
+
+  return {
+    /**
+     * Deletes the signed-in user's account: re-authentication (password, and a TOTP code
+     * with 2FA on), then the account is closed at once and erased after the grace period.
+     * 409 `sole_owner` while they own a workspace with other members alone; 409
+     * `deletion_pending` when a deletion is already scheduled.
+     */
+    async requestDeletion(
+      auth: SessionAuth,
+      proof: { password?: string | undefined; code?: string | undefined },
+      meta: RequestMeta,
+    ): Promise<DeletionView> {
+      await deps.identity.reauthenticate(auth, proof, meta, 'delete_account');
+      await assertNoSoleOwnership(auth.userId);
+      const user = await deps.identity.findUserById(auth.userId);
+      if (!user) throw new AppError('unauthenticated', 'Sign in first.');
+      const token = randomToken(32);
+      const row = await deps.identity.closeAccount(auth.userId, meta, async (tx) => {
+        const now = clock.now();
+        if (await repo.scheduledFor(tx, auth.userId)) {
+          throw new AppError('deletion_pending', 'The deletion of this account is already scheduled.');
+        }
+        const request = await deps.requests.open(tx, { type: 'erasure', userId: auth.userId, status: 'in_progress' });
+        const inserted = await repo.insertUnlessScheduled(tx, {
+          id: newId('pdl', now),
+          userId: auth.userId,
+          requestId: request.id,
+          status: 'scheduled',
+          requestedAt: now,
+          eraseAfter: new Date(now.getTime() + DELETION_GRACE_DAYS * DAY),
+          cancelTokenHash: sha256Hex(token),
+          cancelledAt: null,
+          erasedAt: null,
+        });
+        if (!inserted) throw new AppError('deletion_pending', 'The deletion of this account is already scheduled.');
+        await deps.keys.revokeUserKeys(tx, auth.userId);
+        return inserted;
+      });
+      const when = row.eraseAfter.toISOString().slice(0, 10);
+      try {
+        await deps.mailer.send({
+          to: user.email,
+          userId: user.id,
+          subject: 'Your Berth account will be deleted',
+          text: `Your Berth account was closed at your request, and it and the personal data Berth holds about you will be erased on ${when}.\n\nChanged your mind? Open this link before then to cancel the deletion and reopen your account:\n\n${deps.publicUrl}/cancel-deletion?token=${token}\n\n(or POST {"token": "${token}"} to ${deps.publicUrl}/api/privacy/deletion/cancel)\n\nIf you did not ask for this, open the link now and change your password.\n`,
+          tag: 'privacy.deletion_scheduled',
+          expiresAt: row.eraseAfter,
+          ref: row.id,
+        });
+      } catch {
+        deps.logger.warn('privacy: the deletion notice could not be mailed');
+      }
+      return toView(row);
+    },
+
+    /**
+     * Cancels a scheduled deletion with the emailed token and reopens the account (the user
+     * signs in again with their password). 400 `invalid_token` for an unknown or used link,
+     * `token_expired` once the grace period is over.
+     */
+    async cancelDeletion(token: string, meta: RequestMeta): Promise<DeletionView> {
+      if (!TOKEN_RE.test(token)) throw invalidLink();
+      const tokenHash = sha256Hex(token);
+      const found = await db.system((tx) => repo.byTokenHash(tx, tokenHash));
+      if (!found) throw invalidLink();
+      const row = await deps.identity.reopenAccount(found.userId, meta, async (tx) => {
+        const current = await repo.byTokenHash(tx, tokenHash);
+        if (current?.status !== 'scheduled') throw invalidLink();
+        const now = clock.now();
+        if (current.eraseAfter <= now) {
+          throw new AppError('token_expired', 'The grace period is over: the account is being erased.');
+        }
+        await repo.markCancelled(tx, current.id, now);
+        if (current.requestId) {
+          const request = await deps.requests.find(tx, current.requestId);
+          if (request && (request.status === 'received' || request.status === 'in_progress')) {
+            await deps.requests.cancel(tx, current.requestId, 'The user cancelled the deletion.');
+          }
+        }
+        return { ...current, status: 'cancelled' as const, cancelledAt: now, cancelTokenHash: null };
+      });
+      try {
+        await deps.mailer.retract?.(row.id);
+      } catch {
+        deps.logger.warn('privacy: the deletion notice could not be retracted');
+      }
+      return toView(row);
+    },
+
+    /** ERASURE_JOB: erases every account whose grace period is over. Fails (to be retried) if one could not be. */
+    async runDue(): Promise<ErasureReport[]> {
+      const reports: ErasureReport[] = [];
+      let failed = 0;
+      for (;;) {
+        const due = await db.system((tx) => repo.due(tx, clock.now(), ERASE_BATCH));
+        const todo = due.slice(0, ERASE_BATCH);
+        for (const row of todo) {
+          try {
+            reports.push(await eraseAccount(row));
+          } catch (err) {
+            failed++;
+            deps.logger.warn({ deletionId: row.id, err: (err as Error)?.name ?? 'error' }, 'privacy: erasure failed');
+          }
+        }
+        if (todo.length < ERASE_BATCH || failed > 0) break;
+      }
+      if (failed > 0) throw new Error(`${failed} account erasure(s) failed; they are retried`);
+      return reports;
+    },
+
+    /**
+     * The workspaces module's `workspace.deleting` handler: deletes the deleted workspace's
+     * rows from every table the map says names it (its own and later modules' tables),
+     * inside the deleting transaction, except records under legal hold.
+     */
+    async eraseWorkspaceRows(e: WorkspaceEvent, tx: Database): Promise<void> {
+      if (e.type !== 'workspace.deleting') return;
+      for (const { table, column } of erasePlan(deps.dataMap()).workspace) {
+        await repo.deleteWhere(tx, quoteTable(table), quoteColumn(column), e.workspaceId);
+      }
+    },
+  };
+}
+
+export type ErasureService = ReturnType<typeof erasureService>;

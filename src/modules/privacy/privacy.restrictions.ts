@@ -1,0 +1,216 @@
+import type { Bus } from '../../platform/bus/index.ts';
+import type { Clock } from '../../platform/clock.ts';
+import { afterCommit, type Db } from '../../platform/db/db.ts';
+import { AppError } from '../../platform/errors.ts';
+import type { Actor } from '../../platform/http/context.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
+import type { AuditService } from '../audit/index.ts';
+import type { RequestsService } from './privacy.requests.ts';
+import type { RestrictionsRepo } from './privacy.restrictions.repo.ts';
+
+export const RESTRICTIONS_CHANNEL = 'berth.privacy.restrictions';
+
+/** How long the in-memory set is trusted before it is re-read in the background (a missed bus message). */
+export const RESTRICTIONS_REFRESH_MS = 60_000;
+
+export type RestrictionView = {
+  restricted: boolean;
+  /** When the current restriction started (null when not restricted). */
+  since: string | null;
+  history: Array<{ id: string; restrictedAt: string; liftedAt: string | null }>;
+};
+
+type UserActor = Extract<Actor, { type: 'user' }>;
+
+type Deps = {
+  db: Pick<Db, 'system' | 'orm'>;
+  repo: RestrictionsRepo;
+  requests: Pick<RequestsService, 'record'>;
+  audit: Pick<AuditService, 'record'>;
+  bus: Pick<Bus, 'publish' | 'subscribe'>;
+  clock: Clock;
+  logger: Pick<Logger, 'warn'>;
+};
+
+type Message = { userId: string; restricted: boolean };
+
+function parseMessage(message: string): Message | null {
+  try {
+    const m = JSON.parse(message) as Partial<Message>;
+    return typeof m.userId === 'string' && typeof m.restricted === 'boolean'
+      ? { userId: m.userId, restricted: m.restricted }
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Restriction of processing (GDPR Art. 18). While a user's processing is restricted, the
+ * gateway refuses calls made with their API keys (403 `processing_restricted`) and agent
+ * runs for them do not start (`assertProcessingAllowed`); their data stays as it is, and
+ * lifting the restriction undoes it. Both are audited and recorded as privacy requests.
+ *
+ * The gateway asks `processingAllowed(userId)` on every call, so the answer comes from
+ * memory: the set of restricted users is loaded at start, changed on every replica through
+ * the bus once a change commits, re-read after a bus gap, and re-read in the background
+ * when older than a minute (the bound for a replica that missed a message).
+ *
+ * @example if (!privacy.restrictions.processingAllowed(caller.userId)) throw ...;
+ * @example privacy.assertProcessingAllowed(run.userId); // agents, before a run starts
+ */
+export function restrictionsService(deps: Deps) {
+  const { db, repo, clock } = deps;
+  let restricted = new Set<string>();
+  let loadedAt = Number.NEGATIVE_INFINITY;
+  /** Counts applied messages: a reload that overlapped one reads again (it may hold the old state). */
+  let version = 0;
+  let reloading: Promise<void> | null = null;
+
+  function apply(m: Message) {
+    version++;
+    if (m.restricted) restricted.add(m.userId);
+    else restricted.delete(m.userId);
+  }
+
+  async function readAll(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const seen = version;
+      const at = clock.now().getTime();
+      const ids = await repo.activeUserIds(db.orm);
+      if (seen === version || attempt === 2) {
+        restricted = new Set(ids);
+        loadedAt = at;
+        return;
+      }
+    }
+  }
+
+  function reload(): Promise<void> {
+    reloading ??= readAll()
+      .catch(() => deps.logger.warn('privacy: could not re-read the restricted users; keeping the last set'))
+      .finally(() => {
+        reloading = null;
+      });
+    return reloading;
+  }
+
+  async function announce(m: Message) {
+    apply(m);
+    try {
+      await deps.bus.publish(RESTRICTIONS_CHANNEL, JSON.stringify(m));
+    } catch {
+      deps.logger.warn('privacy: could not tell other replicas of a restriction change (they re-read within a minute)');
+    }
+  }
+
+  function processingAllowed(userId: string): boolean {
+    if (clock.now().getTime() - loadedAt > RESTRICTIONS_REFRESH_MS) void reload();
+    return !restricted.has(userId);
+  }
+
+  /** The user's restriction now, with its history (newest first). */
+  async function status(userId: string): Promise<RestrictionView> {
+    const rows = await repo.history(db.orm, userId);
+    const current = rows.find((r) => r.liftedAt === null) ?? null;
+    return {
+      restricted: current !== null,
+      since: current ? current.restrictedAt.toISOString() : null,
+      history: rows.map((r) => ({
+        id: r.id,
+        restrictedAt: r.restrictedAt.toISOString(),
+        liftedAt: r.liftedAt ? r.liftedAt.toISOString() : null,
+      })),
+    };
+  }
+
+  return {
+    /** Loads the restricted users and follows changes from every replica; returns the unsubscribe. */
+    async start(): Promise<() => Promise<void>> {
+      const stop = await deps.bus.subscribe(
+        RESTRICTIONS_CHANNEL,
+        (message) => {
+          const m = parseMessage(message);
+          if (m) apply(m);
+          else deps.logger.warn('privacy: ignored a malformed restriction message');
+        },
+        () => void reload(),
+      );
+      await reload();
+      return stop;
+    },
+
+    /** Re-reads the restricted users now (after a bus gap; tests). */
+    reload,
+
+    /** False while the user's processing is restricted. From memory: safe on the gateway's hot path. */
+    processingAllowed,
+
+    /** Throws 403 `processing_restricted` while the user's processing is restricted (agents, before a run). */
+    assertProcessingAllowed(userId: string): void {
+      if (!processingAllowed(userId)) {
+        throw new AppError(
+          'processing_restricted',
+          'Processing of this account’s data is restricted at its owner’s request; nothing new is processed until they lift it.',
+        );
+      }
+    },
+
+    status,
+
+    /** Restricts the processing of the acting user's data (409 `already_restricted` when it is). */
+    async restrict(actor: UserActor): Promise<RestrictionView> {
+      const userId = actor.userId;
+      await db.system(async (tx) => {
+        const now = clock.now();
+        const row = await repo.insertUnlessActive(tx, {
+          id: newId('prs', now),
+          userId,
+          restrictedAt: now,
+          liftedAt: null,
+        });
+        if (!row) throw new AppError('already_restricted', 'Processing of your data is already restricted.');
+        const req = await deps.requests.record(tx, {
+          type: 'restriction',
+          userId,
+          outcome: 'Processing restricted: the gateway and agents process nothing new for this account.',
+        });
+        await deps.audit.record(tx, {
+          workspaceId: null,
+          actor,
+          action: 'privacy.restricted',
+          target: { type: 'user', id: userId },
+          diff: { restrictionId: row.id, requestId: req.id },
+        });
+        afterCommit(tx, () => announce({ userId, restricted: true }));
+      });
+      return status(userId);
+    },
+
+    /** Lifts the acting user's restriction (409 `not_restricted` when there is none). */
+    async lift(actor: UserActor): Promise<RestrictionView> {
+      const userId = actor.userId;
+      await db.system(async (tx) => {
+        const row = await repo.lift(tx, userId, clock.now());
+        if (!row) throw new AppError('not_restricted', 'Processing of your data is not restricted.');
+        const req = await deps.requests.record(tx, {
+          type: 'restriction',
+          userId,
+          outcome: 'Restriction lifted at the subject’s request: processing resumed.',
+        });
+        await deps.audit.record(tx, {
+          workspaceId: null,
+          actor,
+          action: 'privacy.unrestricted',
+          target: { type: 'user', id: userId },
+          diff: { restrictionId: row.id, requestId: req.id },
+        });
+        afterCommit(tx, () => announce({ userId, restricted: false }));
+      });
+      return status(userId);
+    },
+  };
+}
+
+export type RestrictionsService = ReturnType<typeof restrictionsService>;
