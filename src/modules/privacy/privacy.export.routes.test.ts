@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { useTestApp } from '../../../test/helpers/app.ts';
 import { TestClient, type TestResponse } from '../../../test/helpers/client.ts';
@@ -9,6 +9,7 @@ import { exportRuleOf } from '../../platform/db/datamap.ts';
 import { totpCodeAt } from '../identity/index.ts';
 import { planExport, WITHHELD } from './privacy.export.archive.ts';
 import { ARCHIVE_FORMAT, EXPORT_BUILD_JOB, EXPORT_EXPIRY_JOB, type ExportView } from './privacy.export.service.ts';
+import { privacyExports } from './privacy.export.tables.ts';
 
 const app = useTestApp();
 
@@ -59,6 +60,12 @@ async function requestAndBuild(c: SignedInClient, path = '/api/me/privacy/export
 
 async function download(path: string) {
   return new TestClient(app()).get(path);
+}
+
+/** An export's row, read as system work (the table is behind row-level security). */
+async function exportRow(id: string) {
+  const [row] = await app().db.system((tx) => tx.select().from(privacyExports).where(eq(privacyExports.id, id)));
+  return row;
 }
 
 /** Rows of `table` where any of `columns` equals `value`, counted with plain SQL. */
@@ -336,11 +343,8 @@ describe('errors', () => {
     expect(app().logs.some((line) => line.includes(token))).toBe(false);
     const after = await c.get<ExportView>(`/api/me/privacy/exports/${view.id}`);
     expect(after.body.status).toBe('downloaded');
-    const stored = await app().db.query<{ archive_ciphertext: unknown }>(
-      'select archive_ciphertext from privacy_exports where id = $1',
-      [view.id],
-    );
-    expect(stored[0]?.archive_ciphertext).toBeNull();
+    const stored = await exportRow(view.id);
+    expect(stored?.archiveCiphertext).toBeNull();
   });
 });
 
@@ -387,17 +391,15 @@ describe('security', () => {
   it('keeps the archive encrypted at rest, bound to its export', async () => {
     const c = await signUp(app(), { displayName: 'Plaintext Probe' });
     const first = await requestAndBuild(c);
-    const rows = await app().db.query<{ archive_ciphertext: Uint8Array }>(
-      'select archive_ciphertext from privacy_exports where id = $1',
-      [first.id],
-    );
-    const stored = Buffer.from(rows[0]?.archive_ciphertext ?? new Uint8Array());
+    const stored = Buffer.from((await exportRow(first.id))?.archiveCiphertext ?? new Uint8Array());
     expect(stored.length).toBeGreaterThan(32);
     expect(stored.includes(Buffer.from(c.email))).toBe(false);
     // Moved onto another export of the same user, the ciphertext does not open (the AAD names the export),
     // and the refused download leaves that export as it was.
     const second = await requestAndBuild(c);
-    await app().db.query('update privacy_exports set archive_ciphertext = $1 where id = $2', [stored, second.id]);
+    await app().db.system((tx) =>
+      tx.update(privacyExports).set({ archiveCiphertext: stored }).where(eq(privacyExports.id, second.id)),
+    );
     const res = await download(await linkFor(c.email, second.id));
     expect(res.status).toBe(500);
     expect(res.text.includes(c.email)).toBe(false);

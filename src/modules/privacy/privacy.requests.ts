@@ -230,7 +230,8 @@ export function requestsService(deps: Deps) {
       q: { cursor?: string | undefined; limit?: number | undefined } = {},
     ): Promise<{ data: RequestView[]; nextCursor: string | null }> {
       const limit = q.limit ?? 100;
-      const rows = await repo.list(db.orm, { userId, before: q.cursor, limit });
+      // Requests span workspaces (a workspace's export is the owner's): system work, filtered by user.
+      const rows = await db.system((tx) => repo.list(tx, { userId, before: q.cursor, limit }));
       return { data: rows.map((r) => toView(r)), nextCursor: rows.length === limit ? (rows.at(-1)?.id ?? null) : null };
     },
 
@@ -245,14 +246,16 @@ export function requestsService(deps: Deps) {
     }): Promise<{ data: RequestView[]; nextCursor: string | null }> {
       const limit = q.limit ?? 100;
       const now = clock.now();
-      const rows = await repo.list(db.orm, {
-        status: q.status,
-        type: q.type,
-        userId: q.userId,
-        overdueAt: q.overdue ? now : undefined,
-        before: q.cursor,
-        limit,
-      });
+      const rows = await db.system((tx) =>
+        repo.list(tx, {
+          status: q.status,
+          type: q.type,
+          userId: q.userId,
+          overdueAt: q.overdue ? now : undefined,
+          before: q.cursor,
+          limit,
+        }),
+      );
       const data = rows.map((r) => toView(r, now)).filter((v) => q.overdue !== false || !v.overdue);
       return { data, nextCursor: rows.length === limit ? (rows.at(-1)?.id ?? null) : null };
     },
