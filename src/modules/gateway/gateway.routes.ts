@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
@@ -377,5 +377,30 @@ async function runChat(
   reply.header('content-type', 'text/event-stream; charset=utf-8');
   reply.header('cache-control', 'no-cache');
   reply.header('x-accel-buffering', 'no');
-  return reply.send(Readable.from(frames(), { objectMode: false }));
+  // The frames go straight to the socket (the request log still runs when it ends): the
+  // first token leaves with the headers, without a stream pipeline in between.
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, reply.getHeaders() as OutgoingHttpHeaders);
+  try {
+    for await (const out of frames()) {
+      if (res.destroyed) break;
+      if (!res.write(out)) await writable(res);
+    }
+  } finally {
+    if (!res.destroyed) res.end();
+  }
+}
+
+/** Resolves once `res` drained its buffer, or closed (the client left). */
+function writable(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
