@@ -70,8 +70,10 @@ export function deletionUseCases(deps: Deps) {
     /**
      * Closes an account whose deletion was asked for, in one system transaction: first
      * `write(tx)` (the caller's record of the deletion; it may refuse), then the account is
-     * disabled (no sign-in), every session ended and its second factor and recovery codes
-     * removed. The last active operator cannot close their account (403 `last_operator`).
+     * `closing` (no sign-in), every session ended and its second factor and recovery codes
+     * removed. Only an active account closes (an operator's ban that won the race: 403
+     * `account_disabled`); the last active operator cannot close their account (403
+     * `last_operator`).
      * After the commit, the handlers of disabled accounts run (API keys stop on every
      * replica) and a security event is recorded.
      */
@@ -89,7 +91,9 @@ export function deletionUseCases(deps: Deps) {
           );
         }
         const out = await write(tx);
-        await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
+        if (!(await repo.changeStatus(tx, userId, 'active', 'closing', now))) {
+          throw new AppError('account_disabled', 'This account is disabled.');
+        }
         await repo.revokeUserSessions(tx, userId, now, 'account_deletion');
         await repo.deleteTotp(tx, userId);
         return out;
@@ -101,13 +105,14 @@ export function deletionUseCases(deps: Deps) {
 
     /**
      * Reopens an account whose deletion was cancelled: `write(tx)` (the caller's record; it
-     * may refuse), then the account is active again, in one transaction. Sessions and the
+     * may refuse), then the account is active again, in one transaction, but only if it is
+     * still `closing`: an account an operator disabled stays disabled. Sessions and the
      * second factor ended at closing stay ended: the user signs in again with the password.
      */
     async reopenAccount<T>(userId: string, meta: RequestMeta | null, write: (tx: Database) => Promise<T>): Promise<T> {
       const result = await db.system(async (tx) => {
         const out = await write(tx);
-        await repo.updateUser(tx, userId, { status: 'active', updatedAt: clock.now() });
+        await repo.changeStatus(tx, userId, 'closing', 'active', clock.now());
         return out;
       });
       await recordSecurityEvent({ type: 'account_deletion_cancelled', userId, ...(meta ? { meta } : {}) });

@@ -23,6 +23,16 @@ function assertAnotherActiveOperator(operators: Array<{ id: string; status: stri
   }
 }
 
+/** A `closing` account is its owner's to reopen (the emailed cancel link) or to have erased. */
+function assertNotClosing(user: { status: string }): void {
+  if (user.status === 'closing') {
+    throw new AppError(
+      'deletion_pending',
+      "This account is closed for deletion at its owner's request: only the owner's cancel link reopens it.",
+    );
+  }
+}
+
 /** Platform operators: who they are, adding and removing them, disabling and enabling accounts. */
 export function operatorsService(deps: Deps) {
   const { db, clock } = deps;
@@ -84,17 +94,21 @@ export function operatorsService(deps: Deps) {
 
     /**
      * Disables an account and ends all its sessions at once. Disabling an operator is
-     * refused (403 `last_operator`) when no other active operator would be left.
+     * refused (403 `last_operator`) when no other active operator would be left; an
+     * account closed for deletion (`closing`) cannot be disabled or enabled (409
+     * `deletion_pending`): it cannot sign in, and is erased unless its owner cancels.
      */
     async disableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
       if (userId === actor.userId) throw new AppError('forbidden', 'You cannot disable your own account.');
-      await mustUser(userId);
+      assertNotClosing(await mustUser(userId));
       const now = clock.now();
       const row = await db.orm.transaction(async (tx) => {
         const operators = await repo.lockOperators(tx);
         if (operators.some((o) => o.id === userId && o.status === 'active')) {
           assertAnotherActiveOperator(operators, userId);
         }
+        // Checked again under the lock: a deletion may have closed it meanwhile.
+        assertNotClosing((await repo.lockUser(tx, userId)) ?? { status: 'active' });
         const updated = await repo.updateUser(tx, userId, { status: 'disabled', updatedAt: now });
         await repo.revokeUserSessions(tx, userId, now, 'account_disabled');
         await audited(tx, actor, meta, 'user.disabled', userId);
@@ -105,9 +119,11 @@ export function operatorsService(deps: Deps) {
       return toPublicUser(row ?? (await mustUser(userId)));
     },
 
+    /** Enables a disabled account; refused (409 `deletion_pending`) for one closed for deletion. */
     async enableUser(actor: SessionAuth, userId: string, meta: RequestMeta): Promise<PublicUser> {
-      await mustUser(userId);
+      assertNotClosing(await mustUser(userId));
       const row = await db.orm.transaction(async (tx) => {
+        assertNotClosing((await repo.lockUser(tx, userId)) ?? { status: 'active' });
         const changed = await repo.updateUser(tx, userId, { status: 'active', updatedAt: clock.now() });
         await audited(tx, actor, meta, 'user.enabled', userId);
         return changed;

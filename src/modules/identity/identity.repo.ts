@@ -33,6 +33,11 @@ export const identityRepo = {
     const [row] = await db.select().from(users).where(eq(users.id, id));
     return row ?? null;
   },
+  /** The user row, locked until the transaction ends (status changes serialise on it). */
+  async lockUser(db: Database, id: string): Promise<UserRow | null> {
+    const [row] = await db.select().from(users).where(eq(users.id, id)).for('update');
+    return row ?? null;
+  },
   async userByEmail(db: Database, email: string): Promise<UserRow | null> {
     const [row] = await db.select().from(users).where(eq(users.email, email));
     return row ?? null;
@@ -40,6 +45,21 @@ export const identityRepo = {
   async updateUser(db: Database, id: string, patch: Partial<typeof users.$inferInsert>): Promise<UserRow | null> {
     const [row] = await db.update(users).set(patch).where(eq(users.id, id)).returning();
     return row ?? null;
+  },
+  /** Sets the status only while it is `from`: whether it changed. */
+  async changeStatus(
+    db: Database,
+    id: string,
+    from: UserRow['status'],
+    to: UserRow['status'],
+    at: Date,
+  ): Promise<boolean> {
+    const rows = await db
+      .update(users)
+      .set({ status: to, updatedAt: at })
+      .where(and(eq(users.id, id), eq(users.status, from)))
+      .returning({ id: users.id });
+    return rows.length > 0;
   },
   async listOperators(db: Database): Promise<UserRow[]> {
     return db.select().from(users).where(eq(users.isOperator, true)).orderBy(asc(users.createdAt));

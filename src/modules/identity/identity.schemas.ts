@@ -13,7 +13,7 @@ export const UserSchema = z.object({
   id: z.string(),
   email: z.string(),
   displayName: z.string().nullable(),
-  status: z.enum(['active', 'disabled']),
+  status: z.enum(['active', 'disabled', 'closing']),
   isOperator: z.boolean(),
   emailVerified: z.boolean(),
   mfaEnabled: z.boolean(),

@@ -22,7 +22,7 @@ export type PublicUser = {
   id: string;
   email: string;
   displayName: string | null;
-  status: 'active' | 'disabled';
+  status: 'active' | 'disabled' | 'closing';
   isOperator: boolean;
   emailVerified: boolean;
   mfaEnabled: boolean;

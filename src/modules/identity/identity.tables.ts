@@ -4,12 +4,18 @@ import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
 import { MAIL_RELAY } from '../notifications/index.ts';
 
+/**
+ * An account's status: `active`; `disabled` by an operator; `closing`, closed by its owner's
+ * deletion request until it is erased or the owner cancels (only the cancel link reopens it).
+ */
+export const USER_STATUSES = ['active', 'disabled', 'closing'] as const;
+
 export const users = pgTable('users', {
   id: text('id').primaryKey(),
   email: text('email').notNull(),
   displayName: text('display_name'),
   passwordHash: text('password_hash').notNull(),
-  status: text('status', { enum: ['active', 'disabled'] }).notNull(),
+  status: text('status', { enum: USER_STATUSES }).notNull(),
   isOperator: boolean('is_operator').notNull(),
   emailVerifiedAt: ts('email_verified_at'),
   passwordChangedAt: ts('password_changed_at').notNull(),

@@ -47,7 +47,7 @@ export const KEYS_CHANNEL = 'berth.keys';
 
 /** What verification needs to know about the key's creator (the identity module's `findUserById`). */
 export type UserLookup = {
-  findUserById(id: string): Promise<{ status: 'active' | 'disabled'; mfaEnabled: boolean } | null>;
+  findUserById(id: string): Promise<{ status: 'active' | 'disabled' | 'closing'; mfaEnabled: boolean } | null>;
 };
 
 export type VerifierDeps = {

@@ -54,10 +54,11 @@ export const consentTables = [
     columns: {
       id: col('identifier', false),
       userId: col('identifier', true),
-      purpose: col('account', true, { purpose: 'What the consent is for' }),
-      given: col('account', true, { purpose: 'Given (true) or withdrawn (false)' }),
+      // Erasure keeps the history under the pseudonym: the proof of what was consented to, and when.
+      purpose: col('account', true, { purpose: 'What the consent is for', erase: 'keep' }),
+      given: col('account', true, { purpose: 'Given (true) or withdrawn (false)', erase: 'keep' }),
       textVersion: col('account', false, { purpose: 'The version of the consent text the user saw' }),
-      at: col('account', true),
+      at: col('account', true, { erase: 'keep' }),
     },
   }),
   mapTable(privacyObjections, {
@@ -68,9 +69,9 @@ export const consentTables = [
     columns: {
       id: col('identifier', false),
       userId: col('identifier', true),
-      purpose: col('account', true, { purpose: 'The processing objected to' }),
-      objected: col('account', true, { purpose: 'Objected (true) or the objection withdrawn (false)' }),
-      at: col('account', true),
+      purpose: col('account', true, { purpose: 'The processing objected to', erase: 'keep' }),
+      objected: col('account', true, { purpose: 'Objected (true) or the objection withdrawn (false)', erase: 'keep' }),
+      at: col('account', true, { erase: 'keep' }),
     },
   }),
 ];

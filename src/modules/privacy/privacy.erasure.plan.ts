@@ -15,7 +15,7 @@ export type UserTablePlan = {
   table: string;
   /** Columns holding a user id or an email address, and what to do with the rows naming the person. */
   refs: Array<{ column: string; kind: 'user' | 'email'; rule: 'delete' | 'anonymise' }>;
-  /** Other personal columns whose rule is `anonymise`: set to null (where they may be) in the person's rows. */
+  /** Other personal columns whose rule is `anonymise`: set to null in the person's rows (see `unsafeClears`). */
   clear: string[];
 };
 
@@ -71,6 +71,48 @@ export function erasePlan(entries: readonly TableEntry[]): ErasePlan {
   }
   user.sort((a, b) => Number(a.table === 'users') - Number(b.table === 'users'));
   return { user, workspace };
+}
+
+/**
+ * What the live schema says about a column (`table.column` keys): whether it may be null,
+ * whether it is a foreign key to `users`, and whether a CHECK constraint or a partial
+ * index's predicate reads it (then null means something: "still active", "not done").
+ */
+export type ColumnFact = { nullable: boolean; userForeignKey: boolean; constrained: boolean };
+
+/**
+ * Columns the plan would set to null although the schema forbids it (NOT NULL) or gives
+ * null a meaning (a CHECK constraint or a partial index reads the column). Such a rule
+ * would make erasure fail, or turn a lifted restriction into an active one: the column's
+ * map entry must say `erase: 'keep'` (or the rule must name what replaces the value).
+ * Erasure refuses to run while the list is not empty; the erasure tests check it is.
+ */
+export function unsafeClears(plan: ErasePlan, facts: ReadonlyMap<string, ColumnFact>): Unruled[] {
+  return plan.user.flatMap((t) =>
+    // Only rows that stay are cleared: a table whose rows naming the person are all deleted has none.
+    !t.refs.some((r) => anonymisedInPlace(t.table, r, facts))
+      ? []
+      : t.clear
+          .filter((column) => {
+            const fact = facts.get(`${t.table}.${column}`);
+            return fact !== undefined && (!fact.nullable || fact.constrained);
+          })
+          .map((column) => ({ table: t.table, column })),
+  );
+}
+
+/**
+ * Whether erasure keeps the rows a reference names and changes them (the clear list then
+ * applies), rather than deleting them: `anonymise`, unless the column is a foreign key to
+ * users that may not be null (its rows go with the account).
+ */
+export function anonymisedInPlace(
+  table: string,
+  ref: UserTablePlan['refs'][number],
+  facts: ReadonlyMap<string, ColumnFact>,
+): boolean {
+  const fact = facts.get(`${table}.${ref.column}`);
+  return ref.rule === 'anonymise' && !(fact?.userForeignKey && !fact.nullable);
 }
 
 /** `schema.table` or `table`, quoted for SQL. */

@@ -3,13 +3,14 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { useTestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
-import { logIn, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
+import { logIn, makeOperator, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
 import { dataMap } from '../../app.ts';
 import { DAY, MINUTE } from '../../platform/clock.ts';
 import { generateAuditSigningKey } from '../audit/index.ts';
 import { totpCodeAt } from '../identity/index.ts';
-import { DELETION_GRACE_DAYS, ERASURE_JOB, unruledColumns } from './index.ts';
-import { erasePlan } from './privacy.erasure.plan.ts';
+import { DELETION_GRACE_DAYS, ERASURE_JOB, EXPORT_BUILD_JOB, unruledColumns } from './index.ts';
+import { erasePlan, unsafeClears } from './privacy.erasure.plan.ts';
+import { erasureRepo } from './privacy.erasure.repo.ts';
 
 const getApp = useTestApp({
   config: {
@@ -86,6 +87,19 @@ async function person(label: string, opts: { ip?: string } = {}): Promise<Signed
   const displayName = `Erasable ${label} ${testIp().replaceAll('.', '')}`;
   const c = await signUp(getApp(), { email: testEmail(label), displayName, ...opts });
   return Object.assign(c, { displayName });
+}
+
+/** A platform operator, signed in (they receive the operators' alerts). */
+async function operator(): Promise<SignedInClient> {
+  const app = getApp();
+  const op = await person('operator');
+  await makeOperator(app, op.userId);
+  return logIn(app, op.email, op.password);
+}
+
+async function operatorMails(tag: string) {
+  const mails = await getApp().modules.notifications.service.listOutbox({ limit: 1000 });
+  return mails.filter((m) => m.tag === tag);
 }
 
 async function userStatus(userId: string): Promise<string | null> {
@@ -174,7 +188,7 @@ describe('happy', () => {
     // One day before the end of the grace period nothing is erased.
     app.clock.advance(DELETION_GRACE_DAYS * DAY - DAY);
     await runErasure();
-    expect(await userStatus(alice.userId)).toBe('disabled');
+    expect(await userStatus(alice.userId)).toBe('closing');
 
     app.clock.advance(DAY + MINUTE);
     expect(await runErasure()).toMatchObject({ failed: 0 });
@@ -218,6 +232,82 @@ describe('happy', () => {
     // Running the job again changes nothing.
     expect(await runErasure()).toMatchObject({ failed: 0 });
   }, 180_000);
+
+  it('erases a user with a history in every privacy record table, keeping the records’ status and dates', async () => {
+    const app = getApp();
+    const lee = await person('lee');
+    let c: SignedInClient = lee;
+
+    // Restricted, lifted, restricted again, lifted: two lifted rows (a null lifted_at would make both "active").
+    for (let i = 0; i < 2; i++) {
+      expect((await c.post('/api/me/privacy/restriction')).status).toBe(200);
+      app.clock.advance(MINUTE);
+      expect((await c.delete('/api/me/privacy/restriction')).status).toBe(200);
+      app.clock.advance(MINUTE);
+    }
+    expect((await c.post('/api/me/privacy/consents/marketing_email', { textVersion: '2026-01' })).status).toBeLessThan(
+      300,
+    );
+    expect((await c.delete('/api/me/privacy/consents/marketing_email')).status).toBeLessThan(300);
+    expect((await c.put('/api/me/privacy/objections', { objections: { product_analytics: true } })).status).toBe(200);
+    const exported = await c.post<{ id: string }>('/api/me/privacy/exports');
+    expect(exported.status).toBe(202);
+    await app.jobs.drain(EXPORT_BUILD_JOB);
+    expect((await c.get<{ status: string }>(`/api/me/privacy/exports/${exported.body.id}`)).body.status).toBe('ready');
+
+    // Deletion asked for, cancelled, asked for again: a cancelled row (cancelled_at required) stays beside it.
+    const first = await c.post<{ deletion: { id: string } }>('/api/me/deletion', { password: lee.password });
+    expect(first.status).toBe(202);
+    const cancelled = await new TestClient(app).post('/api/privacy/deletion/cancel', {
+      token: await cancelToken(lee.email),
+    });
+    expect(cancelled.status).toBe(200);
+    c = await logIn(app, lee.email, lee.password);
+    app.clock.advance(MINUTE);
+    const second = await c.post<{ deletion: { id: string } }>('/api/me/deletion', { password: lee.password });
+    expect(second.status).toBe(202);
+
+    const requestsBefore = await asOwner<{ id: string; type: string; status: string; completed_at: Date | null }>(
+      'select id, type, status, completed_at from privacy_requests where user_id = $1 order by received_at, id',
+      [lee.userId],
+    );
+    expect(requestsBefore.length).toBeGreaterThanOrEqual(6);
+
+    app.clock.advance(DELETION_GRACE_DAYS * DAY + MINUTE);
+    expect(await runErasure()).toMatchObject({ failed: 0 });
+    expect(await userStatus(lee.userId)).toBeNull();
+    expect(await findEverywhere([lee.userId, lee.email, lee.displayName])).toEqual([]);
+
+    // The records stay under the pseudonym, with their status and dates.
+    const pseudonym = app.modules.vault.service.pseudonym(lee.userId);
+    const requestsAfter = await asOwner<{ id: string; type: string; status: string; completed_at: Date | null }>(
+      'select id, type, status, completed_at from privacy_requests where user_id = $1 order by received_at, id',
+      [pseudonym],
+    );
+    expect(requestsAfter.map((r) => r.id)).toEqual(requestsBefore.map((r) => r.id));
+    for (const r of requestsAfter) {
+      if (r.status === 'completed' || r.status === 'cancelled' || r.status === 'rejected') {
+        expect(r.completed_at, `${r.type} ${r.status}`).not.toBeNull();
+      }
+    }
+    expect(requestsAfter.find((r) => r.type === 'erasure' && r.status === 'completed')).toBeDefined();
+    expect(requestsAfter.find((r) => r.type === 'erasure' && r.status === 'cancelled')).toBeDefined();
+    const restrictions = await asOwner<{ lifted_at: Date | null }>(
+      'select lifted_at from privacy_restrictions where user_id = $1',
+      [pseudonym],
+    );
+    expect(restrictions.length).toBe(2);
+    expect(restrictions.every((r) => r.lifted_at !== null)).toBe(true);
+    const deletions = await asOwner<{ id: string; status: string; cancelled_at: Date | null; erased_at: Date | null }>(
+      'select id, status, cancelled_at, erased_at from account_deletions where user_id = $1 order by requested_at',
+      [pseudonym],
+    );
+    expect(deletions).toMatchObject([
+      { id: first.body.deletion.id, status: 'cancelled', cancelled_at: expect.any(Date), erased_at: null },
+      { id: second.body.deletion.id, status: 'erased', cancelled_at: null, erased_at: expect.any(Date) },
+    ]);
+    expect(await asOwner('select id from privacy_exports where id = $1', [exported.body.id])).toEqual([]);
+  }, 120_000);
 
   it('the emailed link cancels the deletion within the grace period and the user signs in again', async () => {
     const app = getApp();
@@ -386,6 +476,118 @@ describe('errors', () => {
     expect(rows.length).toBe(1);
   });
 
+  it('an erasure that fails is retried with a backoff after the others, and the operators are told once', async () => {
+    const app = getApp();
+    await operator();
+    const stuck = await person('stuck');
+    const other = await person('other');
+    const stuckDeletion = await stuck.post<{ deletion: { id: string } }>('/api/me/deletion', {
+      password: stuck.password,
+    });
+    app.clock.advance(MINUTE);
+    expect((await other.post('/api/me/deletion', { password: other.password })).status).toBe(202);
+
+    // The database refuses to delete the stuck account (as a broken constraint would).
+    const fn = `erasure_block_${stuck.userId.slice(-12).toLowerCase()}`;
+    await asOwner(`create function ${fn}() returns trigger language plpgsql as $$
+      begin if old.id = '${stuck.userId}' then raise exception 'blocked by the test'; end if; return old; end $$`);
+    await asOwner(`create trigger ${fn} before delete on users for each row execute function ${fn}()`);
+    try {
+      app.clock.advance(DELETION_GRACE_DAYS * DAY);
+      // The older deletion fails; the run goes on, erases the other and does not fail itself.
+      expect(await runErasure()).toMatchObject({ failed: 0 });
+      expect(await userStatus(other.userId)).toBeNull();
+      expect(await userStatus(stuck.userId)).toBe('closing');
+      const row = async () =>
+        (
+          await asOwner<{ status: string; attempts: number; last_error_at: Date | null }>(
+            'select status, attempts, last_error_at from account_deletions where id = $1',
+            [stuckDeletion.body.deletion.id],
+          )
+        )[0];
+      expect(await row()).toMatchObject({ status: 'scheduled', attempts: 1, last_error_at: expect.any(Date) });
+      const alerts = await operatorMails('privacy.erasure_failed');
+      expect(alerts.filter((m) => m.text.includes(stuckDeletion.body.deletion.id)).length).toBeGreaterThan(0);
+      const sent = alerts.length;
+      for (const text of [...alerts.map((m) => `${m.subject}\n${m.text}`), ...app.logs]) {
+        expect(text).not.toContain(stuck.email);
+      }
+      expect(app.logs.filter((l) => l.includes('erasure failed')).join('\n')).not.toContain(stuck.userId);
+
+      // Within its backoff it is not tried again.
+      await runErasure();
+      expect((await row())?.attempts).toBe(1);
+
+      // A later deletion, due with it after the backoff, goes first; the failing one is retried, not alerted again.
+      const late = await person('late');
+      const lateDeletion = await late.post<{ deletion: { id: string } }>('/api/me/deletion', {
+        password: late.password,
+      });
+      app.clock.advance(61 * MINUTE);
+      await runErasure();
+      expect((await row())?.attempts).toBe(2);
+      expect((await operatorMails('privacy.erasure_failed')).length).toBe(sent);
+      app.clock.advance(DELETION_GRACE_DAYS * DAY);
+      const due = await app.db.system((tx) => erasureRepo.due(tx, app.clock.now(), 100));
+      const order = due
+        .map((d) => d.id)
+        .filter((id) => id === lateDeletion.body.deletion.id || id === stuckDeletion.body.deletion.id);
+      expect(order).toEqual([lateDeletion.body.deletion.id, stuckDeletion.body.deletion.id]);
+    } finally {
+      await asOwner(`drop trigger if exists ${fn} on users`);
+      await asOwner(`drop function if exists ${fn}()`);
+    }
+    // Once the cause is gone, the next run erases it.
+    expect(await runErasure()).toMatchObject({ failed: 0 });
+    expect(await userStatus(stuck.userId)).toBeNull();
+  }, 120_000);
+
+  it('an operator can neither enable nor disable an account closed for deletion; cancelling reopens it', async () => {
+    const app = getApp();
+    const op = await operator();
+    const max = await person('max');
+    expect((await max.post('/api/me/deletion', { password: max.password })).status).toBe(202);
+    for (const action of ['enable', 'disable']) {
+      const res = await op.post(`/api/operator/users/${max.userId}/${action}`);
+      expect(res.status, action).toBe(409);
+      expect(res.body).toMatchObject({ code: 'deletion_pending' });
+    }
+    expect(await userStatus(max.userId)).toBe('closing');
+    expect(await asOwner('select status from account_deletions where user_id = $1', [max.userId])).toEqual([
+      { status: 'scheduled' },
+    ]);
+    const cancelled = await new TestClient(app).post('/api/privacy/deletion/cancel', {
+      token: await cancelToken(max.email),
+    });
+    expect(cancelled.status).toBe(200);
+    expect(await userStatus(max.userId)).toBe('active');
+  });
+
+  it("cancelling a deletion never lifts an operator's ban", async () => {
+    const app = getApp();
+    const op = await operator();
+    const ned = await person('ned');
+    const auth = {
+      kind: 'session' as const,
+      userId: ned.userId,
+      sessionId: 'ses_x',
+      mfaEnabled: false,
+      isOperator: false,
+    };
+    const meta = { ip: '127.0.0.1', userAgent: null, requestId: 'req_test' };
+    expect((await op.post(`/api/operator/users/${ned.userId}/disable`)).status).toBe(200);
+    // A deletion racing the ban does not close (and so could not later reopen) the banned account.
+    await expect(
+      app.modules.privacy.service.erasure.requestDeletion(auth, { password: ned.password }, meta),
+    ).rejects.toMatchObject({ code: 'account_disabled' });
+    expect(await asOwner('select id from account_deletions where user_id = $1', [ned.userId])).toEqual([]);
+    // Reopening reopens only an account the deletion closed.
+    await app.modules.identity.service.reopenAccount(ned.userId, null, async () => undefined);
+    expect(await userStatus(ned.userId)).toBe('disabled');
+    expect((await op.post(`/api/operator/users/${ned.userId}/enable`)).status).toBe(200);
+    expect(await userStatus(ned.userId)).toBe('active');
+  });
+
   it('the cancel link is refused when unknown or once the grace period is over', async () => {
     const app = getApp();
     const junk = await new TestClient(app).post('/api/privacy/deletion/cancel', { token: 'not-a-token' });
@@ -398,7 +600,7 @@ describe('errors', () => {
     const late = await new TestClient(app).post('/api/privacy/deletion/cancel', { token });
     expect(late.status).toBe(400);
     expect(late.body).toMatchObject({ code: 'token_expired' });
-    expect(await userStatus(jay.userId)).toBe('disabled');
+    expect(await userStatus(jay.userId)).toBe('closing');
   });
 });
 
@@ -412,6 +614,24 @@ describe('security', () => {
     expect(tables).toEqual(expect.arrayContaining(['sessions', 'security_events', 'memberships', 'audit_subjects']));
     // The audit log itself is never changed by erasure (append-only, hash-chained).
     expect(tables).not.toContain('audit_events');
+  });
+
+  it('erasure sets no column to null that is NOT NULL or that a CHECK constraint or partial index reads', async () => {
+    const app = getApp();
+    const facts = await app.db.system((tx) => erasureRepo.columnFacts(tx));
+    // The live schema is read: the record tables' constrained columns are seen as such.
+    expect(facts.get('privacy_requests.completed_at')).toMatchObject({ nullable: true, constrained: true });
+    expect(facts.get('privacy_restrictions.lifted_at')).toMatchObject({ nullable: true, constrained: true });
+    expect(facts.get('account_deletions.cancelled_at')).toMatchObject({ nullable: true, constrained: true });
+    expect(facts.get('privacy_requests.details')).toMatchObject({ nullable: true });
+    expect(unsafeClears(erasePlan(dataMap(app.modules)), facts)).toEqual([]);
+    // And the check does catch such a rule.
+    const map = dataMap(app.modules).map((t) =>
+      t.table === 'privacy_restrictions'
+        ? { ...t, columns: { ...t.columns, lifted_at: { category: 'account' as const, personal: true } } }
+        : t,
+    );
+    expect(unsafeClears(erasePlan(map), facts)).toEqual([{ table: 'privacy_restrictions', column: 'lifted_at' }]);
   });
 
   it('the cancel token never reaches the logs', async () => {

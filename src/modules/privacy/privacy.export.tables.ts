@@ -45,7 +45,8 @@ export const exportTables = [
       kind: col('account', false, {
         purpose: "Whether the export is of the user's own data or of a workspace they own",
       }),
-      userId: col('identifier', true, { purpose: 'Who asked for the export (whose data it is)' }),
+      // Erasure deletes the person's exports, archive and all (the privacy request stays as the record).
+      userId: col('identifier', true, { purpose: 'Who asked for the export (whose data it is)', erase: 'delete' }),
       workspaceId: col('identifier', false, { purpose: 'The workspace exported, for a workspace export' }),
       requestId: col('identifier', false, { purpose: 'The privacy request that tracks the export' }),
       status: col('account', true),

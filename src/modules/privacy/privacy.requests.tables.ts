@@ -40,15 +40,17 @@ export const requestTables = [
     subject: 'user',
     columns: {
       id: col('identifier', false),
-      type: col('account', true, { purpose: 'Which right the subject exercised' }),
+      // Erasure keeps the type, status and dates (under the pseudonym): they show that the
+      // request was answered in time, and the table's checks require them. The free text goes.
+      type: col('account', true, { purpose: 'Which right the subject exercised', erase: 'keep' }),
       userId: col('identifier', true, { purpose: 'The data subject who made the request' }),
       workspaceId: col('identifier', false, { purpose: 'The workspace the request is about, when it is about one' }),
-      status: col('account', true),
+      status: col('account', true, { erase: 'keep' }),
       details: col('account', true, { purpose: 'What the subject asked to be corrected, in their words' }),
       outcome: col('account', true, { purpose: 'How the request was answered' }),
-      receivedAt: col('account', true),
+      receivedAt: col('account', true, { erase: 'keep' }),
       dueAt: col('account', false, { purpose: 'The legal deadline: one month after receipt' }),
-      completedAt: col('account', true),
+      completedAt: col('account', true, { erase: 'keep' }),
       overdueAlertedAt: col('operational', false, {
         purpose: 'When the operators were told the request is overdue (once)',
       }),

@@ -23,8 +23,12 @@ export const restrictionTables = [
     columns: {
       id: col('identifier', false),
       userId: col('identifier', true, { purpose: 'Whose processing is (or was) restricted' }),
-      restrictedAt: col('account', true),
-      liftedAt: col('account', true, { purpose: 'When the restriction was lifted (null while it lasts)' }),
+      // Kept under the pseudonym: a null lifted_at means "restricted now" (and at most one row may).
+      restrictedAt: col('account', true, { erase: 'keep' }),
+      liftedAt: col('account', true, {
+        purpose: 'When the restriction was lifted (null while it lasts)',
+        erase: 'keep',
+      }),
     },
   }),
 ];
