@@ -15,6 +15,20 @@ const bool = z
   .union([z.boolean(), z.enum(['true', 'false', '1', '0'])])
   .transform((v) => v === true || v === 'true' || v === '1');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** One line of text an operator writes (printed on documents): no control characters. */
+const oneLine = (max: number) =>
+  z
+    .string()
+    .trim()
+    .min(1)
+    .max(max)
+    .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters');
+/** A USD amount, exact to the micro-dollar (kept as text; read with usdToMicros). */
+const usd = (example: string) =>
+  z.coerce
+    .string()
+    .trim()
+    .refine((v) => usdToMicros(v) !== null, `a USD amount such as ${example} (at most 6 decimals)`);
 const url = (protocols: string[]) =>
   z.string().refine(
     (v) => {
@@ -107,19 +121,11 @@ export const ConfigSchema = z
     /** `ledger`: calls reserve and settle credits on the billing ledger; `unlimited`: no balances at all. */
     BERTH_CREDITS: z.enum(['ledger', 'unlimited']).default('ledger'),
     /** Credits each new workspace starts with, in USD (exact to the micro-dollar); 0 for none. */
-    BERTH_FREE_CREDITS_USD: z.coerce
-      .string()
-      .trim()
-      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 5 or 12.50 (at most 6 decimals)')
-      .default('5'),
+    BERTH_FREE_CREDITS_USD: usd('5 or 12.50').default('5'),
     /** How long a credit reservation may stay open before the expiry job releases it. */
     BERTH_RESERVATION_TTL_SECONDS: int(60, 86_400).default(900),
     /** What a gateway replica reserves at once for a workspace's calls (a credit lease), in USD; 0: a reservation per call. */
-    BERTH_CREDIT_LEASE_USD: z.coerce
-      .string()
-      .trim()
-      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 0.5 (at most 6 decimals)')
-      .default('0.5'),
+    BERTH_CREDIT_LEASE_USD: usd('0.5').default('0.5'),
     /** How long a credit lease takes calls before it is settled on the ledger. */
     BERTH_CREDIT_LEASE_SECONDS: int(1, 300).default(5),
     /** Statement numbers start with this: `<prefix>-<YYYY>-<MM>-<sequence>`. */
@@ -128,43 +134,15 @@ export const ConfigSchema = z
       .regex(/^[A-Z0-9]{1,12}$/, '1 to 12 capital letters or digits')
       .default('BER'),
     /** Who issues the statements and receipts (name, address, tax number), printed on them. */
-    BERTH_INVOICE_ISSUER: z
-      .string()
-      .trim()
-      .min(1)
-      .max(300)
-      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
-      .optional(),
+    BERTH_INVOICE_ISSUER: oneLine(300).optional(),
     /** Who is responsible for the personal data this installation holds (the controller), shown in the privacy policy. */
-    BERTH_PRIVACY_CONTROLLER: z
-      .string()
-      .trim()
-      .min(1)
-      .max(300)
-      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
-      .optional(),
+    BERTH_PRIVACY_CONTROLLER: oneLine(300).optional(),
     /** How people reach the controller about their data (an email address, a postal address or a URL), shown in the privacy policy. */
-    BERTH_PRIVACY_CONTACT: z
-      .string()
-      .trim()
-      .min(1)
-      .max(300)
-      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
-      .optional(),
+    BERTH_PRIVACY_CONTACT: oneLine(300).optional(),
     /** The data protection officer and how to reach them, when there is one, shown in the privacy policy. */
-    BERTH_PRIVACY_DPO: z
-      .string()
-      .trim()
-      .min(1)
-      .max(300)
-      .regex(/^[^\p{Cc}]*$/u, 'one line, no control characters')
-      .optional(),
+    BERTH_PRIVACY_DPO: oneLine(300).optional(),
     /** Below this (USD, available plus held) a workspace's credits are low: owners are warned once per dip; 0 for no warning. */
-    BERTH_LOW_BALANCE_USD: z.coerce
-      .string()
-      .trim()
-      .refine((v) => usdToMicros(v) !== null, 'a USD amount such as 1 or 2.50 (at most 6 decimals)')
-      .default('1'),
+    BERTH_LOW_BALANCE_USD: usd('1 or 2.50').default('1'),
     /** Below this (USD, available plus held, more than 0) a workspace is out of credits: agents stop starting runs. */
     BERTH_EXHAUSTED_BALANCE_USD: z.coerce
       .string()

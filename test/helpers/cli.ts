@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { runCli } from '../../src/cli/index.ts';
+import type { Io } from '../../src/cli/output.ts';
 
 /** The `berth` command as users run it, for end-to-end tests. */
 export const BIN = path.resolve('bin/berth.js');
@@ -62,4 +65,25 @@ export function startServer(
       reject(new Error(`server exited with ${code ?? signal}: ${out.slice(-4000)}`));
     });
   });
+}
+
+/**
+ * Runs `berth ARGS` in this process (against a server the test started), with `env` as its
+ * whole environment and `stdin` as what it reads (a password, a confirmation).
+ *
+ * @example const r = await berthInProcess(['privacy', 'restrict', '--email', email], { BERTH_URL: url }, `${password}\n`);
+ */
+export async function berthInProcess(args: string[], env: Record<string, string>, stdin = ''): Promise<Run> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const input = new PassThrough();
+  input.end(stdin);
+  const io: Io = {
+    out: (s) => out.push(s),
+    err: (s) => err.push(s),
+    env: { BERTH_LOG_LEVEL: 'silent', ...env },
+    stdin: input as unknown as NodeJS.ReadStream,
+  };
+  const code = await runCli(['node', 'berth', ...args], io);
+  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
 }

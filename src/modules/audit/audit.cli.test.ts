@@ -1,12 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp } from '../../../test/helpers/app.ts';
+import { berthInProcess } from '../../../test/helpers/cli.ts';
 import { signUp } from '../../../test/helpers/identity.ts';
-import { runCli } from '../../cli/index.ts';
-import type { Io } from '../../cli/output.ts';
 import { openPglite } from '../../platform/db/db.ts';
 import type { AuditEventView, VerifyReport } from './index.ts';
 
@@ -14,16 +12,7 @@ import type { AuditEventView, VerifyReport } from './index.ts';
 let dataDir: string;
 
 async function berth(args: string[]) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const io: Io = {
-    out: (s) => out.push(s),
-    err: (s) => err.push(s),
-    env: { BERTH_DATA_DIR: dataDir, BERTH_LOG_LEVEL: 'silent' },
-    stdin: new PassThrough() as unknown as NodeJS.ReadStream,
-  };
-  const code = await runCli(['node', 'berth', ...args], io);
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+  return berthInProcess(args, { BERTH_DATA_DIR: dataDir });
 }
 
 beforeAll(async () => {

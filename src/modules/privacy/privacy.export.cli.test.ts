@@ -1,12 +1,10 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { useTestApp } from '../../../test/helpers/app.ts';
+import { berthInProcess } from '../../../test/helpers/cli.ts';
 import { signUp } from '../../../test/helpers/identity.ts';
-import { runCli } from '../../cli/index.ts';
-import type { Io } from '../../cli/output.ts';
 import { EXPORT_BUILD_JOB, type ExportView } from './privacy.export.service.ts';
 
 /** `berth privacy export` and `berth privacy download` in process, against a listening test app. */
@@ -23,18 +21,7 @@ afterAll(() => {
 });
 
 async function berth(args: string[], stdin = '') {
-  const out: string[] = [];
-  const err: string[] = [];
-  const input = new PassThrough();
-  input.end(stdin);
-  const io: Io = {
-    out: (s) => out.push(s),
-    err: (s) => err.push(s),
-    env: { BERTH_URL: url, BERTH_LOG_LEVEL: 'silent' },
-    stdin: input as unknown as NodeJS.ReadStream,
-  };
-  const code = await runCli(['node', 'berth', ...args], io);
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+  return berthInProcess(args, { BERTH_URL: url }, stdin);
 }
 
 /** The emailed link, pointed at the listening server (the app's public URL is a test name). */

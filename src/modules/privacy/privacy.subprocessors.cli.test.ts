@@ -1,9 +1,7 @@
-import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { berthInProcess } from '../../../test/helpers/cli.ts';
 import { makeOperator, type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
-import { runCli } from '../../cli/index.ts';
-import type { Io } from '../../cli/output.ts';
 import { DAY, HOUR } from '../../platform/clock.ts';
 import type { BreachView, RecordOfProcessing, SubprocessorView } from './index.ts';
 
@@ -29,18 +27,7 @@ afterAll(async () => {
 });
 
 async function berth(args: string[], password?: string) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const stdin = new PassThrough();
-  stdin.end(password === undefined ? '' : `${password}\n`);
-  const io: Io = {
-    out: (s) => out.push(s),
-    err: (s) => err.push(s),
-    env: { BERTH_LOG_LEVEL: 'silent' },
-    stdin: stdin as unknown as NodeJS.ReadStream,
-  };
-  const code = await runCli(['node', 'berth', ...args], io);
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+  return berthInProcess(args, {}, password === undefined ? '' : `${password}\n`);
 }
 
 const asOp = () => ['--url', url, '--email', op.email];
