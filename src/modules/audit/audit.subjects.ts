@@ -1,4 +1,4 @@
-import { inArray } from 'drizzle-orm';
+import { inArray, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { RequestMeta } from '../../platform/http/context.ts';
 import { isId } from '../../platform/ids.ts';
@@ -62,10 +62,16 @@ export async function storeBeside(
 ): Promise<void> {
   const at = row.occurredAt;
   if (sealed.subjects.size > 0) {
-    await tx
-      .insert(auditSubjects)
-      .values([...sealed.subjects].map(([pseudonym, userId]) => ({ pseudonym, userId, createdAt: at })))
-      .onConflictDoNothing();
+    // Only for users that exist: an event naming an erased user's id (a late job, an id typed
+    // into a name) must not map the pseudonym back to them.
+    const pseudonyms = [...sealed.subjects.keys()];
+    const userIds = [...sealed.subjects.values()];
+    await tx.execute(sql`
+      insert into audit_subjects (pseudonym, user_id, created_at)
+      select k.pseudonym, k.user_id, ${at.toISOString()}::timestamptz
+        from unnest(${sql.param(pseudonyms)}::text[], ${sql.param(userIds)}::text[]) as k(pseudonym, user_id)
+       where exists (select 1 from users u where u.id = k.user_id)
+      on conflict do nothing`);
   }
   const ip = context.meta?.ip ?? null;
   const userAgent = context.meta?.userAgent ?? null;

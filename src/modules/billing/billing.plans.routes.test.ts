@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { and, eq, isNull } from 'drizzle-orm';
 import type OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
@@ -9,6 +10,7 @@ import { type GatewayWorkspace, gatewayWorkspace, listen } from '../../../test/h
 import { logIn, makeOperator, type SignedInClient, signUp, testEmail } from '../../../test/helpers/identity.ts';
 import { ConfigError } from '../../config.ts';
 import { plansFromFile } from './billing.plans.ts';
+import { workspacePlans } from './billing.tables.ts';
 
 /**
  * Plans from the operator's file: what a plan includes is enforced where it applies (the
@@ -129,6 +131,20 @@ describe('errors', () => {
       expect(() => plansFromFile(plansFile(bad), 0)).toThrow(/BERTH_PLANS_FILE/);
     }
     expect(() => plansFromFile(path.join(dir, 'missing.json'), 0)).toThrow(/BERTH_PLANS_FILE/);
+  });
+});
+
+describe('a plan no longer configured', () => {
+  it('keeps the audit log as long as the longest plan does, never by the default', async () => {
+    const w = await gatewayWorkspace(app);
+    await app.db.tenant(w.workspaceId, (tx) =>
+      tx
+        .update(workspacePlans)
+        .set({ plan: 'retired-plan' })
+        .where(and(eq(workspacePlans.workspaceId, w.workspaceId), isNull(workspacePlans.endedAt))),
+    );
+    const limits = await app.modules.billing.service.limitsOf(w.workspaceId);
+    expect(limits.auditRetentionMonths).toBe(84);
   });
 });
 

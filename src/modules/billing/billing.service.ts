@@ -74,11 +74,14 @@ export function billingService(deps: Deps) {
     ): Promise<{ rateLimitRpm: number | null; seats: number | null; auditRetentionMonths: number | null }> {
       const current = await db.tenant(workspaceId, (tx) => repo.currentPlan(tx, workspaceId));
       const plan = deps.plans.get(current?.plan ?? DEFAULT_PLAN);
+      // A plan no longer configured (renamed or removed from BERTH_PLANS_FILE) keeps the audit
+      // log as long as the longest plan does: retention never deletes on a guess.
+      const longest = Math.max(0, ...[...deps.plans.values()].map((p) => p.auditRetentionMonths ?? 0));
       return {
         rateLimitRpm: plan?.rateLimitRpm ?? null,
         seats: plan?.seats ?? null,
         // How long the workspace's audit log is kept (null: the default, 13 months).
-        auditRetentionMonths: plan?.auditRetentionMonths ?? null,
+        auditRetentionMonths: plan ? (plan.auditRetentionMonths ?? null) : longest > 0 ? longest : null,
       };
     },
 

@@ -231,6 +231,18 @@ describe('happy', () => {
 
     // Running the job again changes nothing.
     expect(await runErasure()).toMatchObject({ failed: 0 });
+
+    // A later event naming her old id (an operator acting on it) does not map her pseudonym back.
+    await app.db.system((tx) =>
+      app.modules.audit.service.record(tx, {
+        workspaceId: null,
+        actor: { type: 'system', name: 'test' },
+        action: 'user.looked_up',
+        target: { type: 'user', id: alice.userId },
+      }),
+    );
+    expect(await asOwner('select user_id from audit_subjects where pseudonym = $1', [pseudonym])).toEqual([]);
+    expect(await findEverywhere([alice.userId])).toEqual([]);
   }, 180_000);
 
   it('erases a user with a history in every privacy record table, keeping the records’ status and dates', async () => {

@@ -110,7 +110,9 @@ export function retentionService(deps: Deps) {
 
   async function auditMonths(workspaceId: string | null): Promise<number> {
     if (!workspaceId) return DEFAULT_AUDIT_MONTHS;
-    return (await deps.auditMonthsOf(workspaceId).catch(() => null)) ?? DEFAULT_AUDIT_MONTHS;
+    // No fallback on an error: a run that cannot read a plan fails (and is retried) rather than
+    // deleting a longer-kept audit log by the default.
+    return (await deps.auditMonthsOf(workspaceId)) ?? DEFAULT_AUDIT_MONTHS;
   }
 
   /** The audit cut-off of a chain: its plan's months, never under the database's 30 days. */
