@@ -87,6 +87,7 @@ export const ERROR_CODES = {
   // 410
   export_link_used: 410,
   export_link_expired: 410,
+  export_unavailable: 410,
   deletion_pending: 409,
   sole_owner: 409,
   // 413 / 415

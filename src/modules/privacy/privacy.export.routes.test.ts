@@ -401,7 +401,8 @@ describe('security', () => {
       tx.update(privacyExports).set({ archiveCiphertext: stored }).where(eq(privacyExports.id, second.id)),
     );
     const res = await download(await linkFor(c.email, second.id));
-    expect(res.status).toBe(500);
+    expect(res.status).toBe(410);
+    expect(res.body).toMatchObject({ code: 'export_unavailable' });
     expect(res.text.includes(c.email)).toBe(false);
     expect((await c.get<ExportView>(`/api/me/privacy/exports/${second.id}`)).body.status).toBe('ready');
   });

@@ -398,7 +398,9 @@ export function exportService(deps: ExportServiceDeps) {
         if (!row.expiresAt || row.expiresAt.getTime() <= now.getTime()) {
           throw new AppError('export_link_expired', 'This download link has expired: request a new export.');
         }
-        const gz = await deps.vault.decrypt(vaultContext(row), row.archiveCiphertext, tx);
+        const gz = await deps.vault.decrypt(vaultContext(row), row.archiveCiphertext, tx).catch(() => {
+          throw new AppError('export_unavailable', 'This export can no longer be read: request a new export.');
+        });
         await repo.update(tx, row.id, { status: 'downloaded', downloadedAt: now, archiveCiphertext: null });
         await deps.identity.recordSecurityEvent(
           { type: 'privacy.export_downloaded', userId: row.userId, meta: input.meta, details: { exportId: row.id } },
