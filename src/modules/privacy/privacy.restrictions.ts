@@ -1,6 +1,6 @@
 import type { Bus } from '../../platform/bus/index.ts';
 import type { Clock } from '../../platform/clock.ts';
-import { afterCommit, type Db } from '../../platform/db/db.ts';
+import { afterCommit, type Database, type Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
@@ -125,6 +125,26 @@ export function restrictionsService(deps: Deps) {
     };
   }
 
+  /** A change of a user's restriction, in its transaction: tracked as a request, audited, told to every replica after commit. */
+  async function changed(tx: Database, actor: UserActor, nowRestricted: boolean, restrictionId: string) {
+    const userId = actor.userId;
+    const req = await deps.requests.record(tx, {
+      type: 'restriction',
+      userId,
+      outcome: nowRestricted
+        ? 'Processing restricted: the gateway and agents process nothing new for this account.'
+        : 'Restriction lifted at the subject’s request: processing resumed.',
+    });
+    await deps.audit.record(tx, {
+      workspaceId: null,
+      actor,
+      action: nowRestricted ? 'privacy.restricted' : 'privacy.unrestricted',
+      target: { type: 'user', id: userId },
+      diff: { restrictionId, requestId: req.id },
+    });
+    afterCommit(tx, () => announce({ userId, restricted: nowRestricted }));
+  }
+
   return {
     /** Loads the restricted users and follows changes from every replica; returns the unsubscribe. */
     async start(): Promise<() => Promise<void>> {
@@ -171,19 +191,7 @@ export function restrictionsService(deps: Deps) {
           liftedAt: null,
         });
         if (!row) throw new AppError('already_restricted', 'Processing of your data is already restricted.');
-        const req = await deps.requests.record(tx, {
-          type: 'restriction',
-          userId,
-          outcome: 'Processing restricted: the gateway and agents process nothing new for this account.',
-        });
-        await deps.audit.record(tx, {
-          workspaceId: null,
-          actor,
-          action: 'privacy.restricted',
-          target: { type: 'user', id: userId },
-          diff: { restrictionId: row.id, requestId: req.id },
-        });
-        afterCommit(tx, () => announce({ userId, restricted: true }));
+        await changed(tx, actor, true, row.id);
       });
       return status(userId);
     },
@@ -194,19 +202,7 @@ export function restrictionsService(deps: Deps) {
       await db.system(async (tx) => {
         const row = await repo.lift(tx, userId, clock.now());
         if (!row) throw new AppError('not_restricted', 'Processing of your data is not restricted.');
-        const req = await deps.requests.record(tx, {
-          type: 'restriction',
-          userId,
-          outcome: 'Restriction lifted at the subject’s request: processing resumed.',
-        });
-        await deps.audit.record(tx, {
-          workspaceId: null,
-          actor,
-          action: 'privacy.unrestricted',
-          target: { type: 'user', id: userId },
-          diff: { restrictionId: row.id, requestId: req.id },
-        });
-        afterCommit(tx, () => announce({ userId, restricted: false }));
+        await changed(tx, actor, false, row.id);
       });
       return status(userId);
     },
