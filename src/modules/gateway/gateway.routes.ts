@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { validatorCompiler } from 'fastify-type-provider-zod';
 import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import { toAppError } from '../../platform/http/server.ts';
@@ -20,7 +21,7 @@ import {
   type InboundMessagesRequest,
   toAnthropicResponse,
 } from './gateway.messages.ts';
-import { ChatCompletionBody, EmbeddingsBody, MessagesBody, ModelIdParams } from './gateway.schemas.ts';
+import { ChatCompletionBody, EmbeddingsBody, isPlainChatBody, MessagesBody, ModelIdParams } from './gateway.schemas.ts';
 import {
   type Caller,
   clientError,
@@ -154,6 +155,11 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
     '/v1/chat/completions',
     {
       schema: { tags, security, summary: 'Create a chat completion (OpenAI format)', body: ChatCompletionBody },
+      // The common body passes a quick check; the rest, and every error, go through the schema.
+      validatorCompiler: (route) => {
+        const full = validatorCompiler(route as unknown as Parameters<typeof validatorCompiler>[0]);
+        return (data: unknown) => (route.httpPart === 'body' && isPlainChatBody(data) ? { value: data } : full(data));
+      },
       config: { audit },
       bodyLimit,
     },
@@ -340,54 +346,48 @@ async function runChat(
   let usage: Usage | undefined;
   const estimate = () => ({ input: inputEstimate, output: estimateFromChars(delivered) });
 
-  async function* frames(): AsyncGenerator<string> {
-    try {
-      for await (const batch of upstream) {
-        // One write per batch: the frames of one upstream read leave together.
-        let out = '';
-        for (const chunk of batch) {
-          if (chunk.usage) usage = chunk.usage;
-          const len = deltaLength(chunk);
-          if (len > 0 && ttft === null) ttft = Math.round(performance.now() - started);
-          delivered += len;
-          out += writer.chunk(chunk);
-        }
-        if (out) yield out;
-      }
-      call.finish({ status: 200, usage, ttftMs: ttft, estimate: estimate() });
-      yield writer.end(usage);
-    } catch (err) {
-      const aborted = gone.signal.aborted;
-      const e = clientError(err);
-      call.finish({
-        status: aborted ? 499 : e.status,
-        errorCode: aborted ? 'client_closed' : e.code,
-        usage,
-        ttftMs: ttft,
-        estimate: estimate(),
-      });
-      if (!aborted) yield writer.error(e);
-    } finally {
-      // Reached without a finish only when the client left mid-stream: what was delivered is billed.
-      call.finish({ status: 499, errorCode: 'client_closed', usage, ttftMs: ttft, estimate: estimate() });
-    }
-  }
-
   servedHeaders(reply, call);
   reply.header('content-type', 'text/event-stream; charset=utf-8');
   reply.header('cache-control', 'no-cache');
   reply.header('x-accel-buffering', 'no');
   // The frames go straight to the socket (the request log still runs when it ends): the
-  // first token leaves with the headers, without a stream pipeline in between.
+  // first token leaves with the headers, without a stream pipeline in between. One write
+  // per upstream batch: the frames of one upstream read leave together.
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, reply.getHeaders() as OutgoingHttpHeaders);
   try {
-    for await (const out of frames()) {
+    for await (const batch of upstream) {
+      let out = '';
+      for (const chunk of batch) {
+        if (chunk.usage) usage = chunk.usage;
+        const len = deltaLength(chunk);
+        if (len > 0 && ttft === null) ttft = Math.round(performance.now() - started);
+        delivered += len;
+        out += writer.chunk(chunk);
+      }
+      // The client left: leaving the loop closes the upstream, and what was delivered is billed below.
       if (res.destroyed) break;
-      if (!res.write(out)) await writable(res);
+      if (out && !res.write(out)) await writable(res);
     }
+    if (!res.destroyed) {
+      call.finish({ status: 200, usage, ttftMs: ttft, estimate: estimate() });
+      res.write(writer.end(usage));
+    }
+  } catch (err) {
+    const aborted = gone.signal.aborted || res.destroyed;
+    const e = clientError(err);
+    call.finish({
+      status: aborted ? 499 : e.status,
+      errorCode: aborted ? 'client_closed' : e.code,
+      usage,
+      ttftMs: ttft,
+      estimate: estimate(),
+    });
+    if (!aborted) res.write(writer.error(e));
   } finally {
+    // Reached without a finish only when the client left mid-stream: what was delivered is billed.
+    call.finish({ status: 499, errorCode: 'client_closed', usage, ttftMs: ttft, estimate: estimate() });
     if (!res.destroyed) res.end();
   }
 }

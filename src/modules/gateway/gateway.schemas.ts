@@ -322,3 +322,57 @@ export const MessagesBody = z.looseObject({
     ])
     .optional(),
 });
+
+const MESSAGE_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const inRange = (v: unknown, min: number, max: number) => v === null || (typeof v === 'number' && v >= min && v <= max);
+const isInt = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v === null || (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max);
+
+/** The plain fields of a chat body and the check each passes; any other field goes to the full schema. */
+const plainChatChecks: Record<string, (v: unknown) => boolean> = {
+  model: (v) =>
+    typeof v === 'string' && v.length >= 1 && v.length <= 200 && v.trim() === v && NO_CONTROL_CHARACTERS.test(v),
+  messages: (v) => Array.isArray(v) && v.length >= 1 && v.every(isPlainMessage),
+  stream: (v) => v === null || typeof v === 'boolean',
+  stream_options: (v) =>
+    v === null || (isObject(v) && Object.keys(v).every((k) => k === 'include_usage' && typeof v[k] === 'boolean')),
+  temperature: (v) => inRange(v, 0, 2),
+  top_p: (v) => inRange(v, 0, 1),
+  max_tokens: (v) => isInt(v, 1),
+  max_completion_tokens: (v) => isInt(v, 1),
+  n: (v) => isInt(v, 1, 16),
+  seed: (v) => isInt(v, Number.MIN_SAFE_INTEGER),
+  presence_penalty: (v) => inRange(v, -2, 2),
+  frequency_penalty: (v) => inRange(v, -2, 2),
+  user: (v) => typeof v === 'string' && v.length <= 256,
+};
+const PLAIN_CHAT_FIELDS = new Map(Object.entries(plainChatChecks));
+
+function isPlainMessage(m: unknown): boolean {
+  if (!isObject(m)) return false;
+  for (const k in m) {
+    const v = m[k];
+    if (k === 'role') {
+      if (typeof v !== 'string' || !MESSAGE_ROLES.has(v)) return false;
+    } else if (k !== 'content' && k !== 'name') return false;
+    else if (typeof v !== 'string') return false;
+  }
+  return typeof m.role === 'string';
+}
+
+/**
+ * True for the common chat body (text messages and plain sampling fields) when every field
+ * passes what `ChatCompletionBody` checks, so the schema would return it unchanged. The
+ * gateway checks this first and parses only other bodies with the schema, which is several
+ * times slower on a hot path that runs for every call. It never accepts a body the schema
+ * refuses (a test compares both on generated bodies).
+ */
+export function isPlainChatBody(body: unknown): body is z.infer<typeof ChatCompletionBody> {
+  if (!isObject(body) || !('model' in body) || !('messages' in body)) return false;
+  for (const k in body) {
+    const check = PLAIN_CHAT_FIELDS.get(k);
+    if (!check?.(body[k])) return false;
+  }
+  return true;
+}

@@ -56,42 +56,42 @@ export type SseEvent = { event: string | null; data: string };
 
 /**
  * Splits a server-sent events body into events (`event:` and `data:` lines up to a blank
- * line), yielded in batches: all the events completed by one piece of the body, so a
- * stream costs one step per network read, not one per event. `onProgress` is called for
- * every piece received, to re-arm an idle timeout.
+ * line). `push` takes each piece of the body as it arrives and returns the events it
+ * completed, so a stream costs one step per network read, not one per event; `end` returns
+ * an event the body ended inside of.
  */
-export async function* sseEvents(
-  body: AsyncIterable<Buffer | string>,
-  onProgress: () => void,
-): AsyncGenerator<SseEvent[]> {
+export function sseSplitter() {
   let buffer = '';
   let event: string | null = null;
   let data: string[] = [];
-  for await (const piece of body) {
-    onProgress();
-    buffer += typeof piece === 'string' ? piece : piece.toString('utf8');
-    const batch: SseEvent[] = [];
-    let start = 0;
-    let newline = buffer.indexOf('\n');
-    while (newline !== -1) {
-      const end = newline > start && buffer.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
-      const line = buffer.slice(start, end);
-      start = newline + 1;
-      newline = buffer.indexOf('\n', start);
-      if (line === '') {
-        if (data.length > 0 || event !== null) batch.push({ event, data: data.join('\n') });
-        event = null;
-        data = [];
-      } else if (line.startsWith('data:')) {
-        data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5));
-      } else if (line.startsWith('event:')) {
-        event = line.slice(6).trim();
+  return {
+    push(piece: Buffer | string): SseEvent[] {
+      buffer += typeof piece === 'string' ? piece : piece.toString('utf8');
+      const batch: SseEvent[] = [];
+      let start = 0;
+      let newline = buffer.indexOf('\n');
+      while (newline !== -1) {
+        const end = newline > start && buffer.charCodeAt(newline - 1) === 13 ? newline - 1 : newline;
+        const line = buffer.slice(start, end);
+        start = newline + 1;
+        newline = buffer.indexOf('\n', start);
+        if (line === '') {
+          if (data.length > 0 || event !== null) batch.push({ event, data: data.join('\n') });
+          event = null;
+          data = [];
+        } else if (line.startsWith('data:')) {
+          data.push(line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5));
+        } else if (line.startsWith('event:')) {
+          event = line.slice(6).trim();
+        }
       }
-    }
-    buffer = buffer.slice(start);
-    if (batch.length > 0) yield batch;
-  }
-  if (data.length > 0) yield [{ event, data: data.join('\n') }];
+      buffer = buffer.slice(start);
+      return batch;
+    },
+    end(): SseEvent[] {
+      return data.length > 0 ? [{ event, data: data.join('\n') }] : [];
+    },
+  };
 }
 
 /** How long a stream's body may take to end after its reader has stopped, before its connection is dropped. */
@@ -213,9 +213,19 @@ export function upstreamClient(opts: UpstreamClientOptions) {
         let ended = false;
         try {
           attempt.arm();
-          for await (const batch of sseEvents(raw.iterator({ destroyOnReturn: false }), attempt.arm)) {
+          const split = sseSplitter();
+          for await (const piece of raw.iterator({ destroyOnReturn: false })) {
+            // Every piece re-arms the silence timeout; a piece that completes no event yields nothing.
+            attempt.arm();
+            const batch = split.push(piece as Buffer);
+            if (batch.length === 0) continue;
             ended = batch.some(isEnd);
             yield batch;
+          }
+          const rest = split.end();
+          if (rest.length > 0) {
+            ended = rest.some(isEnd);
+            yield rest;
           }
         } catch (err) {
           throw toUpstreamError(err, attempt, callOpts?.signal);
