@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createAnalyticsModule } from './modules/analytics/index.ts';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
 import { createBillingModule } from './modules/billing/index.ts';
 import { type CreditGate, createGatewayModule, unlimitedCredits } from './modules/gateway/index.ts';
@@ -92,10 +93,32 @@ export function createModules(deps: AppDeps) {
     requirePermission: workspaces.service.requirePermission,
     // Retention: the workspace plan's audit retention.
     auditMonthsOf: async (workspaceId) => (await billing.service.limitsOf(workspaceId)).auditRetentionMonths,
+    // Retention: the ledger's expired transactions are carried forward, not just deleted.
+    ledgerRetention: billing.ledgerRetention,
   });
   // Marketing mail goes only to users whose latest word on it is a consent given.
   notifications.service.useMarketingConsent((userId) => privacy.service.consents.hasConsent(userId, 'marketing_email'));
-  const modules = { audit, notifications, vault, identity, workspaces, keys, setup, billing, gateway, privacy };
+  // Product analytics: counts skip users objecting to it; an objection deletes what was counted.
+  const analytics = createAnalyticsModule({
+    ...deps,
+    consents: privacy.service.consents,
+    processingAllowed: (userId) => privacy.service.restrictions.processingAllowed(userId),
+    identity: identity.service,
+  });
+  privacy.service.consents.onObjectionChange(analytics.service.objectionChanged);
+  const modules = {
+    audit,
+    notifications,
+    vault,
+    identity,
+    workspaces,
+    keys,
+    setup,
+    billing,
+    gateway,
+    privacy,
+    analytics,
+  };
   all = Object.values(modules);
   return modules;
 }
@@ -131,8 +154,10 @@ export async function buildApp(deps: AppDeps): Promise<App> {
 
   // Order matters: identity installs the authentication hook every later route relies on.
   // The keys hook must run before identity's session hook: a request with a key is never a cookie session.
-  // Audit goes first: it notes every later route's audit policy and binds request facts for events.
+  // Analytics goes first: it names every later route as a feature (it adds only a read-only route itself).
+  // Audit next: it notes every later route's audit policy and binds request facts for events.
   for (const m of [
+    modules.analytics,
     modules.audit,
     modules.keys,
     modules.identity,

@@ -101,6 +101,8 @@ export const ERROR_CODES = {
   internal_error: 500,
   upstream_error: 502,
   unavailable: 503,
+  // the restricted users could not be read: the gateway and agents refuse (fail closed)
+  restrictions_unavailable: 503,
   upstream_timeout: 504,
 } as const;
 

@@ -21,6 +21,21 @@ export type AuditFilter = {
   target?: string;
 };
 
+/**
+ * Events in the shape Berth wrote before audit events named users by pseudonym: a raw user
+ * id as actor, acting user or target, or anywhere in the diff, or the client IP / user
+ * agent inline. The same predicate as the partial index `audit_events_legacy_idx`
+ * (migrations/0030), so the search for them reads that index, which is empty once every
+ * chain is re-sealed.
+ */
+export const LEGACY_EVENT: SQL = sql.raw(
+  `(ip is not null or user_agent is not null
+     or actor_id ~ '^usr_[0-9A-HJKMNP-TV-Z]{26}$'
+     or actor_user_id ~ '^usr_[0-9A-HJKMNP-TV-Z]{26}$'
+     or target_id ~ '^usr_[0-9A-HJKMNP-TV-Z]{26}$'
+     or jsonb_path_exists(diff, 'strict $.** ? (@.type() == "string" && @ like_regex "^usr_[0-9A-HJKMNP-TV-Z]{26}$")'))`,
+);
+
 function filterSql(chain: string, f: AuditFilter): SQL[] {
   const where: SQL[] = [eq(auditEvents.chain, chain)];
   if (f.from) where.push(gte(auditEvents.occurredAt, f.from));
@@ -179,6 +194,39 @@ export const auditRepo = {
       rows: Array<{ removed: string | number }>;
     };
     return Number(res.rows[0]?.removed ?? 0);
+  },
+
+  /** Chains holding old-shape events (system work; reads the partial index of them). */
+  async legacyChains(tx: Database): Promise<string[]> {
+    const res = (await tx.execute(
+      sql`select distinct chain from audit_events where ${LEGACY_EVENT} order by chain`,
+    )) as unknown as { rows: Array<{ chain: string }> };
+    return res.rows.map((r) => r.chain);
+  },
+
+  /** The first old-shape event of a chain at or after `fromSeq`, or null. */
+  async firstLegacySeq(tx: Database, chain: string, fromSeq: number): Promise<number | null> {
+    const res = (await tx.execute(
+      sql`select min(seq)::text as seq from audit_events where chain = ${chain} and seq >= ${fromSeq} and ${LEGACY_EVENT}`,
+    )) as unknown as { rows: Array<{ seq: string | null }> };
+    const seq = res.rows[0]?.seq;
+    return seq === null || seq === undefined ? null : Number(seq);
+  },
+
+  /** How many old-shape events a chain holds from `fromSeq` on. */
+  async countLegacy(tx: Database, chain: string, fromSeq: number): Promise<number> {
+    const res = (await tx.execute(
+      sql`select count(*)::text as n from audit_events where chain = ${chain} and seq >= ${fromSeq} and ${LEGACY_EVENT}`,
+    )) as unknown as { rows: Array<{ n: string }> };
+    return Number(res.rows[0]?.n ?? 0);
+  },
+
+  /** Writes re-sealed events through the narrow database function (see audit.reseal.ts). */
+  async reseal(tx: Database, chain: string, rows: object[]): Promise<number> {
+    const res = (await tx.execute(
+      sql`select berth_audit_reseal(${chain}, ${JSON.stringify(rows)}::jsonb)::text as n`,
+    )) as unknown as { rows: Array<{ n: string }> };
+    return Number(res.rows[0]?.n ?? 0);
   },
 
   /** Removes a deleted workspace's whole chain through the narrow database function. */

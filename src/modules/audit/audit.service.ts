@@ -6,6 +6,7 @@ import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { type ChainBreak, chainWalker, GENESIS_HASH, hashEvent, normalizeDiff } from './audit.chain.ts';
 import type { AuditFilter, AuditRepo } from './audit.repo.ts';
+import { auditReseal } from './audit.reseal.ts';
 import type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
 import { type AuditSigningKey, type AuditVerifyKey, signCheckpoint, verifyCheckpoint } from './audit.signing.ts';
 import { type Pseudonymize, resolveEvents, sealEvent, storeBeside } from './audit.subjects.ts';
@@ -326,6 +327,24 @@ export function auditService(deps: Deps) {
     return toCheckpointView(row);
   }
 
+  const reseal = auditReseal({
+    db,
+    repo,
+    logger: deps.logger,
+    pseudonym: deps.pseudonym,
+    inChain,
+    platformChain: PLATFORM_CHAIN,
+    recordResealed: (tx, chain, diff) =>
+      record(tx, {
+        workspaceId: null,
+        actor: { type: 'system', name: 'audit-reseal' },
+        action: 'audit.chain_resealed',
+        target: { type: 'audit_chain', id: chain },
+        diff,
+      }),
+    signHead: async (tx, chain) => (deps.signingKey ? checkpointIn(tx, chain, deps.signingKey) : null),
+  });
+
   return {
     /**
      * Appends one event to its chain inside the caller's transaction, so the event commits
@@ -423,6 +442,12 @@ export function auditService(deps: Deps) {
         return repo.dropBefore(tx, chain, beforeSeq, retentionDays);
       });
     },
+
+    /**
+     * Re-seals the events written before users were named by pseudonym (audit.reseal.ts):
+     * the startup job, and erasure before it erases anyone. Idempotent and resumable.
+     */
+    sealLegacyEvents: reseal.sealLegacyEvents,
 
     /** The current head of a chain, read in the caller's transaction. */
     async headOf(tx: Database, chain: string): Promise<{ seq: number; hash: string }> {

@@ -83,12 +83,14 @@ export const auditTables = [
         export: 'subject',
       }),
       ip: col('audit', true, {
-        purpose: 'Client IP address of the request (older events; now in audit_event_context)',
+        purpose:
+          'Client IP address of the request (events from before pseudonyms, until re-sealed; now in audit_event_context)',
         erase: 'keep',
         exportOf: 'actor_user_id',
       }),
       userAgent: col('audit', true, {
-        purpose: 'Client user agent of the request (older events; now in audit_event_context)',
+        purpose:
+          'Client user agent of the request (events from before pseudonyms, until re-sealed; now in audit_event_context)',
         erase: 'keep',
         exportOf: 'actor_user_id',
       }),

@@ -24,6 +24,7 @@ export {
   hashEvent,
 } from './audit.chain.ts';
 export type { AuditFilter } from './audit.repo.ts';
+export type { ResealReport } from './audit.reseal.ts';
 export type { AuditPartition, AuditRetention, PartitionChain } from './audit.retention.ts';
 export type { AuditEventView, CheckpointView, VerifyReport } from './audit.schemas.ts';
 export { type AuditInput, MIN_AUDIT_RETENTION_DAYS, PLATFORM_CHAIN } from './audit.service.ts';
@@ -72,6 +73,8 @@ export type RoutePolicy = { method: string; url: string; exempt: string | null }
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export const AUDIT_CHECKPOINT_JOB = 'audit.checkpoint';
+/** Re-seals events written before pseudonyms (audit.reseal.ts): queued at every start, and daily. */
+export const AUDIT_RESEAL_JOB = 'audit.reseal-legacy';
 
 export type AuditModuleDeps = PlatformDeps & {
   /** The checkpoint signing key (see loadAuditSigningKey); null or absent = checkpoints refused. */
@@ -122,6 +125,11 @@ export function createAuditModule(deps: AuditModuleDeps): Module<AuditService> {
         await service.checkpointAll();
       });
       await jobs.schedule(AUDIT_CHECKPOINT_JOB, '*/15 * * * *');
+      await jobs.register(AUDIT_RESEAL_JOB, async () => {
+        await service.sealLegacyEvents();
+      });
+      await jobs.schedule(AUDIT_RESEAL_JOB, '41 3 * * *');
+      await jobs.send(AUDIT_RESEAL_JOB, {}, { singletonKey: AUDIT_RESEAL_JOB });
     },
   };
 }

@@ -51,6 +51,7 @@ export const autoTopupTables = [
   mapTable(autoTopupSettings, {
     purpose: "A workspace's opt-in to charging its saved card when its credits run low",
     basis: 'contract',
+    // Current settings: kept while the workspace has them.
     retention: 'billing_7_years',
     subject: 'workspace',
     recipients: PAYMENT_PROCESSOR,
@@ -83,6 +84,8 @@ export const autoTopupTables = [
     purpose: "Off-session charges of a workspace's saved card (auto top-up)",
     basis: 'legal_obligation',
     retention: 'billing_7_years',
+    // Its top-up transaction is made after it, so a kept charge never names an expired one.
+    retentionFrom: 'created_at',
     subject: 'workspace',
     recipients: PAYMENT_PROCESSOR,
     columns: {

@@ -41,6 +41,7 @@ export const budgetTables = [
   mapTable(budgets, {
     purpose: 'Spend limits a workspace sets on itself or on one API key, per day or month',
     basis: 'contract',
+    // Current settings: kept while they are set.
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {
@@ -58,6 +59,7 @@ export const budgetTables = [
     purpose: "What each budget's period has spent and holds for calls in flight, and which alerts went out",
     basis: 'contract',
     retention: 'billing_7_years',
+    retentionFrom: 'period_start',
     subject: 'workspace',
     columns: {
       budgetId: col('identifier', false),

@@ -21,6 +21,8 @@ export const PLATFORM_ACCOUNT: Record<TransactionKind, string | null> = {
   adjust: 'platform:adjustments',
   reserve: null,
   release: null,
+  // Carries every account's expired postings at once (billing.retention.ts), never through postingsOf.
+  carry_forward: null,
 };
 
 /** What a movement was asked to do: a replayed key with other parameters is refused. */

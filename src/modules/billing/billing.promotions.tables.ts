@@ -24,6 +24,8 @@ export const promotionTables = [
   mapTable(promotionalCredits, {
     purpose: 'Promotional credits granted with an expiry, and what was taken back when they expired',
     basis: 'contract',
+    // A processed promotion goes with its grant transaction (billing.retention.ts); one not
+    // yet processed is kept, and keeps the ledger from its grant on (its expiry replays it).
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {

@@ -109,7 +109,8 @@ export function promotionRemainders(lots: Lot[], moves: LedgerMove[], totalBefor
         lot.remaining = 0n;
         lot.closed = true;
       }
-    } else if (m.deltaMicros < 0n) {
+    } else if (m.deltaMicros < 0n && m.kind !== 'carry_forward') {
+      // (A balance carried forward replaces older moves: it spends nothing.)
       consume(-m.deltaMicros, m.createdAt, m.kind === 'refund');
     }
     total += m.deltaMicros;

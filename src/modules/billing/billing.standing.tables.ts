@@ -31,6 +31,8 @@ export const standingTables = [
     purpose:
       "Whether a workspace's credits are ok, low or exhausted, the owners' notices, and the suspension grace period",
     basis: 'contract',
+    // One row per workspace, kept like its balance row: a deleted workspace's closed row is what
+    // keeps the standing job from looking at it again.
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {

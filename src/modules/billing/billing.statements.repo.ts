@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, lt, max, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, lt, max, ne, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import { billingStatements, type StatementRow } from './billing.statements.tables.ts';
 import {
@@ -15,7 +15,9 @@ type Rows<T> = { rows: T[] };
 /**
  * A month of a workspace's ledger, read in one statement (one snapshot): the change of its
  * own accounts (`available` + `held`), and each kind of movement as its platform account saw
- * it. Double entry makes the two agree; a statement says when they do not.
+ * it. Double entry makes the two agree; a statement says when they do not. A balance carried
+ * forward by retention is no movement: it counts in the balance before later months
+ * (`balanceBefore`), never in a month's figures.
  */
 export type MonthFigures = {
   /** Sum of the postings on `available` and `held` in the month. */
@@ -51,9 +53,8 @@ export const statementsRepo = {
           where b.workspace_id = ${workspaceId}) as "balanceNow"
       from ledger_transactions t
       join ledger_postings p on p.transaction_id = t.id and p.workspace_id = ${workspaceId}
-      where t.workspace_id = ${workspaceId} and t.created_at >= ${ts(start)} and t.created_at < ${ts(end)}`)) as unknown as Rows<
-      Record<string, string | null>
-    >;
+      where t.workspace_id = ${workspaceId} and t.created_at >= ${ts(start)} and t.created_at < ${ts(end)}
+        and t.kind <> 'carry_forward'`)) as unknown as Rows<Record<string, string | null>>;
     const r = res.rows[0] ?? {};
     const n = (v: string | null | undefined) => Number(v ?? 0);
     return {
@@ -81,21 +82,39 @@ export const statementsRepo = {
     return Number(res.rows[0]?.balance ?? 0);
   },
 
-  /** When the workspace's first and last ledger transactions were made (null without any). */
+  /**
+   * When the workspace's first and last ledger movements were made (null without any). A
+   * balance carried forward is not activity: months it alone falls in get no statement.
+   */
   async transactionSpan(tx: Database, workspaceId: string): Promise<{ first: Date | null; last: Date | null }> {
+    const movements = and(
+      eq(ledgerTransactions.workspaceId, workspaceId),
+      ne(ledgerTransactions.kind, 'carry_forward'),
+    );
     const first = await tx
       .select({ at: ledgerTransactions.createdAt })
       .from(ledgerTransactions)
-      .where(eq(ledgerTransactions.workspaceId, workspaceId))
+      .where(movements)
       .orderBy(asc(ledgerTransactions.createdAt))
       .limit(1);
     const last = await tx
       .select({ at: ledgerTransactions.createdAt })
       .from(ledgerTransactions)
-      .where(eq(ledgerTransactions.workspaceId, workspaceId))
+      .where(movements)
       .orderBy(desc(ledgerTransactions.createdAt))
       .limit(1);
     return { first: first[0]?.at ?? null, last: last[0]?.at ?? null };
+  },
+
+  /** Where retention last carried the workspace's expired transactions forward (null: never). */
+  async carriedForwardAt(tx: Database, workspaceId: string): Promise<Date | null> {
+    const rows = await tx
+      .select({ at: ledgerTransactions.createdAt })
+      .from(ledgerTransactions)
+      .where(and(eq(ledgerTransactions.workspaceId, workspaceId), eq(ledgerTransactions.kind, 'carry_forward')))
+      .orderBy(desc(ledgerTransactions.createdAt))
+      .limit(1);
+    return rows[0]?.at ?? null;
   },
 
   async firstPlanStart(tx: Database, workspaceId: string): Promise<Date | null> {

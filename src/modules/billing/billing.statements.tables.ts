@@ -53,6 +53,8 @@ export const statementTables = [
     purpose: "A workspace's monthly statement: credits granted, bought, refunded, adjusted, expired and used",
     basis: 'legal_obligation',
     retention: 'billing_7_years',
+    // 7 years after the month it covers ended.
+    retentionFrom: 'period_end',
     subject: 'workspace',
     columns: {
       workspaceId: col('identifier', false),

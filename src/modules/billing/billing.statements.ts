@@ -215,8 +215,16 @@ export function statementsService(deps: Deps) {
   }
 
   async function statementOf(workspaceId: string, period: string): Promise<StatementView> {
-    const closed = await db.tenant(workspaceId, (tx) => repo.findStatement(tx, workspaceId, period));
-    return closed ? closedView(closed) : draftView(await compute(workspaceId, period));
+    const { closed, carried } = await db.tenant(workspaceId, async (tx) => ({
+      closed: await repo.findStatement(tx, workspaceId, period),
+      carried: await repo.carriedForwardAt(tx, workspaceId),
+    }));
+    if (closed) return closedView(closed);
+    // The ledger of a month up to the cut-off of billing retention is gone: no draft of it.
+    if (carried && period <= periodOf(carried)) {
+      throw new AppError('not_found', 'That month is past the 7-year retention of billing records.');
+    }
+    return draftView(await compute(workspaceId, period));
   }
 
   /**
@@ -275,9 +283,10 @@ export function statementsService(deps: Deps) {
 
   /** The months of a workspace still to close: after its last statement (or from its first activity) to `last`. */
   async function monthsToClose(workspaceId: string, lastPeriod: string | null, lastClosable: string) {
-    const { span, planStart } = await db.tenant(workspaceId, async (tx) => ({
+    const { span, planStart, carried } = await db.tenant(workspaceId, async (tx) => ({
       span: await repo.transactionSpan(tx, workspaceId),
       planStart: await repo.firstPlanStart(tx, workspaceId),
+      carried: await repo.carriedForwardAt(tx, workspaceId),
     }));
     let from = lastPeriod ? addMonths(lastPeriod, 1) : null;
     if (!from) {
@@ -285,6 +294,9 @@ export function statementsService(deps: Deps) {
       if (starts.length === 0) return [];
       from = periodOf(new Date(Math.min(...starts)));
     }
+    // Months up to the one retention carried the ledger forward in are past it: no statement now.
+    const afterCarried = carried ? addMonths(periodOf(carried), 1) : null;
+    if (afterCarried && from < afterCarried) from = afterCarried;
     let to = lastClosable;
     // A deleted workspace's statements stop with its last movement.
     if (!(await deps.workspaceExists(workspaceId))) {

@@ -25,6 +25,8 @@ export const TRANSACTION_KINDS = [
   'release',
   'adjust',
   'expire',
+  // Written by retention only: the balances of the expired (older than 7 years) transactions it replaces.
+  'carry_forward',
 ] as const;
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number];
 
@@ -126,6 +128,7 @@ export const billingTables = [
   mapTable(creditBalances, {
     purpose: "A workspace's spendable and reserved credits, kept equal to the sum of its ledger postings",
     basis: 'contract',
+    // The live balance: kept (expired postings are carried forward, so it never changes).
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {
@@ -137,8 +140,11 @@ export const billingTables = [
     },
   }),
   mapTable(ledgerTransactions, {
-    purpose: 'Every movement of credits (grants, top-ups, refunds, reservations, settlements, adjustments)',
+    purpose:
+      'Every movement of credits (grants, top-ups, refunds, reservations, settlements, adjustments), and the balances carried forward from expired ones',
     basis: 'legal_obligation',
+    // 7 years from `created_at`, by billing's ledger retention (billing.retention.ts): expired
+    // transactions are replaced by one carried-forward balance per workspace.
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {
@@ -160,6 +166,7 @@ export const billingTables = [
   mapTable(ledgerPostings, {
     purpose: 'The two or more sides of each ledger transaction, summing to zero',
     basis: 'legal_obligation',
+    // With their transaction (billing.retention.ts).
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {
@@ -172,6 +179,8 @@ export const billingTables = [
   mapTable(creditReservations, {
     purpose: 'The worst-case cost of calls in flight, held until they are settled or released',
     basis: 'contract',
+    // A resolved reservation goes with the last of its ledger transactions (billing.retention.ts);
+    // an open one is kept.
     retention: 'billing_7_years',
     subject: 'workspace',
     columns: {
@@ -193,6 +202,8 @@ export const billingTables = [
     purpose: "A workspace's plan and the history of its changes",
     basis: 'contract',
     retention: 'billing_7_years',
+    // A plan goes 7 years after it ended; the current one (not ended) is kept.
+    retentionFrom: 'ended_at',
     subject: 'workspace',
     columns: {
       id: col('identifier', false),
@@ -207,6 +218,8 @@ export const billingTables = [
     purpose: 'Top-ups bought through the payment processor (never card data beyond brand, last 4 and postal code)',
     basis: 'legal_obligation',
     retention: 'billing_7_years',
+    // Its top-up transaction is made after it, so a kept payment never names an expired one.
+    retentionFrom: 'created_at',
     subject: 'workspace',
     recipients: PAYMENT_PROCESSOR,
     columns: {
@@ -232,6 +245,7 @@ export const billingTables = [
     purpose: "The processor's events already applied, so a redelivered one is applied once",
     basis: 'legal_obligation',
     retention: 'billing_7_years',
+    retentionFrom: 'received_at',
     subject: 'none',
     recipients: PAYMENT_PROCESSOR,
     columns: {

@@ -27,6 +27,8 @@ import { promotionTables } from './billing.promotions.tables.ts';
 import { type PromotionsService, promotionsService } from './billing.promotions.ts';
 import { RECEIPT_JOB, type ReceiptJob, type ReceiptsService, receiptsService } from './billing.receipts.ts';
 import { billingRepo } from './billing.repo.ts';
+import { ledgerRetentionRepo } from './billing.retention.repo.ts';
+import { type LedgerRetention, ledgerRetention } from './billing.retention.ts';
 import { registerBillingRoutes } from './billing.routes.ts';
 import { type BillingService, billingService } from './billing.service.ts';
 import { standingRepo } from './billing.standing.repo.ts';
@@ -42,6 +44,7 @@ import { type PaymentProcessor, stripeProcessor } from './payments/stripe.ts';
 
 export { type LedgerService, MAX_AMOUNT_MICROS, type TransactionView, type VerifyReport } from './billing.ledger.ts';
 export { DEFAULT_PLAN, type Plan } from './billing.plans.ts';
+export { LEDGER_RETENTION_TABLES, type LedgerRetention, type LedgerRetentionResult } from './billing.retention.ts';
 export type { BillingService } from './billing.service.ts';
 export {
   type CreditStandingService,
@@ -108,6 +111,8 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
   standing: CreditStandingService;
   statements: StatementsService;
   receipts: ReceiptsService;
+  /** The ledger's retention, run by the privacy module's retention job: expired transactions carried forward. */
+  ledgerRetention: LedgerRetention;
   canStartWork: CreditStandingService['canStartWork'];
   onGraceExpired: CreditStandingService['onGraceExpired'];
 } {
@@ -242,6 +247,7 @@ export function createBillingModule(deps: BillingDeps): Module<BillingService> &
     standing,
     statements,
     receipts,
+    ledgerRetention: ledgerRetention({ db: deps.db, repo: ledgerRetentionRepo, ledger: billingRepo }),
     canStartWork: standing.canStartWork,
     onGraceExpired: standing.onGraceExpired,
     dataMap: moduleDataMap('billing', [

@@ -36,8 +36,14 @@ export const notificationsTables = [
     recipients: MAIL_RELAY,
     columns: {
       id: col('identifier', false),
-      toAddress: col('communication', true),
-      subject: col('communication', true),
+      // Mail held for an address is its addressee's, with an account or without one (yet):
+      // export finds it and erasure deletes it by the address as well as by the account.
+      toAddress: col('communication', true, {
+        purpose: 'Who the message is for',
+        export: 'subject_email',
+        erase: 'delete',
+      }),
+      subject: col('communication', true, { exportOf: 'to_address' }),
       bodyCiphertext: col('communication', true, {
         secret: true,
         purpose: 'The message body, vault ciphertext (it may carry a single-use link)',
@@ -49,7 +55,7 @@ export const notificationsTables = [
         purpose: 'The token the message carries, so the row goes when the token is used',
       }),
       tag: col('communication', false),
-      createdAt: col('communication', true),
+      createdAt: col('communication', true, { exportOf: 'to_address' }),
       expiresAt: col('communication', false, { purpose: 'When the link in the message expires; the row goes then' }),
     },
   }),

@@ -49,7 +49,7 @@ import { restrictionsService } from './privacy.restrictions.ts';
 import { retentionRepo } from './privacy.retention.repo.ts';
 import { registerRetentionRoutes } from './privacy.retention.routes.ts';
 import { retentionTables } from './privacy.retention.tables.ts';
-import { RETENTION_JOB, retentionService } from './privacy.retention.ts';
+import { type LedgerRetention, RETENTION_JOB, retentionService } from './privacy.retention.ts';
 import { subprocessorsRepo } from './privacy.subprocessors.repo.ts';
 import { registerSubprocessorRoutes } from './privacy.subprocessors.routes.ts';
 import { subprocessorTables } from './privacy.subprocessors.tables.ts';
@@ -68,7 +68,12 @@ export {
   OBJECTION_PURPOSES,
   type ObjectionPurpose,
 } from './privacy.consents.tables.ts';
-export type { ConsentsService } from './privacy.consents.ts';
+export {
+  type ConsentsService,
+  OBJECTIONS_CHANNEL,
+  type ObjectionChangeEvent,
+  type ObjectionListener,
+} from './privacy.consents.ts';
 export { unruledColumns } from './privacy.erasure.plan.ts';
 export {
   DELETION_GRACE_DAYS,
@@ -101,6 +106,7 @@ export {
 } from './privacy.retention.ts';
 export type { ObjectionView, SubprocessorView } from './privacy.subprocessors.schemas.ts';
 export {
+  SUBPROCESSOR_NOTICE_CLAIM_STALE_MS,
   SUBPROCESSOR_NOTICE_DAYS,
   SUBPROCESSOR_NOTICES_JOB,
   SUBPROCESSOR_NOTICES_SWEEP_JOB,
@@ -111,7 +117,7 @@ export {
 export const PRIVACY_OVERDUE_JOB = 'privacy.overdue-requests';
 
 export type PrivacyDeps = PlatformDeps & {
-  audit: Pick<AuditService, 'record' | 'retention'>;
+  audit: Pick<AuditService, 'record' | 'retention' | 'sealLegacyEvents'>;
   identity: IdentityService;
   workspaces: WorkspacesService;
   keys: KeysService;
@@ -122,6 +128,8 @@ export type PrivacyDeps = PlatformDeps & {
   dataMap(): readonly TableEntry[];
   /** Retention: how many months a workspace's plan keeps its audit log (null: the default, 13). */
   auditMonthsOf(workspaceId: string): Promise<number | null>;
+  /** Retention: the billing ledger's (expired transactions carried forward). */
+  ledgerRetention: LedgerRetention;
 };
 
 /**
@@ -153,7 +161,14 @@ export function createPrivacyModule(deps: PrivacyDeps) {
     clock: deps.clock,
     logger: deps.logger,
   });
-  const consents = consentsService({ db: deps.db, repo: consentsRepo, requests, clock: deps.clock });
+  const consents = consentsService({
+    db: deps.db,
+    repo: consentsRepo,
+    requests,
+    clock: deps.clock,
+    bus: deps.bus,
+    logger: deps.logger,
+  });
 
   // Export of personal data (privacy.export.*), tracked as `portability` requests.
   const exportRequests: ExportRequestTracker = {
@@ -224,6 +239,7 @@ export function createPrivacyModule(deps: PrivacyDeps) {
     usage: usageRetentionRepo,
     audit: deps.audit,
     auditMonthsOf: deps.auditMonthsOf,
+    ledger: deps.ledgerRetention,
   });
   const breaches = breachesService({
     db: deps.db,
@@ -292,8 +308,10 @@ export function createPrivacyModule(deps: PrivacyDeps) {
     ]),
     async registerRoutes(app: HttpServer) {
       const stopRestrictions = await restrictions.start();
+      const stopObjections = await consents.start();
       app.addHook('onClose', async () => {
         await stopRestrictions().catch(() => undefined);
+        await stopObjections().catch(() => undefined);
       });
       registerRequestRoutes(app, { requests });
       registerRestrictionRoutes(app, { restrictions });

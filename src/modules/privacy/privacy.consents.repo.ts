@@ -44,6 +44,46 @@ export const consentsRepo = {
     return rows[0] ?? null;
   },
 
+  /**
+   * Serialises changes to these users' choices for the rest of the transaction, in one
+   * statement and always in the same order (two such transactions never deadlock).
+   */
+  async lockUsers(tx: Database, userIds: readonly string[]): Promise<void> {
+    if (userIds.length === 0) return;
+    const keys = [...new Set(userIds)].sort().map((id) => sql`${`privacy.choices:${id}`}`);
+    await tx.execute(
+      sql`select pg_advisory_xact_lock(hashtextextended(k, 0)) from (select unnest(array[${sql.join(keys, sql`, `)}]::text[]) as k order by 1) s`,
+    );
+  },
+
+  /** Every user whose latest word on a purpose is an objection, with the purpose. */
+  async currentObjections(tx: Database): Promise<Array<{ userId: string; purpose: string }>> {
+    const res = (await tx.execute(
+      sql`select user_id, purpose from (
+            select distinct on (user_id, purpose) user_id, purpose, objected from privacy_objections
+            order by user_id, purpose, at desc, id desc
+          ) latest where objected`,
+    )) as unknown as { rows: Array<{ user_id: string; purpose: string }> };
+    return res.rows.map((r) => ({ userId: r.user_id, purpose: r.purpose }));
+  },
+
+  /** Of `userIds`, those whose latest word on `purpose` is an objection. */
+  async objectingAmong(tx: Database, userIds: readonly string[], purpose: string): Promise<string[]> {
+    if (userIds.length === 0) return [];
+    const ids = sql.join(
+      userIds.map((id) => sql`${id}`),
+      sql`, `,
+    );
+    const res = (await tx.execute(
+      sql`select user_id from (
+            select distinct on (user_id) user_id, objected from privacy_objections
+            where purpose = ${purpose} and user_id in (${ids})
+            order by user_id, at desc, id desc
+          ) latest where objected`,
+    )) as unknown as { rows: Array<{ user_id: string }> };
+    return res.rows.map((r) => r.user_id);
+  },
+
   /** The user's objection changes, newest first (the first per purpose is its state). */
   async objections(tx: Database, userId: string): Promise<ObjectionRow[]> {
     return tx

@@ -77,10 +77,7 @@ describe('happy: objections', () => {
   it('records objections and their withdrawal per purpose, with history, and tracks raising them as a request', async () => {
     const u = await signUp(app);
     const before = await u.get<ObjectionsView>('/api/me/privacy/objections');
-    expect(before.body.objections.map((o) => [o.purpose, o.objected])).toEqual([
-      ['product_analytics', false],
-      ['service_improvement', false],
-    ]);
+    expect(before.body.objections.map((o) => [o.purpose, o.objected])).toEqual([['product_analytics', false]]);
     const t1 = app.clock.now().toISOString();
     const objected = await u.put<ObjectionsView>('/api/me/privacy/objections', {
       objections: { product_analytics: true },
@@ -88,14 +85,14 @@ describe('happy: objections', () => {
     expect(objected.status).toBe(200);
     expect(objected.body.objections).toEqual([
       expect.objectContaining({ purpose: 'product_analytics', objected: true, since: t1 }),
-      expect.objectContaining({ purpose: 'service_improvement', objected: false, since: null }),
     ]);
     expect(await app.modules.privacy.service.consents.objects(u.userId, 'product_analytics')).toBe(true);
-    expect(await app.modules.privacy.service.consents.objects(u.userId, 'service_improvement')).toBe(false);
+    // Every replica's memory knows too (the gateway's and the analytics' check).
+    expect(app.modules.privacy.service.consents.objecting(u.userId, 'product_analytics')).toBe(true);
 
     // Asking for the state it already has changes nothing; withdrawing is one call.
     app.clock.advance(1000);
-    await u.put('/api/me/privacy/objections', { objections: { product_analytics: true, service_improvement: false } });
+    await u.put('/api/me/privacy/objections', { objections: { product_analytics: true } });
     const t2 = app.clock.now().toISOString();
     const withdrawn = await u.put<ObjectionsView>('/api/me/privacy/objections', {
       objections: { product_analytics: false },
@@ -105,6 +102,7 @@ describe('happy: objections', () => {
       { purpose: 'product_analytics', objected: true, at: t1 },
     ]);
     expect(await app.modules.privacy.service.consents.objects(u.userId, 'product_analytics')).toBe(false);
+    expect(app.modules.privacy.service.consents.objecting(u.userId, 'product_analytics')).toBe(false);
 
     const requests = await u.get<{ data: RequestView[] }>('/api/me/privacy/requests');
     expect(requests.body.data).toEqual([
@@ -191,6 +189,9 @@ describe('errors', () => {
     }
     const badObjection = await u.put('/api/me/privacy/objections', { objections: { selling_data: true } });
     expect(badObjection.status).toBe(400);
+    // A purpose Berth does not process for is not one to object to.
+    const retired = await u.put('/api/me/privacy/objections', { objections: { service_improvement: true } });
+    expect(retired.status).toBe(400);
     const notBool = await u.put('/api/me/privacy/objections', { objections: { product_analytics: 'yes' } });
     expect(notBool.status).toBe(400);
     expect((await u.get<ConsentsView>('/api/me/privacy/consents')).body.history).toEqual([]);
@@ -209,7 +210,7 @@ describe('security', () => {
     const a = await signUp(app);
     const b = await signUp(app);
     await a.post('/api/me/privacy/consents/marketing_email', { textVersion: 'v1' });
-    await a.put('/api/me/privacy/objections', { objections: { service_improvement: true } });
+    await a.put('/api/me/privacy/objections', { objections: { product_analytics: true } });
     expect((await b.get<ConsentsView>('/api/me/privacy/consents')).body.history).toEqual([]);
     expect((await b.get<ObjectionsView>('/api/me/privacy/objections')).body.history).toEqual([]);
     expect(await app.modules.privacy.service.consents.hasConsent(b.userId, 'marketing_email')).toBe(false);

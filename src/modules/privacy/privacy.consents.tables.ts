@@ -16,11 +16,14 @@ export const CONSENT_PURPOSE_NAMES = Object.keys(CONSENT_PURPOSES) as [ConsentPu
 
 /**
  * Processing Berth does on its legitimate interest that a user may object to (Art. 21). On
- * until the user objects; an objection stops it for that user from then on.
+ * until the user objects; an objection stops it for that user from then on. Each purpose
+ * names processing Berth really does: `product_analytics` is the analytics module's
+ * feature counting (`feature_uses`), which stops counting an objecting user and deletes
+ * what it counted for them.
  */
 export const OBJECTION_PURPOSES = {
-  product_analytics: 'Counting how features are used (per account, never content) to decide what to build',
-  service_improvement: "Looking at a user's error and latency figures to find and fix faults in Berth",
+  product_analytics:
+    'Counting how features are used (per account, never content) to decide what to build; objecting also deletes what was counted',
 } as const;
 export type ObjectionPurpose = keyof typeof OBJECTION_PURPOSES;
 export const OBJECTION_PURPOSE_NAMES = Object.keys(OBJECTION_PURPOSES) as [ObjectionPurpose, ...ObjectionPurpose[]];

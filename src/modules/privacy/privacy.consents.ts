@@ -1,8 +1,10 @@
+import type { Bus } from '../../platform/bus/index.ts';
 import type { Clock } from '../../platform/clock.ts';
-import type { Db } from '../../platform/db/db.ts';
+import { afterCommit, type Database, type Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
+import type { Logger } from '../../platform/logger.ts';
 import type { ConsentsRepo } from './privacy.consents.repo.ts';
 import {
   CONSENT_PURPOSES,
@@ -47,12 +49,42 @@ export type ObjectionChange = { id: string; purpose: string; objected: boolean; 
 
 export type ObjectionsView = { objections: ObjectionState[]; history: ObjectionChange[] };
 
+export const OBJECTIONS_CHANNEL = 'berth.privacy.objections';
+
+/** How long the in-memory objections are trusted before they are re-read in the background (a missed bus message). */
+export const OBJECTIONS_REFRESH_MS = 60_000;
+
+/** One objection raised or withdrawn, as the modules doing that processing hear of it. */
+export type ObjectionChangeEvent = { userId: string; purpose: ObjectionPurpose; objected: boolean };
+
+/**
+ * Runs in the transaction that records the change: a module stops (and undoes) its
+ * processing for the purpose there, so the objection and its effect commit together.
+ */
+export type ObjectionListener = (tx: Database, change: ObjectionChangeEvent) => Promise<void>;
+
 type Deps = {
   db: Pick<Db, 'system' | 'orm'>;
   repo: ConsentsRepo;
   requests: Pick<RequestsService, 'record'>;
   clock: Clock;
+  bus: Pick<Bus, 'publish' | 'subscribe'>;
+  logger: Pick<Logger, 'warn'>;
 };
+
+function parseObjectionMessage(message: string): ObjectionChangeEvent | null {
+  try {
+    const m = JSON.parse(message) as Partial<ObjectionChangeEvent>;
+    return typeof m.userId === 'string' &&
+      typeof m.purpose === 'string' &&
+      Object.hasOwn(OBJECTION_PURPOSES, m.purpose) &&
+      typeof m.objected === 'boolean'
+      ? { userId: m.userId, purpose: m.purpose, objected: m.objected }
+      : null;
+  } catch {
+    return null;
+  }
+}
 
 const consentChange = (r: ConsentRow): ConsentChange => ({
   id: r.id,
@@ -81,10 +113,72 @@ function latestByPurpose<T extends { purpose: string }>(rows: T[]): Map<string, 
  * change kept as a row: the latest row of a purpose is its state, the rows are the proof.
  * Giving and withdrawing a consent are one call each; so are objecting and withdrawing an
  * objection. What the other modules ask: `hasConsent(userId, purpose)` (the mailer, before
- * a marketing mail) and `objects(userId, purpose)` (before processing for that purpose).
+ * a marketing mail) and `objecting(userId, purpose)` (before processing for that purpose).
+ *
+ * `objecting` answers from memory, as restriction does: the current objections are loaded at
+ * start, changed on every replica through the bus once a change commits, re-read after a
+ * bus gap and in the background when older than a minute. A module whose processing must
+ * also stop for data already gathered registers `onObjectionChange` (it runs in the
+ * objection's transaction) and checks `objectingLocked` where it writes.
+ *
+ * @example if (!privacy.consents.objecting(userId, 'product_analytics')) count(userId, feature);
  */
 export function consentsService(deps: Deps) {
   const { db, repo, clock } = deps;
+  const listeners: ObjectionListener[] = [];
+  /** Per purpose, the users objecting to it now. */
+  let objectors = new Map<string, Set<string>>();
+  let loadedAt = Number.NEGATIVE_INFINITY;
+  /** Counts applied messages: a reload that overlapped one reads again (it may hold the old state). */
+  let version = 0;
+  let reloading: Promise<void> | null = null;
+
+  function apply(m: ObjectionChangeEvent) {
+    version++;
+    let set = objectors.get(m.purpose);
+    if (!set) {
+      set = new Set();
+      objectors.set(m.purpose, set);
+    }
+    if (m.objected) set.add(m.userId);
+    else set.delete(m.userId);
+  }
+
+  async function readAll(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const seen = version;
+      const at = clock.now().getTime();
+      const rows = await repo.currentObjections(db.orm);
+      if (seen === version || attempt === 2) {
+        const next = new Map<string, Set<string>>();
+        for (const r of rows) {
+          if (!next.has(r.purpose)) next.set(r.purpose, new Set());
+          next.get(r.purpose)?.add(r.userId);
+        }
+        objectors = next;
+        loadedAt = at;
+        return;
+      }
+    }
+  }
+
+  function reload(): Promise<void> {
+    reloading ??= readAll()
+      .catch(() => deps.logger.warn('privacy: could not re-read the objections; keeping the last set'))
+      .finally(() => {
+        reloading = null;
+      });
+    return reloading;
+  }
+
+  async function announce(m: ObjectionChangeEvent) {
+    apply(m);
+    try {
+      await deps.bus.publish(OBJECTIONS_CHANNEL, JSON.stringify(m));
+    } catch {
+      deps.logger.warn('privacy: could not tell other replicas of an objection (they re-read within a minute)');
+    }
+  }
 
   async function consents(userId: string): Promise<ConsentsView> {
     const rows = await repo.consents(db.orm, userId);
@@ -124,6 +218,45 @@ export function consentsService(deps: Deps) {
   return {
     consents,
     objections,
+
+    /** Loads the current objections and follows changes from every replica; returns the unsubscribe. */
+    async start(): Promise<() => Promise<void>> {
+      const stop = await deps.bus.subscribe(
+        OBJECTIONS_CHANNEL,
+        (message) => {
+          const m = parseObjectionMessage(message);
+          if (m) apply(m);
+          else deps.logger.warn('privacy: ignored a malformed objection message');
+        },
+        () => void reload(),
+      );
+      await reload();
+      return stop;
+    },
+
+    /** Re-reads the objections now (after a bus gap; tests). */
+    reload,
+
+    /** True while the user objects to `purpose`. From memory: safe on every request. */
+    objecting(userId: string, purpose: ObjectionPurpose): boolean {
+      if (clock.now().getTime() - loadedAt > OBJECTIONS_REFRESH_MS) void reload();
+      return objectors.get(purpose)?.has(userId) ?? false;
+    },
+
+    /**
+     * Of `userIds`, those objecting to `purpose`, read in `tx` after locking the users'
+     * choices until it ends: what `tx` writes for the others cannot slip past an objection
+     * being recorded (that objection's listeners run after `tx` commits, and see its rows).
+     */
+    async objectingLocked(tx: Database, userIds: readonly string[], purpose: ObjectionPurpose): Promise<Set<string>> {
+      await repo.lockUsers(tx, userIds);
+      return new Set(await repo.objectingAmong(tx, userIds, purpose));
+    },
+
+    /** Registers a listener run in the transaction of every objection raised or withdrawn. */
+    onObjectionChange(listener: ObjectionListener): void {
+      listeners.push(listener);
+    },
 
     /** True when the user's latest word on `purpose` is a consent given (never asked: false). */
     async hasConsent(userId: string, purpose: ConsentPurpose): Promise<boolean> {
@@ -197,6 +330,9 @@ export function consentsService(deps: Deps) {
           if (want === undefined || want === (latest.get(purpose)?.objected ?? false)) continue;
           await repo.insertObjection(tx, { id: newId('pob', at), userId: actor.userId, purpose, objected: want, at });
           if (want) raised.push(purpose);
+          const change = { userId: actor.userId, purpose, objected: want };
+          for (const listener of listeners) await listener(tx, change);
+          afterCommit(tx, () => announce(change));
         }
         if (raised.length > 0) {
           await deps.requests.record(tx, {

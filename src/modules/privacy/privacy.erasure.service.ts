@@ -49,7 +49,7 @@ type Deps = {
   workspaces: Pick<WorkspacesService, 'listSoleOwnedWorkspaces' | 'listMyWorkspaces' | 'contacts' | 'deleteWorkspace'>;
   keys: Pick<KeysService, 'revokeUserKeys'>;
   vault: Pick<VaultService, 'destroyOwnerKey' | 'pseudonym'>;
-  audit: Pick<AuditService, 'record'>;
+  audit: Pick<AuditService, 'record' | 'sealLegacyEvents'>;
   requests: Pick<RequestsService, 'open' | 'complete' | 'cancel' | 'find'>;
   /** The whole data map, read at each erasure: tables added later are erased by their own entries. */
   dataMap: () => readonly TableEntry[];
@@ -78,7 +78,8 @@ const invalidLink = () => new AppError('invalid_token', 'This cancel link is not
  *   transaction per account: its data key destroyed (crypto-shredding), every column naming
  *   the user deleted or replaced by the user's pseudonym per the map's erase rules, billing
  *   records kept under legal hold but detached, audit events untouched (they name users by
- *   pseudonym already; the pseudonym's resolution is deleted).
+ *   pseudonym; the pseudonym's resolution is deleted). Events written before pseudonyms
+ *   (an upgraded installation) are re-sealed first, so no audit row keeps the raw user id.
  * - `eraseWorkspaceRows`: a workspace's deletion removes the rows of every table the map
  *   says names the workspace (except legal hold), inside the deleting transaction.
  */
@@ -196,6 +197,9 @@ export function erasureService(deps: Deps) {
 
   async function eraseAccount(row: AccountDeletionRow): Promise<ErasureReport> {
     const userId = row.userId;
+    // Old-shape audit events still naming users by id are re-sealed with pseudonyms first
+    // (nothing to do once the startup job ran); a failure leaves the erasure to be retried.
+    await deps.audit.sealLegacyEvents();
     await deleteOwnWorkspaces(userId);
     const now = clock.now();
     const tables = await db.system(async (tx) => {

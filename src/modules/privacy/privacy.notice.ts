@@ -232,10 +232,17 @@ const view = (r: PolicyVersionRow): PolicyView => ({
  * version, effective now. Until the routes are bound, nothing is stored (the rights the
  * policy lists depend on the routes the installation serves).
  *
+ * A view is cheap: the replica keeps the newest version it stored or found, and opens the
+ * write transaction (with its advisory lock) only when the rebuilt content hashes
+ * differently. Inside it the newest stored version decides, so a replica that stored the
+ * same content first is followed, not duplicated.
+ *
  * @example const { version, policy } = await notice.current();
  */
 export function noticeService(deps: Deps) {
   let hasRoute: RouteCheck | null = null;
+  /** The newest version this replica stored or found: a policy hashing the same needs no write. */
+  let known: PolicyVersionRow | null = null;
 
   async function build(): Promise<PolicyDocument> {
     return buildPolicy({
@@ -251,6 +258,7 @@ export function noticeService(deps: Deps) {
     if (!hasRoute) throw new Error('privacy notice: routes are not bound yet');
     const doc = await build();
     const hash = policyHash(doc);
+    if (known?.contentHash === hash) return view(known);
     const row = await deps.db.system(async (tx) => {
       // One writer at a time: two replicas starting together store one version, not two.
       await tx.execute(sql`select pg_advisory_xact_lock(hashtext('berth.privacy_policy_versions'))`);
@@ -266,6 +274,8 @@ export function noticeService(deps: Deps) {
       deps.logger.info({ version: next.version }, 'privacy policy: new version');
       return next;
     });
+    // Only once committed: a rolled back version is not remembered.
+    known = row;
     return view(row);
   }
 
@@ -273,6 +283,7 @@ export function noticeService(deps: Deps) {
     /** Called by the routes once the server is ready: the policy names only routes that exist. */
     bindRoutes(check: RouteCheck) {
       hasRoute = check;
+      known = null;
     },
 
     build,

@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type OpenAI from 'openai';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
@@ -38,6 +39,41 @@ function busOnHub(): Bus {
   const bus = memoryBus({ hub });
   buses.push(bus);
   return bus;
+}
+
+/** A bus on the hub whose reconnects the test announces (`gap()` runs every subscriber's `onGap`). */
+function gappyBusOnHub(): { bus: Bus; gap(): void } {
+  const inner = busOnHub();
+  const gaps: Array<() => void> = [];
+  return {
+    bus: {
+      kind: inner.kind,
+      publish: (channel, message) => inner.publish(channel, message),
+      subscribe: (channel, handler, onGap) => {
+        if (onGap) gaps.push(onGap);
+        return inner.subscribe(channel, handler, onGap);
+      },
+      close: () => inner.close(),
+    },
+    gap: () => {
+      for (const g of gaps) g();
+    },
+  };
+}
+
+/** Runs DDL as the database's owner (the app's own role may not alter tables on server Postgres). */
+async function asOwner(statement: string) {
+  if (!app.testDb.url) {
+    await app.db.query(statement);
+    return;
+  }
+  const c = new pg.Client({ connectionString: app.testDb.url });
+  await c.connect();
+  try {
+    await c.query(statement);
+  } finally {
+    await c.end();
+  }
 }
 
 const chat = (client: OpenAI) =>
@@ -213,6 +249,41 @@ describe('errors', () => {
     expect(requests.body.data).toHaveLength(1);
     const events = await restrictionEvents(state.body.history.map((h) => h.id));
     expect(events).toEqual(['privacy.restricted']);
+  });
+
+  it('fails closed: while the restricted users cannot be re-read after a bus gap, the gateway answers 503', async () => {
+    const w = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }] });
+    credits.grant(w.workspaceId, BALANCE);
+    const gappy = gappyBusOnHub();
+    const third = await createTestApp({
+      config: { BERTH_EGRESS_ALLOW: '127.0.0.1' },
+      credits,
+      clock,
+      bus: gappy.bus,
+      testDb: app.testDb,
+    });
+    try {
+      const onThird = openAiClient(await listen(third), w.secret);
+      expectServed(await chat(onThird));
+      // The table cannot be read for a while (the database is unreachable from this replica's view).
+      await asOwner('alter table privacy_restrictions rename to privacy_restrictions_away');
+      try {
+        gappy.gap();
+        await third.modules.privacy.service.restrictions.reload();
+        const refused = (await chat(onThird)) as ApiError;
+        expect(refused.status).toBe(503);
+        expect(refused.code).toBe('restrictions_unavailable');
+        expect(() => third.modules.privacy.service.assertProcessingAllowed(w.owner.userId)).toThrow(
+          expect.objectContaining({ code: 'restrictions_unavailable', status: 503 }),
+        );
+      } finally {
+        await asOwner('alter table privacy_restrictions_away rename to privacy_restrictions');
+      }
+      await third.modules.privacy.service.restrictions.reload();
+      expectServed(await chat(onThird));
+    } finally {
+      await third.close();
+    }
   });
 });
 

@@ -14,6 +14,18 @@ export const RESTRICTIONS_CHANNEL = 'berth.privacy.restrictions';
 /** How long the in-memory set is trusted before it is re-read in the background (a missed bus message). */
 export const RESTRICTIONS_REFRESH_MS = 60_000;
 
+/** Waits between attempts to read the restricted users after one failed: doubling from the first to the most. */
+export const RESTRICTIONS_RETRY = { firstMs: 1_000, maxMs: 30_000 };
+
+/** Runs `fn` once after `ms` (a timer that keeps no process alive); returns its cancel. */
+export type Schedule = (fn: () => void, ms: number) => () => void;
+
+const unrefTimer: Schedule = (fn, ms) => {
+  const timer = setTimeout(fn, ms);
+  timer.unref();
+  return () => clearTimeout(timer);
+};
+
 export type RestrictionView = {
   restricted: boolean;
   /** When the current restriction started (null when not restricted). */
@@ -31,6 +43,10 @@ type Deps = {
   bus: Pick<Bus, 'publish' | 'subscribe'>;
   clock: Clock;
   logger: Pick<Logger, 'warn'>;
+  /** Backoff between failed reads (default RESTRICTIONS_RETRY). */
+  retry?: { firstMs: number; maxMs: number };
+  /** The retry timer (default: an unref'd setTimeout). */
+  schedule?: Schedule;
 };
 
 type Message = { userId: string; restricted: boolean };
@@ -57,16 +73,33 @@ function parseMessage(message: string): Message | null {
  * the bus once a change commits, re-read after a bus gap, and re-read in the background
  * when older than a minute (the bound for a replica that missed a message).
  *
+ * It fails closed: until the set has been read once, and while the re-read after a bus gap
+ * keeps failing (messages may have been lost meanwhile), every check throws 503
+ * `restrictions_unavailable` instead of answering from an empty or stale set, and the read
+ * is retried with backoff (1 s doubling to 30 s) until it succeeds. A failed background
+ * re-read of a set the bus kept current only logs and keeps that set.
+ *
  * @example if (!privacy.restrictions.processingAllowed(caller.userId)) throw ...;
  * @example privacy.assertProcessingAllowed(run.userId); // agents, before a run starts
  */
 export function restrictionsService(deps: Deps) {
   const { db, repo, clock } = deps;
+  const retry = deps.retry ?? RESTRICTIONS_RETRY;
+  const schedule = deps.schedule ?? unrefTimer;
   let restricted = new Set<string>();
   let loadedAt = Number.NEGATIVE_INFINITY;
-  /** Counts applied messages: a reload that overlapped one reads again (it may hold the old state). */
+  /** Counts applied messages and bus gaps: a reload that overlapped one reads again (it may hold the old state). */
   let version = 0;
   let reloading: Promise<void> | null = null;
+  /** False until the set was read once, and again while a re-read after a bus gap has not succeeded. */
+  let trusted = false;
+  /** A bus gap happened and no read has succeeded since. */
+  let gapPending = false;
+  /** No background re-read starts before this (clock ms): backoff after a failed one. */
+  let nextAttemptAt = Number.NEGATIVE_INFINITY;
+  let delayMs = retry.firstMs;
+  let cancelRetry: (() => void) | null = null;
+  let stopped = false;
 
   function apply(m: Message) {
     version++;
@@ -87,13 +120,49 @@ export function restrictionsService(deps: Deps) {
     }
   }
 
+  function retryLater() {
+    nextAttemptAt = clock.now().getTime() + delayMs;
+    if (!trusted && !stopped && !cancelRetry) {
+      cancelRetry = schedule(() => {
+        cancelRetry = null;
+        void reload();
+      }, delayMs);
+    }
+    delayMs = Math.min(delayMs * 2, retry.maxMs);
+  }
+
   function reload(): Promise<void> {
     reloading ??= readAll()
-      .catch(() => deps.logger.warn('privacy: could not re-read the restricted users; keeping the last set'))
+      .then(
+        () => {
+          trusted = true;
+          gapPending = false;
+          delayMs = retry.firstMs;
+          nextAttemptAt = Number.NEGATIVE_INFINITY;
+          cancelRetry?.();
+          cancelRetry = null;
+        },
+        () => {
+          if (!trusted || gapPending) {
+            trusted = false;
+            deps.logger.warn('privacy: could not read the restricted users; refusing processing until it can');
+          } else {
+            deps.logger.warn('privacy: could not re-read the restricted users; keeping the last set');
+          }
+          retryLater();
+        },
+      )
       .finally(() => {
         reloading = null;
       });
     return reloading;
+  }
+
+  /** After a reconnect: messages may have been lost, so the set is read again (and refused if that fails). */
+  function onGap() {
+    version++;
+    gapPending = true;
+    void reload();
   }
 
   async function announce(m: Message) {
@@ -106,7 +175,15 @@ export function restrictionsService(deps: Deps) {
   }
 
   function processingAllowed(userId: string): boolean {
-    if (clock.now().getTime() - loadedAt > RESTRICTIONS_REFRESH_MS) void reload();
+    if (!trusted) {
+      throw new AppError(
+        'restrictions_unavailable',
+        'Whether this account’s processing is restricted cannot be checked right now; nothing is processed until it can. Try again shortly.',
+        { retryAfterSeconds: Math.ceil(delayMs / 1000) },
+      );
+    }
+    const now = clock.now().getTime();
+    if (now - loadedAt > RESTRICTIONS_REFRESH_MS && now >= nextAttemptAt) void reload();
     return !restricted.has(userId);
   }
 
@@ -146,8 +223,13 @@ export function restrictionsService(deps: Deps) {
   }
 
   return {
-    /** Loads the restricted users and follows changes from every replica; returns the unsubscribe. */
+    /**
+     * Loads the restricted users and follows changes from every replica; returns the
+     * unsubscribe (which also ends the retries). A failed first load does not fail the
+     * start: checks answer 503 `restrictions_unavailable` until a retry succeeds.
+     */
     async start(): Promise<() => Promise<void>> {
+      stopped = false;
       const stop = await deps.bus.subscribe(
         RESTRICTIONS_CHANNEL,
         (message) => {
@@ -155,19 +237,30 @@ export function restrictionsService(deps: Deps) {
           if (m) apply(m);
           else deps.logger.warn('privacy: ignored a malformed restriction message');
         },
-        () => void reload(),
+        onGap,
       );
       await reload();
-      return stop;
+      return async () => {
+        stopped = true;
+        cancelRetry?.();
+        cancelRetry = null;
+        await stop();
+      };
     },
 
-    /** Re-reads the restricted users now (after a bus gap; tests). */
+    /** Re-reads the restricted users now (tests; the bus gap and the retries call it). */
     reload,
 
-    /** False while the user's processing is restricted. From memory: safe on the gateway's hot path. */
+    /**
+     * False while the user's processing is restricted. From memory: safe on the gateway's hot
+     * path. Throws 503 `restrictions_unavailable` while the set cannot be trusted (fail closed).
+     */
     processingAllowed,
 
-    /** Throws 403 `processing_restricted` while the user's processing is restricted (agents, before a run). */
+    /**
+     * Throws 403 `processing_restricted` while the user's processing is restricted (agents,
+     * before a run), 503 `restrictions_unavailable` while that cannot be known.
+     */
     assertProcessingAllowed(userId: string): void {
       if (!processingAllowed(userId)) {
         throw new AppError(

@@ -80,6 +80,18 @@ export type RunInput = {
 };
 
 export type RunResult = Omit<RetentionResultRow, 'runId'>;
+
+/**
+ * The billing ledger's own retention (billing's `ledgerRetention`): its tables cannot simply
+ * lose old rows, because balances are sums of postings; expired ones are carried forward.
+ */
+export type LedgerRetention = {
+  tables: readonly string[];
+  expire(
+    cutoff: Date,
+    dryRun: boolean,
+  ): Promise<Array<{ table: string; rule: 'rollup' | 'older_than'; rowsDeleted: number; rowsRolledUp: number }>>;
+};
 export type RunView = RetentionRunRow & { results: RunResult[] };
 
 type Deps = {
@@ -94,6 +106,8 @@ type Deps = {
   audit: Pick<AuditService, 'record' | 'retention'>;
   /** The workspace plan's audit retention in months (null: the default). */
   auditMonthsOf(workspaceId: string): Promise<number | null>;
+  /** The billing ledger's tables: after the other tables of their class (which may name its transactions). */
+  ledger: LedgerRetention;
 };
 
 /**
@@ -102,8 +116,9 @@ type Deps = {
  * partitioned tables' coming months ready. A dry run counts what a run would remove and
  * changes nothing (it may look at a future date); a removing run may not be dated in the
  * future. Tables with their own shape are handled by their modules' retention functions:
- * usage events (roll-up into daily aggregates, whole months dropped) and the audit log
- * (whole months dropped, or each chain's expired prefix, keeping it verifiable).
+ * usage events (roll-up into daily aggregates, whole months dropped), the audit log
+ * (whole months dropped, or each chain's expired prefix, keeping it verifiable) and the
+ * billing ledger (expired transactions replaced by balances carried forward).
  */
 export function retentionService(deps: Deps) {
   const { db, repo, clock } = deps;
@@ -260,9 +275,12 @@ export function retentionService(deps: Deps) {
       // Tables with their own retention shape go first: their companions depend on them.
       const ordered = [...entries].sort((a, b) => special(b.table) - special(a.table));
       let chainCutoffs: Map<string, { cutoff: Date }> | null = null;
+      const ledgerTables = entries.filter((e) => deps.ledger.tables.includes(e.table)).map((e) => e.table);
       for (const entry of ordered) {
         const base = { retentionClass: policy.class, tableName: entry.table };
-        if (entry.table === 'usage_events') {
+        if (ledgerTables.includes(entry.table)) {
+          // Below, once the rows that may name its transactions (payments, ...) went.
+        } else if (entry.table === 'usage_events') {
           results.push({ ...base, ...(await usageEvents(asOf, dryRun)) });
         } else if (entry.table === 'audit_events') {
           const { result, cutoffs } = await auditEvents(asOf, dryRun);
@@ -280,6 +298,21 @@ export function retentionService(deps: Deps) {
           });
         } else {
           results.push({ ...base, ...(await plainTable(entry, asOf, dryRun, policy.window, chainCutoffs)) });
+        }
+      }
+      if (ledgerTables.length > 0 && policy.window) {
+        const cutoff = windowStart(asOf, policy.window);
+        for (const r of await deps.ledger.expire(cutoff, dryRun)) {
+          if (!ledgerTables.includes(r.table)) continue;
+          results.push({
+            retentionClass: policy.class,
+            tableName: r.table,
+            rule: r.rule,
+            rowsDeleted: r.rowsDeleted,
+            rowsRolledUp: r.rowsRolledUp,
+            partitionsDropped: 0,
+            cutoff,
+          });
         }
       }
     }

@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, isNotNull, isNull, lte, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, exists, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import {
   type ObjectionRow,
@@ -35,12 +35,25 @@ export const subprocessorsRepo = {
     await tx.update(subprocessors).set({ retiredAt: at }).where(eq(subprocessors.id, id));
   },
 
-  /** Entries whose notices are not all sent yet, registered before `before`. */
-  async noticesPending(tx: Database, before: Date, limit: number): Promise<string[]> {
+  /**
+   * Entries whose notices are not all sent yet, registered before `before`, and entries with
+   * a claim made before `staleBefore` and never sent (its sender died between claim and send).
+   */
+  async noticesPending(tx: Database, before: Date, staleBefore: Date, limit: number): Promise<string[]> {
+    const stale = tx
+      .select({ id: subprocessorNotices.subprocessorId })
+      .from(subprocessorNotices)
+      .where(
+        and(
+          eq(subprocessorNotices.subprocessorId, subprocessors.id),
+          isNull(subprocessorNotices.sentAt),
+          lte(subprocessorNotices.claimedAt, staleBefore),
+        ),
+      );
     const rows = await tx
       .select({ id: subprocessors.id })
       .from(subprocessors)
-      .where(and(isNull(subprocessors.noticesDoneAt), lte(subprocessors.createdAt, before)))
+      .where(or(and(isNull(subprocessors.noticesDoneAt), lte(subprocessors.createdAt, before)), exists(stale)))
       .orderBy(asc(subprocessors.createdAt))
       .limit(limit);
     return rows.map((r) => r.id);
@@ -51,16 +64,37 @@ export const subprocessorsRepo = {
   },
 
   /**
-   * Claims the notice of `userId` (before it is sent: another worker, or a rerun after a
-   * crash, finds it claimed and sends nothing); false when it was claimed already.
+   * Claims the notice of `userId` (before it is sent: another worker, or a rerun, finds it
+   * claimed and sends nothing); false when it is claimed already. A claim made before
+   * `staleBefore` and never sent is taken over: its sender died between claim and send. One
+   * statement decides, so of two workers taking over the same claim only one gets it.
    */
-  async claimNotice(tx: Database, subprocessorId: string, userId: string, at: Date): Promise<boolean> {
+  async claimNotice(
+    tx: Database,
+    subprocessorId: string,
+    userId: string,
+    at: Date,
+    staleBefore: Date,
+  ): Promise<boolean> {
     const rows = await tx
       .insert(subprocessorNotices)
       .values({ subprocessorId, userId, claimedAt: at, sentAt: null })
-      .onConflictDoNothing()
+      .onConflictDoUpdate({
+        target: [subprocessorNotices.subprocessorId, subprocessorNotices.userId],
+        set: { claimedAt: at },
+        setWhere: and(isNull(subprocessorNotices.sentAt), lte(subprocessorNotices.claimedAt, staleBefore)),
+      })
       .returning({ userId: subprocessorNotices.userId });
     return rows.length > 0;
+  },
+
+  /** Notices of the sub-processor claimed and not (yet) sent. */
+  async unsentCount(tx: Database, subprocessorId: string): Promise<number> {
+    const [row] = await tx
+      .select({ n: count() })
+      .from(subprocessorNotices)
+      .where(and(eq(subprocessorNotices.subprocessorId, subprocessorId), isNull(subprocessorNotices.sentAt)));
+    return row?.n ?? 0;
   },
 
   async markNoticeSent(tx: Database, subprocessorId: string, userId: string, at: Date): Promise<void> {

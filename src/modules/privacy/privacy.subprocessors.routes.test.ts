@@ -6,7 +6,7 @@ import { logIn, makeOperator, type SignedInClient, signUp } from '../../../test/
 import { DAY, MINUTE } from '../../platform/clock.ts';
 import { createLogger } from '../../platform/logger.ts';
 import type { Mailer } from '../notifications/index.ts';
-import { SUBPROCESSOR_NOTICES_JOB } from './index.ts';
+import { SUBPROCESSOR_NOTICE_CLAIM_STALE_MS, SUBPROCESSOR_NOTICES_JOB } from './index.ts';
 import { subprocessorsRepo } from './privacy.subprocessors.repo.ts';
 import type { ObjectionView, OperatorSubprocessorView, SubprocessorView } from './privacy.subprocessors.schemas.ts';
 import { subprocessorsService } from './privacy.subprocessors.ts';
@@ -192,10 +192,79 @@ describe('happy', () => {
 
     refuse = false;
     sent.length = 0;
-    expect(await service.sendNotices(sub.id)).toEqual({ sent: 1, failed: 0 });
+    expect(await service.sendNotices(sub.id)).toEqual({ sent: 1, failed: 0, pending: 0 });
     expect(sent).toEqual([dave.email]);
     ops = await op.get<{ data: OperatorSubprocessorView[] }>('/api/operator/subprocessors');
     expect(ops.body.data.find((s) => s.id === sub.id)?.noticesDone).toBe(true);
+  });
+
+  it('takes over a notice whose sender crashed after claiming it, once the claim is stale, and sends it once', async () => {
+    const erin = await signUp(app);
+    const frank = await signUp(app);
+    await workspace(erin);
+    await workspace(frank);
+    const sub = await register({ name: 'Crashy Relay' });
+    // A worker claimed Erin's notice and died before mailing it.
+    await app.db.system((tx) => subprocessorsRepo.claimNotice(tx, sub.id, erin.userId, app.clock.now(), new Date(0)));
+
+    const done = async () =>
+      (await op.get<{ data: OperatorSubprocessorView[] }>('/api/operator/subprocessors')).body.data.find(
+        (s) => s.id === sub.id,
+      )?.noticesDone;
+    await app.jobs.drain(SUBPROCESSOR_NOTICES_JOB);
+    let notices = await noticesTo('Crashy Relay');
+    expect(notices.get(frank.email)).toBe(1);
+    // A fresh claim may still be in flight elsewhere: not sent again, and the entry not done.
+    expect(notices.has(erin.email)).toBe(false);
+    expect(await done()).toBe(false);
+
+    // The sweep keeps queueing it; before the claim is stale nothing is sent twice...
+    await advance(11 * MINUTE);
+    expect(await app.modules.privacy.service.subprocessors.sweepNotices()).toBeGreaterThanOrEqual(1);
+    await app.jobs.drain();
+    expect((await noticesTo('Crashy Relay')).has(erin.email)).toBe(false);
+
+    // ...once it is, the claim is taken over and the notice goes out.
+    await advance(SUBPROCESSOR_NOTICE_CLAIM_STALE_MS);
+    expect(await app.modules.privacy.service.subprocessors.sweepNotices()).toBeGreaterThanOrEqual(1);
+    await app.jobs.drain();
+    notices = await noticesTo('Crashy Relay');
+    expect(notices.get(erin.email)).toBe(1);
+    expect(notices.get(frank.email)).toBe(1);
+    expect(await done()).toBe(true);
+
+    // Later sweeps and runs send nothing more.
+    await advance(SUBPROCESSOR_NOTICE_CLAIM_STALE_MS + MINUTE);
+    await app.modules.privacy.service.subprocessors.sweepNotices();
+    await app.jobs.drain();
+    await app.modules.privacy.service.subprocessors.sendNotices(sub.id);
+    expect(await noticesTo('Crashy Relay')).toEqual(notices);
+  });
+
+  it('the sweep also finds a stale unsent claim on an entry already marked done', async () => {
+    const gina = await signUp(app);
+    await workspace(gina);
+    const sub = await register({ name: 'Marked Relay' });
+    await app.db.system((tx) => subprocessorsRepo.claimNotice(tx, sub.id, gina.userId, app.clock.now(), new Date(0)));
+    await app.jobs.drain(SUBPROCESSOR_NOTICES_JOB);
+    // The state an earlier release could leave after such a crash: the entry marked done anyway.
+    await app.db.system((tx) => subprocessorsRepo.markNoticesDone(tx, sub.id, app.clock.now()));
+    expect((await noticesTo('Marked Relay')).has(gina.email)).toBe(false);
+
+    await advance(SUBPROCESSOR_NOTICE_CLAIM_STALE_MS + MINUTE);
+    const now = app.clock.now().getTime();
+    const listed = await app.db.system((tx) =>
+      subprocessorsRepo.noticesPending(
+        tx,
+        new Date(now - 10 * MINUTE),
+        new Date(now - SUBPROCESSOR_NOTICE_CLAIM_STALE_MS),
+        100,
+      ),
+    );
+    expect(listed).toContain(sub.id);
+    await app.modules.privacy.service.subprocessors.sweepNotices();
+    await app.jobs.drain();
+    expect((await noticesTo('Marked Relay')).get(gina.email)).toBe(1);
   });
 
   it('records an owner’s objection once, audited, and shows it to operators', async () => {

@@ -26,6 +26,12 @@ export const SUBPROCESSOR_NOTICES_JOB = 'privacy.subprocessor-notices';
 /** Re-queues notices a lost job left unsent (every 10 minutes). */
 export const SUBPROCESSOR_NOTICES_SWEEP_JOB = 'privacy.subprocessor-notices-sweep';
 export type SubprocessorNoticesJob = { subprocessorId: string };
+/**
+ * A notice claimed this long ago and still not sent is taken over: the worker that claimed it
+ * died before sending (well past the mailer's own timeouts and a job's 15-minute expiry, so a
+ * slow sender still at work is not doubled).
+ */
+export const SUBPROCESSOR_NOTICE_CLAIM_STALE_MS = 30 * MINUTE;
 
 const TAG = 'privacy.subprocessor_notice';
 const PAGE = 200;
@@ -83,7 +89,8 @@ const userIdOf = (actor: Actor): string | null => (actor.type === 'system' ? nul
 /**
  * The sub-processor registry (Art. 28(2) GDPR): operators register or replace one with at
  * least 30 days' notice on Berth's clock; every workspace owner is mailed the notice once, by
- * a job (claimed before it is sent); owners may object for their workspace; the public list
+ * a job (claimed before it is sent; a claim its crashed sender left unsent is taken over by
+ * the sweep's next run once stale); owners may object for their workspace; the public list
  * is part of the privacy policy.
  *
  * @example await subprocessors.register({ actor, input: { name, purpose, dataCategories: ['account'], region, effectiveAt } });
@@ -314,14 +321,17 @@ export function subprocessorsService(deps: Deps) {
      * Mails the notice of one sub-processor to every workspace owner, one message per person
      * whatever the number of workspaces they own. Each notice is claimed before it is sent, so
      * a retry or a second worker never sends it twice; a message the mailer refuses is given
-     * back and counted in `failed` (the job then fails and is retried for those only).
+     * back and counted in `failed` (the job then fails and is retried for those only). A claim
+     * left unsent for SUBPROCESSOR_NOTICE_CLAIM_STALE_MS (its sender crashed) is taken over and
+     * sent; one younger than that is counted in `pending`. The entry is marked done only once
+     * every notice is sent.
      */
-    async sendNotices(subprocessorId: string): Promise<{ sent: number; failed: number }> {
+    async sendNotices(subprocessorId: string): Promise<{ sent: number; failed: number; pending: number }> {
       const { sub, replaced } = await db.system(async (tx) => {
         const s = await repo.find(tx, subprocessorId);
         return { sub: s, replaced: s?.replaces ? await repo.find(tx, s.replaces) : null };
       });
-      if (!sub) return { sent: 0, failed: 0 };
+      if (!sub) return { sent: 0, failed: 0, pending: 0 };
       const day = sub.effectiveAt.toISOString().slice(0, 10);
       let after: string | null = null;
       let sent = 0;
@@ -331,7 +341,9 @@ export function subprocessorsService(deps: Deps) {
         for (const owner of owners) {
           after = owner.userId;
           if (!owner.email) continue;
-          const claimed = await db.system((tx) => repo.claimNotice(tx, sub.id, owner.userId, clock.now()));
+          const now = clock.now();
+          const staleBefore = new Date(now.getTime() - SUBPROCESSOR_NOTICE_CLAIM_STALE_MS);
+          const claimed = await db.system((tx) => repo.claimNotice(tx, sub.id, owner.userId, now, staleBefore));
           if (!claimed) continue;
           try {
             await deps.mailer.send({
@@ -352,13 +364,22 @@ export function subprocessorsService(deps: Deps) {
         }
         if (owners.length < PAGE) break;
       }
-      if (failed === 0) await db.system((tx) => repo.markNoticesDone(tx, sub.id, clock.now()));
-      return { sent, failed };
+      // Claims still unsent: another worker's in flight, or a crashed one's (taken over once stale).
+      const pending = failed === 0 ? await db.system((tx) => repo.unsentCount(tx, sub.id)) : 0;
+      if (failed === 0 && pending === 0) await db.system((tx) => repo.markNoticesDone(tx, sub.id, clock.now()));
+      return { sent, failed, pending };
     },
 
-    /** Queues the notices of entries registered more than 10 minutes ago whose notices are not all sent. */
+    /**
+     * Queues the notices of entries registered more than 10 minutes ago whose notices are not
+     * all sent, and of entries with a claim left unsent for SUBPROCESSOR_NOTICE_CLAIM_STALE_MS
+     * (the job takes those over and sends them once).
+     */
     async sweepNotices(): Promise<number> {
-      const ids = await db.system((tx) => repo.noticesPending(tx, new Date(clock.now().getTime() - 10 * MINUTE), 100));
+      const now = clock.now().getTime();
+      const ids = await db.system((tx) =>
+        repo.noticesPending(tx, new Date(now - 10 * MINUTE), new Date(now - SUBPROCESSOR_NOTICE_CLAIM_STALE_MS), 100),
+      );
       for (const id of ids) {
         await deps.jobs.send<SubprocessorNoticesJob>(
           SUBPROCESSOR_NOTICES_JOB,

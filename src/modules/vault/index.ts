@@ -1,6 +1,7 @@
 // The vault module: AES-256-GCM envelope encryption with per-owner data keys wrapped by a
 // versioned key-encryption key (KEK), KEK rotation and crypto-shredding.
 import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { HttpServer } from '../../platform/http/server.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { Keyring } from './vault.keyring.ts';
 import { createVaultService, type VaultService } from './vault.service.ts';
@@ -25,7 +26,7 @@ export {
   removeKekVersion,
 } from './vault.keyring.ts';
 export { isPseudonym, PSEUDONYM_PREFIX, pseudonymizer } from './vault.pseudonyms.ts';
-export { createVaultService, type VaultService, type VaultServiceDeps } from './vault.service.ts';
+export { createVaultService, VAULT_CHANNEL, type VaultService, type VaultServiceDeps } from './vault.service.ts';
 
 /**
  * The vault as a module. Other modules receive `VaultService`:
@@ -37,8 +38,22 @@ export { createVaultService, type VaultService, type VaultServiceDeps } from './
  * await vault.destroyOwnerKey({ type: 'workspace', id: workspaceId }, tx); // crypto-shredding
  */
 export function createVaultModule(deps: PlatformDeps & { keyring: Keyring }): Module<VaultService> {
+  const service = createVaultService({
+    db: deps.db,
+    keyring: deps.keyring,
+    clock: deps.clock,
+    logger: deps.logger,
+    bus: deps.bus,
+  });
   return {
-    service: createVaultService({ db: deps.db, keyring: deps.keyring, clock: deps.clock, logger: deps.logger }),
+    service,
     dataMap: moduleDataMap('vault', vaultTables),
+    // Every replica builds the HTTP app, so every replica hears destroyed keys.
+    async registerRoutes(app: HttpServer) {
+      const unsubscribe = await service.follow();
+      app.addHook('onClose', async () => {
+        await unsubscribe().catch(() => undefined);
+      });
+    },
   };
 }

@@ -1,5 +1,6 @@
+import type { Bus } from '../../platform/bus/index.ts';
 import type { Clock } from '../../platform/clock.ts';
-import type { Database, Db } from '../../platform/db/db.ts';
+import { afterCommit, type Database, type Db } from '../../platform/db/db.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import {
@@ -19,11 +20,16 @@ import { pseudonymizer } from './vault.pseudonyms.ts';
 import { type VaultRepo, vaultRepo } from './vault.repo.ts';
 import type { DataKeyRow } from './vault.tables.ts';
 
+/** Tells every replica that an owner's data key was destroyed, so each drops it from memory at once. */
+export const VAULT_CHANNEL = 'berth.vault.destroyed';
+
 export type VaultServiceDeps = {
   db: Pick<Db, 'system'>;
   keyring: Keyring;
   clock: Clock;
   logger?: Pick<Logger, 'info' | 'warn'>;
+  /** The replicas' bus: a destroyed key is forgotten by every replica (without it, by this one only). */
+  bus?: Pick<Bus, 'publish' | 'subscribe'>;
   repo?: VaultRepo;
   /** Unwrapped data keys kept in memory (default 1000 owners, 5 minutes). */
   cache?: { maxEntries?: number; ttlMs?: number };
@@ -32,6 +38,19 @@ export type VaultServiceDeps = {
 };
 
 type CachedKey = { id: string; dek: Buffer; expiresAt: number };
+
+const OWNER_TYPES: ReadonlySet<string> = new Set<VaultOwner['type']>(['user', 'workspace', 'platform']);
+
+function parseOwner(message: string): VaultOwner | null {
+  try {
+    const m = JSON.parse(message) as { type?: unknown; id?: unknown };
+    return typeof m.type === 'string' && OWNER_TYPES.has(m.type) && typeof m.id === 'string' && m.id.length > 0
+      ? { type: m.type as VaultOwner['type'], id: m.id }
+      : null;
+  } catch {
+    return null;
+  }
+}
 
 /**
  * A small LRU of unwrapped data keys by owner. Only keys read or created in the vault's own
@@ -101,6 +120,19 @@ export function createVaultService(deps: VaultServiceDeps) {
   const { keyring, clock } = deps;
   const cache = keyCache(clock, deps.cache?.maxEntries ?? 1000, deps.cache?.ttlMs ?? 5 * 60_000);
   const batchSize = deps.rotateBatchSize ?? 100;
+
+  /** Forgets the owner's key here and tells every other replica to (after the destruction committed). */
+  async function announceDestroyed(owner: VaultOwner): Promise<void> {
+    cache.forget(owner);
+    if (!deps.bus) return;
+    try {
+      await deps.bus.publish(VAULT_CHANNEL, JSON.stringify({ type: owner.type, id: owner.id }));
+    } catch {
+      deps.logger?.warn(
+        'vault: could not tell other replicas of a destroyed data key (their copy expires within 5 minutes)',
+      );
+    }
+  }
 
   /** Runs fn in the caller's transaction, or in a vault-owned system transaction (`own`). */
   function inTx<T>(tx: Database | undefined, fn: (tx: Database, own: boolean) => Promise<T>): Promise<T> {
@@ -193,13 +225,41 @@ export function createVaultService(deps: VaultServiceDeps) {
     /**
      * Crypto-shredding: clears the owner's data key so every ciphertext of the owner is
      * unreadable for good. Idempotent. A later encrypt for the same owner gets a new key.
+     * Once the destruction commits, every replica is told through the bus to drop the key
+     * from memory, so none of them decrypts (or encrypts) with it again.
      */
     async destroyOwnerKey(owner: VaultOwner, tx?: Database): Promise<{ destroyed: number }> {
       cache.forget(owner);
-      const ids = await inTx(tx, (t) => repo.destroy(t, owner, clock.now()));
+      const ids = await inTx(tx, async (t, own) => {
+        const destroyed = await repo.destroy(t, owner, clock.now());
+        // In the caller's transaction, the key is gone for others only once it commits:
+        // forget it again then (a reader meanwhile still saw it live) and tell the replicas.
+        if (!own && destroyed.length > 0) afterCommit(t, () => announceDestroyed(owner));
+        return destroyed;
+      });
       cache.forget(owner);
-      if (ids.length > 0) deps.logger?.info({ ownerType: owner.type, keys: ids }, 'vault data key destroyed');
+      if (ids.length > 0) {
+        deps.logger?.info({ ownerType: owner.type, keys: ids }, 'vault data key destroyed');
+        if (!tx) await announceDestroyed(owner);
+      }
       return { destroyed: ids.length };
+    },
+
+    /**
+     * Follows destructions on every replica (and drops every cached key after a bus gap, when
+     * messages may have been lost); returns the unsubscribe. Called once per process.
+     */
+    async follow(): Promise<() => Promise<void>> {
+      if (!deps.bus) return async () => undefined;
+      return deps.bus.subscribe(
+        VAULT_CHANNEL,
+        (message) => {
+          const owner = parseOwner(message);
+          if (owner) cache.forget(owner);
+          else deps.logger?.warn('vault: ignored a malformed message');
+        },
+        () => cache.clear(),
+      );
     },
 
     /**
