@@ -54,6 +54,9 @@ export const OBJECTIONS_CHANNEL = 'berth.privacy.objections';
 /** How long the in-memory objections are trusted before they are re-read in the background (a missed bus message). */
 export const OBJECTIONS_REFRESH_MS = 60_000;
 
+/** Waits between background re-reads after one failed: doubling from the first to the most. */
+export const OBJECTIONS_RETRY = { firstMs: 1_000, maxMs: 30_000 };
+
 /** One objection raised or withdrawn, as the modules doing that processing hear of it. */
 export type ObjectionChangeEvent = { userId: string; purpose: ObjectionPurpose; objected: boolean };
 
@@ -70,6 +73,8 @@ type Deps = {
   clock: Clock;
   bus: Pick<Bus, 'publish' | 'subscribe'>;
   logger: Pick<Logger, 'warn'>;
+  /** Backoff between failed re-reads (default OBJECTIONS_RETRY). */
+  retry?: { firstMs: number; maxMs: number };
 };
 
 function parseObjectionMessage(message: string): ObjectionChangeEvent | null {
@@ -132,6 +137,14 @@ export function consentsService(deps: Deps) {
   /** Counts applied messages: a reload that overlapped one reads again (it may hold the old state). */
   let version = 0;
   let reloading: Promise<void> | null = null;
+  const retry = deps.retry ?? OBJECTIONS_RETRY;
+  /** False until the objections were read once, and again while a re-read after a bus gap has not succeeded. */
+  let trusted = false;
+  let gapPending = false;
+  /** No re-read starts before this (clock ms): backoff after a failed one, so an outage costs no query per request. */
+  let nextAttemptAt = Number.NEGATIVE_INFINITY;
+  let delayMs = retry.firstMs;
+  let failing = false;
 
   function apply(m: ObjectionChangeEvent) {
     version++;
@@ -164,7 +177,30 @@ export function consentsService(deps: Deps) {
 
   function reload(): Promise<void> {
     reloading ??= readAll()
-      .catch(() => deps.logger.warn('privacy: could not re-read the objections; keeping the last set'))
+      .then(
+        () => {
+          trusted = true;
+          gapPending = false;
+          failing = false;
+          delayMs = retry.firstMs;
+          nextAttemptAt = Number.NEGATIVE_INFINITY;
+        },
+        () => {
+          // After a gap messages may have been lost: the last set is no longer trusted.
+          if (gapPending) trusted = false;
+          // One warning per outage, not one per request.
+          if (!failing) {
+            deps.logger.warn(
+              trusted
+                ? 'privacy: could not re-read the objections; keeping the last set'
+                : 'privacy: could not read the objections; treating every user as objecting until it can',
+            );
+          }
+          failing = true;
+          nextAttemptAt = clock.now().getTime() + delayMs;
+          delayMs = Math.min(delayMs * 2, retry.maxMs);
+        },
+      )
       .finally(() => {
         reloading = null;
       });
@@ -228,7 +264,11 @@ export function consentsService(deps: Deps) {
           if (m) apply(m);
           else deps.logger.warn('privacy: ignored a malformed objection message');
         },
-        () => void reload(),
+        () => {
+          version++;
+          gapPending = true;
+          void reload();
+        },
       );
       await reload();
       return stop;
@@ -237,9 +277,15 @@ export function consentsService(deps: Deps) {
     /** Re-reads the objections now (after a bus gap; tests). */
     reload,
 
-    /** True while the user objects to `purpose`. From memory: safe on every request. */
+    /**
+     * True while the user objects to `purpose`. From memory: safe on every request. It fails
+     * closed: until the objections were read, and while a re-read after a bus gap fails, every
+     * user counts as objecting (the processing waits rather than overriding an objection).
+     */
     objecting(userId: string, purpose: ObjectionPurpose): boolean {
-      if (clock.now().getTime() - loadedAt > OBJECTIONS_REFRESH_MS) void reload();
+      const now = clock.now().getTime();
+      if ((!trusted || now - loadedAt > OBJECTIONS_REFRESH_MS) && now >= nextAttemptAt) void reload();
+      if (!trusted) return true;
       return objectors.get(purpose)?.has(userId) ?? false;
     },
 
