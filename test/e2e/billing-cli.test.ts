@@ -1,9 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { berth, startServer } from '../helpers/cli.ts';
+import { berth, migratedDataDir, startServer } from '../helpers/cli.ts';
 
 /**
  * The billing commands as an operator and a user run them: grants, adjustments and plans on
@@ -18,7 +16,7 @@ let apiKey: string;
 let server: { child: ChildProcess; url: string } | undefined;
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-billing-'));
+  dataDir = await migratedDataDir('berth-e2e-billing-');
   env = { BERTH_DATA_DIR: dataDir };
   const created = await berth(
     ['admin', 'create', '--email', 'billing@example.com', '--workspace', 'Billing team', '--json'],

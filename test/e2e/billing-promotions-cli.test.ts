@@ -1,8 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { berth } from '../helpers/cli.ts';
+import { berth, migratedDataDir } from '../helpers/cli.ts';
 
 /**
  * `berth operator billing grant --expires`: promotional credits granted from the command
@@ -15,7 +13,7 @@ let workspaceId: string;
 const nextYear = new Date().getUTCFullYear() + 1;
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-promotions-'));
+  dataDir = await migratedDataDir('berth-e2e-promotions-');
   env = { BERTH_DATA_DIR: dataDir };
   const created = await berth(
     ['admin', 'create', '--email', 'promotions@example.com', '--workspace', 'Promoted team', '--json'],

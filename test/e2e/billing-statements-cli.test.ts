@@ -1,9 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { berth, startServer } from '../helpers/cli.ts';
+import { berth, migratedDataDir, startServer } from '../helpers/cli.ts';
 import { checkPdf } from '../helpers/pdf.ts';
 
 /**
@@ -18,7 +17,7 @@ let server: { child: ChildProcess; url: string } | undefined;
 const thisMonth = new Date().toISOString().slice(0, 7);
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-statements-'));
+  dataDir = await migratedDataDir('berth-e2e-statements-');
   env = { BERTH_DATA_DIR: dataDir, BERTH_INVOICE_ISSUER: 'E2E Hosting Ltd' };
   const created = await berth(
     ['admin', 'create', '--email', 'statements@example.com', '--workspace', 'Statements team', '--json'],

@@ -1,10 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../fakes/openai-upstream.ts';
-import { berth, startServer } from '../helpers/cli.ts';
+import { berth, migratedDataDir, startServer } from '../helpers/cli.ts';
 
 const UPSTREAM_KEY = 'sk-upstream-secret-7f3a9c';
 const FILE_KEY = 'sk-upstream-from-file-41d2';
@@ -16,7 +15,7 @@ let apiKey: string;
 let auth: string[];
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-gw-'));
+  dataDir = await migratedDataDir('berth-e2e-gw-');
   fake = await startFakeOpenAi();
   const env = { BERTH_DATA_DIR: dataDir, BERTH_EGRESS_ALLOW: '127.0.0.1' };
   const created = await berth(

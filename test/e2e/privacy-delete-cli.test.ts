@@ -1,9 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { berth, startServer } from '../helpers/cli.ts';
+import { berth, migratedDataDir, startServer } from '../helpers/cli.ts';
 
 /**
  * `berth privacy delete` as a user runs it against a running server: it signs in, confirms
@@ -17,7 +15,7 @@ let server: { child: ChildProcess; url: string } | undefined;
 const password = 'a long and unguessable passphrase';
 
 beforeAll(async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'berth-e2e-privacy-'));
+  dataDir = await migratedDataDir('berth-e2e-privacy-');
   env = { BERTH_DATA_DIR: dataDir };
   const created = await berth(
     ['admin', 'create', '--email', 'operator@example.com', '--workspace', 'Ops', '--json'],

@@ -1,12 +1,14 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { startServer } from '../../src/main.ts';
 import { createLogger } from '../../src/platform/logger.ts';
+import { migratedDataDir } from '../helpers/cli.ts';
 
-const dataDir = mkdtempSync(path.join(tmpdir(), 'berth-shutdown-'));
+let dataDir: string;
+beforeAll(async () => {
+  dataDir = await migratedDataDir('berth-shutdown-');
+});
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 describe('happy', () => {

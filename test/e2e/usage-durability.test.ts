@@ -1,12 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, type FSWatcher, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, watch } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, type FSWatcher, mkdirSync, readdirSync, readFileSync, rmSync, watch } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../fakes/openai-upstream.ts';
-import { BIN, berth, cleanEnv } from '../helpers/cli.ts';
+import { BIN, berth, cleanEnv, migratedDataDir } from '../helpers/cli.ts';
 
 // The gateway's promise under a crash: a response the client received in full has exactly
 // one usage event, even when the process is killed (SIGKILL) right after. A real `berth
@@ -153,7 +152,7 @@ describe('happy', () => {
   const ledger: ClientRecord[] = [];
 
   beforeAll(async () => {
-    dataDir = mkdtempSync(path.join(tmpdir(), 'berth-usage-durability-'));
+    dataDir = await migratedDataDir('berth-usage-durability-');
     journalDir = path.join(dataDir, 'usage-journal');
     fake = await startFakeOpenAi();
     // info: the start-up line that counts replayed events is an info line.

@@ -1,8 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
+import { inject } from 'vitest';
 import { runCli } from '../../src/cli/index.ts';
 import type { Io } from '../../src/cli/output.ts';
+import { openPglite } from '../../src/platform/db/db.ts';
 
 /** The `berth` command as users run it, for end-to-end tests. */
 export const BIN = path.resolve('bin/berth.js');
@@ -39,6 +43,22 @@ export function berth(args: string[], env: Record<string, string> = {}, input?: 
     else child.stdin.end();
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/**
+ * A new data directory whose embedded database is already migrated (loaded from the run's
+ * template), so `berth start` on it skips initdb and the migrations: seconds instead of
+ * tens of seconds per server. Tests of a first start on an empty directory use a plain
+ * temporary directory instead.
+ */
+export async function migratedDataDir(prefix: string): Promise<string> {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  const db = await openPglite({
+    dataDir: path.join(dir, 'pgdata'),
+    loadDataDir: new Blob([readFileSync(inject('pgliteTemplate'))]),
+  });
+  await db.close();
+  return dir;
 }
 
 /** Starts `berth start` on a free port and resolves once it printed its URL. */
