@@ -213,7 +213,12 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
     else reply.header('content-security-policy', DASHBOARD_CSP);
   });
 
+  // Set once closing starts (preClose below).
+  let closing = false;
   app.addHook('onResponse', async (req, reply) => {
+    // While closing, a keep-alive connection whose request just ended is closed as soon as
+    // Node counts it idle, instead of holding the close until its keep-alive timeout.
+    if (closing) setImmediate(() => app.server.closeIdleConnections());
     // One line per request: method, route, status, timing. Never headers' secrets or bodies.
     req.log.info(
       {
@@ -239,7 +244,8 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
 
   // Graceful shutdown finishes in-flight requests; a connection that never sent a byte (a
   // client's pre-opened socket) has nothing in flight but is not "idle" to Node, and would
-  // hold the close until the headers timeout. Those are closed as soon as closing starts.
+  // hold the close until the headers timeout. Those are closed as soon as closing starts;
+  // connections whose request was in flight are closed when it ends (onResponse above).
   const silent = new Set<Socket>();
   app.server.on('connection', (socket) => {
     silent.add(socket);
@@ -247,6 +253,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
     socket.once('close', () => silent.delete(socket));
   });
   app.addHook('preClose', async () => {
+    closing = true;
     for (const socket of silent) socket.destroy();
     silent.clear();
   });
