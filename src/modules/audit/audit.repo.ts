@@ -204,6 +204,23 @@ export const auditRepo = {
     return res.rows.map((r) => r.chain);
   },
 
+  /**
+   * Chains holding `userId` raw (an old-shape event naming the user as actor, acting user,
+   * target or inside its diff): what erasure re-seals before it erases the user. The id
+   * columns are read through their indexes; diffs only among old-shape events (the partial
+   * index of them), since new events never hold a raw user id.
+   */
+  async legacyChainsNaming(tx: Database, userId: string): Promise<string[]> {
+    const res = (await tx.execute(sql`
+      select chain from audit_events where actor_id = ${userId} or actor_user_id = ${userId} or target_id = ${userId}
+      union
+      select chain from audit_events
+       where ${LEGACY_EVENT}
+         and jsonb_path_exists(diff, 'strict $.** ? (@ == $u)', jsonb_build_object('u', ${userId}::text))
+      order by chain`)) as unknown as { rows: Array<{ chain: string }> };
+    return res.rows.map((r) => r.chain);
+  },
+
   /** The first old-shape event of a chain at or after `fromSeq`, or null. */
   async firstLegacySeq(tx: Database, chain: string, fromSeq: number): Promise<number | null> {
     const res = (await tx.execute(

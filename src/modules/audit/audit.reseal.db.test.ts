@@ -3,7 +3,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { TEST_KEYRING, useTestApp } from '../../../test/helpers/app.ts';
 import { onServerPostgres } from '../../../test/helpers/db.ts';
-import { signUp, testEmail } from '../../../test/helpers/identity.ts';
+import { makeOperator, signUp, testEmail } from '../../../test/helpers/identity.ts';
 import { DAY, MINUTE } from '../../platform/clock.ts';
 import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
@@ -175,7 +175,7 @@ describe('happy', () => {
     expect(byAlice.data.map((e) => e.action)).toContain('member.role_changed');
 
     // Idempotent: a second run finds nothing and changes nothing.
-    expect(await audit.sealLegacyEvents()).toEqual({ chains: 0, events: 0 });
+    expect(await audit.sealLegacyEvents()).toEqual({ chains: 0, events: 0, failed: [] });
     expect((await audit.findHead(workspaceId))?.hash).toBe(after?.hash);
   });
 
@@ -190,6 +190,203 @@ describe('happy', () => {
     await app().jobs.send(ERASURE_JOB, {});
     expect((await app().jobs.drain(ERASURE_JOB)).failed).toBe(0);
     expect(await auditRowsHolding(b.userId)).toEqual({ events: 0, context: 0, subjects: 0 });
+    expect((await app().modules.audit.service.verifyAll()).filter((r) => !r.ok)).toEqual([]);
+  });
+});
+
+/** Makes every re-seal of `chain` fail in the database (as a damaged chain would); returns the undo. */
+async function blockReseal(chain: string): Promise<() => Promise<void>> {
+  const fn = `reseal_block_${chain.slice(-12).toLowerCase()}`;
+  await asOwner(`create function ${fn}() returns trigger language plpgsql as $$
+    begin raise exception 'blocked by the test'; end $$`);
+  await asOwner(
+    `create trigger ${fn} before update on audit_events for each row when (old.chain = '${chain}') execute function ${fn}()`,
+  );
+  return async () => {
+    await asOwner(`drop trigger if exists ${fn} on audit_events`);
+    await asOwner(`drop function if exists ${fn}()`);
+  };
+}
+
+/** Old-shape events still in `chain`. */
+async function legacyIn(chain: string): Promise<number> {
+  const rows = await asOwner<{ n: string }>(
+    `select count(*)::text as n from audit_events where chain = $1 and (ip is not null or actor_id like 'usr\\_%' or target_id like 'usr\\_%')`,
+    [chain],
+  );
+  return Number(rows[0]?.n);
+}
+
+describe('errors', () => {
+  it('an acting user who no longer exists takes the IP and user agent along: nothing erasure cannot reach stays', async () => {
+    const e = await signUp(app(), { email: testEmail('reseal-gone-actor') });
+    const ws = await e.post<{ id: string }>('/api/workspaces', { name: 'Gone actor' });
+    const workspaceId = ws.body.id;
+    const gone = newId('usr');
+    const old = oldAudit();
+    await app().db.tenant(workspaceId, async (tx) => {
+      await old.record(tx, {
+        workspaceId,
+        actor: {
+          type: 'user',
+          userId: gone,
+          meta: { ip: '203.0.113.77', userAgent: 'gone-agent/2.0', requestId: 'req_old' },
+        },
+        action: 'key.created',
+        target: { type: 'key', id: 'key_gone' },
+      });
+      await old.record(tx, {
+        workspaceId,
+        actor: {
+          type: 'user',
+          userId: e.userId,
+          meta: { ip: '203.0.113.78', userAgent: 'live-agent/2.0', requestId: 'req_old' },
+        },
+        action: 'key.created',
+        target: { type: 'key', id: 'key_live' },
+      });
+    });
+    expect((await auditRowsHolding('203.0.113.77')).events).toBe(1);
+    const report = await app().modules.audit.service.sealLegacyEvents();
+    expect(report.failed).toEqual([]);
+    // Erasure finds request facts by the context's user: with no user, they would stay for good.
+    expect(await auditRowsHolding('203.0.113.77')).toEqual({ events: 0, context: 0, subjects: 0 });
+    expect(await auditRowsHolding('gone-agent/2.0')).toEqual({ events: 0, context: 0, subjects: 0 });
+    expect(await auditRowsHolding(gone)).toEqual({ events: 0, context: 0, subjects: 0 });
+    // A live actor's facts move beside the chain under their account, where erasure reaches them.
+    const live = await asOwner<{ user_id: string | null; ip: string | null }>(
+      `select user_id, ip from audit_event_context where ip = '203.0.113.78'`,
+    );
+    expect(live).toEqual([{ user_id: e.userId, ip: '203.0.113.78' }]);
+    expect((await app().modules.audit.service.verify(workspaceId)).ok).toBe(true);
+  });
+
+  it('a chain that cannot be re-sealed is skipped and reported; the other chains are re-sealed', async () => {
+    const f = await signUp(app(), { email: testEmail('reseal-broken') });
+    const g = await signUp(app(), { email: testEmail('reseal-fine') });
+    const broken = (await f.post<{ id: string }>('/api/workspaces', { name: 'Broken' })).body.id;
+    const fine = (await g.post<{ id: string }>('/api/workspaces', { name: 'Fine' })).body.id;
+    await oldShapeEvents(broken, f.userId, newId('usr'));
+    await oldShapeEvents(fine, g.userId, newId('usr'));
+    const brokenHead = await app().modules.audit.service.findHead(broken);
+    const unblock = await blockReseal(broken);
+    const logsBefore = app().logs.length;
+    try {
+      const report = await app().modules.audit.service.sealLegacyEvents();
+      expect(report.failed).toEqual([broken]);
+      expect(report.chains).toBeGreaterThanOrEqual(2); // the fine workspace and the platform chain
+      expect(await legacyIn(fine)).toBe(0);
+      expect((await auditRowsHolding(g.userId)).events).toBe(0);
+      expect(await legacyIn(PLATFORM_CHAIN)).toBe(0);
+      // The broken chain is as it was, and still verifies; nothing of its attempt stayed.
+      expect(await legacyIn(broken)).toBeGreaterThan(0);
+      expect((await app().modules.audit.service.findHead(broken))?.hash).toBe(brokenHead?.hash);
+      const records = await app().modules.audit.service.list(
+        PLATFORM_CHAIN,
+        { action: 'audit.chain_resealed', target: broken },
+        { limit: 10 },
+      );
+      expect(records.data).toEqual([]);
+      // The job does not fail for it; the log names the chain and the error's kind, no content.
+      await app().jobs.send(AUDIT_RESEAL_JOB, {});
+      expect((await app().jobs.drain(AUDIT_RESEAL_JOB)).failed).toBe(0);
+      const logs = app().logs.slice(logsBefore);
+      const warnings = logs.filter((l) => l.includes('could not be re-sealed'));
+      expect(warnings.length).toBe(2);
+      for (const w of warnings) expect(w).toContain(broken);
+      for (const secret of [f.userId, f.email, '198.51.100.7', 'old-berth/1.0', 'blocked by the test']) {
+        expect(logs.join('\n')).not.toContain(secret);
+      }
+    } finally {
+      await unblock();
+    }
+    // Once the cause is gone, the next run re-seals it.
+    expect(await app().modules.audit.service.sealLegacyEvents()).toMatchObject({ failed: [] });
+    expect(await legacyIn(broken)).toBe(0);
+    expect((await app().modules.audit.service.verifyAll()).filter((r) => !r.ok)).toEqual([]);
+  });
+
+  it("with a user, re-seals the chains naming that user's raw id, also only inside a diff, and no other", async () => {
+    const h = await signUp(app(), { email: testEmail('reseal-diff-owner') });
+    const x = await signUp(app(), { email: testEmail('reseal-diff-named') });
+    const named = (await h.post<{ id: string }>('/api/workspaces', { name: 'Named in diff' })).body.id;
+    const unrelated = (await h.post<{ id: string }>('/api/workspaces', { name: 'Unrelated' })).body.id;
+    const old = oldAudit();
+    const actor: Actor = { type: 'user', userId: h.userId };
+    await app().db.tenant(named, (tx) =>
+      old.record(tx, {
+        workspaceId: named,
+        actor,
+        action: 'member.invited',
+        target: { type: 'invitation', id: 'inv_x' },
+        diff: { members: [{ id: x.userId }] },
+      }),
+    );
+    await app().db.tenant(unrelated, (tx) =>
+      old.record(tx, { workspaceId: unrelated, actor, action: 'key.created', target: { type: 'key', id: 'key_u' } }),
+    );
+    const report = await app().modules.audit.service.sealLegacyEvents({ userId: x.userId });
+    expect(report).toMatchObject({ chains: 1, failed: [] });
+    expect((await auditRowsHolding(x.userId)).events).toBe(0);
+    expect(await legacyIn(named)).toBe(0);
+    expect(await legacyIn(unrelated)).toBeGreaterThan(0);
+    // Nothing naming the user: one index read, nothing re-sealed.
+    expect(await app().modules.audit.service.sealLegacyEvents({ userId: x.userId })).toEqual({
+      chains: 0,
+      events: 0,
+      failed: [],
+    });
+  });
+
+  it("erasure re-seals only the user's chains; while one fails that user's erasure is refused and retried, others proceed", async () => {
+    const op = await signUp(app(), { email: testEmail('reseal-operator') });
+    await makeOperator(app(), op.userId);
+    const u = await signUp(app(), { email: testEmail('reseal-stuck') });
+    const v = await signUp(app(), { email: testEmail('reseal-free') });
+    const w = await signUp(app(), { email: testEmail('reseal-bystander') });
+    const stuckWs = (await u.post<{ id: string }>('/api/workspaces', { name: 'Stuck' })).body.id;
+    const freeWs = (await v.post<{ id: string }>('/api/workspaces', { name: 'Free' })).body.id;
+    const otherWs = (await w.post<{ id: string }>('/api/workspaces', { name: 'Bystander' })).body.id;
+    await oldShapeEvents(stuckWs, u.userId, newId('usr'));
+    await oldShapeEvents(freeWs, v.userId, newId('usr'));
+    await oldShapeEvents(otherWs, w.userId, newId('usr'));
+    const stuck = await u.post<{ deletion: { id: string } }>('/api/me/deletion', { password: u.password });
+    expect(stuck.status, stuck.text).toBe(202);
+    expect((await v.post('/api/me/deletion', { password: v.password })).status).toBe(202);
+    const unblock = await blockReseal(stuckWs);
+    try {
+      app().clock.advance(DELETION_GRACE_DAYS * DAY + MINUTE);
+      await app().jobs.send(ERASURE_JOB, {});
+      expect((await app().jobs.drain(ERASURE_JOB)).failed).toBe(0);
+      // V is erased: no audit row keeps V's id.
+      expect(await asOwner('select id from users where id = $1', [v.userId])).toEqual([]);
+      expect(await auditRowsHolding(v.userId)).toEqual({ events: 0, context: 0, subjects: 0 });
+      // Only chains naming V were re-sealed: the bystander's workspace chain still waits for the job.
+      expect(await legacyIn(otherWs)).toBeGreaterThan(0);
+      // U's erasure is refused, not carried out half: the account stays closed, the deletion
+      // scheduled and counted for its retry, and the operators are told why.
+      expect(await asOwner('select status from users where id = $1', [u.userId])).toEqual([{ status: 'closing' }]);
+      const [row] = await asOwner<{ status: string; attempts: number }>(
+        'select status, attempts from account_deletions where id = $1',
+        [stuck.body.deletion.id],
+      );
+      expect(row).toMatchObject({ status: 'scheduled', attempts: 1 });
+      const mails = await app().modules.notifications.service.listOutbox({ limit: 1000 });
+      const alert = mails.find((m) => m.tag === 'privacy.erasure_failed' && m.text.includes(stuck.body.deletion.id));
+      expect(alert?.to).toBe(op.email);
+      expect(alert?.text).toContain(stuckWs);
+      expect(alert?.text).toMatch(/could not be re-sealed/);
+      expect(alert?.text).not.toContain(u.userId);
+      expect(alert?.text).not.toContain(u.email);
+    } finally {
+      await unblock();
+    }
+    // After its backoff the retry re-seals U's chain and erases U: no raw id anywhere in the audit log.
+    app().clock.advance(61 * MINUTE);
+    await app().jobs.send(ERASURE_JOB, {});
+    expect((await app().jobs.drain(ERASURE_JOB)).failed).toBe(0);
+    expect(await asOwner('select id from users where id = $1', [u.userId])).toEqual([]);
+    expect(await auditRowsHolding(u.userId)).toEqual({ events: 0, context: 0, subjects: 0 });
     expect((await app().modules.audit.service.verifyAll()).filter((r) => !r.ok)).toEqual([]);
   });
 });

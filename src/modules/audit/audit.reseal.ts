@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Database, Db } from '../../platform/db/db.ts';
+import { isId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import { type ChainedEvent, hashEvent } from './audit.chain.ts';
 import type { AuditRepo } from './audit.repo.ts';
@@ -21,7 +22,20 @@ type ResealedRow = {
   hash: string;
 };
 
-export type ResealReport = { chains: number; events: number };
+/**
+ * What a re-seal run did: chains re-sealed, events rewritten, and the chains it could not
+ * re-seal (left as they were, retried by the next run). With a `userId`, `failed` is every
+ * chain still holding that user's raw id afterwards.
+ */
+export type ResealReport = { chains: number; events: number; failed: string[] };
+
+/** The kind of a failure, for the log: its name and SQLSTATE, never its message (it may quote values). */
+function failureKind(err: unknown): string {
+  const e = err as { name?: unknown; code?: unknown; cause?: { code?: unknown } } | null;
+  const name = typeof e?.name === 'string' ? e.name : 'error';
+  const code = e?.cause?.code ?? e?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? `${name} ${code}` : name;
+}
 
 /**
  * Re-sealing of audit events written before pseudonyms (an installation upgraded from an
@@ -39,7 +53,9 @@ export type ResealReport = { chains: number; events: number };
  *    key, the new head is signed.
  *
  * Idempotent (a chain without old-shape events is left alone) and resumable (chain by
- * chain; a stopped run leaves each chain either re-sealed or untouched).
+ * chain; a stopped run leaves each chain either re-sealed or untouched). A chain that
+ * cannot be re-sealed (its transaction rolls back) is logged by id and error kind and
+ * skipped: the other chains proceed, and the report names it.
  */
 export function auditReseal(deps: {
   db: Pick<Db, 'system'>;
@@ -85,12 +101,18 @@ export function auditReseal(deps: {
       for (const [pseudonym, userId] of sealedById.get(r.id) ?? []) {
         if (live.has(userId) && !mappings.has(pseudonym)) mappings.set(pseudonym, { userId, at: r.occurredAt });
       }
-      const userId = r.actorUserId !== null && live.has(r.actorUserId) ? r.actorUserId : null;
-      if (r.ip === null && r.userAgent === null && userId === null) continue;
+      // Request facts are kept only where erasure finds them again (by the context's user):
+      // an acting user who no longer exists takes them along (the event loses them).
+      const acting = r.actorUserId ?? (isId(r.actorId, 'usr') ? r.actorId : null);
+      const userId = acting !== null && live.has(acting) ? acting : null;
+      const keepFacts = acting === null || userId !== null;
+      const ip = keepFacts ? r.ip : null;
+      const userAgent = keepFacts ? r.userAgent : null;
+      if (ip === null && userAgent === null && userId === null) continue;
       await tx.execute(sql`
         insert into audit_event_context (event_id, occurred_at, chain, workspace_id, user_id, ip, user_agent)
         values (${r.id}, ${r.occurredAt.toISOString()}::timestamptz, ${r.chain}, ${r.workspaceId}, ${userId},
-                ${r.ip}, ${r.userAgent})
+                ${ip}, ${userAgent})
         on conflict (event_id) do nothing`);
     }
     for (const [pseudonym, m] of mappings) {
@@ -181,23 +203,52 @@ export function auditReseal(deps: {
     });
   }
 
+  /** Re-seals each chain in its own transaction; a failing chain is logged (id and error kind) and skipped. */
+  async function resealEach(chains: string[], p: Pseudonymize): Promise<ResealReport> {
+    const report: ResealReport = { chains: 0, events: 0, failed: [] };
+    for (const chain of chains) {
+      try {
+        report.events += await resealChain(chain, p);
+        report.chains++;
+      } catch (err) {
+        report.failed.push(chain);
+        deps.logger.warn(
+          { chain, err: failureKind(err) },
+          'audit: a chain could not be re-sealed; it stays as it was and is retried later',
+        );
+      }
+    }
+    return report;
+  }
+
   return {
     /**
-     * Re-seals every chain that still holds old-shape events (the startup job, and erasure
-     * before it erases anyone). Nothing to do is one index read.
+     * Re-seals the chains that still hold old-shape events: every such chain (the startup
+     * and daily job), or with `userId` only those holding that user's raw id (erasure, before
+     * it erases the user). Each chain commits or fails alone; `failed` lists those that did
+     * not, and with `userId` every chain still naming the user afterwards, so the caller can
+     * refuse to erase while a raw id would stay. Nothing to do is one index read.
      *
-     * @example const { chains, events } = await audit.sealLegacyEvents();
+     * @example const { chains, events, failed } = await audit.sealLegacyEvents({ userId });
      */
-    async sealLegacyEvents(): Promise<ResealReport> {
+    async sealLegacyEvents(opts: { userId?: string } = {}): Promise<ResealReport> {
       const p = deps.pseudonym;
-      if (!p) return { chains: 0, events: 0 };
-      const chains = await deps.db.system((tx) => repo.legacyChains(tx));
-      let events = 0;
-      for (const chain of chains) events += await resealChain(chain, p);
-      if (chains.length > 0) {
-        deps.logger.info({ chains: chains.length, events }, 'audit: old events re-sealed with pseudonyms');
+      if (!p) return { chains: 0, events: 0, failed: [] };
+      const { userId } = opts;
+      const find = (tx: Database) => (userId ? repo.legacyChainsNaming(tx, userId) : repo.legacyChains(tx));
+      const chains = await deps.db.system(find);
+      const report = await resealEach(chains, p);
+      if (report.chains > 0 || report.failed.length > 0) {
+        deps.logger.info(
+          { chains: report.chains, events: report.events, failed: report.failed.length },
+          'audit: old events re-sealed with pseudonyms',
+        );
       }
-      return { chains: chains.length, events };
+      if (userId && chains.length > 0) {
+        // What still names the user, whatever the reason (a failed chain, an event written meanwhile).
+        report.failed = await deps.db.system((tx) => repo.legacyChainsNaming(tx, userId));
+      }
+      return report;
     },
   };
 }

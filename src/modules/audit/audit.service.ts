@@ -445,7 +445,8 @@ export function auditService(deps: Deps) {
 
     /**
      * Re-seals the events written before users were named by pseudonym (audit.reseal.ts):
-     * the startup job, and erasure before it erases anyone. Idempotent and resumable.
+     * every chain (the startup job), or with `userId` the chains holding that user's raw id
+     * (erasure, first). Chain by chain: one that fails is skipped and listed in `failed`.
      */
     sealLegacyEvents: reseal.sealLegacyEvents,
 

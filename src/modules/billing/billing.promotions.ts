@@ -7,6 +7,7 @@ import type { AuditService } from '../audit/index.ts';
 import { type LedgerService, type TransactionView, toTransactionView } from './billing.ledger.ts';
 import type { LedgerMove, PromotionsRepo } from './billing.promotions.repo.ts';
 import type { BillingRepo } from './billing.repo.ts';
+import { ledgerRetentionRepo } from './billing.retention.repo.ts';
 import type { BillingService } from './billing.service.ts';
 
 const EXPIRY_ACTOR: Actor = { type: 'system', name: 'promotion-expiry' };
@@ -97,7 +98,13 @@ export function promotionRemainders(lots: Lot[], moves: LedgerMove[], totalBefor
     fromLots(lapsed);
   }
 
-  for (const m of moves) {
+  // A balance carried forward stands for everything before its time: it goes first among equals.
+  const ordered = [...moves].sort(
+    (a, b) =>
+      a.createdAt.getTime() - b.createdAt.getTime() ||
+      Number(b.kind === 'carry_forward') - Number(a.kind === 'carry_forward'),
+  );
+  for (const m of ordered) {
     const granted = byId.get(m.id);
     if (granted) {
       granted.granted = true;
@@ -109,8 +116,9 @@ export function promotionRemainders(lots: Lot[], moves: LedgerMove[], totalBefor
         lot.remaining = 0n;
         lot.closed = true;
       }
-    } else if (m.deltaMicros < 0n && m.kind !== 'carry_forward') {
-      // (A balance carried forward replaces older moves: it spends nothing.)
+    } else if (m.deltaMicros < 0n && m.kind !== 'carry_forward' && m.kind !== 'expire') {
+      // A balance carried forward replaces older moves, and an expiry takes back a promotion's
+      // own credits (also one whose row an earlier version of retention removed): neither spends.
       consume(-m.deltaMicros, m.createdAt, m.kind === 'refund');
     }
     total += m.deltaMicros;
@@ -138,6 +146,8 @@ export function promotionsService(deps: Deps) {
   const { db, repo, clock } = deps;
 
   async function replayIn(tx: Database, workspaceId: string) {
+    // Shared with other replays, never with a retention batch folding this ledger meanwhile.
+    await ledgerRetentionRepo.lockHistory(tx, workspaceId, true);
     const promos = await repo.listForWorkspace(tx, workspaceId);
     if (promos.length === 0) return { promos, states: new Map<string, LotState>() };
     const from = new Date(Math.min(...promos.map((p) => p.createdAt.getTime())));

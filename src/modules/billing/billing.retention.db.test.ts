@@ -1,4 +1,5 @@
 import { sql } from 'drizzle-orm';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { signUp } from '../../../test/helpers/identity.ts';
@@ -6,6 +7,7 @@ import { DAY, manualClock } from '../../platform/clock.ts';
 import type { Actor, Scope } from '../../platform/http/context.ts';
 import { windowStart } from '../privacy/privacy.retention.ts';
 import { periodOf } from './billing.calendar.ts';
+import { promotionRemainders } from './billing.promotions.ts';
 import { billingRepo } from './billing.repo.ts';
 import { ledgerRetentionRepo } from './billing.retention.repo.ts';
 import { ledgerRetention } from './billing.retention.ts';
@@ -395,9 +397,9 @@ describe('errors', () => {
       ledger: billingRepo,
       repo: {
         ...ledgerRetentionRepo,
-        async deleteExpired(tx, workspaceId, cutoff) {
+        async deleteTransactions(tx, workspaceId, ids) {
           if (workspaceId === second) throw new Error('stopped');
-          return ledgerRetentionRepo.deleteExpired(tx, workspaceId, cutoff);
+          return ledgerRetentionRepo.deleteTransactions(tx, workspaceId, ids);
         },
       },
     });
@@ -426,5 +428,256 @@ describe('errors', () => {
       period: periodOf(new Date(Date.UTC(cutoff.getUTCFullYear(), cutoff.getUTCMonth() + 1, 1))),
       opening: String(7 * USD),
     });
+  });
+});
+
+/*
+ * The cases below run after the ones above, on their own workspaces, each with explicit
+ * cut-offs a few days before the last cut-off applied above (so every older workspace has
+ * nothing left to fold before them).
+ */
+const LATEST = windowStart(new Date(NOW.getTime() + 31 * DAY), { months: 84 });
+const K = new Date(LATEST.getTime() - 3 * DAY);
+const at = (days: number) => new Date(K.getTime() + days * DAY);
+
+/** Every row of the ledger's tables, as text (what "changes no row" compares). */
+async function ledgerRows() {
+  const out: Record<string, string[]> = {};
+  for (const [t, order] of [
+    ['ledger_transactions', 'id'],
+    ['ledger_postings', 'transaction_id, account'],
+    ['credit_reservations', 'id'],
+    ['promotional_credits', 'grant_transaction_id'],
+    ['credit_balances', 'workspace_id'],
+  ] as const) {
+    out[t] = (
+      await rows<{ r: string }>(sql`select x::text as r from ${sql.identifier(t)} x order by ${sql.raw(order)}`)
+    ).map((r) => r.r);
+  }
+  return out;
+}
+
+const accountSums = (w: string) =>
+  rows<{ account: string; sum: string }>(sql`
+    select account, sum(amount_micros)::text as sum from ledger_postings where workspace_id = ${w}
+    group by 1 having sum(amount_micros) <> 0 order by 1`);
+const txCountOf = (w: string) => count(sql`select count(*) as n from ledger_transactions where workspace_id = ${w}`);
+const dangling = (w: string) =>
+  count(sql`
+    select count(*) as n from ledger_transactions t where t.workspace_id = ${w} and t.reservation_id is not null
+      and not exists (select 1 from credit_reservations r where r.id = t.reservation_id)`);
+
+describe('happy: a daily run with nothing new', () => {
+  it('leaves a workspace whose only old transaction is its carry-forward as it is: no row changes', async () => {
+    clock.set(at(-5));
+    const w = await workspace('Quiet books');
+    await grant(w, 10 * USD);
+    await spend(w, 2 * USD);
+    const first = await billing().ledgerRetention.expire(K, false);
+    expect(first.find((r) => r.table === 'ledger_transactions')?.rowsRolledUp).toBeGreaterThanOrEqual(1);
+    expect(await txCountOf(w)).toBe(1);
+
+    const before = await ledgerRows();
+    for (const dryRun of [true, false]) {
+      const next = await billing().ledgerRetention.expire(at(1), dryRun);
+      for (const r of next)
+        expect({ table: r.table, deleted: r.rowsDeleted, rolledUp: r.rowsRolledUp }).toEqual({
+          table: r.table,
+          deleted: 0,
+          rolledUp: 0,
+        });
+    }
+    expect(await ledgerRows()).toEqual(before);
+  });
+});
+
+describe('happy: batches', () => {
+  it('folds a workspace in bounded batches; a run stopped between them leaves balances exact and the next finishes', async () => {
+    clock.set(at(-10));
+    const w = await workspace('Busy books');
+    await grant(w, 100 * USD);
+    for (let i = 0; i < 6; i++) await spend(w, USD); // 13 transactions before the cut-off
+    clock.set(at(1));
+    await spend(w, USD);
+    const sumsBefore = await accountSums(w);
+    const balanceBefore = await billing().ledger.balance(w);
+    const expired = () =>
+      count(
+        sql`select count(*) as n from ledger_transactions where workspace_id = ${w} and created_at < ${K.toISOString()}::timestamptz`,
+      );
+    expect(await expired()).toBe(13);
+
+    let batches = 0;
+    let balanceRowFree: boolean | null = null;
+    const stopping = ledgerRetention({
+      db: app.db,
+      repo: ledgerRetentionRepo,
+      batchSize: 4,
+      ledger: {
+        async insertTransaction(tx, row, postings) {
+          batches++;
+          if (batches === 1 && app.testDb.url) {
+            // Mid-batch, another connection can still lock the balance row: gateway calls never wait.
+            const other = new pg.Client({ connectionString: app.testDb.url });
+            await other.connect();
+            try {
+              await other.query('begin');
+              await other.query('select 1 from credit_balances where workspace_id = $1 for update nowait', [w]);
+              balanceRowFree = true;
+            } catch {
+              balanceRowFree = false;
+            } finally {
+              await other.query('rollback').catch(() => undefined);
+              await other.end();
+            }
+          }
+          if (batches === 3) throw new Error('stopped');
+          return billingRepo.insertTransaction(tx, row, postings);
+        },
+      },
+    });
+    await expect(stopping.expire(K, false)).rejects.toThrow('stopped');
+    if (app.testDb.url) expect(balanceRowFree).toBe(true);
+
+    // Two batches of 4 went (the third rolled back); one carry-forward holds them; nothing moved.
+    expect(await expired()).toBe(5);
+    const carried = await rows<{ id: string }>(
+      sql`select id from ledger_transactions where workspace_id = ${w} and kind = 'carry_forward'`,
+    );
+    expect(carried).toHaveLength(1);
+    expect(await accountSums(w)).toEqual(sumsBefore);
+    expect(await billing().ledger.balance(w)).toEqual(balanceBefore);
+    expect((await billing().ledger.verify(w))[0]).toMatchObject({ ok: true, unbalancedTransactions: 0 });
+    expect(await dangling(w)).toBe(0);
+
+    // The next run continues (in batches too) and ends with the same books.
+    const next = ledgerRetention({ db: app.db, repo: ledgerRetentionRepo, ledger: billingRepo, batchSize: 4 });
+    await next.expire(K, false);
+    expect(await expired()).toBe(0);
+    const entries = await billing().ledger.entries(w, { limit: 100 });
+    expect(entries.map((e) => e.kind)).toEqual(['settle', 'reserve', 'carry_forward']);
+    expect(entries[2]).toMatchObject({
+      createdAt: K.toISOString(),
+      availableAfterMicros: 94 * USD,
+      heldAfterMicros: 0,
+    });
+    expect(await accountSums(w)).toEqual(sumsBefore);
+    expect(await billing().ledger.balance(w)).toEqual(balanceBefore);
+    expect((await billing().ledger.verify(w))[0]).toMatchObject({ ok: true, unbalancedTransactions: 0 });
+    expect(await count(sql`select count(*) as n from credit_reservations where workspace_id = ${w}`)).toBe(1);
+    expect(await dangling(w)).toBe(0);
+  });
+});
+
+describe('happy: promotions across the cut-off', () => {
+  it('an expiry the replay cannot match to a promotion spends nothing', () => {
+    const t = (d: number) => new Date(K.getTime() + d * DAY);
+    const states = promotionRemainders(
+      [{ grantTransactionId: 'ltx_c', amountMicros: 20 * USD, expiresAt: t(60) }],
+      [
+        { id: 'ltx_c', kind: 'grant', idempotencyKey: 'g', createdAt: t(0), deltaMicros: BigInt(20 * USD) },
+        { id: 'ltx_s', kind: 'settle', idempotencyKey: 's', createdAt: t(1), deltaMicros: BigInt(-6 * USD) },
+        // A promotion removed by an earlier version: its expiry took its own credits back.
+        { id: 'ltx_e', kind: 'expire', idempotencyKey: 'expire:ltx_a', createdAt: t(2), deltaMicros: BigInt(-4 * USD) },
+      ],
+      BigInt(100 * USD),
+    );
+    expect(states.get('ltx_c')?.remainingMicros).toBe(BigInt(14 * USD));
+  });
+
+  it('a promotion granted before the cut-off and expired after another was granted: what is left of the other, and what its expiry takes, do not change', async () => {
+    clock.set(at(-40));
+    const w = await workspace('Overlapping promotions');
+    await grant(w, 100 * USD);
+    await spend(w, 10 * USD);
+    clock.set(at(-30));
+    const a = await grant(w, 10 * USD, at(10));
+    clock.set(at(-20));
+    const c = await grant(w, 20 * USD, at(60));
+    clock.set(at(-19));
+    await spend(w, 6 * USD); // from A first (it expires sooner): A 4 left, C 20
+    clock.set(new Date(at(10).getTime() + 1000));
+    expect(await billing().promotions.expireDue()).toBe(1);
+    clock.set(at(20));
+    await spend(w, 3 * USD); // from C: 17 left
+    const remaining = async () =>
+      (await billing().promotions.list(w)).find((p) => p.grantTransactionId === c.id)?.remainingMicros;
+    expect(await remaining()).toBe(17 * USD);
+    const sumsBefore = await accountSums(w);
+
+    await billing().ledgerRetention.expire(K, false);
+    expect(await remaining()).toBe(17 * USD);
+    // What was before A's grant went (C's replay needs A's from its grant on)...
+    const entries = await billing().ledger.entries(w, { limit: 100 });
+    expect(entries.filter((e) => e.kind === 'carry_forward')).toHaveLength(1);
+    expect(entries.find((e) => e.kind === 'carry_forward')?.createdAt).toBe(at(-30).toISOString());
+    expect(entries.find((e) => e.id === a.id)).toBeDefined();
+    expect(await accountSums(w)).toEqual(sumsBefore);
+    // ...so C reads the same, and its expiry takes back exactly that.
+    clock.set(new Date(at(60).getTime() + 1000));
+    expect(await billing().promotions.expireDue()).toBe(1);
+    expect((await billing().promotions.list(w)).find((p) => p.grantTransactionId === c.id)).toMatchObject({
+      expiredMicros: 17 * USD,
+    });
+
+    // Once both expiries are older than the cut-off, both promotions go with their ledger.
+    const sumsAfterExpiry = await accountSums(w);
+    await billing().ledgerRetention.expire(at(61), false);
+    expect(await count(sql`select count(*) as n from promotional_credits where workspace_id = ${w}`)).toBe(0);
+    expect(await txCountOf(w)).toBe(1);
+    expect(await accountSums(w)).toEqual(sumsAfterExpiry);
+    expect((await billing().ledger.verify(w))[0]).toMatchObject({ ok: true, unbalancedTransactions: 0 });
+  });
+});
+
+describe('security: no kept transaction names a deleted reservation', () => {
+  it('a reservation reserved before the cut-off and settled after it stays with its settlement, then goes with it', async () => {
+    clock.set(at(-30));
+    const w = await workspace('Straddling reservation');
+    await grant(w, 100 * USD);
+    const r = await billing().ledger.reserve({
+      workspaceId: w,
+      keyId: null,
+      requestId: 'req-straddle',
+      amountMicros: 5 * USD,
+    });
+    clock.set(at(-20));
+    await grant(w, 10 * USD, at(100)); // live at the run: the ledger is kept from here
+    clock.set(at(-10));
+    await billing().ledger.settle(w, r.id, 4 * USD);
+    // Another one whose recorded resolution is older than its settlement (as data restored or
+    // written by an earlier version can be): its settlement still names it, so it stays too.
+    clock.set(at(-30));
+    const r2 = await billing().ledger.reserve({
+      workspaceId: w,
+      keyId: null,
+      requestId: 'req-skewed',
+      amountMicros: USD,
+    });
+    clock.set(at(-10));
+    await billing().ledger.settle(w, r2.id, USD);
+    await app.db.system((tx) =>
+      tx.execute(
+        sql`update credit_reservations set resolved_at = ${at(-25).toISOString()}::timestamptz where id = ${r2.id}`,
+      ),
+    );
+    const reservation = () => count(sql`select count(*) as n from credit_reservations where id in (${r.id}, ${r2.id})`);
+
+    await billing().ledgerRetention.expire(K, false);
+    expect(await reservation()).toBe(2);
+    expect(
+      await count(sql`select count(*) as n from ledger_transactions where reservation_id in (${r.id}, ${r2.id})`),
+    ).toBe(2);
+    expect(await dangling(w)).toBe(0);
+
+    // Once its settlement expires too, it goes.
+    clock.set(new Date(at(100).getTime() + 1000));
+    expect(await billing().promotions.expireDue()).toBe(1);
+    await billing().ledgerRetention.expire(at(1), false);
+    expect(
+      await count(sql`select count(*) as n from ledger_transactions where reservation_id in (${r.id}, ${r2.id})`),
+    ).toBe(0);
+    expect(await reservation()).toBe(0);
+    expect(await dangling(w)).toBe(0);
   });
 });

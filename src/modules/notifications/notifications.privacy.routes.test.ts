@@ -8,8 +8,8 @@ import { DELETION_GRACE_DAYS, ERASURE_JOB, EXPORT_BUILD_JOB } from '../privacy/i
 
 /**
  * Mail held in the outbox is its addressee's personal data, whether or not it names their
- * account: a user's export includes the held mails addressed to them (never the body, which
- * is ciphertext), and erasing them deletes those mails.
+ * account: a user's export includes the held mails addressed to their verified address
+ * (never the body, which is ciphertext), and erasing them deletes those mails.
  */
 const app = useTestApp({ config: { BERTH_SIGNUP_IP_MAX: 10_000, BERTH_EMAIL_IP_MAX: 10_000 } });
 
@@ -24,6 +24,17 @@ async function holdMail(to: string, subject: string): Promise<void> {
   });
 }
 
+/** Confirms the address with the link mailed at sign-up: only a verified address finds mail held for it. */
+async function verifyEmail(email: string): Promise<void> {
+  const mails = await app().modules.notifications.service.listOutbox({ limit: 1000 });
+  const token = /token=([A-Za-z0-9_-]{43})/.exec(
+    mails.find((m) => m.to === email && m.tag === 'verify_email')?.text ?? '',
+  )?.[1];
+  if (!token) throw new Error('no verification mail');
+  const res = await new TestClient(app()).post('/api/auth/verify-email', { token });
+  expect(res.status, res.text).toBe(200);
+}
+
 async function heldFor(to: string): Promise<Array<{ subject: string; user_id: string | null }>> {
   return app().db.system(async (tx) => {
     const res = (await tx.execute(
@@ -36,6 +47,7 @@ async function heldFor(to: string): Promise<Array<{ subject: string; user_id: st
 describe('happy', () => {
   it("a user's export includes the mail held for their address, without bodies, and no one else's", async () => {
     const alice = await signUp(app(), { email: testEmail('outbox-alice') });
+    await verifyEmail(alice.email);
     const bobEmail = testEmail('outbox-bob');
     await holdMail(alice.email, 'Held for Alice by address');
     await holdMail(bobEmail, 'Held for Bob');
@@ -65,6 +77,7 @@ describe('happy', () => {
 
   it("erasure deletes the mail held for the user's address, also mail naming no account", async () => {
     const carol = await signUp(app(), { email: testEmail('outbox-carol') });
+    await verifyEmail(carol.email);
     const daveEmail = testEmail('outbox-dave');
     await holdMail(carol.email, 'Held for Carol by address');
     await holdMail(daveEmail, 'Held for Dave');

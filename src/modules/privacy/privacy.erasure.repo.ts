@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull, lte, or, sql } from 'drizzle-orm';
+import { and, asc, eq, isNull, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import type { ColumnFact } from './privacy.erasure.plan.ts';
 import { type AccountDeletionRow, accountDeletions } from './privacy.erasure.tables.ts';
@@ -8,6 +8,20 @@ function nullFor(check: string, column: string, type: string): string {
   const parts = check.split(/('(?:[^']|'')*')/);
   const name = new RegExp(`(?<![\\w.":])("${column.replaceAll('"', '""')}"|${column})(?![\\w"])`, 'g');
   return parts.map((p, i) => (i % 2 === 1 ? p : p.replace(name, `null::${type}`))).join('');
+}
+
+/**
+ * How a column naming a person is matched: `exact` for ids, `address` for email addresses,
+ * which match ignoring case (the form identity stores, trimmed and lower-case, and any other
+ * casing mail or older rows were written with). Export and erasure both match through
+ * `subjectMatch`, so they reach the same rows; an index on `lower(to_address)` serves the
+ * address form for held mail (migrations/0036).
+ */
+export type SubjectMatch = 'exact' | 'address';
+
+/** `column` (SQL, quoted) naming `value`, as export and erasure match it. */
+export function subjectMatch(column: SQL, value: string, match: SubjectMatch): SQL {
+  return match === 'address' ? sql`lower(${column}) = lower(${value})` : sql`${column} = ${value}`;
 }
 
 /** Every SQL statement of the erasure part: account_deletions, and the generic erasure by the data map. */
@@ -149,15 +163,22 @@ export const erasureRepo = {
     );
   },
 
-  /** Deletes the rows whose `column` is `value`; returns how many. */
-  async deleteWhere(tx: Database, table: string, column: string, value: string): Promise<number> {
+  /** Deletes the rows whose `column` names `value` (see `subjectMatch`); returns how many. */
+  async deleteWhere(
+    tx: Database,
+    table: string,
+    column: string,
+    value: string,
+    match: SubjectMatch = 'exact',
+  ): Promise<number> {
+    const where = subjectMatch(sql.raw(column), value, match);
     const res = (await tx.execute(
-      sql`with gone as (delete from ${sql.raw(table)} where ${sql.raw(column)} = ${value} returning 1) select count(*)::int as n from gone`,
+      sql`with gone as (delete from ${sql.raw(table)} where ${where} returning 1) select count(*)::int as n from gone`,
     )) as unknown as { rows: Array<{ n: number }> };
     return Number(res.rows[0]?.n ?? 0);
   },
 
-  /** Sets `column` to `to` (null allowed) and clears `clear` in the rows whose `column` is `value`; returns how many. */
+  /** Sets `column` to `to` (null allowed) and clears `clear` in the rows whose `column` names `value`; returns how many. */
   async replaceWhere(
     tx: Database,
     table: string,
@@ -165,10 +186,12 @@ export const erasureRepo = {
     value: string,
     to: string | null,
     clear: string[],
+    match: SubjectMatch = 'exact',
   ): Promise<number> {
     const sets = [sql`${sql.raw(column)} = ${to}`, ...clear.map((c) => sql`${sql.raw(c)} = null`)];
+    const where = subjectMatch(sql.raw(column), value, match);
     const res = (await tx.execute(
-      sql`with changed as (update ${sql.raw(table)} set ${sql.join(sets, sql`, `)} where ${sql.raw(column)} = ${value} returning 1) select count(*)::int as n from changed`,
+      sql`with changed as (update ${sql.raw(table)} set ${sql.join(sets, sql`, `)} where ${where} returning 1) select count(*)::int as n from changed`,
     )) as unknown as { rows: Array<{ n: number }> };
     return Number(res.rows[0]?.n ?? 0);
   },

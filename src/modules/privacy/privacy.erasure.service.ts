@@ -63,6 +63,18 @@ const toView = (r: AccountDeletionRow): DeletionView => ({
   requestId: r.requestId,
 });
 
+/**
+ * An erasure refused because audit chains still hold the user's raw id (old-shape events
+ * that could not be re-sealed): erasing now would leave the id there for good. The deletion
+ * stays scheduled and is retried; the operators are told which chains to look at.
+ */
+class AuditResealPending extends Error {
+  override readonly name = 'audit_reseal_pending';
+  constructor(readonly chains: string[]) {
+    super('audit chains holding the user could not be re-sealed');
+  }
+}
+
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/;
 const invalidLink = () => new AppError('invalid_token', 'This cancel link is not valid.');
 
@@ -79,7 +91,10 @@ const invalidLink = () => new AppError('invalid_token', 'This cancel link is not
  *   the user deleted or replaced by the user's pseudonym per the map's erase rules, billing
  *   records kept under legal hold but detached, audit events untouched (they name users by
  *   pseudonym; the pseudonym's resolution is deleted). Events written before pseudonyms
- *   (an upgraded installation) are re-sealed first, so no audit row keeps the raw user id.
+ *   (an upgraded installation) that name the user are re-sealed first, and the erasure is
+ *   refused (retried, operators alerted) while any audit row would keep the raw user id.
+ *   Rows naming the person by email address are matched ignoring case, and only for a
+ *   verified address (as the export matches them).
  * - `eraseWorkspaceRows`: a workspace's deletion removes the rows of every table the map
  *   says names the workspace (except legal hold), inside the deleting transaction.
  */
@@ -147,13 +162,14 @@ export function erasureService(deps: Deps) {
         if (value === null) continue;
         const column = quoteColumn(ref.column);
         const fact = facts.get(`${t.table}.${ref.column}`);
+        const match = ref.kind === 'email' ? 'address' : 'exact';
         if (!anonymisedInPlace(t.table, ref, facts)) {
-          count.deleted += await repo.deleteWhere(tx, table, column, value);
+          count.deleted += await repo.deleteWhere(tx, table, column, value, match);
           continue;
         }
         // A foreign key to users cannot hold a pseudonym: it becomes null (its row stays).
         const to = fact?.userForeignKey ? null : pseudonym;
-        count.anonymised += await repo.replaceWhere(tx, table, column, value, to, t.clear.map(quoteColumn));
+        count.anonymised += await repo.replaceWhere(tx, table, column, value, to, t.clear.map(quoteColumn), match);
       }
     }
     return Object.fromEntries(Object.entries(tables).filter(([, c]) => c.deleted + c.anonymised > 0));
@@ -171,20 +187,28 @@ export function erasureService(deps: Deps) {
         await repo.recordFailure(tx, row.id, now);
         return repo.claimFailureAlert(tx, row.id, now);
       });
-      if (alert) await failureMail(row);
+      if (alert) await failureMail(row, err);
     } catch {
       deps.logger.warn({ deletionId: row.id }, 'privacy: a failed erasure could not be recorded');
     }
   }
 
-  async function failureMail(row: AccountDeletionRow): Promise<void> {
+  async function failureMail(row: AccountDeletionRow, err: unknown): Promise<void> {
     const operators = (await deps.identity.listOperators()).filter((o) => o.status === 'active');
     const subject = 'Berth: an account erasure is failing';
     // Ids only: the error and the account stay in Berth (the server log has the error's kind).
+    const cause =
+      err instanceof AuditResealPending
+        ? [
+            `Cause: audit events written before pseudonyms still name the user in chain(s) ${err.chains.join(', ')} and could not be re-sealed, so erasing now would leave the raw user id in the audit log.`,
+            'Run `berth audit verify`, and see the server log for the re-seal failures of those chains.',
+          ]
+        : ['The server log names the error (search for the deletion id).'];
     const text = [
       `The erasure of account deletion ${row.id} (due since ${row.eraseAfter.toISOString()}) failed; the account stays closed.`,
       'The privacy.erasure job retries it with a backoff (up to once a day) and erases the other accounts meanwhile.',
-      'The server log names the error (search for the deletion id). The law asks for erasure without undue delay.',
+      ...cause,
+      'The law asks for erasure without undue delay.',
     ].join('\n');
     for (const o of operators) {
       try {
@@ -197,15 +221,21 @@ export function erasureService(deps: Deps) {
 
   async function eraseAccount(row: AccountDeletionRow): Promise<ErasureReport> {
     const userId = row.userId;
-    // Old-shape audit events still naming users by id are re-sealed with pseudonyms first
-    // (nothing to do once the startup job ran); a failure leaves the erasure to be retried.
-    await deps.audit.sealLegacyEvents();
+    // Old-shape audit events naming this user by id are re-sealed with pseudonyms first
+    // (only the chains holding the id; nothing to do once the startup job ran). While any
+    // of them still names the user the erasure is refused, counted and retried: erasing
+    // would leave the raw id in the append-only log for good.
+    const sealed = await deps.audit.sealLegacyEvents({ userId });
+    if (sealed.failed.length > 0) throw new AuditResealPending(sealed.failed);
     await deleteOwnWorkspaces(userId);
     const now = clock.now();
     const tables = await db.system(async (tx) => {
       const current = await repo.lock(tx, row.id);
       if (current?.status !== 'scheduled') return null;
       const user = await deps.identity.findUserById(userId, { tx });
+      // Rows are found by address only for a verified address, as the export finds them:
+      // an unconfirmed address may be someone else's.
+      const address = user?.emailVerified ? user.email : null;
       // Recorded first: the target (the user) is stored as the pseudonym this erasure leaves.
       await deps.audit.record(tx, {
         workspaceId: null,
@@ -215,7 +245,7 @@ export function erasureService(deps: Deps) {
         diff: { deletionId: row.id, requestedAt: row.requestedAt.toISOString() },
       });
       await deps.vault.destroyOwnerKey({ type: 'user', id: userId }, tx);
-      const erased = await eraseRows(tx, userId, user?.email ?? null);
+      const erased = await eraseRows(tx, userId, address);
       await repo.markErased(tx, row.id, now);
       if (row.requestId) {
         const request = await deps.requests.find(tx, row.requestId);

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { type ExportRule, exportRuleOf, type TableEntry, tableExported } from '../../platform/db/datamap.ts';
+import type { SubjectMatch } from './privacy.erasure.repo.ts';
 
 /**
  * What an export reads, derived from the data map alone (no table is named here): per
@@ -30,8 +31,15 @@ export type TablePlan = {
   workspaceColumns: string[];
 };
 
-/** Who asks: their user id, email and the other identifiers (pseudonyms) the map's `alias` columns hold for them. */
-export type ExportRequester = { userId: string; email: string; aliases: string[] };
+/**
+ * Who asks: their user id, email and the other identifiers (pseudonyms) the map's `alias`
+ * columns hold for them. Rows are found by the address (ignoring case, as erasure finds
+ * them) only when `emailVerified`: an unconfirmed address may be someone else's.
+ */
+export type ExportRequester = { userId: string; email: string; emailVerified?: boolean; aliases: string[] };
+
+/** One condition finding the requester's rows: `column` names `value` (an address matches ignoring case). */
+export type ExportMatch = { column: string; value: string; match: SubjectMatch };
 export type ExportScope = { kind: 'user' } | { kind: 'workspace'; workspaceId: string };
 
 /** Replaces another person's value in an export. */
@@ -83,17 +91,15 @@ export function planExport(map: readonly TableEntry[]): TablePlan[] {
 }
 
 /** The tables an export of `scope` reads, with the conditions that find its rows. */
-export function matchesOf(
-  plan: TablePlan,
-  requester: ExportRequester,
-  scope: ExportScope,
-): Array<{ column: string; value: string }> {
-  if (scope.kind === 'workspace') return plan.workspaceColumns.map((column) => ({ column, value: scope.workspaceId }));
+export function matchesOf(plan: TablePlan, requester: ExportRequester, scope: ExportScope): ExportMatch[] {
+  const exact = (column: string, value: string): ExportMatch => ({ column, value, match: 'exact' });
+  if (scope.kind === 'workspace') return plan.workspaceColumns.map((column) => exact(column, scope.workspaceId));
   const ids = [requester.userId, ...requester.aliases];
+  const addresses = requester.emailVerified === true ? plan.emailColumns : [];
   return [
-    ...plan.userColumns.flatMap((column) => ids.map((value) => ({ column, value }))),
-    ...plan.aliasColumns.flatMap((column) => requester.aliases.map((value) => ({ column, value }))),
-    ...plan.emailColumns.map((column) => ({ column, value: requester.email })),
+    ...plan.userColumns.flatMap((column) => ids.map((value) => exact(column, value))),
+    ...plan.aliasColumns.flatMap((column) => requester.aliases.map((value) => exact(column, value))),
+    ...addresses.map((column): ExportMatch => ({ column, value: requester.email, match: 'address' })),
   ];
 }
 

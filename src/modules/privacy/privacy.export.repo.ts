@@ -1,5 +1,6 @@
 import { and, desc, eq, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
+import { type SubjectMatch, subjectMatch } from './privacy.erasure.repo.ts';
 import { type ExportKind, type ExportRow, privacyExports } from './privacy.export.tables.ts';
 
 type Rows<T> = { rows: T[] };
@@ -93,11 +94,11 @@ export const exportRepo = {
     tx: Database,
     table: string,
     columns: string[],
-    match: Array<{ column: string; value: string }>,
+    match: Array<{ column: string; value: string; match?: SubjectMatch }>,
   ): Promise<Array<Record<string, unknown>>> {
     if (columns.length === 0 || match.length === 0) return [];
     const where: SQL = sql.join(
-      match.map((m) => sql`${sql.identifier(m.column)} = ${m.value}`),
+      match.map((m) => subjectMatch(sql`${sql.identifier(m.column)}`, m.value, m.match ?? 'exact')),
       sql` or `,
     );
     const cols = sql.join(

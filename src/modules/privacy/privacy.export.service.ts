@@ -194,11 +194,16 @@ export function exportService(deps: ExportServiceDeps) {
   }
 
   /** Reads the requester's rows from every exported table of the map. */
-  async function collect(tx: Database, user: { id: string; email: string }, scope: ExportScope) {
+  async function collect(
+    tx: Database,
+    user: { id: string; email: string; emailVerified: boolean },
+    scope: ExportScope,
+  ) {
     const plans = planExport(deps.dataMap());
     const requester: ExportRequester = {
       userId: user.id,
       email: user.email,
+      emailVerified: user.emailVerified,
       aliases: await aliasesOf(tx, user.id, plans),
     };
     const filter = exportFilter(requester);
