@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createAgentsModule } from './modules/agents/index.ts';
 import { createAnalyticsModule } from './modules/analytics/index.ts';
 import { type AuditSigningKey, createAuditModule } from './modules/audit/index.ts';
 import { createBillingModule } from './modules/billing/index.ts';
@@ -9,7 +10,7 @@ import { createNotificationsModule } from './modules/notifications/index.ts';
 import { createPrivacyModule } from './modules/privacy/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
-import { createVaultModule, type Keyring } from './modules/vault/index.ts';
+import { createConnectionsModule, createVaultModule, type Keyring } from './modules/vault/index.ts';
 import { createWorkspacesModule } from './modules/workspaces/index.ts';
 import type { TableEntry } from './platform/db/datamap.ts';
 import { platformDataMap } from './platform/db/platform.datamap.ts';
@@ -77,6 +78,15 @@ export function createModules(deps: AppDeps) {
     // A user who restricted processing of their data: their keys are refused (from memory, every replica).
     processingAllowed: (userId) => privacy.service.restrictions.processingAllowed(userId),
   });
+  // OAuth connections (the vault's tokens): mail their owners, permissions from workspaces.
+  const connections = createConnectionsModule({
+    ...deps,
+    vault: vault.service,
+    audit: audit.service,
+    mailer: notifications.service.mailer,
+    findUser: (userId) => identity.service.findUserById(userId),
+    requirePermission: workspaces.service.requirePermission,
+  });
   // A plan change applies to the gateway's next call on every replica.
   billing.service.onPlanChanged((tx, workspaceId) => gateway.service.providers.changedAfterCommit(tx, workspaceId));
   // The privacy module reads the whole data map (exports, the notice): every module's, once all exist.
@@ -106,6 +116,12 @@ export function createModules(deps: AppDeps) {
     identity: identity.service,
   });
   privacy.service.consents.onObjectionChange(analytics.service.objectionChanged);
+  const agents = createAgentsModule({
+    ...deps,
+    audit: audit.service,
+    vault: vault.service,
+    requirePermission: workspaces.service.requirePermission,
+  });
   const modules = {
     audit,
     notifications,
@@ -118,6 +134,8 @@ export function createModules(deps: AppDeps) {
     gateway,
     privacy,
     analytics,
+    agents,
+    connections,
   };
   all = Object.values(modules);
   return modules;
@@ -168,6 +186,8 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     modules.billing,
     modules.gateway,
     modules.privacy,
+    modules.agents,
+    modules.connections,
   ]) {
     await m.registerRoutes?.(http);
   }

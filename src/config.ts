@@ -104,6 +104,8 @@ export const ConfigSchema = z
     BERTH_JOBS: bool.default(true),
     BERTH_KEY_ENVIRONMENT: z.enum(['live', 'test']).default('live'),
     BERTH_EGRESS_ALLOW: z.string().optional(),
+    /** Lets workspace admins add MCP servers that Berth starts as local programs (stdio): they run on this host. Off by default. */
+    BERTH_MCP_STDIO: bool.default(false),
     BERTH_UNPRICED_MODELS: z.enum(['refuse', 'free']).default('refuse'),
     BERTH_GATEWAY_BODY_LIMIT: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
     BERTH_GATEWAY_RETRIES: int(0, 5).default(1),

@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAuditSigningKey } from '../src/modules/audit/index.ts';
+import { seedConnection } from '../src/modules/vault/vault.connections.matrix.ts';
 import { type FakeStripe, startFakeStripe } from './fakes/stripe.ts';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 import { TestClient, type TestResponse } from './helpers/client.ts';
@@ -104,6 +105,34 @@ async function provider(): Promise<Vars> {
   return { ...v, providerId: res.body.id };
 }
 
+/** An OAuth provider (no revocation endpoint: disconnecting calls nothing) of a new workspace. */
+const oauthProviderBody = {
+  name: 'covered',
+  authorizationUrl: 'https://auth.example.com/authorize',
+  tokenUrl: 'https://auth.example.com/token',
+  clientId: 'client',
+  clientSecret: 'secret',
+};
+
+async function oauthProvider(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/oauth-providers`, oauthProviderBody);
+  if (res.status !== 201) throw new Error(`oauth provider fixture: ${res.status} ${res.text}`);
+  return { ...v, oauthProviderId: res.body.id };
+}
+
+/** The owner's connection, shared with the workspace. */
+async function connection(): Promise<Vars> {
+  const v = await oauthProvider();
+  const connectionId = await seedConnection(app, {
+    workspaceId: v.ws ?? '',
+    userId: v.owner ?? '',
+    providerId: v.oauthProviderId ?? '',
+    shared: true,
+  });
+  return { ...v, connectionId };
+}
+
 async function price(): Promise<Vars> {
   const v = await workspace();
   const res = await client(v, 'owner').put(`${ws(v)}/model-prices`, {
@@ -139,6 +168,36 @@ function breachBody(minutesAgo: number) {
     dataCategories: ['account'],
     awareAt: new Date(app.clock.now().getTime() - minutesAgo * 60_000).toISOString(),
   };
+}
+
+/** An agent of a new workspace (its draft only, nothing published). */
+async function agent(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/agents`, { name: 'covered', model: 'm1' });
+  if (res.status !== 201) throw new Error(`agent fixture: ${res.status} ${res.text}`);
+  return { ...v, agentId: res.body.id };
+}
+
+/** A secret of a new workspace (agent tools). */
+async function secret(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').put(`${ws(v)}/secrets/COVERED`, {
+    value: 'v',
+    allowedHosts: ['api.example.com'],
+  });
+  if (res.status !== 200) throw new Error(`secret fixture: ${res.status} ${res.text}`);
+  return v;
+}
+
+/** An MCP server of a new workspace (nothing is contacted). */
+async function mcpServer(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/mcp-servers`, {
+    name: 'covered',
+    url: 'https://mcp.example.com/mcp',
+  });
+  if (res.status !== 201) throw new Error(`mcp server fixture: ${res.status} ${res.text}`);
+  return { ...v, serverId: res.body.id };
 }
 
 const FIXTURES: Record<string, Fixture> = {
@@ -259,6 +318,29 @@ const FIXTURES: Record<string, Fixture> = {
     actions: ['provider.removed'],
     prepare: provider,
     call: (v) => client(v, 'owner').delete(`${ws(v)}/providers/${v.providerId}`),
+  },
+  'POST /api/workspaces/:workspaceId/oauth-providers': {
+    actions: ['oauth_provider.created'],
+    prepare: oauthProvider,
+    // The name is taken by the fixture's provider.
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/oauth-providers`, oauthProviderBody),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/oauth-providers`, { ...oauthProviderBody, name: 'other' }),
+  },
+  'DELETE /api/workspaces/:workspaceId/oauth-providers/:providerId': {
+    actions: ['oauth_provider.deleted'],
+    prepare: connection,
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/oauth-providers/${v.oauthProviderId}`),
+  },
+  'PATCH /api/workspaces/:workspaceId/connections/:connectionId': {
+    actions: ['connection.unshared'],
+    prepare: connection,
+    call: (v) => client(v, 'owner').patch(`${ws(v)}/connections/${v.connectionId}`, { shared: false }),
+  },
+  'DELETE /api/workspaces/:workspaceId/connections/:connectionId': {
+    actions: ['connection.deleted'],
+    prepare: connection,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/connections/con_00000000000000000000000000`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/connections/${v.connectionId}`),
   },
   'PUT /api/workspaces/:workspaceId/model-prices': {
     actions: ['model_price.set'],
@@ -516,6 +598,64 @@ const FIXTURES: Record<string, Fixture> = {
       }),
     call: (v) => operator.patch(`/api/operator/privacy/breaches/${v.breachId}`, { measures: 'Access closed.' }),
   },
+  'POST /api/workspaces/:workspaceId/agents': {
+    actions: ['agent.created'],
+    prepare: workspace,
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/agents`, { name: 'covered', model: 'm1', format: 'other/v9' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/agents`, { name: 'covered', model: 'm1' }),
+  },
+  'POST /api/workspaces/:workspaceId/agents/import': {
+    actions: ['agent.imported'],
+    prepare: agent,
+    // The name is taken by the fixture's agent.
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/agents/import`, { name: 'covered', model: 'm1' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/agents/import?publish=true`, { name: 'imported', model: 'm1' }),
+  },
+  'PUT /api/workspaces/:workspaceId/agents/:agentId': {
+    actions: ['agent.updated'],
+    prepare: agent,
+    call: (v) => client(v, 'owner').put(`${ws(v)}/agents/${v.agentId}`, { name: 'covered', model: 'm2' }),
+  },
+  'POST /api/workspaces/:workspaceId/agents/:agentId/publish': {
+    actions: ['agent.published'],
+    prepare: agent,
+    call: (v) => client(v, 'owner').post(`${ws(v)}/agents/${v.agentId}/publish`),
+  },
+  'DELETE /api/workspaces/:workspaceId/agents/:agentId': {
+    actions: ['agent.archived'],
+    prepare: agent,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/agents/agt_00000000000000000000000000`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/agents/${v.agentId}`),
+  },
+  'PUT /api/workspaces/:workspaceId/secrets/:name': {
+    actions: ['secret.set'],
+    prepare: workspace,
+    call: (v) => client(v, 'owner').put(`${ws(v)}/secrets/COVERED`, { value: 'v', allowedHosts: ['api.example.com'] }),
+  },
+  'DELETE /api/workspaces/:workspaceId/secrets/:name': {
+    actions: ['secret.deleted'],
+    prepare: secret,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/secrets/NEVER_SET`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/secrets/COVERED`),
+  },
+  'POST /api/workspaces/:workspaceId/mcp-servers': {
+    actions: ['mcp_server.added'],
+    prepare: mcpServer,
+    // The name is taken by the fixture's server.
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/mcp-servers`, { name: 'covered', url: 'https://mcp.example.com/x' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/mcp-servers`, { name: 'other', url: 'https://mcp.example.com/x' }),
+  },
+  'PATCH /api/workspaces/:workspaceId/mcp-servers/:serverId': {
+    actions: ['mcp_server.updated'],
+    prepare: mcpServer,
+    call: (v) => client(v, 'owner').patch(`${ws(v)}/mcp-servers/${v.serverId}`, { enabled: false }),
+  },
+  'DELETE /api/workspaces/:workspaceId/mcp-servers/:serverId': {
+    actions: ['mcp_server.removed'],
+    prepare: mcpServer,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/mcp-servers/mcp_00000000000000000000000000`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/mcp-servers/${v.serverId}`),
+  },
 };
 
 /** The seq of every chain's head, read past row-level security. */
@@ -573,7 +713,9 @@ async function targetXid(e: Written): Promise<string | null> {
             ? sql`select xmin::text as xid from memberships where workspace_id = ${e.chain} and user_id = ${e.targetId}`
             : e.targetType === 'privacy_request'
               ? sql`select xmin::text as xid from privacy_requests where id = ${e.targetId}`
-              : null;
+              : e.targetType === 'agent'
+                ? sql`select xmin::text as xid from agents where id = ${e.targetId}`
+                : null;
   if (!query) return null;
   const rows = await app.db.system(async (tx) => {
     const res = (await tx.execute(query)) as unknown as { rows: Array<{ xid: string }> };

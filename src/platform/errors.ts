@@ -34,6 +34,16 @@ export const ERROR_CODES = {
   unknown_data_category: 400,
   // a non-dry retention run dated after now (it would delete early)
   retention_as_of_future: 400,
+  // OAuth connections: the callback's state, the user's consent, the provider's answer
+  oauth_state_invalid: 400,
+  oauth_state_expired: 400,
+  oauth_state_used: 400,
+  oauth_denied: 400,
+  // agents: a definition in a format this Berth does not read, a tool's parameters that are
+  // not valid JSON Schema, two tools of one agent with the same name
+  unsupported_agent_format: 400,
+  invalid_tool_schema: 400,
+  duplicate_tool_name: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -55,6 +65,8 @@ export const ERROR_CODES = {
   last_operator: 403,
   insufficient_scope: 403,
   ip_not_allowed: 403,
+  // a stdio MCP server while the operator has not enabled them (BERTH_MCP_STDIO)
+  mcp_stdio_disabled: 403,
   model_not_allowed: 403,
   workspace_suspended: 403,
   workspace_restricted: 403,
@@ -64,6 +76,9 @@ export const ERROR_CODES = {
   route_not_found: 404,
   model_not_found: 404,
   export_link_invalid: 404,
+  // agent tools: an MCP server or workspace secret named by a definition or a server's headers
+  mcp_server_not_found: 404,
+  secret_not_found: 404,
   // 409
   conflict: 409,
   email_taken: 409,
@@ -84,6 +99,14 @@ export const ERROR_CODES = {
   consent_not_given: 409,
   export_pending: 409,
   retention_running: 409,
+  mcp_server_disabled: 409,
+  // a connection whose refresh failed for good (invalid_grant): reconnect it
+  connection_broken: 409,
+  // agents: another live agent of the workspace has the name; publishing a draft identical
+  // to the latest version; changing an archived agent
+  agent_name_taken: 409,
+  agent_unchanged: 409,
+  agent_archived: 409,
   // 410
   export_link_used: 410,
   export_link_expired: 410,
@@ -100,6 +123,7 @@ export const ERROR_CODES = {
   // 500 / 502 / 503 / 504
   internal_error: 500,
   upstream_error: 502,
+  oauth_provider_error: 502,
   unavailable: 503,
   // the restricted users could not be read: the gateway and agents refuse (fail closed)
   restrictions_unavailable: 503,

@@ -47,6 +47,16 @@ export const ID_PREFIXES = [
   'pdl',
   // privacy: retention runs
   'rtn',
+  // vault: OAuth providers, connections and pending authorizations
+  'oap',
+  'con',
+  'oaz',
+  // agents and their published versions
+  'agt',
+  'agv',
+  // agent tools: workspace secrets and MCP servers
+  'sec',
+  'mcp',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

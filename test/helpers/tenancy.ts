@@ -215,10 +215,23 @@ export function appRoutes(app: TestApp): string[] {
     const path = `${stack[depth - 1] ?? ''}${m[2] ?? ''}`;
     stack[depth] = path;
     for (const method of (m[3] ?? '').split(', ').filter(Boolean)) {
-      if (method !== 'HEAD' && method !== 'OPTIONS') out.push(`${method} ${path}`);
+      if (method !== 'HEAD' && method !== 'OPTIONS') for (const p of paramVariants(path)) out.push(`${method} ${p}`);
     }
   }
-  return out.sort();
+  return [...new Set(out)].sort();
+}
+
+/**
+ * Routes with differently named parameters at one position (`/c/:provider/authorize` and
+ * `/c/:connectionId`) share one node, printed `:provider|:connectionId`: every name is
+ * listed (the table does not say which route uses which; their shapes are the same).
+ */
+function paramVariants(path: string): string[] {
+  const m = /:[A-Za-z0-9_]+(?:\|:[A-Za-z0-9_]+)+/.exec(path);
+  if (!m) return [path];
+  const head = path.slice(0, m.index);
+  const tail = path.slice(m.index + m[0].length);
+  return m[0].split('|').flatMap((name) => paramVariants(`${head}${name}${tail}`));
 }
 
 /** The routes of the app that act on one workspace (they have a `:workspaceId` parameter). */

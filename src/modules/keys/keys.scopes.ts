@@ -41,6 +41,8 @@ const WORKSPACE_ADMIN: readonly Permission[] = [
   'agents:read',
   'agents:manage',
   'agents:run',
+  'tools:manage',
+  'connections:manage',
   'knowledge:read',
   'knowledge:manage',
   'usage:read',

@@ -7,6 +7,10 @@ import type { Keyring } from './vault.keyring.ts';
 import { createVaultService, type VaultService } from './vault.service.ts';
 import { vaultTables } from './vault.tables.ts';
 
+// OAuth connections (built after identity and workspaces: see vault.connections.ts).
+export type { ConnectionView, OAuthProviderView } from './vault.connections.schemas.ts';
+export type { AccessToken, ConnectionsService } from './vault.connections.service.ts';
+export { type ConnectionsModuleDeps, createConnectionsModule } from './vault.connections.ts';
 export {
   canonicalContext,
   type VaultContext,

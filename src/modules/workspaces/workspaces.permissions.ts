@@ -50,6 +50,16 @@ export const PERMISSIONS = {
   'agents:read': { roles: ALL, withoutMfa: true, description: 'See agents and runs' },
   'agents:manage': { roles: CONTRIBUTORS, withoutMfa: false, description: 'Create and edit agents and tools' },
   'agents:run': { roles: CONTRIBUTORS, withoutMfa: false, description: 'Start agent runs' },
+  'tools:manage': {
+    roles: MANAGERS,
+    withoutMfa: false,
+    description: 'Set workspace secrets and connect MCP servers for agent tools',
+  },
+  'connections:manage': {
+    roles: MANAGERS,
+    withoutMfa: false,
+    description: 'Configure OAuth providers; share connections with the workspace',
+  },
   'knowledge:read': { roles: ALL, withoutMfa: true, description: 'Search knowledge bases' },
   'knowledge:manage': { roles: CONTRIBUTORS, withoutMfa: false, description: 'Upload and delete documents' },
   'usage:read': { roles: ALL, withoutMfa: true, description: 'See usage and cost' },
