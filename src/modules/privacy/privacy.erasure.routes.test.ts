@@ -1,11 +1,13 @@
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { startFakeOAuthServer } from '../../../test/fakes/oauth-server.ts';
 import { useTestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { logIn, makeOperator, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
 import { dataMap } from '../../app.ts';
 import { DAY, MINUTE } from '../../platform/clock.ts';
+import type { AgentView } from '../agents/index.ts';
 import { generateAuditSigningKey } from '../audit/index.ts';
 import { totpCodeAt } from '../identity/index.ts';
 import { DELETION_GRACE_DAYS, ERASURE_JOB, EXPORT_BUILD_JOB, unruledColumns } from './index.ts';
@@ -17,6 +19,8 @@ const getApp = useTestApp({
     BERTH_AUDIT_SIGNING_KEY: generateAuditSigningKey(),
     BERTH_SIGNUP_IP_MAX: 10_000,
     BERTH_EMAIL_IP_MAX: 10_000,
+    // The OAuth authorization server the connection test starts listens on loopback.
+    BERTH_EGRESS_ALLOW: '127.0.0.1',
   },
 });
 
@@ -408,6 +412,187 @@ describe('happy', () => {
     expect((await ledgerCount())[0]?.n).toBe(ledgerBefore);
     await expect(app.modules.vault.service.decrypt(ctx, sealed)).rejects.toThrow();
   });
+  it('deleting a workspace removes its OAuth providers, connections and tokens, agents, secrets and MCP servers, and shreds their ciphertext', async () => {
+    const app = getApp();
+    const oauth = await startFakeOAuthServer({ redirectUri: 'http://berth.test/api/oauth/callback' });
+    try {
+      const owner = await person('oscar');
+      const tag = owner.userId.slice(-10).toLowerCase();
+      const name = `Tools ${tag}`;
+      const ws = await owner.post<{ id: string }>('/api/workspaces', { name });
+      expect(ws.status).toBe(201);
+      const workspaceId = ws.body.id;
+      const base = `/api/workspaces/${workspaceId}`;
+
+      // A provider, the owner's connection made through the real authorization code flow, and
+      // an authorization left half-way (its PKCE verifier is ciphertext too).
+      const provider = await owner.post<{ id: string }>(`${base}/oauth-providers`, {
+        name: `prov-${tag}`,
+        authorizationUrl: oauth.authorizationUrl,
+        tokenUrl: oauth.tokenUrl,
+        revocationUrl: oauth.revocationUrl,
+        clientId: oauth.clientId,
+        clientSecret: oauth.clientSecret,
+        scopes: ['openid', 'offline_access'],
+      });
+      expect(provider.status, provider.text).toBe(201);
+      const start = await owner.post<{ authorizationUrl: string }>(`${base}/connections/prov-${tag}/authorize`, {});
+      expect(start.status, start.text).toBe(200);
+      const callback = await oauth.authorize(start.body.authorizationUrl);
+      const connected = await owner.get<{ id: string }>(`${callback.pathname}${callback.search}`);
+      expect(connected.status, connected.text).toBe(200);
+      const connectionId = connected.body.id;
+      const pending = await owner.post(`${base}/connections/prov-${tag}/authorize`, {});
+      expect(pending.status, pending.text).toBe(200);
+
+      // An agent, a secret and an MCP server with a credential header.
+      const agent = await owner.post<AgentView>(`${base}/agents`, {
+        name: `agent-${tag}`,
+        model: 'gpt-4o-mini',
+        instructions: `Instructions ${tag}`,
+      });
+      expect(agent.status, agent.text).toBe(201);
+      expect((await owner.post(`${base}/agents/${agent.body.id}/publish`)).status).toBeLessThan(300);
+      const secret = await owner.put(`${base}/secrets/SECRET_${tag.toUpperCase()}`, {
+        value: `secret value ${tag}`,
+        allowedHosts: ['api.example.com'],
+      });
+      expect(secret.status, secret.text).toBe(200);
+      const mcp = await owner.post<{ id: string }>(`${base}/mcp-servers`, {
+        name: `mcp-${tag}`,
+        url: `https://mcp-${tag}.example.com/mcp`,
+        headers: { authorization: `Bearer mcp-${tag}` },
+      });
+      expect(mcp.status, mcp.text).toBe(201);
+
+      // Every ciphertext, read as stored, and the context it opens under (the workspace's key).
+      const wsOwner = { type: 'workspace' as const, id: workspaceId };
+      const bytes = (v: unknown) => Buffer.from(v as Uint8Array);
+      const sealed: Array<{ what: string; ctx: Parameters<typeof app.modules.vault.service.decrypt>[0]; ct: Buffer }> =
+        [];
+      const [tokens] = await asOwner<{ access: unknown; refresh: unknown }>(
+        `select access_token_ciphertext as access, refresh_token_ciphertext as refresh
+           from oauth_connection_tokens where connection_id = $1`,
+        [connectionId],
+      );
+      if (!tokens?.refresh) throw new Error('the connection has no stored refresh token');
+      sealed.push(
+        {
+          what: 'access token',
+          ctx: { owner: wsOwner, record: connectionId, field: 'access_token' },
+          ct: bytes(tokens.access),
+        },
+        {
+          what: 'refresh token',
+          ctx: { owner: wsOwner, record: connectionId, field: 'refresh_token' },
+          ct: bytes(tokens.refresh),
+        },
+      );
+      const [client] = await asOwner<{ ct: unknown }>(
+        'select client_secret_ciphertext as ct from oauth_providers where id = $1',
+        [provider.body.id],
+      );
+      sealed.push({
+        what: 'client secret',
+        ctx: { owner: wsOwner, record: provider.body.id, field: 'oauth_client_secret' },
+        ct: bytes(client?.ct),
+      });
+      const authorizations = await asOwner<{ id: string; ct: unknown }>(
+        'select id, code_verifier_ciphertext as ct from oauth_authorizations where workspace_id = $1',
+        [workspaceId],
+      );
+      expect(authorizations.length).toBe(2);
+      for (const a of authorizations) {
+        sealed.push({
+          what: `verifier ${a.id}`,
+          ctx: { owner: wsOwner, record: a.id, field: 'pkce_verifier' },
+          ct: bytes(a.ct),
+        });
+      }
+      const [stored] = await asOwner<{ id: string; ct: unknown }>(
+        'select id, value_ciphertext as ct from agent_secrets where workspace_id = $1',
+        [workspaceId],
+      );
+      if (!stored) throw new Error('no secret row');
+      sealed.push({
+        what: 'secret',
+        ctx: { owner: wsOwner, record: stored.id, field: 'agent_secret_value' },
+        ct: bytes(stored.ct),
+      });
+      const [headers] = await asOwner<{ ct: unknown }>(
+        'select headers_ciphertext as ct from agent_mcp_servers where id = $1',
+        [mcp.body.id],
+      );
+      sealed.push({
+        what: 'mcp headers',
+        ctx: { owner: wsOwner, record: mcp.body.id, field: 'mcp_headers' },
+        ct: bytes(headers?.ct),
+      });
+
+      // Before: the rows are there and every ciphertext opens (so the checks below can fail).
+      const { accessToken } = await app.modules.connections.service.accessToken(connectionId, {
+        workspaceId,
+        userId: owner.userId,
+      });
+      const plain = new Map<string, string>();
+      for (const s of sealed) plain.set(s.what, await app.modules.vault.service.decryptString(s.ctx, s.ct));
+      expect(plain.get('access token')).toBe(accessToken);
+      expect(plain.get('client secret')).toBe(oauth.clientSecret);
+      expect(plain.get('secret')).toBe(`secret value ${tag}`);
+      const tables = [
+        'oauth_providers',
+        'oauth_authorizations',
+        'oauth_connections',
+        'oauth_connection_tokens',
+        'agents',
+        'agent_versions',
+        'agent_secrets',
+        'agent_mcp_servers',
+      ];
+      const rows = async (table: string) =>
+        (
+          await asOwner<{ n: number }>(`select count(*)::int as n from "${table}" where workspace_id = $1`, [
+            workspaceId,
+          ])
+        )[0]?.n;
+      for (const table of tables) expect(await rows(table), table).toBeGreaterThan(0);
+      // (The workspace id itself stays in its billing records, legal hold, and its destroyed key's record.)
+      const ids = [provider.body.id, connectionId, agent.body.id, stored.id, mcp.body.id];
+      const names = [
+        name,
+        `prov-${tag}`,
+        `agent-${tag}`,
+        `Instructions ${tag}`,
+        `SECRET_${tag.toUpperCase()}`,
+        `mcp-${tag}`,
+      ];
+      // The scan finds each of them before, so finding none after means they are gone.
+      const found = await findEverywhere([...ids, ...names]);
+      for (const needle of [...ids, ...names]) {
+        expect(
+          found.some((hit) => hit.endsWith(`: ${needle}`)),
+          needle,
+        ).toBe(true);
+      }
+
+      const del = await owner.delete(base, { confirmName: name });
+      expect(del.status, del.text).toBeLessThan(300);
+
+      for (const table of tables) expect(await rows(table), table).toBe(0);
+      // Nothing of these rows anywhere: not an id, not a name the workspace gave them.
+      expect(await findEverywhere([...ids, ...names])).toEqual([]);
+      // Crypto-shredding: the workspace's data key is gone, so no copy of a ciphertext (a backup) opens.
+      for (const s of sealed) {
+        await expect(app.modules.vault.service.decrypt(s.ctx, s.ct), s.what).rejects.toThrow();
+      }
+      // Nor does the gone connection hand out a token.
+      await expect(
+        app.modules.connections.service.accessToken(connectionId, { workspaceId, userId: owner.userId }),
+      ).rejects.toThrow();
+    } finally {
+      await oauth.close();
+    }
+  }, 120_000);
 });
 
 describe('errors', () => {
