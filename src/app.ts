@@ -86,6 +86,7 @@ export function createModules(deps: AppDeps) {
     mailer: notifications.service.mailer,
     findUser: (userId) => identity.service.findUserById(userId),
     requirePermission: workspaces.service.requirePermission,
+    workspaces: workspaces.service,
   });
   // A plan change applies to the gateway's next call on every replica.
   billing.service.onPlanChanged((tx, workspaceId) => gateway.service.providers.changedAfterCommit(tx, workspaceId));
@@ -105,6 +106,8 @@ export function createModules(deps: AppDeps) {
     auditMonthsOf: async (workspaceId) => (await billing.service.limitsOf(workspaceId)).auditRetentionMonths,
     // Retention: the ledger's expired transactions are carried forward, not just deleted.
     ledgerRetention: billing.ledgerRetention,
+    // Erasure: OAuth tokens are revoked at their providers before they are deleted.
+    beforeErase: [connections.service.forgetUser],
   });
   // Marketing mail goes only to users whose latest word on it is a consent given.
   notifications.service.useMarketingConsent((userId) => privacy.service.consents.hasConsent(userId, 'marketing_email'));

@@ -44,6 +44,10 @@ export const ERROR_CODES = {
   unsupported_agent_format: 400,
   invalid_tool_schema: 400,
   duplicate_tool_name: 400,
+  // agent tools: a workspace secret placed where it may not go (URL, body, a header it was
+  // not declared for, plain http); a literal credential in a definition or an MCP server's URL
+  secret_placement_not_allowed: 400,
+  credential_in_definition: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -64,6 +68,9 @@ export const ERROR_CODES = {
   last_owner: 403,
   last_operator: 403,
   insufficient_scope: 403,
+  // OAuth connections: a callback from a browser, or a signed-in user, other than the flow's starter
+  oauth_browser_mismatch: 403,
+  oauth_user_mismatch: 403,
   ip_not_allowed: 403,
   // a stdio MCP server while the operator has not enabled them (BERTH_MCP_STDIO)
   mcp_stdio_disabled: 403,

@@ -30,6 +30,8 @@ export type FakeOAuthServer = {
   failRevocation: boolean;
   /** Delay (ms) before the token endpoint answers a refresh: widens the window for races. */
   refreshDelayMs: number;
+  /** Token requests received and not yet answered (waiting out `refreshDelayMs`). */
+  readonly tokenRequestsWaiting: number;
   /**
    * Follows an authorization URL as the user's browser would: logs in as `account`, grants
    * every requested scope (or declines with `deny`), and returns the URL the provider sends
@@ -44,6 +46,7 @@ export async function startFakeOAuthServer(opts: { redirectUri: string }): Promi
   const clientSecret = `secret-${Math.random().toString(36).slice(2)}-${Date.now()}`;
   let provider: Provider | null = null;
   let pending: { account: string; deny: boolean } = { account: 'alice', deny: false };
+  let waiting = 0;
 
   const state: Pick<
     FakeOAuthServer,
@@ -153,7 +156,12 @@ export async function startFakeOAuthServer(opts: { redirectUri: string }): Promi
   provider.use(async (ctx, next) => {
     const route = ctx.path;
     if (route === '/token' && ctx.method === 'POST' && state.refreshDelayMs > 0) {
-      await new Promise((r) => setTimeout(r, state.refreshDelayMs));
+      waiting++;
+      try {
+        await new Promise((r) => setTimeout(r, state.refreshDelayMs));
+      } finally {
+        waiting--;
+      }
     }
     await next();
     const params = (ctx as { oidc?: { params?: Record<string, unknown> } }).oidc?.params;
@@ -219,6 +227,9 @@ export async function startFakeOAuthServer(opts: { redirectUri: string }): Promi
     },
     set failRevocation(v) {
       state.failRevocation = v;
+    },
+    get tokenRequestsWaiting() {
+      return waiting;
     },
     get refreshDelayMs() {
       return state.refreshDelayMs;

@@ -1,6 +1,8 @@
-import { Ajv } from 'ajv';
 import { AppError, type ErrorDetail } from '../../platform/errors.ts';
 import { AGENT_FORMAT, AgentDefinition, type AgentDefinitionInput } from './agents.schemas.ts';
+import { parametersProblem } from './agents.tools.core.ts';
+import { secretRefs } from './agents.tools.http.ts';
+import { credentialParams, hasUserInfo, isCredentialHeader, isTemplatedCredential } from './agents.tools.policy.ts';
 
 /**
  * The checks an agent definition passes before it is stored, beyond its zod shape (which
@@ -9,28 +11,49 @@ import { AGENT_FORMAT, AgentDefinition, type AgentDefinitionInput } from './agen
  * HTTP tools' `parameters` compiled as JSON Schema. Each refusal has its own code.
  */
 
-// One compiler for every check: strict mode off (schemas written for models carry
-// `description`, `examples`...), formats not validated (no format plugins), no console
-// warnings. Each compiled schema is removed again, so none accumulates and `$id`s never clash.
-const ajv = new Ajv({ strict: false, validateFormats: false, logger: false, allErrors: false });
-
 /**
- * Why `schema` is not usable as a tool's parameters, or null when it is: it must be valid
- * JSON Schema (draft-07), compile (every `$ref` resolvable inside it) and describe an object.
+ * Why `schema` is not usable as a tool's parameters, or null when it is: it must describe an
+ * object, stay within the depth and size limits (`SCHEMA_LIMITS`), be valid JSON Schema
+ * (draft-07) and compile (every `$ref` resolvable inside it). The validator's own failures
+ * are reasons too, never thrown.
  */
 export function toolSchemaProblem(schema: Record<string, unknown>): string | null {
   if (schema.type !== 'object') return 'parameters must be a JSON Schema with "type": "object"';
-  if (!ajv.validateSchema(schema)) {
-    const first = ajv.errors?.[0];
-    return `not a valid JSON Schema: ${first ? `${first.instancePath || '/'} ${first.message ?? 'is invalid'}` : 'invalid'}`;
+  return parametersProblem(schema);
+}
+
+const secretPlacement = (path: string, message: string) =>
+  new AppError('secret_placement_not_allowed', `A workspace secret may not be used here: ${message}.`, {
+    details: [{ path, message }],
+  });
+
+const literalCredential = (path: string, message: string) =>
+  new AppError(
+    'credential_in_definition',
+    `Definitions are readable by every member and exported as they are: ${message}. Store the value as a workspace secret and reference it as {{secret.NAME}} in a header.`,
+    { details: [{ path, message }] },
+  );
+
+/**
+ * A custom HTTP tool's credentials: secrets only in headers (never in the URL or the body,
+ * where a service could show them back), no literal credentials in the URL (user-info,
+ * `?api_key=`) or in credential headers (`Authorization: Bearer sk-...`).
+ */
+function checkHttpToolCredentials(tool: Extract<AgentDefinition['tools'][number], { type: 'http' }>, i: number) {
+  const { url, headers, body } = tool.request;
+  if (secretRefs(url).size > 0) throw secretPlacement(`/tools/${i}/request/url`, 'secrets go in headers, not the URL');
+  if (body !== undefined && secretRefs(body).size > 0) {
+    throw secretPlacement(`/tools/${i}/request/body`, 'secrets go in headers, not the body');
   }
-  try {
-    ajv.compile(schema);
-    return null;
-  } catch (err) {
-    return `not a usable JSON Schema: ${err instanceof Error ? err.message.slice(0, 200) : 'it does not compile'}`;
-  } finally {
-    ajv.removeSchema(schema);
+  if (hasUserInfo(url)) throw literalCredential(`/tools/${i}/request/url`, 'the URL carries user-info credentials');
+  const params = credentialParams(url);
+  if (params.length > 0) {
+    throw literalCredential(`/tools/${i}/request/url`, `the URL's query carries ${params.join(', ').slice(0, 200)}`);
+  }
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (isCredentialHeader(name) && !isTemplatedCredential(value)) {
+      throw literalCredential(`/tools/${i}/request/headers/${name}`, `the header ${name} has a literal value`);
+    }
   }
 }
 
@@ -81,6 +104,7 @@ export function checkDefinition(input: AgentDefinitionInput | AgentDefinition): 
       });
     }
     if (tool.type === 'http') {
+      checkHttpToolCredentials(tool, i);
       const problem = toolSchemaProblem(tool.parameters);
       if (problem) {
         throw new AppError(

@@ -178,6 +178,8 @@ describe('errors', () => {
       [{ name: 'both', url: fake.url, command: 'node' }, 400, 'validation_failed'],
       [{ name: 'notaurl', url: 'not a url at all' }, 400, 'validation_failed'],
       [{ name: 'creds', url: 'https://user:pw@mcp.example.com/mcp' }, 400, 'validation_failed'],
+      [{ name: 'keyed', url: 'https://mcp.example.com/mcp?api_key=sk-123' }, 400, 'credential_in_definition'],
+      [{ name: 'signed', url: 'https://mcp.example.com/mcp?X-Amz-Signature=ab' }, 400, 'credential_in_definition'],
       [{ name: 'ftp', url: 'ftp://mcp.example.com/mcp' }, 400, 'egress_denied'],
       [{ name: 'private', url: 'http://10.1.2.3/mcp' }, 400, 'egress_denied'],
       [{ name: 'stdio', command: 'node' }, 403, 'mcp_stdio_disabled'],
@@ -200,6 +202,12 @@ describe('errors', () => {
     const wrong = (await addServer({ name: 'wrong', url: fake.url, headers: { 'X-K': '{{secret.ELSEWHERE}}' } })).body;
     const refused = await owner.get<Problem>(url(`/${wrong.id}/tools`));
     expect([refused.status, refused.body.code]).toEqual([400, 'egress_denied']);
+    // A secret in a header it was not declared for is never sent either.
+    await owner.put(`/api/workspaces/${ws}/secrets/HERE`, { value: 'h-value', allowedHosts: ['127.0.0.1'] });
+    const undeclared = (await addServer({ name: 'undeclared', url: fake.url, headers: { 'X-K': '{{secret.HERE}}' } }))
+      .body;
+    const placed = await owner.get<Problem>(url(`/${undeclared.id}/tools`));
+    expect([placed.status, placed.body.code]).toEqual([400, 'secret_placement_not_allowed']);
     expect(fake.requests.length).toBe(count);
   });
 

@@ -10,8 +10,9 @@ import type { McpRepo } from './agents.mcp.repo.ts';
 import type { AddMcpServerInput, McpServerView, UpdateMcpServerInput } from './agents.mcp.schemas.ts';
 import type { McpServerRow } from './agents.mcp.tables.ts';
 import { type ToolErrorCode, ToolFailure } from './agents.tools.core.ts';
-import { assertSecretsAllowed, type SecretSource, secretRefs } from './agents.tools.http.ts';
+import { assertSecretHeaders, assertSecretsAllowed, type SecretSource, secretRefs } from './agents.tools.http.ts';
 import { listMcpTools, type McpDeps, type McpLimits, type McpTarget, mcpToolName } from './agents.tools.mcp.ts';
+import { credentialParams } from './agents.tools.policy.ts';
 
 export type McpServiceDeps = {
   db: Pick<Db, 'tenant'>;
@@ -21,6 +22,8 @@ export type McpServiceDeps = {
   audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
   secrets: SecretSource;
   egress: EgressGuard;
+  /** Hosts a secret may reach over plain http (those in BERTH_EGRESS_ALLOW). */
+  plainHttpAllowed: (host: string) => boolean;
   client: McpDeps;
   limits: McpLimits;
 };
@@ -37,6 +40,7 @@ const API_CODES: Partial<Record<ToolErrorCode, ErrorCode>> = {
   mcp_stdio_disabled: 'mcp_stdio_disabled',
   secret_not_found: 'secret_not_found',
   secret_host_not_allowed: 'egress_denied',
+  secret_placement_not_allowed: 'secret_placement_not_allowed',
   egress_denied: 'egress_denied',
   timeout: 'upstream_timeout',
 };
@@ -84,6 +88,15 @@ export function mcpService(deps: McpServiceDeps) {
       throw new AppError('validation_failed', 'Put credentials in headers (or a secret), not in the url.', {
         details: [{ path: '/url', message: 'credentials in the URL' }],
       });
+    }
+    // Server URLs are shown to every member: a key in the query would be readable by all of them.
+    const params = credentialParams(raw);
+    if (params.length > 0) {
+      throw new AppError(
+        'credential_in_definition',
+        'Put credentials in headers with a workspace secret ({{secret.NAME}}), not in the url.',
+        { details: [{ path: '/url', message: `the query carries ${params.join(', ').slice(0, 200)}` }] },
+      );
     }
     try {
       deps.egress.assertUrl(url);
@@ -138,6 +151,12 @@ export function mcpService(deps: McpServiceDeps) {
       });
     }
     assertSecretsAllowed(url.hostname, refs, secrets);
+    assertSecretHeaders(
+      url,
+      Object.entries(stored).map(([k, v]) => [k, secretRefs(v)] as [string, Set<string>]),
+      secrets,
+      deps.plainHttpAllowed,
+    );
     return { transport: 'http', url: url.toString(), headers, secrets: [...secrets.values()] };
   }
 

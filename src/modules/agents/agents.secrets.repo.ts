@@ -37,7 +37,7 @@ export const secretsRepo = {
     tx: Database,
     workspaceId: string,
     id: string,
-    set: Pick<AgentSecretRow, 'valueCiphertext' | 'allowedHosts' | 'updatedAt'>,
+    set: Pick<AgentSecretRow, 'valueCiphertext' | 'allowedHosts' | 'allowedHeaders' | 'updatedAt'>,
   ): Promise<void> {
     await tx
       .update(agentSecrets)

@@ -66,7 +66,9 @@ describe('happy', () => {
     const list = await owner.get<{ data: SecretView[] }>(url());
     expect(list.body.data.map((s) => s.name)).toEqual(['ORDERS_TOKEN']);
     expect(list.text).not.toContain(VALUE);
+    expect(list.body.data[0]?.allowedHeaders).toEqual(['authorization']);
     expect(Object.keys(list.body.data[0] ?? {}).sort()).toEqual([
+      'allowedHeaders',
       'allowedHosts',
       'createdAt',
       'createdBy',
@@ -188,6 +190,72 @@ describe('security', () => {
     ]);
     const res = await tool?.execute({}, { ...ctx(), workspaceId: other });
     expect(res).toMatchObject({ ok: false, error: { code: 'secret_not_found' } });
+  });
+
+  it('a member cannot place a secret where it could read it back; literal credentials are refused', async () => {
+    await owner.put(url('WRITE_TOKEN'), {
+      value: VALUE,
+      allowedHosts: ['127.0.0.1', 'api.example.com'],
+      allowedHeaders: ['Authorization', 'X-Key'],
+    });
+    const agents = `/api/workspaces/${ws}/agents`;
+    const tool = (request: Record<string, unknown>) => ({
+      name: 'exfil',
+      model: 'm',
+      tools: [{ type: 'http', name: 't', description: 'x', parameters: { type: 'object' }, request }],
+    });
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [
+        { method: 'POST', url: 'https://api.example.com/notes?text={{secret.WRITE_TOKEN}}' },
+        'secret_placement_not_allowed',
+      ],
+      [
+        { method: 'POST', url: 'https://api.example.com/notes', body: { text: 'k={{secret.WRITE_TOKEN}}' } },
+        'secret_placement_not_allowed',
+      ],
+      [
+        { method: 'POST', url: 'https://api.example.com/notes', headers: { 'X-Note': '{{secret.WRITE_TOKEN}}' } },
+        'secret_placement_not_allowed',
+      ],
+      [
+        { method: 'GET', url: 'http://api.example.com/x', headers: { Authorization: 'Bearer {{secret.WRITE_TOKEN}}' } },
+        'secret_placement_not_allowed',
+      ],
+      [{ method: 'GET', url: 'https://{{h}}/x', headers: { Authorization: 'Bearer {{secret.WRITE_TOKEN}}' } }, 'ok'],
+      [
+        { method: 'GET', url: 'https://api.example.com/x', headers: { Authorization: 'Bearer sk-live-1234' } },
+        'credential_in_definition',
+      ],
+      [
+        { method: 'GET', url: 'https://api.example.com/x', headers: { 'X-Api-Key': 'abc123' } },
+        'credential_in_definition',
+      ],
+      [{ method: 'GET', url: 'https://api.example.com/x?api_key=abc123' }, 'credential_in_definition'],
+      [{ method: 'GET', url: 'https://user:pass@api.example.com/x' }, 'credential_in_definition'],
+    ];
+    for (const [request, code] of cases) {
+      const res = await member.post<{ code: string }>(agents, tool(request));
+      expect([res.status, res.body.code], JSON.stringify(request)).toEqual(
+        code === 'ok' ? [201, undefined] : [400, code],
+      );
+    }
+    // Allowed: a declared header, over https or to a host the operator allow-listed for plain http.
+    for (const [name, u] of [
+      ['ok_https', 'https://api.example.com/x?page={{p}}'],
+      ['ok_local', `${origin}/x`],
+    ] as const) {
+      const res = await member.post(agents, {
+        ...tool({ method: 'GET', url: u, headers: { 'x-key': '{{secret.WRITE_TOKEN}}' } }),
+        name,
+      });
+      expect(res.status, u).toBe(201);
+    }
+    // The same refusals come back on update.
+    const updated = await member.put<{ code: string }>(`${agents}/ok_https`, {
+      ...tool({ method: 'GET', url: 'https://api.example.com/x', headers: { Cookie: '{{secret.WRITE_TOKEN}}' } }),
+      name: 'ok_https',
+    });
+    expect([updated.status, updated.body.code]).toEqual([400, 'secret_placement_not_allowed']);
   });
 
   it('the secret value never reaches the logs', () => {

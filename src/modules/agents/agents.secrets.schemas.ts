@@ -29,12 +29,20 @@ export const SetSecretBody = z.strictObject({
     .min(1)
     .max(100)
     .describe('The only hosts the secret is ever sent to (a host, or *.domain for its sub-domains)'),
+  allowedHeaders: z
+    .array(z.string().regex(/^[A-Za-z0-9-]{1,100}$/, 'an HTTP header name'))
+    .min(1)
+    .max(20)
+    .default(['authorization'])
+    .describe('The only request headers the secret is ever sent in (default: authorization); never a URL or a body'),
 });
-export type SetSecretInput = z.infer<typeof SetSecretBody>;
+/** Also what the service takes (`allowedHeaders` defaults to authorization there too). */
+export type SetSecretInput = z.input<typeof SetSecretBody>;
 
 export const SecretView = z.object({
   name: z.string(),
   allowedHosts: z.array(z.string()),
+  allowedHeaders: z.array(z.string()),
   createdBy: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),

@@ -8,7 +8,7 @@ import type { VaultService } from '../vault/index.ts';
 import type { SecretsRepo } from './agents.secrets.repo.ts';
 import type { SecretView, SetSecretInput } from './agents.secrets.schemas.ts';
 import type { AgentSecretRow } from './agents.secrets.tables.ts';
-import type { ToolSecret } from './agents.tools.http.ts';
+import type { SecretPlacement, ToolSecret } from './agents.tools.http.ts';
 
 export type SecretsDeps = {
   db: Pick<Db, 'tenant'>;
@@ -26,6 +26,7 @@ function toView(row: AgentSecretRow): SecretView {
   return {
     name: row.name,
     allowedHosts: row.allowedHosts,
+    allowedHeaders: row.allowedHeaders,
     createdBy: row.createdBy,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
@@ -33,8 +34,8 @@ function toView(row: AgentSecretRow): SecretView {
 }
 
 /**
- * Workspace secrets for agent tools: set (create or replace), list (names and hosts, never
- * values) and delete, each audited without the value. Tools read values through `source`.
+ * Workspace secrets for agent tools: set (create or replace), list (names, hosts and headers,
+ * never values) and delete, each audited without the value. Tools read values through `source`.
  *
  * @example await secrets.setSecret({ scope, name: 'GITHUB_TOKEN', input: { value, allowedHosts: ['api.github.com'] } });
  */
@@ -54,14 +55,20 @@ export function secretsService(deps: SecretsDeps) {
     }): Promise<SecretView> {
       const now = clock.now();
       const allowedHosts = [...new Set(input.allowedHosts)];
+      const allowedHeaders = [...new Set((input.allowedHeaders ?? ['authorization']).map((h) => h.toLowerCase()))];
       return db.tenant(scope.workspaceId, async (tx) => {
         const existing = await repo.findByName(tx, scope.workspaceId, name);
         const id = existing?.id ?? newId('sec', now);
         const valueCiphertext = await deps.vault.encrypt(valueContext(scope.workspaceId, id), input.value, tx);
         let row: AgentSecretRow;
         if (existing) {
-          await repo.replace(tx, scope.workspaceId, id, { valueCiphertext, allowedHosts, updatedAt: now });
-          row = { ...existing, valueCiphertext, allowedHosts, updatedAt: now };
+          await repo.replace(tx, scope.workspaceId, id, {
+            valueCiphertext,
+            allowedHosts,
+            allowedHeaders,
+            updatedAt: now,
+          });
+          row = { ...existing, valueCiphertext, allowedHosts, allowedHeaders, updatedAt: now };
         } else {
           row = {
             id,
@@ -69,6 +76,7 @@ export function secretsService(deps: SecretsDeps) {
             name,
             valueCiphertext,
             allowedHosts,
+            allowedHeaders,
             createdBy: actorUser(scope),
             createdAt: now,
             updatedAt: now,
@@ -80,7 +88,7 @@ export function secretsService(deps: SecretsDeps) {
           actor: scope.actor,
           action: 'secret.set',
           target: { type: 'secret', id },
-          diff: { name, allowedHosts, replaced: Boolean(existing) },
+          diff: { name, allowedHosts, allowedHeaders, replaced: Boolean(existing) },
         });
         return toView(row);
       });
@@ -110,7 +118,18 @@ export function secretsService(deps: SecretsDeps) {
         const out = new Map<string, ToolSecret>();
         for (const row of await repo.findByNames(tx, workspaceId, [...new Set(names)])) {
           const value = await deps.vault.decryptString(valueContext(workspaceId, row.id), row.valueCiphertext, tx);
-          out.set(row.name, { value, allowedHosts: row.allowedHosts });
+          out.set(row.name, { value, allowedHosts: row.allowedHosts, allowedHeaders: row.allowedHeaders });
+        }
+        return out;
+      });
+    },
+
+    /** Where the named secrets may go (absent names are left out); no value is decrypted. */
+    async placements(workspaceId: string, names: string[]): Promise<Map<string, SecretPlacement>> {
+      return db.tenant(workspaceId, async (tx) => {
+        const out = new Map<string, SecretPlacement>();
+        for (const row of await repo.findByNames(tx, workspaceId, [...new Set(names)])) {
+          out.set(row.name, { allowedHosts: row.allowedHosts, allowedHeaders: row.allowedHeaders });
         }
         return out;
       });

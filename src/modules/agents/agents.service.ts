@@ -21,6 +21,8 @@ type Deps = {
   repo: typeof agentsRepo;
   audit: Pick<AuditService, 'record'>;
   clock: Clock;
+  /** Checks of the definition's use of workspace secrets that read them (placement, scheme); throws AppError. */
+  checkSecretUse?: (workspaceId: string, tools: AgentDefinition['tools']) => Promise<void>;
 };
 
 /** The user an actor acts for (a key acts for its creator); none for system actors. */
@@ -115,6 +117,7 @@ export function agentsService(deps: Deps) {
   }): Promise<AgentView> {
     const { scope } = input;
     const def = checkDefinition(input.definition);
+    await deps.checkSecretUse?.(scope.workspaceId, def.tools);
     return guardName(def.name, () =>
       db.tenant(scope.workspaceId, async (tx) => {
         if (await repo.nameTaken(tx, scope.workspaceId, def.name)) throw nameTaken(def.name);
@@ -209,6 +212,7 @@ export function agentsService(deps: Deps) {
       definition: AgentDefinitionInput;
     }): Promise<AgentView> {
       const def = checkDefinition(definition);
+      await deps.checkSecretUse?.(scope.workspaceId, def.tools);
       return guardName(def.name, () =>
         db.tenant(scope.workspaceId, async (tx) => {
           const a = await mustFind(tx, scope.workspaceId, agent, true);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Ajv, type ValidateFunction } from 'ajv';
 
 /**
@@ -35,6 +36,8 @@ export type ToolErrorCode =
   | 'mcp_server_not_found'
   | 'mcp_server_disabled'
   | 'mcp_stdio_disabled'
+  | 'mcp_unavailable'
+  | 'secret_placement_not_allowed'
   | 'tool_error'
   | 'tool_failed';
 
@@ -44,7 +47,11 @@ export type ToolResult = { ok: true; content: string } | { ok: false; error: Too
 
 export type ToolContext = { workspaceId: string; userId: string; runId: string; signal: AbortSignal };
 
-export type Tool = ToolSpec & { execute(args: unknown, ctx: ToolContext): Promise<ToolResult> };
+export type Tool = ToolSpec & {
+  execute(args: unknown, ctx: ToolContext): Promise<ToolResult>;
+  /** The most content (UTF-8 bytes) one result hands the model; absent: the service's `maxResultBytes`. */
+  maxResultBytes?: number;
+};
 
 export const ok = (content: string): ToolResult => ({ ok: true, content });
 export const fail = (code: ToolErrorCode, message: string): ToolResult => ({ ok: false, error: { code, message } });
@@ -60,20 +67,128 @@ export class ToolFailure extends Error {
   }
 }
 
-/** Limits that bound every outbound tool call. */
+/** Limits that bound every outbound tool call and what a call hands back to the model. */
 export type ToolLimits = {
   /** Built-in `http_request` and MCP calls (custom HTTP tools carry their own). */
   timeoutMs: number;
   maxResponseBytes: number;
+  /** Listing an MCP server's tools when a run starts; a server slower than this is unavailable for the run. */
+  mcpListTimeoutMs: number;
+  /** The content of one result the model gets (longer content is cut, with a marker); tools may set their own. */
+  maxResultBytes: number;
 };
 
-export const DEFAULT_TOOL_LIMITS: ToolLimits = { timeoutMs: 30_000, maxResponseBytes: 1_000_000 };
+export const DEFAULT_TOOL_LIMITS: ToolLimits = {
+  timeoutMs: 30_000,
+  maxResponseBytes: 1_000_000,
+  mcpListTimeoutMs: 10_000,
+  maxResultBytes: 100_000,
+};
 
-const ajv = new Ajv({ strict: false, allErrors: false, validateSchema: true });
+/**
+ * Cuts `content` to at most `maxBytes` UTF-8 bytes (never inside a character) and says so
+ * at the end, so the model knows it did not see everything.
+ */
+export function capContent(content: string, maxBytes: number): string {
+  const size = Buffer.byteLength(content, 'utf8');
+  if (size <= maxBytes) return content;
+  let cut = Buffer.from(content, 'utf8').subarray(0, maxBytes).toString('utf8');
+  if (cut.endsWith('\uFFFD')) cut = cut.slice(0, -1);
+  return `${cut}\n[truncated: the result was ${size} bytes; only the first ${maxBytes} are shown]`;
+}
 
-/** Compiles a tool's parameters schema; throws with ajv's reason when it is not valid JSON Schema. */
+/** How deep and how large a parameters schema may be (deeper ones would exhaust the validator's stack). */
+export const SCHEMA_LIMITS = { maxDepth: 32, maxBytes: 64 * 1024 } as const;
+
+/** Why `schema` is past the depth or size limit, or null. Iterative: a deep schema cannot overflow the stack here. */
+export function schemaSizeProblem(schema: unknown): string | null {
+  const stack: Array<{ node: unknown; depth: number }> = [{ node: schema, depth: 1 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop() as { node: unknown; depth: number };
+    if (!node || typeof node !== 'object') continue;
+    if (depth > SCHEMA_LIMITS.maxDepth) return `nested deeper than ${SCHEMA_LIMITS.maxDepth} levels`;
+    for (const child of Object.values(node)) stack.push({ node: child, depth: depth + 1 });
+  }
+  if (Buffer.byteLength(JSON.stringify(schema), 'utf8') > SCHEMA_LIMITS.maxBytes) {
+    return `larger than ${SCHEMA_LIMITS.maxBytes} bytes`;
+  }
+  return null;
+}
+
+// Compiled parameters, keyed by a hash of the schema's JSON: resolving the same tools again
+// compiles nothing, and the map never holds more than CACHE_MAX validators.
+const CACHE_MAX = 256;
+const compiled = new Map<string, ValidateFunction>();
+
+// The compiler. Each schema is removed from it right after compiling (the validator keeps
+// working), so a `$id` is never registered twice; ids of nested schemas still leave a small
+// entry behind, so the compiler is replaced after RECYCLE_AFTER compiles.
+const RECYCLE_AFTER = 1000;
+const newAjv = () =>
+  new Ajv({ strict: false, allErrors: false, validateSchema: true, validateFormats: false, logger: false });
+let ajv = newAjv();
+let compiles = 0;
+
+/** The validator of `schema`, checked against JSON Schema first. Throws with the reason when unusable. */
+function compileFresh(schema: JsonSchema): ValidateFunction {
+  if (++compiles > RECYCLE_AFTER) {
+    ajv = newAjv();
+    compiles = 1;
+  }
+  const compiler = ajv;
+  try {
+    if (!compiler.validateSchema(schema)) {
+      const first = compiler.errors?.[0];
+      throw new Error(
+        `not a valid JSON Schema: ${first ? `${first.instancePath || '/'} ${first.message ?? 'is invalid'}` : 'invalid'}`,
+      );
+    }
+    try {
+      return compiler.compile(schema);
+    } catch (err) {
+      throw new Error(
+        `not a usable JSON Schema: ${err instanceof Error ? err.message.slice(0, 200) : 'it does not compile'}`,
+      );
+    }
+  } finally {
+    compiler.removeSchema(schema);
+  }
+}
+
+/**
+ * Compiles a tool's parameters schema; throws with the reason when it is too deep or large,
+ * not valid JSON Schema, or does not compile. Never registers anything that outlives the call
+ * beyond a bounded cache.
+ */
 export function compileParameters(schema: JsonSchema): ValidateFunction {
-  return ajv.compile(schema);
+  const size = schemaSizeProblem(schema);
+  if (size) throw new Error(`the schema is ${size}`);
+  const key = createHash('sha256').update(JSON.stringify(schema)).digest('base64url');
+  const hit = compiled.get(key);
+  if (hit) {
+    compiled.delete(key);
+    compiled.set(key, hit);
+    return hit;
+  }
+  let validate: ValidateFunction;
+  try {
+    validate = compileFresh(schema);
+  } catch (err) {
+    // A validator's own failure (a RangeError, say) is a reason like any other.
+    throw new Error(err instanceof Error ? err.message.slice(0, 300) : 'it does not compile');
+  }
+  compiled.set(key, validate);
+  if (compiled.size > CACHE_MAX) compiled.delete(compiled.keys().next().value as string);
+  return validate;
+}
+
+/** What the compiler holds (for tests of its bounds): cached validators and schemas registered with ajv. */
+export function compilerFootprint(): { cached: number; registered: number } {
+  const inner = ajv as unknown as { _cache: Map<unknown, unknown>; schemas: object; refs: object };
+  return {
+    cached: compiled.size,
+    registered: inner._cache.size + Object.keys(inner.schemas).length + Object.keys(inner.refs).length,
+  };
 }
 
 /** The reason a JSON Schema is not valid, or null when it compiles. */

@@ -103,8 +103,10 @@ const TEMPLATE = /\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g;
 const WHOLE_TEMPLATE = /^\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}$/;
 const SECRET_PREFIX = 'secret.';
 
-/** A workspace secret as tools use it: the value, and the only hosts it may be sent to. */
-export type ToolSecret = { value: string; allowedHosts: string[] };
+/** Where a workspace secret may go: the only hosts, and the only request headers (lower case). */
+export type SecretPlacement = { allowedHosts: string[]; allowedHeaders: string[] };
+/** A workspace secret as tools use it: the value, and where it may go. */
+export type ToolSecret = SecretPlacement & { value: string };
 export type SecretSource = (workspaceId: string, names: string[]) => Promise<Map<string, ToolSecret>>;
 
 /** The names of the secrets `{{secret.NAME}}` references in any string of `value`. */
@@ -187,7 +189,39 @@ export function assertSecretsAllowed(host: string, used: Iterable<string>, secre
   }
 }
 
-export type HttpToolDeps = { transport: HttpTransport; secrets: SecretSource };
+/**
+ * Every secret a header uses must be declared for that header; a secret goes only over
+ * https, or plain http to a host the operator allow-listed (`plainHttpAllowed`).
+ */
+export function assertSecretHeaders(
+  url: URL,
+  headerRefs: Iterable<[header: string, names: Iterable<string>]>,
+  secrets: Map<string, SecretPlacement>,
+  plainHttpAllowed: (host: string) => boolean,
+) {
+  for (const [header, names] of headerRefs) {
+    for (const name of names) {
+      const secret = secrets.get(name);
+      if (!secret) continue;
+      if (!secret.allowedHeaders.includes(header.toLowerCase())) {
+        throw new ToolFailure(
+          'secret_placement_not_allowed',
+          `The secret ${name} may not be sent in the header ${header} (it is declared for ${secret.allowedHeaders.join(', ')}).`,
+        );
+      }
+      if (url.protocol !== 'https:' && !plainHttpAllowed(url.hostname)) {
+        throw new ToolFailure('secret_placement_not_allowed', `The secret ${name} is only sent over https.`);
+      }
+    }
+  }
+}
+
+export type HttpToolDeps = {
+  transport: HttpTransport;
+  secrets: SecretSource;
+  /** Hosts a secret may reach over plain http (those in BERTH_EGRESS_ALLOW). */
+  plainHttpAllowed: (host: string) => boolean;
+};
 
 /**
  * A custom HTTP tool: the definition's request with `{{arg}}` and `{{secret.NAME}}` filled
@@ -195,7 +229,18 @@ export type HttpToolDeps = { transport: HttpTransport; secrets: SecretSource };
  * `upstream_error`; secrets never appear in what the model gets back.
  */
 export function httpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
+  const tool = httpToolBase(def, deps);
+  const cap = def.limits?.max_result_bytes;
+  return cap === undefined ? tool : { ...tool, maxResultBytes: cap };
+}
+
+function httpToolBase(def: HttpToolDef, deps: HttpToolDeps): Tool {
   const names = [...secretRefs([def.request.url, def.request.headers ?? {}, def.request.body ?? null])];
+  // Secrets go in headers only: in a URL or a body a service could show them back.
+  const misplaced = secretRefs([def.request.url, def.request.body ?? null]).size > 0;
+  const headerRefs = Object.entries(def.request.headers ?? {}).map(
+    ([k, v]) => [k.toLowerCase(), secretRefs(v)] as [string, Set<string>],
+  );
   const timeoutMs = def.limits?.timeout_ms ?? 10_000;
   const maxBytes = def.limits?.max_response_bytes ?? 1_000_000;
   const method = def.request.method;
@@ -207,6 +252,12 @@ export function httpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
       requiresApproval: def.requires_approval,
     },
     async (args, ctx) => {
+      if (misplaced) {
+        return fail(
+          'secret_placement_not_allowed',
+          'Secrets may only be sent in request headers, not the URL or body.',
+        );
+      }
       const secrets = names.length > 0 ? await deps.secrets(ctx.workspaceId, names) : new Map<string, ToolSecret>();
       const used = new Set<string>();
       const fill = filler(args, secrets, used);
@@ -224,6 +275,7 @@ export function httpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
       else if (method === 'POST' || method === 'PUT' || method === 'PATCH') body = JSON.stringify(args);
       if (body !== null && !headers['content-type']) headers['content-type'] = 'application/json';
       assertSecretsAllowed(url.hostname, used, secrets);
+      assertSecretHeaders(url, headerRefs, secrets, deps.plainHttpAllowed);
       const redact = (text: string) => redactSecrets(text, secrets.values());
       try {
         const res = await sendLimited(deps.transport, {

@@ -47,6 +47,8 @@ export const HttpToolDef = z.strictObject({
     .strictObject({
       timeout_ms: z.number().int().min(100).max(120_000).default(10_000),
       max_response_bytes: z.number().int().min(1).max(10_000_000).default(1_000_000),
+      /** What one result hands the model, cut with a marker past it (absent: 100 KB). */
+      max_result_bytes: z.number().int().min(1_000).max(1_000_000).optional(),
     })
     .optional(),
   ...approval,

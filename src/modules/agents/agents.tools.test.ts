@@ -5,9 +5,10 @@ import { type FakeMcpServer, startFakeMcpServer } from '../../../test/fakes/mcp-
 import { manualClock } from '../../platform/clock.ts';
 import { egressGuard } from '../../platform/http/egress.ts';
 import { evaluate, formatNumber } from './agents.tools.builtin.ts';
-import { ToolFailure } from './agents.tools.core.ts';
+import { compilerFootprint, ToolFailure } from './agents.tools.core.ts';
 import type { ToolSecret } from './agents.tools.http.ts';
 import { type McpTarget, mcpToolName } from './agents.tools.mcp.ts';
+import { plainHttpPolicy } from './agents.tools.policy.ts';
 import type { ToolDefInput } from './agents.tools.schemas.ts';
 import { ToolDef } from './agents.tools.schemas.ts';
 import { guardedTransport, type Tool, type ToolResult, toolsService } from './agents.tools.ts';
@@ -88,12 +89,24 @@ let upstream: Awaited<ReturnType<typeof startUpstream>>;
 let mcp: FakeMcpServer;
 const clock = manualClock('2026-03-29T00:30:00.000Z');
 const secrets = new Map<string, ToolSecret>([
-  ['API_TOKEN', { value: SECRET, allowedHosts: ['127.0.0.1'] }],
-  ['ELSEWHERE', { value: 'other-secret-value', allowedHosts: ['api.example.com'] }],
+  ['API_TOKEN', { value: SECRET, allowedHosts: ['127.0.0.1'], allowedHeaders: ['authorization', 'x-key'] }],
+  [
+    'ELSEWHERE',
+    { value: 'other-secret-value', allowedHosts: ['api.example.com'], allowedHeaders: ['authorization', 'x-key'] },
+  ],
 ]);
 const mcpServers = new Map<string, McpTarget>();
 
-function service(opts: { allow?: string; timeoutMs?: number; maxBytes?: number; stdio?: boolean } = {}) {
+function service(
+  opts: {
+    allow?: string;
+    timeoutMs?: number;
+    maxBytes?: number;
+    stdio?: boolean;
+    listTimeoutMs?: number;
+    maxResultBytes?: number;
+  } = {},
+) {
   return toolsService({
     clock,
     http: guardedTransport(egressGuard(opts.allow ?? '127.0.0.1')),
@@ -104,7 +117,13 @@ function service(opts: { allow?: string; timeoutMs?: number; maxBytes?: number; 
       return t;
     },
     stdioAllowed: opts.stdio ?? false,
-    limits: { timeoutMs: opts.timeoutMs ?? 2_000, maxResponseBytes: opts.maxBytes ?? 64 * 1024 },
+    plainHttpAllowed: plainHttpPolicy(opts.allow ?? '127.0.0.1'),
+    limits: {
+      timeoutMs: opts.timeoutMs ?? 2_000,
+      maxResponseBytes: opts.maxBytes ?? 64 * 1024,
+      ...(opts.listTimeoutMs ? { mcpListTimeoutMs: opts.listTimeoutMs } : {}),
+      ...(opts.maxResultBytes ? { maxResultBytes: opts.maxResultBytes } : {}),
+    },
   });
 }
 
@@ -126,7 +145,7 @@ beforeAll(async () => {
     transport: 'http',
     url: mcp.url,
     headers: { authorization: `Bearer ${SECRET}` },
-    secrets: [{ value: SECRET, allowedHosts: ['127.0.0.1'] }],
+    secrets: [{ value: SECRET, allowedHosts: ['127.0.0.1'], allowedHeaders: ['authorization'] }],
   });
   mcpServers.set('local', { transport: 'stdio', command: 'node', args: ['--version'] });
 });
@@ -401,6 +420,53 @@ describe('errors', () => {
     });
   });
 
+  it('an MCP server that is down or slow gives the run an unavailable tool, not a failed start', async () => {
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    mcpServers.set('down', { transport: 'http', url: `http://127.0.0.1:${port}/mcp`, headers: {}, secrets: [] });
+    mcpServers.set('slow', { transport: 'http', url: `${upstream.origin}/hang`, headers: {}, secrets: [] });
+    const tools = await service({ listTimeoutMs: 300 }).resolve(WS, [
+      ToolDef.parse({ type: 'builtin', name: 'calculator' }),
+      ToolDef.parse({ type: 'mcp', server: 'down' }),
+      ToolDef.parse({ type: 'mcp', server: 'slow' }),
+      ToolDef.parse({ type: 'mcp', server: 'fake', allow: ['add'] }),
+    ]);
+    expect(tools.map((t) => t.name)).toEqual(['calculator', 'down__unavailable', 'slow__unavailable', 'fake__add']);
+    for (const name of ['down__unavailable', 'slow__unavailable']) {
+      const r = await tools.find((t) => t.name === name)?.execute({}, ctx());
+      expect(r && errorCode(r)).toBe('mcp_unavailable');
+    }
+    expect(await tools[3]?.execute({ a: 1, b: 2 }, ctx())).toEqual({ ok: true, content: '3' });
+  });
+
+  it("a result is cut at the tool's content limit, with a marker, separately from the response limit", async () => {
+    const long = 'é'.repeat(3_000);
+    const def = {
+      type: 'http' as const,
+      name: 'long',
+      description: 'x',
+      parameters: { type: 'object' },
+      request: { method: 'POST' as const, url: `${upstream.origin}/json`, body: { text: long } },
+    };
+    const whole = await one(def);
+    const full = await whole.execute({}, ctx());
+    expect(full.ok && full.content).toContain(long);
+    const own = await one({ ...def, limits: { max_result_bytes: 1_000 } });
+    const cut = await own.execute({}, ctx());
+    expect(cut.ok).toBe(true);
+    const text = cut.ok ? cut.content : '';
+    const [kept, marker] = text.split('\n[truncated: ');
+    expect(Buffer.byteLength(kept ?? '', 'utf8')).toBeLessThanOrEqual(1_000);
+    expect(kept).not.toContain('\uFFFD');
+    expect(marker).toMatch(/^the result was \d+ bytes; only the first 1000 are shown\]$/);
+    const serviceWide = await one(def, { maxResultBytes: 2_000 });
+    const capped = await serviceWide.execute({}, ctx());
+    expect(capped.ok && capped.content).toContain('[truncated: ');
+    expect(serviceWide.maxResultBytes).toBe(2_000);
+  });
+
   it('two tools with one name fail resolve', async () => {
     await expect(
       service().resolve(WS, [
@@ -467,18 +533,105 @@ describe('security', () => {
 
   it('a secret is only sent to its allowed hosts, whatever the template or arguments say', async () => {
     const count = upstream.seen.length;
-    const tool = await one({
+    const fixed = await one({
       type: 'http',
       name: 'exfiltrate',
       description: 'x',
-      parameters: { type: 'object', properties: { host: { type: 'string' } } },
-      request: { method: 'GET', url: `${upstream.origin}/json?k={{secret.ELSEWHERE}}` },
+      parameters: { type: 'object' },
+      request: { method: 'GET', url: `${upstream.origin}/json`, headers: { 'X-Key': '{{secret.ELSEWHERE}}' } },
     });
-    const res = await tool.execute({}, ctx());
+    const res = await fixed.execute({}, ctx());
     expect(errorCode(res)).toBe('secret_host_not_allowed');
     expect(JSON.stringify(res)).not.toContain('other-secret-value');
+    // The host comes from an argument: the secret's own host cannot be smuggled in with @, /, # or :.
+    const templated = await one({
+      type: 'http',
+      name: 'exfiltrate_host',
+      description: 'x',
+      parameters: { type: 'object', properties: { h: { type: 'string' } } },
+      request: {
+        method: 'GET',
+        url: `http://{{h}}:${upstream.port}/json`,
+        headers: { 'X-Key': '{{secret.ELSEWHERE}}' },
+      },
+    });
+    for (const h of [
+      '127.0.0.1',
+      'api.example.com@127.0.0.1',
+      `api.example.com:1@127.0.0.1:${upstream.port}/`,
+      'api.example.com/@127.0.0.1',
+      'api.example.com#@127.0.0.1',
+      '127.0.0.1/?x=api.example.com',
+    ]) {
+      const r = await templated.execute({ h }, ctx());
+      expect(r.ok, h).toBe(false);
+      expect(['secret_host_not_allowed', 'invalid_arguments'], h).toContain(errorCode(r));
+      expect(JSON.stringify(r)).not.toContain('other-secret-value');
+    }
     expect(upstream.seen.length).toBe(count);
   });
+
+  it('a secret goes only in the headers declared for it, over https unless allow-listed', async () => {
+    const count = upstream.seen.length;
+    const base = { type: 'http' as const, description: 'x', parameters: { type: 'object' } };
+    const inUrl = await one({
+      ...base,
+      name: 'in_url',
+      request: { method: 'GET', url: `${upstream.origin}/json?k={{secret.API_TOKEN}}` },
+    });
+    const inBody = await one({
+      ...base,
+      name: 'in_body',
+      request: { method: 'POST', url: `${upstream.origin}/json`, body: { note: '{{secret.API_TOKEN}}' } },
+    });
+    const wrongHeader = await one({
+      ...base,
+      name: 'wrong_header',
+      request: { method: 'GET', url: `${upstream.origin}/json`, headers: { 'X-Echo': '{{secret.API_TOKEN}}' } },
+    });
+    for (const tool of [inUrl, inBody, wrongHeader]) {
+      const r = await tool.execute({}, ctx());
+      expect(errorCode(r), tool.name).toBe('secret_placement_not_allowed');
+      expect(JSON.stringify(r)).not.toContain(SECRET);
+    }
+    // Plain http to a host the operator did not allow-list: refused before anything is sent.
+    const plain = await one(
+      {
+        ...base,
+        name: 'plain',
+        request: { method: 'GET', url: `${upstream.origin}/json`, headers: { Authorization: '{{secret.API_TOKEN}}' } },
+      },
+      { allow: '' },
+    );
+    expect(errorCode(await plain.execute({}, ctx()))).toBe('secret_placement_not_allowed');
+    expect(upstream.seen.length).toBe(count);
+  });
+
+  it('a parameters schema carrying $id resolves every time; the compiler stays bounded', async () => {
+    const def = {
+      type: 'http' as const,
+      name: 'with_id',
+      description: 'x',
+      parameters: {
+        $id: 'https://example.com/schemas/args',
+        type: 'object',
+        properties: { n: { $id: 'https://example.com/schemas/n', type: 'integer' } },
+        required: ['n'],
+      },
+      request: { method: 'GET' as const, url: `${upstream.origin}/json` },
+    };
+    const first = await one(def);
+    const second = await one(def);
+    expect(errorCode(await second.execute({ n: 'x' }, ctx()))).toBe('invalid_arguments');
+    expect(errorCode(await first.execute({}, ctx()))).toBe('invalid_arguments');
+    for (let i = 0; i < 3000; i++) {
+      await one({ ...def, parameters: { ...def.parameters, description: `v${i}` } });
+    }
+    const { cached, registered } = compilerFootprint();
+    expect(cached).toBeLessThanOrEqual(256);
+    expect(registered).toBeLessThan(1100);
+    expect(errorCode(await (await one(def)).execute({ n: 1.5 }, ctx()))).toBe('invalid_arguments');
+  }, 60_000);
 
   it('arguments cannot change the path, query or host of a templated URL', async () => {
     const tool = await one({

@@ -17,9 +17,19 @@ import { registerSecretRoutes } from './agents.secrets.routes.ts';
 import { type SecretsService, secretsService } from './agents.secrets.service.ts';
 import { agentSecretsTables } from './agents.secrets.tables.ts';
 import { builtinTool } from './agents.tools.builtin.ts';
-import { DEFAULT_TOOL_LIMITS, fail, type Tool, type ToolLimits } from './agents.tools.core.ts';
-import { type HttpTransport, httpTool } from './agents.tools.http.ts';
-import { listMcpTools, type McpDeps, type McpTarget, mcpTool } from './agents.tools.mcp.ts';
+import {
+  capContent,
+  DEFAULT_TOOL_LIMITS,
+  fail,
+  ok,
+  type Tool,
+  type ToolErrorCode,
+  ToolFailure,
+  type ToolLimits,
+} from './agents.tools.core.ts';
+import { type HttpTransport, httpTool, secretRefs } from './agents.tools.http.ts';
+import { listMcpTools, type McpDeps, type McpTarget, mcpTool, mcpToolName } from './agents.tools.mcp.ts';
+import { plainHttpPolicy, templateOrigin } from './agents.tools.policy.ts';
 import type { ToolDef } from './agents.tools.schemas.ts';
 
 export {
@@ -45,14 +55,39 @@ export type ToolsServiceDeps = {
   /** The call target of a workspace's MCP server by name; throws ToolFailure. */
   mcpTarget(workspaceId: string, name: string): Promise<McpTarget>;
   stdioAllowed: boolean;
+  /** Hosts a secret may reach over plain http (default: none, https only). */
+  plainHttpAllowed?: (host: string) => boolean;
   limits?: Partial<ToolLimits>;
 };
 
+/** MCP failures that mean the server is down or slow (the run goes on without its tools), not misconfigured. */
+const UNAVAILABLE: ReadonlySet<ToolErrorCode> = new Set([
+  'mcp_error',
+  'timeout',
+  'response_too_large',
+  'upstream_error',
+]);
+
+/** The one tool a server that could not be listed gives a run: every call answers `mcp_unavailable`. */
+function unavailableTool(def: Extract<ToolDef, { type: 'mcp' }>, reason: string): Tool {
+  const message = `The MCP server ${def.server} could not be reached when the run started (${reason}); its tools are unavailable in this run.`;
+  return {
+    name: mcpToolName(def.server, 'unavailable'),
+    description: message,
+    parameters: { type: 'object', properties: {} },
+    requiresApproval: false,
+    execute: async () => fail('mcp_unavailable', message),
+  };
+}
+
 /**
  * Turns an agent definition's tool defs into tools the run engine calls. MCP servers are
- * asked for their tools here (filtered by the def's `allow`); a server the workspace does
- * not have answers `mcp_server_not_found`, two tools with one name `duplicate_tool_name`.
- * Each tool is bound to the workspace it was resolved for.
+ * asked for their tools here, all at once and within `mcpListTimeoutMs` (filtered by the
+ * def's `allow`); a server the workspace does not have answers `mcp_server_not_found`, two
+ * tools with one name `duplicate_tool_name`. A server that is down or slow does not stop
+ * the run: it gives one tool, `<server>__unavailable`, answering `mcp_unavailable`. Each
+ * tool is bound to the workspace it was resolved for, and its content is cut at its
+ * `maxResultBytes` (or the service's).
  *
  * @example
  * const tools = await toolsService(deps).resolve(workspaceId, version.definition.tools);
@@ -62,13 +97,24 @@ export function toolsService(deps: ToolsServiceDeps) {
   const limits: ToolLimits = { ...DEFAULT_TOOL_LIMITS, ...deps.limits };
   const mcpDeps: McpDeps = { http: deps.http, stdioAllowed: deps.stdioAllowed };
   const mcpLimits = { timeoutMs: limits.timeoutMs, maxBytes: limits.maxResponseBytes };
+  const listLimits = {
+    timeoutMs: Math.min(limits.mcpListTimeoutMs, limits.timeoutMs),
+    maxBytes: limits.maxResponseBytes,
+  };
+  const plainHttpAllowed = deps.plainHttpAllowed ?? (() => false);
 
   async function resolveOne(workspaceId: string, def: ToolDef): Promise<Tool[]> {
     if (def.type === 'builtin') return [builtinTool(def, { clock: deps.clock, transport: deps.http, limits })];
-    if (def.type === 'http') return [httpTool(def, { transport: deps.http, secrets: deps.secrets })];
+    if (def.type === 'http') return [httpTool(def, { transport: deps.http, secrets: deps.secrets, plainHttpAllowed })];
     let listed: Awaited<ReturnType<typeof listMcpTools>>;
     try {
-      listed = await listMcpTools(await deps.mcpTarget(workspaceId, def.server), mcpDeps, mcpLimits);
+      const target = await deps.mcpTarget(workspaceId, def.server);
+      try {
+        listed = await listMcpTools(target, mcpDeps, listLimits);
+      } catch (err) {
+        if (err instanceof ToolFailure && UNAVAILABLE.has(err.code)) return [unavailableTool(def, err.message)];
+        throw err;
+      }
     } catch (err) {
       throw toAppError(err);
     }
@@ -80,21 +126,26 @@ export function toolsService(deps: ToolsServiceDeps) {
 
   return {
     async resolve(workspaceId: string, defs: ToolDef[]): Promise<Tool[]> {
-      const tools: Tool[] = [];
-      for (const def of defs) tools.push(...(await resolveOne(workspaceId, def)));
+      // MCP servers are listed side by side: one slow server costs the run its time limit once.
+      const tools = (await Promise.all(defs.map((def) => resolveOne(workspaceId, def)))).flat();
       const seen = new Set<string>();
       for (const t of tools) {
         if (seen.has(t.name))
           throw new AppError('duplicate_tool_name', `Two of the agent's tools are named ${t.name}.`);
         seen.add(t.name);
       }
-      return tools.map((t) => ({
-        ...t,
-        execute: (args, ctx) =>
-          ctx.workspaceId === workspaceId
-            ? t.execute(args, ctx)
-            : Promise.resolve(fail('tool_failed', 'The tool belongs to another workspace.')),
-      }));
+      return tools.map((t) => {
+        const cap = t.maxResultBytes ?? limits.maxResultBytes;
+        return {
+          ...t,
+          maxResultBytes: cap,
+          async execute(args, ctx) {
+            if (ctx.workspaceId !== workspaceId) return fail('tool_failed', 'The tool belongs to another workspace.');
+            const result = await t.execute(args, ctx);
+            return result.ok ? ok(capContent(result.content, cap)) : result;
+          },
+        };
+      });
     },
   };
 }
@@ -121,6 +172,7 @@ export type AgentToolsDeps = {
  */
 export function createAgentTools(deps: AgentToolsDeps) {
   const egress = egressGuard(deps.config.BERTH_EGRESS_ALLOW);
+  const plainHttpAllowed = plainHttpPolicy(deps.config.BERTH_EGRESS_ALLOW);
   const http = guardedTransport(egress);
   const limits: ToolLimits = { ...DEFAULT_TOOL_LIMITS, ...deps.limits };
   const secrets = secretsService({
@@ -138,6 +190,7 @@ export function createAgentTools(deps: AgentToolsDeps) {
     audit: deps.audit,
     secrets: secrets.source,
     egress,
+    plainHttpAllowed,
     client: { http, stdioAllowed: deps.config.BERTH_MCP_STDIO },
     limits: { timeoutMs: limits.timeoutMs, maxBytes: limits.maxResponseBytes },
   });
@@ -147,12 +200,50 @@ export function createAgentTools(deps: AgentToolsDeps) {
     secrets: secrets.source,
     mcpTarget: mcp.targetByName,
     stdioAllowed: deps.config.BERTH_MCP_STDIO,
+    plainHttpAllowed,
     limits,
   });
+  /**
+   * The checks of a definition's secret use that need the workspace's secrets (run before
+   * it is saved, and again at every call): each header's secrets are declared for that
+   * header, and go over https unless the host is allow-listed. Secrets that do not exist
+   * yet are checked when they are used.
+   */
+  async function checkSecretUse(workspaceId: string, defs: readonly ToolDef[]): Promise<void> {
+    const http = defs.flatMap((d, i) => (d.type === 'http' ? [{ d, i }] : []));
+    const names = [...secretRefs(http.map(({ d }) => d.request.headers ?? {}))];
+    if (names.length === 0) return;
+    const placements = await secrets.placements(workspaceId, names);
+    for (const { d, i } of http) {
+      for (const [header, value] of Object.entries(d.request.headers ?? {})) {
+        const refs = [...secretRefs(value)];
+        if (refs.length === 0) continue;
+        const path = `/tools/${i}/request/headers/${header}`;
+        const origin = templateOrigin(d.request.url);
+        if (origin.scheme !== 'https' && (origin.scheme !== 'http' || !origin.host || !plainHttpAllowed(origin.host))) {
+          throw new AppError('secret_placement_not_allowed', 'Workspace secrets are only sent over https.', {
+            details: [{ path: `/tools/${i}/request/url`, message: 'a URL sending secrets must start with https://' }],
+          });
+        }
+        for (const name of refs) {
+          const placement = placements.get(name);
+          if (placement && !placement.allowedHeaders.includes(header.toLowerCase())) {
+            throw new AppError(
+              'secret_placement_not_allowed',
+              `The secret ${name} may only be sent in ${placement.allowedHeaders.join(', ')}, not ${header}.`,
+              { details: [{ path, message: `${name} is not declared for this header` }] },
+            );
+          }
+        }
+      }
+    }
+  }
+
   return {
     tools,
     secrets,
     mcp,
+    checkSecretUse,
     tables: [...agentSecretsTables, ...agentMcpTables],
     registerRoutes(
       app: HttpServer,

@@ -46,8 +46,14 @@ export type AgentsDeps = PlatformDeps & {
  * const v = await agents.service.getVersion({ scope, agent: 'support', version: 3 });
  */
 export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { tools: AgentTools } {
-  const service = agentsService({ db: deps.db, repo: agentsRepo, audit: deps.audit, clock: deps.clock });
   const tools = createAgentTools(deps);
+  const service = agentsService({
+    db: deps.db,
+    repo: agentsRepo,
+    audit: deps.audit,
+    clock: deps.clock,
+    checkSecretUse: tools.checkSecretUse,
+  });
   return {
     service,
     tools,

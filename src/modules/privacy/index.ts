@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import { moduleDataMap, type TableEntry } from '../../platform/db/datamap.ts';
+import type { Database } from '../../platform/db/db.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { AuditService } from '../audit/index.ts';
@@ -130,6 +131,12 @@ export type PrivacyDeps = PlatformDeps & {
   auditMonthsOf(workspaceId: string): Promise<number | null>;
   /** Retention: the billing ledger's (expired transactions carried forward). */
   ledgerRetention: LedgerRetention;
+  /**
+   * Run inside each account erasure's transaction before the map's rows go (and the user's
+   * data key is destroyed): what must act on the user's data first (the vault revokes their
+   * OAuth tokens at the providers).
+   */
+  beforeErase?: ReadonlyArray<(tx: Database, userId: string) => Promise<void>>;
 };
 
 /**
@@ -265,6 +272,7 @@ export function createPrivacyModule(deps: PrivacyDeps) {
     audit: deps.audit,
     requests,
     dataMap: () => deps.dataMap(),
+    beforeErase: deps.beforeErase ?? [],
   });
   deps.workspaces.onEvent(erasure.eraseWorkspaceRows);
 

@@ -53,6 +53,8 @@ type Deps = {
   requests: Pick<RequestsService, 'open' | 'complete' | 'cancel' | 'find'>;
   /** The whole data map, read at each erasure: tables added later are erased by their own entries. */
   dataMap: () => readonly TableEntry[];
+  /** Run in the erasure's transaction before anything is erased (the vault revokes OAuth tokens). */
+  beforeErase?: ReadonlyArray<(tx: Database, userId: string) => Promise<void>>;
 };
 
 const toView = (r: AccountDeletionRow): DeletionView => ({
@@ -244,6 +246,7 @@ export function erasureService(deps: Deps) {
         target: { type: 'user', id: userId },
         diff: { deletionId: row.id, requestedAt: row.requestedAt.toISOString() },
       });
+      for (const hook of deps.beforeErase ?? []) await hook(tx, userId);
       await deps.vault.destroyOwnerKey({ type: 'user', id: userId }, tx);
       const erased = await eraseRows(tx, userId, address);
       await repo.markErased(tx, row.id, now);

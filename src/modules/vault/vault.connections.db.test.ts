@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type FakeOAuthServer, startFakeOAuthServer } from '../../../test/fakes/oauth-server.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { onServerPostgres } from '../../../test/helpers/db.ts';
@@ -74,6 +75,48 @@ describe('security', () => {
       scope: { workspaceId: ws.body.id, actor: { type: 'user', userId: user.userId }, role: 'owner' },
     });
     expect(list.find((c) => c.id === id)?.status).toBe('active');
+  });
+
+  it('holds no transaction while the token endpoint answers: the database stays free for everyone else', async () => {
+    const user = await signUp(a);
+    const ws = await user.post<{ id: string }>('/api/workspaces', { name: 'Slow provider' });
+    const base = `/api/workspaces/${ws.body.id}`;
+    await user.post(`${base}/oauth-providers`, {
+      name: 'acme',
+      authorizationUrl: oauth.authorizationUrl,
+      tokenUrl: oauth.tokenUrl,
+      clientId: oauth.clientId,
+      clientSecret: oauth.clientSecret,
+      scopes: ['openid', 'offline_access'],
+    });
+    const start = await user.post<{ authorizationUrl: string }>(`${base}/connections/acme/authorize`, {});
+    const callback = await oauth.authorize(start.body.authorizationUrl);
+    const connected = await user.get<ConnectionView>(`${callback.pathname}${callback.search}`);
+    expect(connected.status, connected.text).toBe(200);
+    const id = connected.body.id;
+    const who = { workspaceId: ws.body.id, userId: user.userId };
+    const startedAt = a.clock.now();
+    a.clock.advance(2 * 3600_000);
+    oauth.refreshDelayMs = 2500;
+    try {
+      const refreshing = a.modules.connections.service.accessToken(id, who);
+      await vi.waitFor(() => expect(oauth.tokenRequestsWaiting).toBe(1), { timeout: 2000, interval: 10 });
+      // The provider is still thinking: the connection's row is not locked (NOWAIT would fail
+      // on server Postgres) and the one PGlite connection is not held (this would wait).
+      const t0 = performance.now();
+      await a.db.tenant(ws.body.id, (tx) =>
+        tx.execute(sql`select id from oauth_connections where id = ${id} for update nowait`),
+      );
+      expect(performance.now() - t0).toBeLessThan(1000);
+      expect(oauth.tokenRequestsWaiting).toBe(1);
+      const token = await refreshing;
+      expect(await b.modules.connections.service.accessToken(id, who)).toMatchObject({
+        accessToken: token.accessToken,
+      });
+    } finally {
+      oauth.refreshDelayMs = 0;
+      a.clock.set(startedAt);
+    }
   });
 
   it('erases connections and tokens with their user or workspace, and never exports a token, verifier or state', () => {

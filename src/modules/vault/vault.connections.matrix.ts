@@ -46,7 +46,7 @@ const provider = async (c: Ctx) => {
  */
 export async function seedConnection(
   app: ConnectionsApp,
-  input: { workspaceId: string; userId: string; providerId: string; shared?: boolean },
+  input: { workspaceId: string; userId: string; providerId: string; shared?: boolean; name?: string },
 ): Promise<string> {
   const now = new Date();
   const id = newId('con', now);
@@ -59,6 +59,7 @@ export async function seedConnection(
         workspaceId: input.workspaceId,
         providerId: input.providerId,
         userId: input.userId,
+        name: input.name ?? `seeded-${randomBytes(6).toString('hex')}`,
         shared: input.shared ?? false,
         status: 'active',
         scopes: [],
@@ -67,6 +68,8 @@ export async function seedConnection(
         updatedAt: now,
         refreshedAt: null,
         brokenAt: null,
+        refreshLeaseId: null,
+        refreshLeaseUntil: null,
       },
       {
         connectionId: id,

@@ -1,4 +1,4 @@
-import { and, asc, eq, isNull, or } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, or } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import {
   oauthAuthorizations as az,
@@ -57,6 +57,11 @@ export const connectionsRepo = {
     await tx.update(az).set({ usedAt: at }).where(eq(az.id, id));
   },
 
+  /** A removed member's authorizations in progress in the workspace: they can no longer finish. */
+  async deleteAuthorizationsOf(tx: Database, workspaceId: string, userId: string): Promise<void> {
+    await tx.delete(az).where(and(eq(az.workspaceId, workspaceId), eq(az.userId, userId)));
+  },
+
   async insertConnection(tx: Database, row: OAuthConnectionRow, tokens: OAuthTokensRow): Promise<void> {
     await tx.insert(c).values(row);
     await tx.insert(t).values(tokens);
@@ -93,6 +98,73 @@ export const connectionsRepo = {
       .where(and(eq(c.workspaceId, workspaceId), eq(c.providerId, providerId)));
   },
 
+  /** The user's connections in a workspace (theirs, shared or not). */
+  async listByUser(tx: Database, workspaceId: string, userId: string): Promise<OAuthConnectionRow[]> {
+    return tx
+      .select()
+      .from(c)
+      .where(and(eq(c.workspaceId, workspaceId), eq(c.userId, userId)));
+  },
+
+  /** Every connection of the user, in every workspace (a `db.system` transaction: erasure). */
+  async listByUserEverywhere(tx: Database, userId: string): Promise<OAuthConnectionRow[]> {
+    return tx.select().from(c).where(eq(c.userId, userId));
+  },
+
+  async listByWorkspace(tx: Database, workspaceId: string): Promise<OAuthConnectionRow[]> {
+    return tx.select().from(c).where(eq(c.workspaceId, workspaceId));
+  },
+
+  /**
+   * The connections named `name` a member may use: their own and the workspace's shared
+   * ones, active first, then the newest.
+   */
+  async listNamed(tx: Database, workspaceId: string, userId: string, name: string): Promise<OAuthConnectionRow[]> {
+    return tx
+      .select()
+      .from(c)
+      .where(and(eq(c.workspaceId, workspaceId), eq(c.name, name), or(eq(c.userId, userId), eq(c.shared, true))))
+      .orderBy(asc(c.status), desc(c.createdAt), asc(c.id));
+  },
+
+  /** Whether an active connection already holds the name: among the user's own, or among the shared ones. */
+  async nameTaken(
+    tx: Database,
+    workspaceId: string,
+    name: string,
+    among: { userId: string } | { shared: true },
+    except?: string,
+  ): Promise<boolean> {
+    const rows = await tx
+      .select({ id: c.id })
+      .from(c)
+      .where(
+        and(
+          eq(c.workspaceId, workspaceId),
+          eq(c.name, name),
+          eq(c.status, 'active'),
+          'userId' in among ? eq(c.userId, among.userId) : eq(c.shared, true),
+        ),
+      );
+    return rows.some((r) => r.id !== except);
+  },
+
+  /** Takes the refresh lease: only one caller at a time renews a connection's tokens. */
+  async claimLease(tx: Database, workspaceId: string, id: string, leaseId: string, until: Date): Promise<void> {
+    await tx
+      .update(c)
+      .set({ refreshLeaseId: leaseId, refreshLeaseUntil: until })
+      .where(and(eq(c.workspaceId, workspaceId), eq(c.id, id)));
+  },
+
+  /** Gives the lease back (only if it is still this caller's). */
+  async releaseLease(tx: Database, workspaceId: string, id: string, leaseId: string): Promise<void> {
+    await tx
+      .update(c)
+      .set({ refreshLeaseId: null, refreshLeaseUntil: null })
+      .where(and(eq(c.workspaceId, workspaceId), eq(c.id, id), eq(c.refreshLeaseId, leaseId)));
+  },
+
   async findTokens(tx: Database, workspaceId: string, connectionId: string): Promise<OAuthTokensRow | null> {
     const rows = await tx
       .select()
@@ -103,8 +175,8 @@ export const connectionsRepo = {
   },
 
   /**
-   * The connection row locked for its refresh: callers on every worker queue here, and the
-   * first to hold it refreshes; the others then see its new expiry and refresh nothing.
+   * The connection row locked for a short change (claiming or ending a refresh lease,
+   * sharing, deleting): never held while a provider is called.
    */
   async lockConnection(tx: Database, workspaceId: string, id: string): Promise<OAuthConnectionRow | null> {
     const rows = await tx
@@ -129,7 +201,14 @@ export const connectionsRepo = {
   ): Promise<void> {
     await tx
       .update(c)
-      .set({ expiresAt: patch.expiresAt, scopes: patch.scopes, refreshedAt: patch.at, updatedAt: patch.at })
+      .set({
+        expiresAt: patch.expiresAt,
+        scopes: patch.scopes,
+        refreshedAt: patch.at,
+        updatedAt: patch.at,
+        refreshLeaseId: null,
+        refreshLeaseUntil: null,
+      })
       .where(and(eq(c.workspaceId, workspaceId), eq(c.id, id)));
     await tx
       .update(t)
@@ -144,7 +223,7 @@ export const connectionsRepo = {
   async markBroken(tx: Database, workspaceId: string, id: string, at: Date): Promise<boolean> {
     const rows = await tx
       .update(c)
-      .set({ status: 'broken', brokenAt: at, updatedAt: at })
+      .set({ status: 'broken', brokenAt: at, updatedAt: at, refreshLeaseId: null, refreshLeaseUntil: null })
       .where(and(eq(c.workspaceId, workspaceId), eq(c.id, id), isNull(c.brokenAt)))
       .returning({ id: c.id });
     return rows.length === 1;

@@ -37,15 +37,19 @@ async function addMember(client: SignedInClient, role: 'admin' | 'member' | 'vie
   await app.modules.workspaces.service.acceptInvitation({ token, userId: client.userId });
 }
 
+/** A fresh connection name: each test's connections are told apart by name (unique per member). */
+let seq = 0;
+const nextName = () => `acme-${++seq}`;
+
 /** Runs the whole flow for `client`: authorize, consent at the provider, callback. */
 async function connect(
   client: SignedInClient,
-  opts: { redirectTo?: string; deny?: boolean } = {},
+  opts: { redirectTo?: string; deny?: boolean; name?: string } = {},
 ): Promise<{ callback: URL; res: Awaited<ReturnType<SignedInClient['get']>> }> {
-  const start = await client.post<{ authorizationUrl: string }>(
-    `${base()}/connections/${provider.name}/authorize`,
-    opts.redirectTo ? { redirectTo: opts.redirectTo } : {},
-  );
+  const start = await client.post<{ authorizationUrl: string }>(`${base()}/connections/${provider.name}/authorize`, {
+    name: opts.name ?? nextName(),
+    ...(opts.redirectTo ? { redirectTo: opts.redirectTo } : {}),
+  });
   expect(start.status, start.text).toBe(200);
   const callback = await oauth.authorize(start.body.authorizationUrl, { deny: opts.deny ?? false });
   const res = await client.get(`${callback.pathname}${callback.search}`);
@@ -105,7 +109,12 @@ describe('happy', () => {
   });
 
   it('connects with state and PKCE, stores the tokens encrypted, and hands runs a working access token', async () => {
-    const start = await member.post<{ authorizationUrl: string }>(`${base()}/connections/acme/authorize`, {});
+    const start = await member.post<{ authorizationUrl: string; name: string; boundTo: string }>(
+      `${base()}/connections/acme/authorize`,
+      {},
+    );
+    // Named after the provider by default; bound to this browser (a session started it).
+    expect(start.body).toMatchObject({ name: 'acme', boundTo: 'browser' });
     const url = new URL(start.body.authorizationUrl);
     expect(url.searchParams.get('code_challenge_method')).toBe('S256');
     expect(url.searchParams.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -124,6 +133,7 @@ describe('happy', () => {
     expect(oauth.counts.codeExchanges).toBe(exchanges + 1);
     expect(res.body).toMatchObject({
       provider: 'acme',
+      name: 'acme',
       userId: member.userId,
       mine: true,
       shared: false,
@@ -269,7 +279,9 @@ describe('errors', () => {
   });
 
   it('refuses an expired state without asking the provider', async () => {
-    const start = await member.post<{ authorizationUrl: string }>(`${base()}/connections/acme/authorize`, {});
+    const start = await member.post<{ authorizationUrl: string }>(`${base()}/connections/acme/authorize`, {
+      name: nextName(),
+    });
     const callback = await oauth.authorize(start.body.authorizationUrl);
     app.clock.advance(11 * 60_000);
     const exchanges = oauth.counts.codeExchanges;
@@ -295,7 +307,9 @@ describe('errors', () => {
 
   it('answers oauth_provider_error when the token endpoint fails, storing nothing', async () => {
     const before = await rowCount('oauth_connections');
-    const start = await member.post<{ authorizationUrl: string }>(`${base()}/connections/acme/authorize`, {});
+    const start = await member.post<{ authorizationUrl: string }>(`${base()}/connections/acme/authorize`, {
+      name: nextName(),
+    });
     const callback = await oauth.authorize(start.body.authorizationUrl);
     oauth.failTokenEndpoint = 'server_error';
     try {

@@ -33,6 +33,7 @@ const tags = ['connections'];
 export function registerConnectionsRoutes(app: HttpServer, { connections, publicUrl, requirePermission }: Deps) {
   const ws = '/api/workspaces/:workspaceId';
   const site = publicUrl.replace(/\/+$/, '');
+  const https = publicUrl.startsWith('https:');
 
   app.post(
     `${ws}/oauth-providers`,
@@ -101,8 +102,25 @@ export function registerConnectionsRoutes(app: HttpServer, { connections, public
         },
       },
     },
-    async (req) =>
-      connections.authorize({ scope: requireScope(req), provider: req.params.provider, input: req.body ?? {} }),
+    async (req, reply) => {
+      const { cookie, ...answer } = await connections.authorize({
+        scope: requireScope(req),
+        provider: req.params.provider,
+        input: req.body ?? {},
+      });
+      // Binds the flow to this browser: the callback refuses one without it. Path-limited to
+      // the callback, sent on the provider's top-level redirect back (Lax).
+      if (cookie) {
+        reply.setCookie(cookie.name, cookie.value, {
+          path: CALLBACK_PATH,
+          httpOnly: true,
+          sameSite: 'lax',
+          secure: https,
+          maxAge: cookie.maxAgeSeconds,
+        });
+      }
+      return answer;
+    },
   );
 
   app.get(
@@ -117,7 +135,20 @@ export function registerConnectionsRoutes(app: HttpServer, { connections, public
       },
     },
     async (req, reply) => {
-      const result = await connections.callback(req.query, requestMeta(req));
+      const cookieName = req.query.state ? connections.flowCookieFor(req.query.state) : null;
+      const result = await connections.callback(
+        req.query,
+        {
+          nonce: cookieName ? (req.cookies[cookieName] ?? null) : null,
+          sessionUserId: req.auth.kind === 'session' ? req.auth.userId : null,
+        },
+        requestMeta(req),
+      );
+      // The flow is over once its state is used: its cookie goes (kept while the state may still be finished).
+      const refusedHere = !result.ok && ['oauth_browser_mismatch', 'oauth_user_mismatch'].includes(result.error.code);
+      if (cookieName && !refusedHere) {
+        reply.clearCookie(cookieName, { path: CALLBACK_PATH, httpOnly: true, sameSite: 'lax', secure: https });
+      }
       if (result.redirectTo) {
         const target = new URL(`${site}${result.redirectTo}`);
         if (result.ok) target.searchParams.set('connection', result.connection.id);

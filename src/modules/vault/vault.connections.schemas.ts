@@ -75,7 +75,14 @@ export const OAuthProviderView = z.object({
 export type OAuthProviderView = z.infer<typeof OAuthProviderView>;
 export const OAuthProviderList = z.object({ data: z.array(OAuthProviderView) });
 
+const ConnectionName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, - and _, up to 63 characters');
+
 export const AuthorizeBody = z.strictObject({
+  name: ConnectionName.optional().describe(
+    'The connection\'s name, which agent definitions use (`connections: ["github"]`); default the provider\'s name. Unique among your active connections in the workspace',
+  ),
   redirectTo: z
     .string()
     .max(500)
@@ -88,6 +95,12 @@ export type AuthorizeInput = z.infer<typeof AuthorizeBody>;
 export const AuthorizeAnswer = z.object({
   authorizationUrl: z.string().describe('Send the user here; the provider returns them to /api/oauth/callback'),
   expiresAt: z.string(),
+  name: z.string().describe("The connection's name once made"),
+  boundTo: z
+    .enum(['browser', 'user'])
+    .describe(
+      'browser: finish in the browser that got this answer (it set a cookie); user: started with an API key, finish signed in to Berth as the key’s owner',
+    ),
 });
 
 export const CallbackQuery = z.object({
@@ -105,6 +118,7 @@ export const ConnectionView = z.object({
   provider: z.string(),
   providerId: z.string(),
   userId: z.string().describe('Who connected: the account the connection acts as'),
+  name: z.string().describe('What agent definitions call it'),
   mine: z.boolean(),
   shared: z.boolean(),
   status: z.enum(['active', 'broken']),

@@ -1,5 +1,6 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Clock } from '../../platform/clock.ts';
-import { afterCommit, type Database, type Db } from '../../platform/db/db.ts';
+import { afterCommit, type Database, type Db, isUniqueViolation } from '../../platform/db/db.ts';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
 import type { Actor, RequestMeta, Scope } from '../../platform/http/context.ts';
 import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
@@ -7,6 +8,7 @@ import { isId, newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditInput } from '../audit/index.ts';
 import type { Mailer } from '../notifications/index.ts';
+import type { WorkspaceEvent } from '../workspaces/index.ts';
 import {
   authorizationUrl,
   hashState,
@@ -47,6 +49,37 @@ export type ConnectionsDeps = {
   refreshMarginMs?: number;
   /** How long an authorization may take at the provider (default 10 minutes). */
   authorizationTtlMs?: number;
+  /** How long a refresh lease lasts: longer than the token endpoint's timeout (default 60 s). */
+  refreshLeaseMs?: number;
+  /** How often a caller waiting for another's refresh looks again (default 100 ms). */
+  refreshPollMs?: number;
+};
+
+/** A started authorization: the provider's URL, and how the flow is bound to whoever started it. */
+export type AuthorizeResult = {
+  authorizationUrl: string;
+  expiresAt: string;
+  /** The connection's name once made. */
+  name: string;
+  /**
+   * `browser`: the nonce cookie to set on the answer (a session started the flow; the same
+   * browser must finish it). `user`: an API key started it; the starter must finish it signed in.
+   */
+  boundTo: 'browser' | 'user';
+  cookie: { name: string; value: string; maxAgeSeconds: number } | null;
+};
+
+/** What the browser finishing a flow brings: its flow cookie and who is signed in there. */
+export type CallbackBrowser = { nonce: string | null; sessionUserId: string | null };
+
+/** A connection's token, decrypted and held in memory only until revoked at its provider after commit. */
+type PendingRevocation = {
+  connectionId: string;
+  providerId: string;
+  url: string;
+  client: OAuthClient;
+  token: string;
+  hint: 'refresh_token' | 'access_token';
 };
 
 /** What a run gets: a valid access token, in memory only. */
@@ -58,6 +91,22 @@ export type CallbackResult =
   | { ok: false; error: AppError; redirectTo: string | null };
 
 export const CALLBACK_PATH = '/api/oauth/callback';
+
+/**
+ * The cookie binding one flow to the browser that started it: one per flow (named after its
+ * state's hash), so flows in several tabs do not overwrite each other's.
+ */
+export function flowCookieName(stateHash: string, https: boolean): string {
+  return `${https ? '__Secure-' : ''}berth_oauth_${stateHash.slice(0, 16)}`;
+}
+
+function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const ws = (workspaceId: string) => ({ type: 'workspace', id: workspaceId }) as const;
 const secretCtx = (workspaceId: string, providerId: string) =>
@@ -95,6 +144,7 @@ function connectionView(row: OAuthConnectionRow, providerName: string, userId: s
     provider: providerName,
     providerId: row.providerId,
     userId: row.userId,
+    name: row.name,
     mine: row.userId === userId,
     shared: row.shared,
     status: row.status,
@@ -108,8 +158,10 @@ function connectionView(row: OAuthConnectionRow, providerName: string, userId: s
 
 /**
  * OAuth connections: workspaces' providers, the authorization flow (state and PKCE kept
- * server-side, single use), tokens as vault ciphertext bound to their connection, refresh
- * under a per-connection row lock, and disconnect with revocation at the provider.
+ * server-side, single use, bound to the browser and user that started it), named
+ * connections, tokens as vault ciphertext bound to their connection, refresh under a
+ * per-connection lease (no transaction open while the provider answers), and revocation at
+ * the provider after commit whenever a connection is deleted.
  *
  * @example
  * const { accessToken } = await connections.accessToken(connectionId, { workspaceId, userId });
@@ -118,6 +170,9 @@ export function connectionsService(deps: ConnectionsDeps) {
   const { db, repo, clock } = deps;
   const margin = deps.refreshMarginMs ?? 60_000;
   const ttl = deps.authorizationTtlMs ?? 10 * 60_000;
+  const leaseMs = deps.refreshLeaseMs ?? 60_000;
+  const pollMs = deps.refreshPollMs ?? 100;
+  const https = deps.publicUrl.startsWith('https:');
   const redirectUri = `${deps.publicUrl.replace(/\/+$/, '')}${CALLBACK_PATH}`;
 
   function checkUrl(raw: string, field: string): string {
@@ -161,6 +216,15 @@ export function connectionsService(deps: ConnectionsDeps) {
     return row;
   }
 
+  /** The provider's name, else the first of `name-2`, `name-3`... the user has no active connection by. */
+  async function freeDefaultName(tx: Database, workspaceId: string, userId: string, base: string): Promise<string> {
+    for (let i = 1; i < 1000; i++) {
+      const candidate = i === 1 ? base : `${base.slice(0, 56)}-${i}`;
+      if (!(await repo.nameTaken(tx, workspaceId, candidate, { userId }))) return candidate;
+    }
+    throw new AppError('conflict', 'Too many connections to this provider: name the new one.');
+  }
+
   function expiryOf(set: TokenSet): Date | null {
     return set.expiresIn === null ? null : new Date(clock.now().getTime() + set.expiresIn * 1000);
   }
@@ -169,30 +233,47 @@ export function connectionsService(deps: ConnectionsDeps) {
     return row.expiresAt !== null && row.expiresAt.getTime() - margin <= clock.now().getTime();
   }
 
-  /** Revokes a connection's refresh token (else its access token) at the provider; failures are logged, never thrown. */
-  async function revokeAtProvider(tx: Database, provider: OAuthProviderRow, connectionId: string): Promise<boolean> {
-    if (!provider.revocationUrl) return false;
+  /**
+   * Decrypts what revoking a connection at its provider needs (its refresh token, else its
+   * access token), inside the transaction that deletes it; the provider is called only
+   * after commit, from memory (`revokeAll`). Null: nothing to revoke there.
+   */
+  async function takeForRevocation(
+    tx: Database,
+    provider: OAuthProviderRow,
+    connectionId: string,
+  ): Promise<PendingRevocation | null> {
+    if (!provider.revocationUrl) return null;
     try {
       const tokens = await repo.findTokens(tx, provider.workspaceId, connectionId);
-      if (!tokens) return false;
-      const [token, hint] = tokens.refreshTokenCiphertext
-        ? [
-            await deps.vault.decryptString(
-              tokenCtx(provider.workspaceId, connectionId, 'refresh_token'),
-              tokens.refreshTokenCiphertext,
-              tx,
-            ),
-            'refresh_token' as const,
-          ]
-        : [
-            await deps.vault.decryptString(
-              tokenCtx(provider.workspaceId, connectionId, 'access_token'),
-              tokens.accessTokenCiphertext,
-              tx,
-            ),
-            'access_token' as const,
-          ];
-      await deps.http.revoke(provider.revocationUrl, await clientOf(tx, provider), token, hint);
+      if (!tokens) return null;
+      const hint = tokens.refreshTokenCiphertext ? ('refresh_token' as const) : ('access_token' as const);
+      const token = await deps.vault.decryptString(
+        tokenCtx(provider.workspaceId, connectionId, hint),
+        tokens.refreshTokenCiphertext ?? tokens.accessTokenCiphertext,
+        tx,
+      );
+      return {
+        connectionId,
+        providerId: provider.id,
+        url: provider.revocationUrl,
+        client: await clientOf(tx, provider),
+        token,
+        hint,
+      };
+    } catch (err) {
+      deps.logger.warn(
+        { connection: connectionId, provider: provider.id, reason: (err as Error).name },
+        'oauth: the tokens to revoke could not be read; the connection is deleted anyway',
+      );
+      return null;
+    }
+  }
+
+  /** Revokes at the provider from memory; failures are logged (never a token), never thrown. */
+  async function revokeNow(p: PendingRevocation): Promise<boolean> {
+    try {
+      await deps.http.revoke(p.url, p.client, p.token, p.hint);
       return true;
     } catch (err) {
       const reason =
@@ -202,11 +283,51 @@ export function connectionsService(deps: ConnectionsDeps) {
             ? err.reason
             : (err as Error).name;
       deps.logger.warn(
-        { connection: connectionId, provider: provider.id, reason },
+        { connection: p.connectionId, provider: p.providerId, reason },
         'oauth: revocation at the provider failed; the connection is deleted anyway',
       );
       return false;
     }
+  }
+
+  async function revokeAll(list: PendingRevocation[]): Promise<void> {
+    for (const p of list) await revokeNow(p);
+  }
+
+  /**
+   * Deletes connections (tokens first) in `tx`, taking what revoking them needs; the caller
+   * revokes after commit. Audited per connection when `actor` is given.
+   */
+  async function removeConnections(
+    tx: Database,
+    rows: OAuthConnectionRow[],
+    audit: { actor: Actor; reason: string } | null,
+  ): Promise<PendingRevocation[]> {
+    const providers = new Map<string, OAuthProviderRow | null>();
+    const pending: PendingRevocation[] = [];
+    for (const row of rows) {
+      const key = `${row.workspaceId}/${row.providerId}`;
+      if (!providers.has(key)) providers.set(key, await repo.findProvider(tx, row.workspaceId, row.providerId));
+      const provider = providers.get(key) ?? null;
+      const p = provider ? await takeForRevocation(tx, provider, row.id) : null;
+      if (p) pending.push(p);
+      await repo.deleteConnection(tx, row.workspaceId, row.id);
+      if (audit) {
+        await deps.audit.record(tx, {
+          workspaceId: row.workspaceId,
+          actor: audit.actor,
+          action: 'connection.deleted',
+          target: { type: 'connection', id: row.id },
+          diff: {
+            owner: row.userId,
+            provider: provider?.name ?? null,
+            revokeAtProvider: p !== null,
+            reason: audit.reason,
+          },
+        });
+      }
+    }
+    return pending;
   }
 
   async function mailBroken(row: OAuthConnectionRow, providerName: string): Promise<void> {
@@ -238,51 +359,118 @@ export function connectionsService(deps: ConnectionsDeps) {
     );
   }
 
-  /** Refreshes under the connection's row lock: of all callers, only the first to hold it calls the provider. */
-  async function refreshLocked(workspaceId: string, connectionId: string): Promise<AccessToken> {
-    const outcome = await db.tenant(workspaceId, async (tx) => {
-      const row = await repo.lockConnection(tx, workspaceId, connectionId);
-      if (!row) throw notFound('connection');
-      if (row.status === 'broken') return { kind: 'broken' as const };
-      const tokens = await repo.findTokens(tx, workspaceId, connectionId);
-      if (!tokens) throw notFound('connection');
-      if (!needsRefresh(row)) {
-        const accessToken = await deps.vault.decryptString(
-          tokenCtx(workspaceId, row.id, 'access_token'),
-          tokens.accessTokenCiphertext,
-          tx,
-        );
-        return { kind: 'ok' as const, token: { accessToken, expiresAt: row.expiresAt, scopes: row.scopes } };
+  /** Marks the connection broken (its refresh was refused for good), audited; its owner is mailed after commit. */
+  async function breakConnection(tx: Database, row: OAuthConnectionRow, providerName: string): Promise<void> {
+    if (!(await repo.markBroken(tx, row.workspaceId, row.id, clock.now()))) return;
+    await deps.audit.record(tx, {
+      workspaceId: row.workspaceId,
+      actor: { type: 'system', name: 'oauth.refresh' },
+      action: 'connection.broken',
+      target: { type: 'connection', id: row.id },
+      diff: { provider: providerName },
+    });
+    afterCommit(tx, () => mailBroken(row, providerName));
+  }
+
+  async function currentToken(tx: Database, row: OAuthConnectionRow): Promise<AccessToken> {
+    const tokens = await repo.findTokens(tx, row.workspaceId, row.id);
+    if (!tokens) throw notFound('connection');
+    const accessToken = await deps.vault.decryptString(
+      tokenCtx(row.workspaceId, row.id, 'access_token'),
+      tokens.accessTokenCiphertext,
+      tx,
+    );
+    return { accessToken, expiresAt: row.expiresAt, scopes: row.scopes };
+  }
+
+  /**
+   * Refreshes under a lease, with no transaction open while the provider is called: a short
+   * transaction claims the lease (row lock held for that instant only), the token endpoint is
+   * called, another short transaction stores the result and ends the lease. Callers finding
+   * the lease held wait and look again (they then see the new token); a lease whose holder
+   * vanished is taken over once it expires. One refresh per connection however many workers ask.
+   */
+  async function refreshWithLease(workspaceId: string, connectionId: string): Promise<AccessToken> {
+    const leaseId = randomBytes(16).toString('base64url');
+    // However the clock moves, a waiter gives up after about two leases of real time.
+    const maxPolls = Math.ceil((2 * leaseMs) / pollMs);
+    for (let poll = 0; ; poll++) {
+      const step = await db.tenant(workspaceId, async (tx) => {
+        const row = await repo.lockConnection(tx, workspaceId, connectionId);
+        if (!row) throw notFound('connection');
+        if (row.status === 'broken') return { kind: 'broken' as const };
+        if (!needsRefresh(row)) return { kind: 'ok' as const, token: await currentToken(tx, row) };
+        const now = clock.now();
+        if (row.refreshLeaseId && row.refreshLeaseUntil && row.refreshLeaseUntil.getTime() > now.getTime()) {
+          return { kind: 'wait' as const };
+        }
+        const tokens = await repo.findTokens(tx, workspaceId, connectionId);
+        const provider = await repo.findProvider(tx, workspaceId, row.providerId);
+        if (!tokens || !provider) throw notFound('connection');
+        if (!tokens.refreshTokenCiphertext) {
+          await breakConnection(tx, row, provider.name);
+          return { kind: 'broken' as const };
+        }
+        await repo.claimLease(tx, workspaceId, row.id, leaseId, new Date(now.getTime() + leaseMs));
+        return {
+          kind: 'claimed' as const,
+          row,
+          provider,
+          client: await clientOf(tx, provider),
+          refreshToken: await deps.vault.decryptString(
+            tokenCtx(workspaceId, row.id, 'refresh_token'),
+            tokens.refreshTokenCiphertext,
+            tx,
+          ),
+          refreshTokenCiphertext: tokens.refreshTokenCiphertext,
+        };
+      });
+      if (step.kind === 'ok') return step.token;
+      if (step.kind === 'broken') throw brokenError();
+      if (step.kind === 'wait') {
+        if (poll >= maxPolls) {
+          throw new AppError('oauth_provider_error', 'The connection is still being renewed; try again shortly.');
+        }
+        await sleep(pollMs);
+        continue;
       }
-      const provider = await repo.findProvider(tx, workspaceId, row.providerId);
-      if (!provider) throw notFound('connection');
-      const breakIt = async () => {
-        await repo.markBroken(tx, workspaceId, row.id, clock.now());
-        await deps.audit.record(tx, {
-          workspaceId,
-          actor: { type: 'system', name: 'oauth.refresh' },
-          action: 'connection.broken',
-          target: { type: 'connection', id: row.id },
-          diff: { provider: provider.name },
-        });
-        afterCommit(tx, () => mailBroken(row, provider.name));
-        return { kind: 'broke' as const };
-      };
-      if (!tokens.refreshTokenCiphertext) return breakIt();
-      const refreshToken = await deps.vault.decryptString(
-        tokenCtx(workspaceId, row.id, 'refresh_token'),
-        tokens.refreshTokenCiphertext,
-        tx,
-      );
-      let set: TokenSet;
-      try {
-        set = await deps.http.refresh(provider.tokenUrl, await clientOf(tx, provider), refreshToken);
-      } catch (err) {
-        if (err instanceof OAuthProtocolError && err.error === 'invalid_grant') return breakIt();
-        throw providerError(err);
-      }
-      const now = clock.now();
-      const expiresAt = expiryOf(set);
+      return finishRefresh(workspaceId, leaseId, step);
+    }
+  }
+
+  /** Calls the token endpoint (no transaction open), then stores the outcome if the lease is still ours. */
+  async function finishRefresh(
+    workspaceId: string,
+    leaseId: string,
+    claim: {
+      row: OAuthConnectionRow;
+      provider: OAuthProviderRow;
+      client: OAuthClient;
+      refreshToken: string;
+      refreshTokenCiphertext: Buffer;
+    },
+  ): Promise<AccessToken> {
+    const { row, provider } = claim;
+    let set: TokenSet;
+    try {
+      set = await deps.http.refresh(provider.tokenUrl, claim.client, claim.refreshToken);
+    } catch (err) {
+      const refused = err instanceof OAuthProtocolError && err.error === 'invalid_grant';
+      await db.tenant(workspaceId, async (tx) => {
+        const current = await repo.lockConnection(tx, workspaceId, row.id);
+        if (current?.refreshLeaseId !== leaseId) return;
+        if (refused) await breakConnection(tx, current, provider.name);
+        else await repo.releaseLease(tx, workspaceId, row.id, leaseId);
+      });
+      throw refused ? brokenError() : providerError(err);
+    }
+    const expiresAt = expiryOf(set);
+    const scopes = set.scope ?? row.scopes;
+    const stored = await db.tenant(workspaceId, async (tx) => {
+      const current = await repo.lockConnection(tx, workspaceId, row.id);
+      if (!current) return false;
+      // Our lease expired and another caller took it over: its result is the one kept.
+      if (current.refreshLeaseId !== leaseId) return true;
       await repo.saveRefreshed(tx, workspaceId, row.id, {
         accessTokenCiphertext: await deps.vault.encrypt(
           tokenCtx(workspaceId, row.id, 'access_token'),
@@ -292,18 +480,28 @@ export function connectionsService(deps: ConnectionsDeps) {
         // A provider that rotates refresh tokens sends a new one; one that does not keeps the old valid.
         refreshTokenCiphertext: set.refreshToken
           ? await deps.vault.encrypt(tokenCtx(workspaceId, row.id, 'refresh_token'), set.refreshToken, tx)
-          : tokens.refreshTokenCiphertext,
+          : claim.refreshTokenCiphertext,
         expiresAt,
-        scopes: set.scope ?? row.scopes,
-        at: now,
+        scopes,
+        at: clock.now(),
       });
-      return {
-        kind: 'ok' as const,
-        token: { accessToken: set.accessToken, expiresAt, scopes: set.scope ?? row.scopes },
-      };
+      return true;
     });
-    if (outcome.kind === 'ok') return outcome.token;
-    throw brokenError();
+    if (!stored) {
+      // Disconnected while the provider answered: the tokens just issued are revoked too.
+      if (provider.revocationUrl) {
+        await revokeNow({
+          connectionId: row.id,
+          providerId: provider.id,
+          url: provider.revocationUrl,
+          client: claim.client,
+          token: set.refreshToken ?? set.accessToken,
+          hint: set.refreshToken ? 'refresh_token' : 'access_token',
+        });
+      }
+      throw notFound('connection');
+    }
+    return { accessToken: set.accessToken, expiresAt, scopes };
   }
 
   function providerError(err: unknown): AppError {
@@ -402,10 +600,8 @@ export function connectionsService(deps: ConnectionsDeps) {
       await db.tenant(scope.workspaceId, async (tx) => {
         const provider = await providerByRef(tx, scope.workspaceId, providerId);
         const connections = await repo.listByProvider(tx, scope.workspaceId, provider.id);
-        for (const c of connections) {
-          await revokeAtProvider(tx, provider, c.id);
-          await repo.deleteConnection(tx, scope.workspaceId, c.id);
-        }
+        const pending = await removeConnections(tx, connections, null);
+        afterCommit(tx, () => revokeAll(pending));
         await repo.deleteProvider(tx, scope.workspaceId, provider.id);
         await deps.audit.record(tx, {
           workspaceId: scope.workspaceId,
@@ -420,6 +616,9 @@ export function connectionsService(deps: ConnectionsDeps) {
     /**
      * Starts connecting the caller's account: returns the provider's authorization URL.
      * The state and PKCE verifier stay with Berth (the state only as a hash) for ten minutes.
+     * A flow started by a signed-in session is bound to its browser: the answer carries a
+     * nonce cookie (only its hash is kept) the callback must bring back. One started with an
+     * API key has no browser to bind: the starter must finish it signed in to Berth.
      */
     async authorize({
       scope,
@@ -429,12 +628,20 @@ export function connectionsService(deps: ConnectionsDeps) {
       scope: Scope;
       provider: string;
       input: AuthorizeInput;
-    }): Promise<{ authorizationUrl: string; expiresAt: string }> {
+    }): Promise<AuthorizeResult> {
       const userId = actorUser(scope.actor);
       const now = clock.now();
       const expiresAt = new Date(now.getTime() + ttl);
+      const nonce = scope.actor.type === 'user' ? newState() : null;
       return db.tenant(scope.workspaceId, async (tx) => {
         const row = await providerByRef(tx, scope.workspaceId, provider);
+        const name = input.name ?? (await freeDefaultName(tx, scope.workspaceId, userId, row.name));
+        if (input.name && (await repo.nameTaken(tx, scope.workspaceId, name, { userId }))) {
+          throw new AppError(
+            'conflict',
+            `You already have a connection named ${name} here: pick another name, or disconnect it first.`,
+          );
+        }
         const id = newId('oaz', now);
         const { state, hash } = newState();
         const { verifier, challenge } = pkcePair();
@@ -446,6 +653,9 @@ export function connectionsService(deps: ConnectionsDeps) {
           stateHash: hash,
           codeVerifierCiphertext: await deps.vault.encrypt(verifierCtx(scope.workspaceId, id), verifier, tx),
           redirectTo: input.redirectTo ?? null,
+          // Null: the default, chosen again when the connection is stored.
+          connectionName: input.name ?? null,
+          browserNonceHash: nonce?.hash ?? null,
           createdAt: now,
           expiresAt,
           usedAt: null,
@@ -461,8 +671,18 @@ export function connectionsService(deps: ConnectionsDeps) {
             extra: row.authorizeParams,
           }),
           expiresAt: expiresAt.toISOString(),
+          name,
+          boundTo: nonce ? 'browser' : 'user',
+          cookie: nonce
+            ? { name: flowCookieName(hash, https), value: nonce.state, maxAgeSeconds: Math.ceil(ttl / 1000) }
+            : null,
         };
       });
+    },
+
+    /** The name of the cookie the callback with this state looks for. */
+    flowCookieFor(state: string): string {
+      return flowCookieName(hashState(state), https);
     },
 
     /**
@@ -472,6 +692,7 @@ export function connectionsService(deps: ConnectionsDeps) {
      */
     async callback(
       query: { code?: string; state?: string; error?: string },
+      browser: CallbackBrowser,
       meta?: RequestMeta,
     ): Promise<CallbackResult> {
       if (!query.state) {
@@ -490,6 +711,7 @@ export function connectionsService(deps: ConnectionsDeps) {
         client: OAuthClient;
         verifier: string;
         redirectTo: string | null;
+        name: string | null;
       };
       try {
         pending = await db.system(async (tx) => {
@@ -498,6 +720,28 @@ export function connectionsService(deps: ConnectionsDeps) {
           if (az.usedAt) throw new AppError('oauth_state_used', 'This authorization was already used.');
           if (az.expiresAt.getTime() <= now.getTime()) {
             throw new AppError('oauth_state_expired', 'This authorization expired; start connecting again.');
+          }
+          // Only whoever started the flow may finish it: the same browser (its nonce cookie),
+          // and, when someone is signed in here, the same user. A flow started with an API key
+          // has no browser binding: its starter must be signed in.
+          if (az.browserNonceHash) {
+            if (!browser.nonce || !sameHash(hashState(browser.nonce), az.browserNonceHash)) {
+              throw new AppError(
+                'oauth_browser_mismatch',
+                'This authorization was started in another browser; finish it where you started it.',
+              );
+            }
+          } else if (!browser.sessionUserId) {
+            throw new AppError(
+              'oauth_browser_mismatch',
+              'This authorization was started with an API key: sign in to Berth as its starter, then open the link again.',
+            );
+          }
+          if (browser.sessionUserId && browser.sessionUserId !== az.userId) {
+            throw new AppError(
+              'oauth_user_mismatch',
+              'Someone else started this authorization: only they can finish it.',
+            );
           }
           await repo.markAuthorizationUsed(tx, az.id, now);
           const provider = await repo.findProvider(tx, az.workspaceId, az.providerId);
@@ -509,6 +753,7 @@ export function connectionsService(deps: ConnectionsDeps) {
             client: await clientOf(tx, provider),
             verifier: await deps.vault.decryptString(verifierCtx(az.workspaceId, az.id), az.codeVerifierCiphertext, tx),
             redirectTo: az.redirectTo,
+            name: az.connectionName,
           };
         });
       } catch (err) {
@@ -546,6 +791,7 @@ export function connectionsService(deps: ConnectionsDeps) {
         workspaceId,
         providerId: provider.id,
         userId,
+        name: pending.name ?? provider.name,
         shared: false,
         status: 'active',
         scopes: set.scope ?? provider.scopes,
@@ -554,12 +800,18 @@ export function connectionsService(deps: ConnectionsDeps) {
         updatedAt: at,
         refreshedAt: null,
         brokenAt: null,
+        refreshLeaseId: null,
+        refreshLeaseUntil: null,
       };
+      const nameTaken = () =>
+        new AppError('conflict', `You already have a connection named ${row.name} here; nothing was connected.`);
       try {
         await db.tenant(workspaceId, async (tx) => {
           if (!(await repo.findProvider(tx, workspaceId, provider.id))) {
             throw new AppError('oauth_state_invalid', 'The OAuth provider was removed meanwhile.');
           }
+          if (pending.name === null) row.name = await freeDefaultName(tx, workspaceId, userId, provider.name);
+          else if (await repo.nameTaken(tx, workspaceId, row.name, { userId })) throw nameTaken();
           await repo.insertConnection(tx, row, {
             connectionId: id,
             workspaceId,
@@ -583,8 +835,20 @@ export function connectionsService(deps: ConnectionsDeps) {
           });
         });
       } catch (err) {
-        if (err instanceof AppError) return fail(err);
-        throw err;
+        const error = err instanceof AppError ? err : isUniqueViolation(err) ? nameTaken() : null;
+        if (!error) throw err;
+        // Nothing was stored: the tokens just issued are given back to the provider.
+        if (provider.revocationUrl) {
+          await revokeNow({
+            connectionId: id,
+            providerId: provider.id,
+            url: provider.revocationUrl,
+            client: pending.client,
+            token: set.refreshToken ?? set.accessToken,
+            hint: set.refreshToken ? 'refresh_token' : 'access_token',
+          });
+        }
+        return fail(error);
       }
       return { ok: true, connection: connectionView(row, provider.name, userId), redirectTo: pending.redirectTo };
     },
@@ -618,6 +882,17 @@ export function connectionsService(deps: ConnectionsDeps) {
         if (shared && row.userId !== userId) {
           throw forbidden('Only its owner can share a connection: it acts as their account.');
         }
+        if (
+          shared &&
+          !row.shared &&
+          row.status === 'active' &&
+          (await repo.nameTaken(tx, scope.workspaceId, row.name, { shared: true }, row.id))
+        ) {
+          throw new AppError(
+            'conflict',
+            `The workspace already shares a connection named ${row.name}: agent definitions could not tell them apart.`,
+          );
+        }
         const provider = await repo.findProvider(tx, scope.workspaceId, row.providerId);
         const at = clock.now();
         if (row.shared !== shared) {
@@ -635,9 +910,9 @@ export function connectionsService(deps: ConnectionsDeps) {
     },
 
     /**
-     * Disconnects: revokes the refresh token at the provider when it has a revocation
-     * endpoint (a failure is logged and the disconnect goes on), then deletes the connection
-     * and its token ciphertext in one audited transaction. Its owner may always disconnect;
+     * Disconnects: deletes the connection and its token ciphertext in one audited
+     * transaction, then (after commit, from memory) revokes the refresh token at the provider
+     * when it has a revocation endpoint (a failure is logged; the connection is gone anyway). Its owner may always disconnect;
      * anyone else needs `authorizeOthers` to pass (the connections:manage permission).
      */
     async disconnect({
@@ -663,27 +938,63 @@ export function connectionsService(deps: ConnectionsDeps) {
           throw err;
         }
       }
-      return db.tenant(scope.workspaceId, async (tx) => {
+      const pending = await db.tenant(scope.workspaceId, async (tx) => {
         const locked = await repo.lockConnection(tx, scope.workspaceId, row.id);
         if (!locked) throw notFound('connection');
-        const provider = await repo.findProvider(tx, scope.workspaceId, locked.providerId);
-        const revoked = provider ? await revokeAtProvider(tx, provider, locked.id) : false;
-        await repo.deleteConnection(tx, scope.workspaceId, locked.id);
-        await deps.audit.record(tx, {
-          workspaceId: scope.workspaceId,
-          actor: scope.actor,
-          action: 'connection.deleted',
-          target: { type: 'connection', id: locked.id },
-          diff: { owner: locked.userId, provider: provider?.name ?? null, revoked },
-        });
-        return { revoked };
+        const [p] = await removeConnections(tx, [locked], { actor: scope.actor, reason: 'disconnected' });
+        return p ?? null;
       });
+      return { revoked: pending ? await revokeNow(pending) : false };
+    },
+
+    /**
+     * The connection an agent definition's `connections: ["name"]` means for a run acting as
+     * `userId`: the user's own connection of that name (an active one first), else the
+     * workspace's shared one. Null when there is none. Pass its id to `accessToken`.
+     */
+    async connectionFor(
+      workspaceId: string,
+      userId: string,
+      name: string,
+    ): Promise<{ connectionId: string; ownerId: string; shared: boolean; status: 'active' | 'broken' } | null> {
+      const rows = await db.tenant(workspaceId, (tx) => repo.listNamed(tx, workspaceId, userId, name));
+      const row = rows.find((r) => r.userId === userId) ?? rows.find((r) => r.shared) ?? null;
+      return row ? { connectionId: row.id, ownerId: row.userId, shared: row.shared, status: row.status } : null;
+    },
+
+    /**
+     * The workspaces module's event handler, in the event's transaction: a member who leaves
+     * or is removed loses every connection they made there (shared ones too) and their
+     * authorizations in progress; a deleted workspace's connections go before its data key.
+     * Tokens are decrypted and deleted in the transaction, and revoked at the providers
+     * after it commits.
+     */
+    onWorkspaceEvent: async (e: WorkspaceEvent, tx: Database): Promise<void> => {
+      if (e.type === 'member.removed') {
+        await repo.deleteAuthorizationsOf(tx, e.workspaceId, e.userId);
+        const rows = await repo.listByUser(tx, e.workspaceId, e.userId);
+        const pending = await removeConnections(tx, rows, { actor: e.actor, reason: 'member_removed' });
+        if (pending.length > 0) afterCommit(tx, () => revokeAll(pending));
+      } else if (e.type === 'workspace.deleting') {
+        const pending = await removeConnections(tx, await repo.listByWorkspace(tx, e.workspaceId), null);
+        if (pending.length > 0) afterCommit(tx, () => revokeAll(pending));
+      }
+    },
+
+    /**
+     * Account erasure's hook, in its transaction (`db.system`): the user's connections in
+     * every workspace are deleted with their tokens and revoked at the providers after commit.
+     */
+    forgetUser: async (tx: Database, userId: string): Promise<void> => {
+      const rows = await repo.listByUserEverywhere(tx, userId);
+      const pending = await removeConnections(tx, rows, null);
+      if (pending.length > 0) afterCommit(tx, () => revokeAll(pending));
     },
 
     /**
      * A valid access token for an agent run acting as `userId`: the user's own connection or
      * one shared with the workspace. Refreshed when within the margin of its expiry, under the
-     * connection's row lock (one refresh however many workers ask at once). Throws
+     * connection's refresh lease (one refresh however many workers ask at once). Throws
      * `connection_broken` once a refresh was refused for good, `not_found` for a connection
      * the user may not use.
      */
@@ -706,7 +1017,7 @@ export function connectionsService(deps: ConnectionsDeps) {
           scopes: row.scopes,
         };
       });
-      return quick ?? refreshLocked(who.workspaceId, connectionId);
+      return quick ?? refreshWithLease(who.workspaceId, connectionId);
     },
 
     /** The redirect URI to register at providers. */

@@ -35,6 +35,8 @@ export const oauthAuthorizations = pgTable('oauth_authorizations', {
   stateHash: text('state_hash').notNull().unique(),
   codeVerifierCiphertext: bytea('code_verifier_ciphertext').notNull(),
   redirectTo: text('redirect_to'),
+  connectionName: text('connection_name'),
+  browserNonceHash: text('browser_nonce_hash'),
   createdAt: ts('created_at').notNull(),
   expiresAt: ts('expires_at').notNull(),
   usedAt: ts('used_at'),
@@ -46,6 +48,7 @@ export const oauthConnections = pgTable('oauth_connections', {
   workspaceId: text('workspace_id').notNull(),
   providerId: text('provider_id').notNull(),
   userId: text('user_id').notNull(),
+  name: text('name').notNull(),
   shared: boolean('shared').notNull(),
   status: text('status', { enum: ['active', 'broken'] }).notNull(),
   scopes: text('scopes').array().notNull(),
@@ -54,6 +57,8 @@ export const oauthConnections = pgTable('oauth_connections', {
   updatedAt: ts('updated_at').notNull(),
   refreshedAt: ts('refreshed_at'),
   brokenAt: ts('broken_at'),
+  refreshLeaseId: text('refresh_lease_id'),
+  refreshLeaseUntil: ts('refresh_lease_until'),
 });
 
 /** A connection's tokens, vault ciphertext bound to the connection; deleted with it. */
@@ -114,6 +119,11 @@ export const connectionsTables = [
         purpose: 'The PKCE code verifier, vault ciphertext',
       }),
       redirectTo: col('operational', false, { purpose: 'The dashboard page the callback returns the user to' }),
+      connectionName: col('tenancy', false, { purpose: 'The name the connection will have' }),
+      browserNonceHash: col('credential', false, {
+        secret: true,
+        purpose: 'SHA-256 of the nonce cookie binding the flow to the browser that started it',
+      }),
       createdAt: col('security', false),
       expiresAt: col('security', false),
       usedAt: col('security', false),
@@ -129,6 +139,7 @@ export const connectionsTables = [
       workspaceId: col('identifier', false),
       providerId: col('identifier', false),
       userId: col('identifier', true, { purpose: 'The member who connected (whose account it is)' }),
+      name: col('tenancy', false, { purpose: 'The name agent definitions use for the connection' }),
       shared: col('tenancy', false, { purpose: 'Whether an admin shared the connection with the workspace' }),
       status: col('operational', false, { purpose: 'Active, or broken when its refresh was refused' }),
       scopes: col('tenancy', false, { purpose: 'Scopes the provider granted' }),
@@ -137,6 +148,8 @@ export const connectionsTables = [
       updatedAt: col('operational', false),
       refreshedAt: col('operational', false),
       brokenAt: col('operational', false),
+      refreshLeaseId: col('operational', false, { purpose: 'Which caller is renewing the tokens right now' }),
+      refreshLeaseUntil: col('operational', false, { purpose: 'Until when that caller may renew them' }),
     },
   }),
   mapTable(oauthConnectionTokens, {

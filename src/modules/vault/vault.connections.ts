@@ -6,7 +6,7 @@ import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditInput } from '../audit/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
-import type { Permission } from '../workspaces/index.ts';
+import type { Permission, WorkspacesService } from '../workspaces/index.ts';
 import { oauthHttp } from './vault.connections.oauth.ts';
 import { connectionsRepo } from './vault.connections.repo.ts';
 import { registerConnectionsRoutes } from './vault.connections.routes.ts';
@@ -21,6 +21,8 @@ export type ConnectionsModuleDeps = PlatformDeps & {
   /** The connection owner's address (identity's `findUserById`). */
   findUser(userId: string): Promise<{ email: string } | null>;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+  /** A removed member's connections, and a deleted workspace's, are revoked and deleted on its events. */
+  workspaces: Pick<WorkspacesService, 'onEvent'>;
 };
 
 /**
@@ -46,6 +48,7 @@ export function createConnectionsModule(deps: ConnectionsModuleDeps): Module<Con
     mailer: deps.mailer,
     findUser: deps.findUser,
   });
+  deps.workspaces.onEvent(service.onWorkspaceEvent);
   return {
     service,
     dataMap: moduleDataMap('vault', connectionsTables),
