@@ -64,6 +64,21 @@ describe('happy', () => {
     expect(await j.drain('test.chain')).toEqual({ completed: 0, failed: 0 });
   });
 
+  it('drain runs a job sent just before it, even within the same tick of the database clock', async () => {
+    // PGlite's now() moves in whole milliseconds, and a job is due once start_after < now():
+    // sent and fetched in the same millisecond, it used to be left for a later drain.
+    const j = jobs();
+    let handled = 0;
+    await j.register('test.now', async () => {
+      handled++;
+    });
+    for (let i = 0; i < 100; i++) {
+      await j.send('test.now', { i });
+      expect(await j.drain('test.now'), `send ${i}`).toEqual({ completed: 1, failed: 0 });
+    }
+    expect(handled).toBe(100);
+  });
+
   it('a job delayed with startAfter waits, unless drained with includeDelayed', async () => {
     const j = jobs();
     const seen: string[] = [];

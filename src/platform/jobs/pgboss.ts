@@ -1,4 +1,5 @@
 import type { PGlite } from '@electric-sql/pglite';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import type { Config } from '../../config.ts';
@@ -114,6 +115,9 @@ function describeError(err: unknown) {
 }
 
 type Registered = { handler: JobHandler<object>; opts: RegisterOptions; workerIds: string[] };
+
+/** Longer than one step of the database's now() (PGlite's moves in whole milliseconds). */
+const DB_CLOCK_TICK_MS = 2;
 
 const DEFAULT_QUEUE = { retryLimit: 3, retryDelaySeconds: 30, retryBackoff: true, expireInSeconds: 15 * 60 };
 
@@ -346,6 +350,10 @@ export function createJobs(opts: CreateJobsOptions) {
         await ensureQueue(b, n);
       }
       // Handlers may send more jobs: pass over the queues until one pass finds nothing.
+      // A job is due once `start_after < now()`, and the database's clock may not have moved
+      // since the job was sent (PGlite's now() advances in whole milliseconds): a pass that
+      // finds nothing is tried once more after the clock has ticked.
+      let lookedAgain = false;
       for (let pass = 0; pass < 1000; pass++) {
         let ran = 0;
         for (const n of names) {
@@ -369,7 +377,13 @@ export function createJobs(opts: CreateJobsOptions) {
             );
           }
         }
-        if (ran === 0) break;
+        if (ran > 0) {
+          lookedAgain = false;
+          continue;
+        }
+        if (lookedAgain) break;
+        lookedAgain = true;
+        await sleep(DB_CLOCK_TICK_MS);
       }
       return result;
     },
