@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { NO_CONTROL_CHARACTERS } from '../../platform/http/schemas.ts';
+import { isObject } from './providers/http.ts';
 
 /** Request and response shapes of the gateway: the /api management routes and the /v1 inbound API. */
 
@@ -324,7 +325,6 @@ export const MessagesBody = z.looseObject({
 });
 
 const MESSAGE_ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const inRange = (v: unknown, min: number, max: number) => v === null || (typeof v === 'number' && v >= min && v <= max);
 const isInt = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER) =>
   v === null || (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max);

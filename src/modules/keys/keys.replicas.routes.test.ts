@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { busPair } from '../../../test/helpers/bus.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { createTestDb, onServerPostgres, type TestDb } from '../../../test/helpers/db.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
-import { type Bus, memoryBus, memoryHub, postgresBus, redisBus } from '../../platform/bus/index.ts';
+import type { Bus } from '../../platform/bus/index.ts';
 import { manualClock } from '../../platform/clock.ts';
-import { createLogger } from '../../platform/logger.ts';
 import type { KeyWithSecret } from './keys.schemas.ts';
 
 /**
@@ -22,29 +22,11 @@ import type { KeyWithSecret } from './keys.schemas.ts';
 
 type Pair = { a: TestApp; b: TestApp; busA: Bus; busB: Bus; testDb: TestDb };
 
-const logger = createLogger({ level: 'silent' });
-
 async function pair(kind: 'memory' | 'postgres' | 'redis'): Promise<Pair> {
   const testDb = await createTestDb();
   const clock = manualClock(new Date());
-  let busA: Bus;
-  let busB: Bus;
-  if (kind === 'memory') {
-    // Two buses joined by one hub, like two processes on one broker: B hears only what is published.
-    const hub = memoryHub();
-    busA = memoryBus({ hub });
-    busB = memoryBus({ hub });
-  } else if (kind === 'postgres') {
-    const url = testDb.url;
-    if (!url) throw new Error('server Postgres expected');
-    busA = postgresBus({ url, logger });
-    busB = postgresBus({ url, logger });
-  } else {
-    const url = inject('redisUrl');
-    if (!url) throw new Error('Redis expected');
-    busA = redisBus({ url, logger });
-    busB = redisBus({ url, logger });
-  }
+  // PGlite: two in-process buses joined by one hub, like two processes on one broker.
+  const [busA, busB] = busPair(kind, testDb);
   const a = await createTestApp({ bus: busA, testDb, clock });
   const b = await createTestApp({ bus: busB, testDb, clock });
   return { a, b, busA, busB, testDb };

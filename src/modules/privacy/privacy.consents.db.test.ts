@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDb, type TestDb } from '../../../test/helpers/db.ts';
-import type { Bus } from '../../platform/bus/index.ts';
+import { gapBus } from '../../../test/helpers/gap-bus.ts';
 import { manualClock } from '../../platform/clock.ts';
 import { newId } from '../../platform/ids.ts';
 import { consentsRepo } from './privacy.consents.repo.ts';
@@ -29,14 +29,7 @@ function harness() {
   const clock = manualClock(new Date());
   const state = { broken: false, reads: 0 };
   const warnings: string[] = [];
-  let gap: (() => void) | undefined;
-  const bus: Pick<Bus, 'publish' | 'subscribe'> = {
-    publish: async () => undefined,
-    subscribe: async (_channel, _handler, onGap) => {
-      gap = onGap;
-      return async () => undefined;
-    },
-  };
+  const { bus, gap } = gapBus();
   const service = consentsService({
     db: t.db,
     repo: {
@@ -59,7 +52,7 @@ function harness() {
   });
   /** Lets a read started by a check finish. */
   const settle = () => service.reload();
-  return { service, clock, state, warnings, gap: () => gap?.(), settle };
+  return { service, clock, state, warnings, gap, settle };
 }
 
 describe('objections, when they cannot be read', () => {

@@ -14,6 +14,7 @@ import {
   type ObjectionPurpose,
   type ObjectionRow,
 } from './privacy.consents.tables.ts';
+import { followedSet } from './privacy.followed.ts';
 import type { RequestsService } from './privacy.requests.ts';
 
 type UserActor = Extract<Actor, { type: 'user' }>;
@@ -132,79 +133,38 @@ export function consentsService(deps: Deps) {
   const { db, repo, clock } = deps;
   const listeners: ObjectionListener[] = [];
   /** Per purpose, the users objecting to it now. */
-  let objectors = new Map<string, Set<string>>();
-  let loadedAt = Number.NEGATIVE_INFINITY;
-  /** Counts applied messages: a reload that overlapped one reads again (it may hold the old state). */
-  let version = 0;
-  let reloading: Promise<void> | null = null;
-  const retry = deps.retry ?? OBJECTIONS_RETRY;
-  /** False until the objections were read once, and again while a re-read after a bus gap has not succeeded. */
-  let trusted = false;
-  let gapPending = false;
-  /** No re-read starts before this (clock ms): backoff after a failed one, so an outage costs no query per request. */
-  let nextAttemptAt = Number.NEGATIVE_INFINITY;
-  let delayMs = retry.firstMs;
-  let failing = false;
+  const objectors = followedSet({
+    read: async () => {
+      const next = new Map<string, Set<string>>();
+      for (const r of await repo.currentObjections(db.orm)) {
+        if (!next.has(r.purpose)) next.set(r.purpose, new Set());
+        next.get(r.purpose)?.add(r.userId);
+      }
+      return next;
+    },
+    initial: new Map<string, Set<string>>(),
+    clock,
+    logger: deps.logger,
+    refreshMs: OBJECTIONS_REFRESH_MS,
+    retry: deps.retry ?? OBJECTIONS_RETRY,
+    warnings: {
+      untrusted: 'privacy: could not read the objections; treating every user as objecting until it can',
+      keeping: 'privacy: could not re-read the objections; keeping the last set',
+    },
+    // One warning per outage, not one per request.
+    warnOncePerOutage: true,
+  });
 
   function apply(m: ObjectionChangeEvent) {
-    version++;
-    let set = objectors.get(m.purpose);
-    if (!set) {
-      set = new Set();
-      objectors.set(m.purpose, set);
-    }
-    if (m.objected) set.add(m.userId);
-    else set.delete(m.userId);
-  }
-
-  async function readAll(): Promise<void> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const seen = version;
-      const at = clock.now().getTime();
-      const rows = await repo.currentObjections(db.orm);
-      if (seen === version || attempt === 2) {
-        const next = new Map<string, Set<string>>();
-        for (const r of rows) {
-          if (!next.has(r.purpose)) next.set(r.purpose, new Set());
-          next.get(r.purpose)?.add(r.userId);
-        }
-        objectors = next;
-        loadedAt = at;
-        return;
+    objectors.apply((byPurpose) => {
+      let set = byPurpose.get(m.purpose);
+      if (!set) {
+        set = new Set();
+        byPurpose.set(m.purpose, set);
       }
-    }
-  }
-
-  function reload(): Promise<void> {
-    reloading ??= readAll()
-      .then(
-        () => {
-          trusted = true;
-          gapPending = false;
-          failing = false;
-          delayMs = retry.firstMs;
-          nextAttemptAt = Number.NEGATIVE_INFINITY;
-        },
-        () => {
-          // After a gap messages may have been lost: the last set is no longer trusted.
-          if (gapPending) trusted = false;
-          // One warning per outage, not one per request.
-          if (!failing) {
-            deps.logger.warn(
-              trusted
-                ? 'privacy: could not re-read the objections; keeping the last set'
-                : 'privacy: could not read the objections; treating every user as objecting until it can',
-            );
-          }
-          failing = true;
-          nextAttemptAt = clock.now().getTime() + delayMs;
-          delayMs = Math.min(delayMs * 2, retry.maxMs);
-        },
-      )
-      .finally(() => {
-        reloading = null;
-      });
-    return reloading;
+      if (m.objected) set.add(m.userId);
+      else set.delete(m.userId);
+    });
   }
 
   async function announce(m: ObjectionChangeEvent) {
@@ -264,18 +224,14 @@ export function consentsService(deps: Deps) {
           if (m) apply(m);
           else deps.logger.warn('privacy: ignored a malformed objection message');
         },
-        () => {
-          version++;
-          gapPending = true;
-          void reload();
-        },
+        objectors.onGap,
       );
-      await reload();
+      await objectors.reload();
       return stop;
     },
 
     /** Re-reads the objections now (after a bus gap; tests). */
-    reload,
+    reload: objectors.reload,
 
     /**
      * True while the user objects to `purpose`. From memory: safe on every request. It fails
@@ -283,10 +239,9 @@ export function consentsService(deps: Deps) {
      * user counts as objecting (the processing waits rather than overriding an objection).
      */
     objecting(userId: string, purpose: ObjectionPurpose): boolean {
-      const now = clock.now().getTime();
-      if ((!trusted || now - loadedAt > OBJECTIONS_REFRESH_MS) && now >= nextAttemptAt) void reload();
-      if (!trusted) return true;
-      return objectors.get(purpose)?.has(userId) ?? false;
+      objectors.refreshIfDue();
+      if (!objectors.trusted) return true;
+      return objectors.value.get(purpose)?.has(userId) ?? false;
     },
 
     /**

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDb, type TestDb } from '../../../test/helpers/db.ts';
-import type { Bus } from '../../platform/bus/index.ts';
+import { gapBus } from '../../../test/helpers/gap-bus.ts';
 import { manualClock } from '../../platform/clock.ts';
 import { newId } from '../../platform/ids.ts';
 import type { RequestsService } from './privacy.requests.ts';
@@ -32,14 +32,7 @@ function harness() {
   const state = { broken: false, reads: 0 };
   const timers: Array<{ fn: () => void; ms: number; cancelled: boolean }> = [];
   const warnings: string[] = [];
-  let gap: (() => void) | undefined;
-  const bus: Pick<Bus, 'publish' | 'subscribe'> = {
-    publish: async () => undefined,
-    subscribe: async (_channel, _handler, onGap) => {
-      gap = onGap;
-      return async () => undefined;
-    },
-  };
+  const { bus, gap } = gapBus();
   const service = restrictionsService({
     db: t.db,
     repo: {
@@ -83,10 +76,7 @@ function harness() {
     warnings,
     pending,
     fire,
-    gap: () => {
-      if (!gap) throw new Error('not subscribed');
-      gap();
-    },
+    gap,
   };
 }
 

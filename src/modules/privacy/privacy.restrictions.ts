@@ -6,6 +6,7 @@ import type { Actor } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditService } from '../audit/index.ts';
+import { followedSet, type Schedule, unrefTimer } from './privacy.followed.ts';
 import type { RequestsService } from './privacy.requests.ts';
 import type { RestrictionsRepo } from './privacy.restrictions.repo.ts';
 
@@ -17,14 +18,7 @@ export const RESTRICTIONS_REFRESH_MS = 60_000;
 /** Waits between attempts to read the restricted users after one failed: doubling from the first to the most. */
 export const RESTRICTIONS_RETRY = { firstMs: 1_000, maxMs: 30_000 };
 
-/** Runs `fn` once after `ms` (a timer that keeps no process alive); returns its cancel. */
-export type Schedule = (fn: () => void, ms: number) => () => void;
-
-const unrefTimer: Schedule = (fn, ms) => {
-  const timer = setTimeout(fn, ms);
-  timer.unref();
-  return () => clearTimeout(timer);
-};
+export type { Schedule } from './privacy.followed.ts';
 
 export type RestrictionView = {
   restricted: boolean;
@@ -84,85 +78,25 @@ function parseMessage(message: string): Message | null {
  */
 export function restrictionsService(deps: Deps) {
   const { db, repo, clock } = deps;
-  const retry = deps.retry ?? RESTRICTIONS_RETRY;
-  const schedule = deps.schedule ?? unrefTimer;
-  let restricted = new Set<string>();
-  let loadedAt = Number.NEGATIVE_INFINITY;
-  /** Counts applied messages and bus gaps: a reload that overlapped one reads again (it may hold the old state). */
-  let version = 0;
-  let reloading: Promise<void> | null = null;
-  /** False until the set was read once, and again while a re-read after a bus gap has not succeeded. */
-  let trusted = false;
-  /** A bus gap happened and no read has succeeded since. */
-  let gapPending = false;
-  /** No background re-read starts before this (clock ms): backoff after a failed one. */
-  let nextAttemptAt = Number.NEGATIVE_INFINITY;
-  let delayMs = retry.firstMs;
-  let cancelRetry: (() => void) | null = null;
-  let stopped = false;
+  const restricted = followedSet({
+    read: async () => new Set(await repo.activeUserIds(db.orm)),
+    initial: new Set<string>(),
+    clock,
+    logger: deps.logger,
+    refreshMs: RESTRICTIONS_REFRESH_MS,
+    retry: deps.retry ?? RESTRICTIONS_RETRY,
+    warnings: {
+      untrusted: 'privacy: could not read the restricted users; refusing processing until it can',
+      keeping: 'privacy: could not re-read the restricted users; keeping the last set',
+    },
+    schedule: deps.schedule ?? unrefTimer,
+  });
 
   function apply(m: Message) {
-    version++;
-    if (m.restricted) restricted.add(m.userId);
-    else restricted.delete(m.userId);
-  }
-
-  async function readAll(): Promise<void> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const seen = version;
-      const at = clock.now().getTime();
-      const ids = await repo.activeUserIds(db.orm);
-      if (seen === version || attempt === 2) {
-        restricted = new Set(ids);
-        loadedAt = at;
-        return;
-      }
-    }
-  }
-
-  function retryLater() {
-    nextAttemptAt = clock.now().getTime() + delayMs;
-    if (!trusted && !stopped && !cancelRetry) {
-      cancelRetry = schedule(() => {
-        cancelRetry = null;
-        void reload();
-      }, delayMs);
-    }
-    delayMs = Math.min(delayMs * 2, retry.maxMs);
-  }
-
-  function reload(): Promise<void> {
-    reloading ??= readAll()
-      .then(
-        () => {
-          trusted = true;
-          gapPending = false;
-          delayMs = retry.firstMs;
-          nextAttemptAt = Number.NEGATIVE_INFINITY;
-          cancelRetry?.();
-          cancelRetry = null;
-        },
-        () => {
-          if (!trusted || gapPending) {
-            trusted = false;
-            deps.logger.warn('privacy: could not read the restricted users; refusing processing until it can');
-          } else {
-            deps.logger.warn('privacy: could not re-read the restricted users; keeping the last set');
-          }
-          retryLater();
-        },
-      )
-      .finally(() => {
-        reloading = null;
-      });
-    return reloading;
-  }
-
-  /** After a reconnect: messages may have been lost, so the set is read again (and refused if that fails). */
-  function onGap() {
-    version++;
-    gapPending = true;
-    void reload();
+    restricted.apply((set) => {
+      if (m.restricted) set.add(m.userId);
+      else set.delete(m.userId);
+    });
   }
 
   async function announce(m: Message) {
@@ -175,16 +109,15 @@ export function restrictionsService(deps: Deps) {
   }
 
   function processingAllowed(userId: string): boolean {
-    if (!trusted) {
+    if (!restricted.trusted) {
       throw new AppError(
         'restrictions_unavailable',
         'Whether this account’s processing is restricted cannot be checked right now; nothing is processed until it can. Try again shortly.',
-        { retryAfterSeconds: Math.ceil(delayMs / 1000) },
+        { retryAfterSeconds: Math.ceil(restricted.delayMs / 1000) },
       );
     }
-    const now = clock.now().getTime();
-    if (now - loadedAt > RESTRICTIONS_REFRESH_MS && now >= nextAttemptAt) void reload();
-    return !restricted.has(userId);
+    restricted.refreshIfDue();
+    return !restricted.value.has(userId);
   }
 
   /** The user's restriction now, with its history (newest first). */
@@ -229,7 +162,7 @@ export function restrictionsService(deps: Deps) {
      * start: checks answer 503 `restrictions_unavailable` until a retry succeeds.
      */
     async start(): Promise<() => Promise<void>> {
-      stopped = false;
+      restricted.resume();
       const stop = await deps.bus.subscribe(
         RESTRICTIONS_CHANNEL,
         (message) => {
@@ -237,19 +170,17 @@ export function restrictionsService(deps: Deps) {
           if (m) apply(m);
           else deps.logger.warn('privacy: ignored a malformed restriction message');
         },
-        onGap,
+        restricted.onGap,
       );
-      await reload();
+      await restricted.reload();
       return async () => {
-        stopped = true;
-        cancelRetry?.();
-        cancelRetry = null;
+        restricted.stop();
         await stop();
       };
     },
 
     /** Re-reads the restricted users now (tests; the bus gap and the retries call it). */
-    reload,
+    reload: restricted.reload,
 
     /**
      * False while the user's processing is restricted. From memory: safe on the gateway's hot

@@ -1,11 +1,11 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { busPair } from '../../../test/helpers/bus.ts';
 import { createTestDb, onServerPostgres, type TestDb } from '../../../test/helpers/db.ts';
-import { type Bus, memoryBus, memoryHub, postgresBus, redisBus } from '../../platform/bus/index.ts';
+import type { Bus } from '../../platform/bus/index.ts';
 import { manualClock } from '../../platform/clock.ts';
 import { newId } from '../../platform/ids.ts';
-import { createLogger } from '../../platform/logger.ts';
 import type { VaultContext } from './vault.crypto.ts';
 import { VAULT_CHANNEL } from './vault.service.ts';
 
@@ -20,8 +20,6 @@ import { VAULT_CHANNEL } from './vault.service.ts';
  */
 
 type Pair = { a: TestApp; b: TestApp; busA: Bus; busB: Bus; gapB(): void; testDb: TestDb };
-
-const logger = createLogger({ level: 'silent' });
 
 /** A bus whose reconnects the test announces (`gap()` runs every subscriber's `onGap`). */
 function withGaps(inner: Bus): { bus: Bus; gap(): void } {
@@ -45,23 +43,7 @@ function withGaps(inner: Bus): { bus: Bus; gap(): void } {
 async function pair(kind: 'memory' | 'postgres' | 'redis'): Promise<Pair> {
   const testDb = await createTestDb();
   const clock = manualClock(new Date());
-  let busA: Bus;
-  let inner: Bus;
-  if (kind === 'memory') {
-    const hub = memoryHub();
-    busA = memoryBus({ hub });
-    inner = memoryBus({ hub });
-  } else if (kind === 'postgres') {
-    const url = testDb.url;
-    if (!url) throw new Error('server Postgres expected');
-    busA = postgresBus({ url, logger });
-    inner = postgresBus({ url, logger });
-  } else {
-    const url = inject('redisUrl');
-    if (!url) throw new Error('Redis expected');
-    busA = redisBus({ url, logger });
-    inner = redisBus({ url, logger });
-  }
+  const [busA, inner] = busPair(kind, testDb);
   const { bus: busB, gap: gapB } = withGaps(inner);
   const a = await createTestApp({ bus: busA, testDb, clock });
   const b = await createTestApp({ bus: busB, testDb, clock });
