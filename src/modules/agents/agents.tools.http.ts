@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { type Dispatcher, request } from 'undici';
 import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
+import { readLimited } from '../../platform/http/limited-body.ts';
 import { defineTool, fail, hostAllowed, ok, type Tool, ToolFailure } from './agents.tools.core.ts';
 import type { ToolDef } from './agents.tools.schemas.ts';
 
@@ -30,9 +31,12 @@ export type LimitedRequest = {
 
 export type LimitedResponse = { status: number; contentType: string; body: string };
 
-/** True when the error, or one it was caused by, is the egress guard refusing an address. */
-function isEgressRefusal(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 5; depth++) {
+/**
+ * True when the error, or one it was caused by, is the egress guard refusing an address
+ * (undici and the MCP SDK wrap it a few levels deep).
+ */
+export function isEgressRefusal(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 6; depth++) {
     if (e instanceof EgressDenied || (e as { code?: unknown }).code === 'EGRESS_DENIED') return true;
     e = (e as { cause?: unknown }).cause;
   }
@@ -67,21 +71,15 @@ export async function sendLimited(transport: HttpTransport, req: LimitedRequest)
       bodyTimeout: 0,
     });
     body = res.body;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of res.body) {
-      const piece = chunk as Buffer;
-      size += piece.length;
-      if (size > req.maxBytes) {
-        throw new ToolFailure('response_too_large', `The response is larger than ${req.maxBytes} bytes.`);
-      }
-      chunks.push(piece);
+    const raw = await readLimited(res.body, req.maxBytes);
+    if (raw === null) {
+      throw new ToolFailure('response_too_large', `The response is larger than ${req.maxBytes} bytes.`);
     }
     const type = res.headers['content-type'];
     return {
       status: res.statusCode,
       contentType: (Array.isArray(type) ? type[0] : type) ?? '',
-      body: Buffer.concat(chunks).toString('utf8'),
+      body: raw.toString('utf8'),
     };
   } catch (err) {
     if (err instanceof ToolFailure) throw err;

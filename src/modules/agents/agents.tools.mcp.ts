@@ -5,7 +5,6 @@ import type { FetchLike, Transport } from '@modelcontextprotocol/sdk/shared/tran
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { ValidateFunction } from 'ajv';
 import { fetch as undiciFetch } from 'undici';
-import { EgressDenied } from '../../platform/http/egress.ts';
 import {
   compileParameters,
   defineTool,
@@ -15,7 +14,7 @@ import {
   type Tool,
   ToolFailure,
 } from './agents.tools.core.ts';
-import { type HttpTransport, redactSecrets, type ToolSecret } from './agents.tools.http.ts';
+import { type HttpTransport, isEgressRefusal, redactSecrets, type ToolSecret } from './agents.tools.http.ts';
 import type { ToolDef } from './agents.tools.schemas.ts';
 
 type McpToolDef = Extract<ToolDef, { type: 'mcp' }>;
@@ -43,14 +42,6 @@ const MAX_TOOLS = 1000;
 const MAX_PAGES = 20;
 
 type SessionState = { tooLarge: boolean; stop: AbortController };
-
-function isEgressRefusal(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 6; depth++) {
-    if (e instanceof EgressDenied || (e as { code?: unknown }).code === 'EGRESS_DENIED') return true;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return false;
-}
 
 /** fetch for the SDK: the egress guard's dispatcher, and every body cut off at `maxBytes`. */
 function guardedFetch(http: HttpTransport, maxBytes: number, state: SessionState): FetchLike {

@@ -1,8 +1,13 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOAuthServer, startFakeOAuthServer } from '../../../test/fakes/oauth-server.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
+import {
+  rowCount as countRows,
+  addMember as joinWorkspace,
+  userinfo as providerUserinfo,
+} from '../../../test/helpers/connections.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { DAY, MINUTE } from '../../platform/clock.ts';
 import { DELETION_GRACE_DAYS } from '../privacy/privacy.erasure.service.ts';
@@ -28,18 +33,10 @@ let startedAt: Date;
 const base = (ws = wsId) => `/api/workspaces/${ws}`;
 const svc = () => app.modules.connections.service;
 
-async function rowCount(table: string, where = sql`true`): Promise<number> {
-  const res = (await app.db.system((tx) =>
-    tx.execute(sql`select count(*)::int as n from ${sql.identifier(table)} where ${where}`),
-  )) as unknown as { rows: Array<{ n: number }> };
-  return res.rows[0]?.n ?? 0;
-}
+const rowCount = (table: string, where?: SQL) => countRows(app, table, where);
 
-async function addMember(ws: string, by: SignedInClient, client: SignedInClient, role: 'admin' | 'member') {
-  const scope = { workspaceId: ws, actor: { type: 'user' as const, userId: by.userId }, role: 'owner' as const };
-  const { token } = await app.modules.workspaces.service.invite({ scope, email: client.email, role });
-  await app.modules.workspaces.service.acceptInvitation({ token, userId: client.userId });
-}
+const addMember = (ws: string, by: SignedInClient, client: SignedInClient, role: 'admin' | 'member') =>
+  joinWorkspace(app, ws, by.userId, client, role);
 
 async function addProvider(ws: string, by: SignedInClient): Promise<void> {
   const res = await by.post(`${base(ws)}/oauth-providers`, {
@@ -72,11 +69,7 @@ async function connect(client: SignedInClient, name: string, ws = wsId): Promise
   return res.body;
 }
 
-async function userinfo(accessToken: string): Promise<number> {
-  const res = await fetch(`${oauth.issuer}/me`, { headers: { authorization: `Bearer ${accessToken}` } });
-  await res.arrayBuffer();
-  return res.status;
-}
+const userinfo = (accessToken: string) => providerUserinfo(oauth, accessToken);
 
 beforeAll(async () => {
   oauth = await startFakeOAuthServer({ redirectUri: REDIRECT });

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request } from 'undici';
 import { z } from 'zod';
 import type { EgressGuard } from '../../platform/http/egress.ts';
+import { readLimited } from '../../platform/http/limited-body.ts';
 
 /**
  * The OAuth 2.0 client side Berth speaks to any provider (RFC 6749 authorization code grant
@@ -154,22 +155,17 @@ export function oauthHttp(deps: { egress: EgressGuard; timeoutMs?: number }) {
     } catch (err) {
       throw new OAuthTransportError((err as Error).name === 'EgressDenied' ? 'egress denied' : 'connection failed');
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
+    let raw: Buffer | null;
     try {
-      for await (const chunk of res.body) {
-        size += (chunk as Buffer).length;
-        if (size > MAX_RESPONSE_BYTES) {
-          res.body.destroy();
-          throw new OAuthTransportError('response too large');
-        }
-        chunks.push(chunk as Buffer);
-      }
-    } catch (err) {
-      if (err instanceof OAuthTransportError) throw err;
+      raw = await readLimited(res.body, MAX_RESPONSE_BYTES);
+    } catch {
       throw new OAuthTransportError('response interrupted');
     }
-    const text = Buffer.concat(chunks).toString('utf8');
+    if (raw === null) {
+      res.body.destroy();
+      throw new OAuthTransportError('response too large');
+    }
+    const text = raw.toString('utf8');
     let body: unknown = null;
     try {
       body = text.length > 0 ? JSON.parse(text) : null;

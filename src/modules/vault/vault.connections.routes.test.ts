@@ -1,7 +1,12 @@
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOAuthServer, startFakeOAuthServer } from '../../../test/fakes/oauth-server.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import {
+  rowCount as countRows,
+  addMember as joinWorkspace,
+  userinfo as providerUserinfo,
+} from '../../../test/helpers/connections.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import type { ConnectionView, OAuthProviderView } from './vault.connections.schemas.ts';
 
@@ -24,18 +29,10 @@ let startedAt: Date;
 
 const base = () => `/api/workspaces/${wsId}`;
 
-async function rowCount(table: string, where = sql`true`): Promise<number> {
-  const res = (await app.db.system((tx) =>
-    tx.execute(sql`select count(*)::int as n from ${sql.identifier(table)} where ${where}`),
-  )) as unknown as { rows: Array<{ n: number }> };
-  return res.rows[0]?.n ?? 0;
-}
+const rowCount = (table: string, where?: SQL) => countRows(app, table, where);
 
-async function addMember(client: SignedInClient, role: 'admin' | 'member' | 'viewer') {
-  const scope = { workspaceId: wsId, actor: { type: 'user' as const, userId: owner.userId }, role: 'owner' as const };
-  const { token } = await app.modules.workspaces.service.invite({ scope, email: client.email, role });
-  await app.modules.workspaces.service.acceptInvitation({ token, userId: client.userId });
-}
+const addMember = (client: SignedInClient, role: 'admin' | 'member' | 'viewer') =>
+  joinWorkspace(app, wsId, owner.userId, client, role);
 
 /** A fresh connection name: each test's connections are told apart by name (unique per member). */
 let seq = 0;
@@ -56,11 +53,7 @@ async function connect(
   return { callback, res };
 }
 
-async function userinfo(accessToken: string): Promise<number> {
-  const res = await fetch(`${oauth.issuer}/me`, { headers: { authorization: `Bearer ${accessToken}` } });
-  await res.arrayBuffer();
-  return res.status;
-}
+const userinfo = (accessToken: string) => providerUserinfo(oauth, accessToken);
 
 beforeAll(async () => {
   oauth = await startFakeOAuthServer({ redirectUri: REDIRECT });
