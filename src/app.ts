@@ -124,6 +124,14 @@ export function createModules(deps: AppDeps) {
     audit: audit.service,
     vault: vault.service,
     requirePermission: workspaces.service.requirePermission,
+    runs: {
+      // A run's model calls are gateway calls: the same governance, credits and usage events.
+      complete: (caller, body, signal) => gateway.service.complete(caller, body, signal),
+      contextWindow: (workspaceId, model) => gateway.service.contextWindow(workspaceId, model),
+      keyPolicy: (workspaceId, keyId) => keys.service.policyOf(workspaceId, keyId),
+      canStartWork: (workspaceId) => billing.canStartWork(workspaceId),
+      assertProcessingAllowed: (userId) => privacy.service.restrictions.assertProcessingAllowed(userId),
+    },
   });
   const modules = {
     audit,

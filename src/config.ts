@@ -106,6 +106,12 @@ export const ConfigSchema = z
     BERTH_EGRESS_ALLOW: z.string().optional(),
     /** Lets workspace admins add MCP servers that Berth starts as local programs (stdio): they run on this host. Off by default. */
     BERTH_MCP_STDIO: bool.default(false),
+    /** How long an agent run's worker holds it without a heartbeat; a run whose worker died resumes after this. */
+    BERTH_RUN_LEASE_SECONDS: int(1, 3600).default(30),
+    /** How long a run waits for a tool call's approval before it expires. */
+    BERTH_RUN_APPROVAL_TTL_SECONDS: int(10, 30 * 24 * 3600).default(24 * 3600),
+    /** Agent runs one worker process executes at once (background runs; sync and streamed runs run in the request's process). */
+    BERTH_RUN_CONCURRENCY: int(1, 1000).default(8),
     BERTH_UNPRICED_MODELS: z.enum(['refuse', 'free']).default('refuse'),
     BERTH_GATEWAY_BODY_LIMIT: int(1024, 1024 * 1024 * 1024).default(16 * 1024 * 1024),
     BERTH_GATEWAY_RETRIES: int(0, 5).default(1),

@@ -9,6 +9,9 @@
 export const ERROR_CODES = {
   // 400
   bad_request: 400,
+  // a cursor that names nothing of the list; tool-call arguments that are not a JSON object
+  invalid_cursor: 400,
+  invalid_arguments: 400,
   invalid_json: 400,
   validation_failed: 400,
   weak_password: 400,
@@ -114,6 +117,13 @@ export const ERROR_CODES = {
   agent_name_taken: 409,
   agent_unchanged: 409,
   agent_archived: 409,
+  // agent runs: an agent with no published version; continuing a run still going; changing
+  // a run that ended; deciding on a run not waiting for one; an approval after its window
+  agent_not_published: 409,
+  previous_run_active: 409,
+  run_finished: 409,
+  run_not_waiting: 409,
+  approval_expired: 409,
   // 410
   export_link_used: 410,
   export_link_expired: 410,

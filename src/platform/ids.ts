@@ -57,6 +57,8 @@ export const ID_PREFIXES = [
   // agent tools: workspace secrets and MCP servers
   'sec',
   'mcp',
+  // a worker process's name in the leases it holds (agent runs)
+  'wrk',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

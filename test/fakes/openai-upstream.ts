@@ -19,7 +19,9 @@ export type UpstreamBehaviour =
   | { kind: 'truncate' }
   | { kind: 'html' }
   | { kind: 'no_usage' }
-  | { kind: 'slow_stream'; delayMs: number };
+  | { kind: 'slow_stream'; delayMs: number }
+  /** The next whole (not streamed) answer, as given: text and/or tool calls (what an agent's model would say). */
+  | { kind: 'reply'; content?: string | null; toolCalls?: Array<{ name: string; arguments: string }>; finish?: string };
 
 export type ReceivedRequest = {
   method: string;
@@ -152,6 +154,31 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     const words = text.split(' ');
     const reply = maxTokens !== undefined && words.length > maxTokens ? words.slice(0, maxTokens).join(' ') : text;
     const finish = callTools ? 'tool_calls' : reply === text ? 'stop' : 'length';
+    if (behaviour.kind === 'reply' && body.stream !== true) {
+      const calls = behaviour.toolCalls?.map((c) => ({
+        id: `call_${++seq}`,
+        type: 'function' as const,
+        function: { name: c.name, arguments: c.arguments },
+      }));
+      const content = behaviour.content ?? null;
+      const out = fakeTokens(content ?? '') + (calls?.length ?? 0) * 5;
+      const inTokens = promptTokens(messages);
+      return json(res, 200, {
+        id: `chatcmpl-${++seq}`,
+        object: 'chat.completion',
+        created: Math.floor(Date.now() / 1000),
+        model: String(body.model),
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content, ...(calls?.length ? { tool_calls: calls } : {}) },
+            finish_reason: behaviour.finish ?? (calls?.length ? 'tool_calls' : 'stop'),
+            logprobs: null,
+          },
+        ],
+        usage: { prompt_tokens: inTokens, completion_tokens: out, total_tokens: inTokens + out },
+      });
+    }
     const toolCalls = callTools
       ? Array.from({ length: body.parallel_tool_calls === false ? 1 : Math.min(2, tools.length) }, (_, i) => ({
           id: `call_${++seq}`,

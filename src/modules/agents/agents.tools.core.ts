@@ -39,7 +39,10 @@ export type ToolErrorCode =
   | 'mcp_unavailable'
   | 'secret_placement_not_allowed'
   | 'tool_error'
-  | 'tool_failed';
+  | 'tool_failed'
+  // Answered by the run engine, not by a tool: no tool of that name; a person denied the call.
+  | 'unknown_tool'
+  | 'denied';
 
 export type ToolError = { code: ToolErrorCode; message: string };
 

@@ -3,18 +3,28 @@
 import type { FastifyRequest } from 'fastify';
 import { moduleDataMap } from '../../platform/db/datamap.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
+import { newId } from '../../platform/ids.ts';
+import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { AuditService } from '../audit/index.ts';
 import type { Module, PlatformDeps } from '../types.ts';
 import type { VaultService } from '../vault/index.ts';
 import type { Permission } from '../workspaces/index.ts';
 import { agentsRepo } from './agents.repo.ts';
 import { registerAgentRoutes } from './agents.routes.ts';
+import { type EngineDeps, runEngine } from './agents.runs.engine.ts';
+import { runsRepo } from './agents.runs.repo.ts';
+import { registerRunRoutes } from './agents.runs.routes.ts';
+import { RUN_JOB, type RunsService, runsService } from './agents.runs.service.ts';
+import { agentRunTables } from './agents.runs.tables.ts';
 import { type AgentsService, agentsService } from './agents.service.ts';
 import { agentTables } from './agents.tables.ts';
 // Tools (secrets, MCP servers, built-in/HTTP/MCP tools): agents.tools.ts.
 import { type AgentTools, createAgentTools } from './agents.tools.ts';
 
 export { checkDefinition, toolSchemaProblem } from './agents.definition.ts';
+export type { RunCaller } from './agents.runs.engine.ts';
+export type { RunView } from './agents.runs.schemas.ts';
+export type { RunsService } from './agents.runs.service.ts';
 export {
   AGENT_FORMAT,
   AgentDefinition,
@@ -34,6 +44,13 @@ export type AgentsDeps = PlatformDeps & {
   /** Tools: workspace secrets and MCP headers are vault ciphertext. */
   vault: Pick<VaultService, 'encrypt' | 'decryptString'>;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
+  /** What runs need from the gateway, the keys, billing and privacy. */
+  runs: Pick<EngineDeps, 'complete' | 'keyPolicy' | 'assertProcessingAllowed'> & {
+    /** The context window of a model the workspace calls (null: unknown). */
+    contextWindow(workspaceId: string, model: string): Promise<number | null>;
+    /** Billing: refuses `insufficient_credits` when the workspace cannot start work. */
+    canStartWork(workspaceId: string): Promise<unknown>;
+  };
 };
 
 /**
@@ -45,7 +62,7 @@ export type AgentsDeps = PlatformDeps & {
  * const agents = createAgentsModule({ ...deps, audit: audit.service, requirePermission });
  * const v = await agents.service.getVersion({ scope, agent: 'support', version: 3 });
  */
-export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { tools: AgentTools } {
+export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { tools: AgentTools; runs: RunsService } {
   const tools = createAgentTools(deps);
   const service = agentsService({
     db: deps.db,
@@ -54,13 +71,78 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
     clock: deps.clock,
     checkSecretUse: tools.checkSecretUse,
   });
+  const { config } = deps;
+  const leaseMs = config.BERTH_RUN_LEASE_SECONDS * 1000;
+  const approvalTtlMs = config.BERTH_RUN_APPROVAL_TTL_SECONDS * 1000;
+  let runs: RunsService | null = null;
+  const engine = runEngine({
+    db: deps.db,
+    repo: runsRepo,
+    clock: deps.clock,
+    logger: deps.logger,
+    vault: deps.vault,
+    owner: newId('wrk', deps.clock.now()),
+    settings: {
+      leaseMs,
+      heartbeatMs: Math.max(250, Math.floor(leaseMs / 3)),
+      approvalTtlMs,
+      maxToolFailures: 5,
+      maxAttempts: 3,
+    },
+    definitionOf: async (tx, workspaceId, agentId, version) =>
+      (await agentsRepo.findVersion(tx, workspaceId, agentId, version))?.definition ?? null,
+    resolveTools: (workspaceId, defs) => tools.tools.resolve(workspaceId, defs),
+    complete: deps.runs.complete,
+    keyPolicy: deps.runs.keyPolicy,
+    assertProcessingAllowed: deps.runs.assertProcessingAllowed,
+    notify: (runId) => runs?.notify(runId),
+  });
+  runs = runsService({
+    db: deps.db,
+    repo: runsRepo,
+    agents: agentsRepo,
+    engine,
+    clock: deps.clock,
+    logger: deps.logger,
+    jobs: deps.jobs,
+    bus: deps.bus,
+    contextWindow: deps.runs.contextWindow,
+    canStartWork: deps.runs.canStartWork,
+    assertProcessingAllowed: deps.runs.assertProcessingAllowed,
+    settings: { approvalTtlMs },
+  });
+  const runService = runs;
+  let sweeper: NodeJS.Timeout | null = null;
   return {
     service,
     tools,
-    dataMap: moduleDataMap('agents', [...agentTables, ...tools.tables]),
-    registerRoutes(app: HttpServer) {
+    runs: runService,
+    dataMap: moduleDataMap('agents', [...agentTables, ...tools.tables, ...agentRunTables]),
+    async registerRoutes(app: HttpServer) {
       registerAgentRoutes(app, { service, requirePermission: deps.requirePermission });
       tools.registerRoutes(app, deps.requirePermission);
+      registerRunRoutes(app, { service: runService, requirePermission: deps.requirePermission });
+      const unsubscribe = await runService.followBus();
+      app.addHook('onClose', async () => {
+        if (sweeper) clearInterval(sweeper);
+        sweeper = null;
+        // Runs executing here stop writing and give their lease back: another worker resumes them.
+        await engine.release();
+        await unsubscribe().catch(() => undefined);
+      });
+    },
+    async registerJobs(jobs: Jobs) {
+      await jobs.register<{ workspaceId: string; runId: string }>(
+        RUN_JOB,
+        async ({ workspaceId, runId }) => engine.execute(workspaceId, runId),
+        { concurrency: config.BERTH_RUN_CONCURRENCY, retryLimit: 1, expireInSeconds: 3600 + 600 },
+      );
+      // Runs whose worker died are found within a lease's time and resumed; approvals that expired end.
+      const sweep = () =>
+        void runService.sweep().catch(() => deps.logger.warn('agents: the run sweep failed; it runs again shortly'));
+      sweeper = setInterval(sweep, leaseMs);
+      sweeper.unref();
+      sweep();
     },
   };
 }

@@ -2,10 +2,17 @@ import type { Clock } from '../../platform/clock.ts';
 import { AppError } from '../../platform/errors.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
-import { type CallOptions, UpstreamError, type Usage } from './gateway.adapter.ts';
+import {
+  type CallOptions,
+  type ChatCompletionRequest,
+  type ChatCompletionResponse,
+  UpstreamError,
+  type Usage,
+} from './gateway.adapter.ts';
 import { costMicros, type ModelPrice } from './gateway.catalog.ts';
 import type { CreditGate, Reservation } from './gateway.credits.ts';
 import type { RateLimiter } from './gateway.limits.ts';
+import { contentLength, outputChars } from './gateway.measure.ts';
 import { type LiveProvider, type ProvidersService, priceOf, type WorkspaceGateway } from './gateway.providers.ts';
 import type { UsageEventRow } from './gateway.tables.ts';
 import type { UsageRecorder } from './gateway.usage.ts';
@@ -220,12 +227,34 @@ export function gatewayService(deps: GatewayDeps) {
     return checks.filter((c) => c.kind === 'tokens').map((c) => c.key);
   }
 
+  /**
+   * Checks and reserves everything a call needs before it goes upstream. The returned
+   * call runs attempts (`attempt`) and ends with `finish`, which records the usage event
+   * (journal first) and settles the reservation.
+   */
+  async function begin(caller: Caller, input: BeginInput) {
+    try {
+      return await start(caller, input);
+    } catch (err) {
+      // A refused call is metered too (429, 402, 403, 404...): one event per call, whatever the outcome.
+      if (err instanceof AppError) recordRefusal(caller, input, err);
+      throw err;
+    }
+  }
+
   return {
     /** Waits for settlements and limit updates still running (tests, shutdown). */
     async idle() {
       while (background.size > 0) await Promise.all([...background]);
       // Credits held in leases are settled too: what idle answers is the ledger's final word.
       await deps.credits.flush?.();
+    },
+
+    /** The context window of a model (or an alias's first target) the workspace calls; null when no price says. */
+    async contextWindow(workspaceId: string, model: string): Promise<number | null> {
+      const w = await deps.providers.workspace(workspaceId);
+      const target = w.routes.get(model)?.targets[0]?.model ?? model;
+      return priceOf(w, deps.catalog, target)?.contextWindow ?? null;
     },
 
     /** Every model the workspace can call, with its provider and price. */
@@ -252,22 +281,48 @@ export function gatewayService(deps: GatewayDeps) {
       return out;
     },
 
-    /**
-     * Checks and reserves everything a call needs before it goes upstream. The returned
-     * call runs attempts (`attempt`) and ends with `finish`, which records the usage event
-     * (journal first) and settles the reservation.
-     */
-    async begin(caller: Caller, input: BeginInput) {
-      try {
-        return await start(caller, input);
-      } catch (err) {
-        // A refused call is metered too (429, 402, 403, 404...): one event per call, whatever the outcome.
-        if (err instanceof AppError) recordRefusal(caller, input, err);
-        throw err;
-      }
-    },
+    begin,
 
     recordRefusal,
+
+    /**
+     * One whole (not streamed) chat completion for Berth's own callers (agent runs): the same
+     * governance, reservation, fallback and usage event as a /v1 call. Throws the AppError a
+     * client would get (`insufficient_credits`, `model_not_found`, `upstream_timeout`...).
+     *
+     * @example const { response, usage } = await gateway.complete(caller, { model, messages }, signal);
+     */
+    async complete(
+      caller: Caller,
+      body: ChatCompletionRequest,
+      signal?: AbortSignal,
+    ): Promise<{ response: ChatCompletionResponse; usage: UsageEventRow; provider: string; model: string }> {
+      const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
+      const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
+      const input = { endpoint: 'chat.completions' as const, model: body.model, stream: false, inputEstimate };
+      const call = await begin(caller, { ...input, maxOutputTokens: maxOut });
+      let response: ChatCompletionResponse;
+      try {
+        response = await call.attempt(
+          (c, opts) => c.provider.adapter.chatCompletion({ ...body, model: c.model, stream: false }, opts),
+          signal,
+        );
+      } catch (err) {
+        const e = clientError(err);
+        call.finish({
+          status: signal?.aborted ? 499 : e.status,
+          errorCode: signal?.aborted ? 'client_closed' : e.code,
+        });
+        throw e;
+      }
+      const usage = call.finish({
+        status: 200,
+        usage: response.usage,
+        estimate: { input: inputEstimate, output: estimateFromChars(outputChars(response)) },
+      }) as UsageEventRow;
+      const served = call.served;
+      return { response, usage, provider: served?.provider.name ?? '', model: served?.model ?? body.model };
+    },
   };
 
   async function start(caller: Caller, input: BeginInput) {

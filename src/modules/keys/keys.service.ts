@@ -309,6 +309,22 @@ export function keysService(deps: Deps) {
       });
     },
 
+    /**
+     * What a live key allows its calls (models, rate limits), for work it started that calls
+     * models later (agent runs); null once it is revoked or expired.
+     *
+     * @example const policy = await keys.policyOf(run.workspaceId, run.keyId);
+     */
+    async policyOf(
+      workspaceId: string,
+      keyId: string,
+    ): Promise<{ allowedModels: string[] | null; rateLimitRpm: number | null; rateLimitTpm: number | null } | null> {
+      const now = clock.now();
+      const row = await db.tenant(workspaceId, (tx) => repo.findKey(tx, workspaceId, keyId));
+      if (!row || row.revokedAt || (row.expiresAt && row.expiresAt <= now)) return null;
+      return { allowedModels: row.allowedModels, rateLimitRpm: row.rateLimitRpm, rateLimitTpm: row.rateLimitTpm };
+    },
+
     async getKey({ scope, keyId }: { scope: Scope; keyId: string }): Promise<KeyView> {
       const now = clock.now();
       return db.tenant(scope.workspaceId, async (tx) => viewOf(tx, await visibleKey(tx, scope, keyId, false), now));
