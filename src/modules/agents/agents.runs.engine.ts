@@ -38,7 +38,7 @@ export type EngineSettings = {
   approvalTtlMs: number;
   /** Failed tool calls a run hands back to the model before it fails with tool_error. */
   maxToolFailures: number;
-  /** Attempts (claims) before a run whose workers keep dying expires. */
+  /** Takeovers of a run whose worker died before it expires instead (with last_error run_lost). */
   maxAttempts: number;
 };
 
@@ -215,7 +215,7 @@ export function runEngine(deps: EngineDeps) {
           stopReason: null,
           error: {
             code: 'run_lost',
-            message: `The run's worker stopped ${claimed.attempts - 1} times; it was given up.`,
+            message: `The run's worker stopped ${claimed.attempts} times; it was given up.`,
           },
         });
       }

@@ -87,8 +87,8 @@ export const runsRepo = {
 
   /**
    * Takes the run for `owner` until `leaseUntil`: a queued run, or one in progress whose
-   * lease ran out (its worker died). Counts the attempt. Null when another holds it or it
-   * is in any other status.
+   * lease ran out (its worker died). Null when another holds it or it
+   * is in any other status. Counts the takeover (a claim of a run whose lease ran out).
    */
   async claim(tx: Database, workspaceId: string, id: string, owner: string, now: Date, leaseUntil: Date) {
     const rows = await tx
@@ -97,7 +97,8 @@ export const runsRepo = {
         status: 'in_progress',
         leaseOwner: owner,
         leaseUntil,
-        attempts: sql`${agentRuns.attempts} + 1`,
+        // Attempts count takeovers of a dead worker's run, not resumptions after an approval.
+        attempts: sql`${agentRuns.attempts} + case when ${agentRuns.status} = 'in_progress' then 1 else 0 end`,
         startedAt: sql`coalesce(${agentRuns.startedAt}, ${now.toISOString()}::timestamptz)`,
         updatedAt: now,
       })
