@@ -130,6 +130,7 @@ export function createModules(deps: AppDeps) {
       contextWindow: (workspaceId, model) => gateway.service.contextWindow(workspaceId, model),
       keyPolicy: (workspaceId, keyId) => keys.service.policyOf(workspaceId, keyId),
       canStartWork: (workspaceId) => billing.canStartWork(workspaceId),
+      onGraceExpired: (handler) => billing.onGraceExpired(handler),
       assertProcessingAllowed: (userId) => privacy.service.restrictions.assertProcessingAllowed(userId),
     },
   });

@@ -38,6 +38,8 @@ export type EngineSettings = {
   approvalTtlMs: number;
   /** Failed tool calls a run hands back to the model before it fails with tool_error. */
   maxToolFailures: number;
+  /** Output tokens a model call may ask for when the agent sets no max_output_tokens. */
+  defaultMaxOutputTokens: number;
   /** Takeovers of a run whose worker died before it expires instead (with last_error run_lost). */
   maxAttempts: number;
 };
@@ -602,7 +604,8 @@ export function runEngine(deps: EngineDeps) {
           });
         }
         // A call may never ask for more output than the budget has left.
-        const maxOut = Math.min(def.params.max_output_tokens ?? Number.MAX_SAFE_INTEGER, left - estimate);
+        // Without the agent's own cap, the gateway's default: each call reserves credits for its worst case.
+        const maxOut = Math.min(def.params.max_output_tokens ?? settings.defaultMaxOutputTokens, left - estimate);
         const body: ChatCompletionRequest = {
           model: def.model,
           messages,

@@ -234,6 +234,15 @@ export const runsRepo = {
       .limit(limit);
   },
 
+  /** Deletes every run of the workspace with its steps and events (cascade); returns how many runs. */
+  async deleteWorkspaceRuns(tx: Database, workspaceId: string): Promise<number> {
+    const rows = await tx
+      .delete(agentRuns)
+      .where(eq(agentRuns.workspaceId, workspaceId))
+      .returning({ id: agentRuns.id });
+    return rows.length;
+  },
+
   /** Each agent's runs held (runs are kept 90 days): count, tokens and cost. */
   async agentTotals(tx: Database, workspaceId: string, agentIds: string[], since: Date) {
     if (agentIds.length === 0) return [];

@@ -2,6 +2,7 @@
 // format (`berth.agent/v1`), and the tools agents call. Other modules import only this file.
 import type { FastifyRequest } from 'fastify';
 import { moduleDataMap } from '../../platform/db/datamap.ts';
+import type { Database } from '../../platform/db/db.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
@@ -50,6 +51,8 @@ export type AgentsDeps = PlatformDeps & {
     contextWindow(workspaceId: string, model: string): Promise<number | null>;
     /** Billing: refuses `insufficient_credits` when the workspace cannot start work. */
     canStartWork(workspaceId: string): Promise<unknown>;
+    /** Billing: registers what runs when an out-of-credits workspace's grace period ends. */
+    onGraceExpired?(handler: (event: { workspaceId: string }, tx: Database) => Promise<void>): void;
   };
 };
 
@@ -88,6 +91,7 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
       approvalTtlMs,
       maxToolFailures: 5,
       maxAttempts: 3,
+      defaultMaxOutputTokens: config.BERTH_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS,
     },
     definitionOf: async (tx, workspaceId, agentId, version) =>
       (await agentsRepo.findVersion(tx, workspaceId, agentId, version))?.definition ?? null,
@@ -112,6 +116,16 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
     settings: { approvalTtlMs },
   });
   const runService = runs;
+  // An out-of-credits workspace whose grace period ended loses its agents' runtime data (runs,
+  // their steps and events); its agent definitions stay. A run executing now writes nothing more.
+  deps.runs.onGraceExpired?.(async (event, tx) => {
+    const deleted = await runsRepo.deleteWorkspaceRuns(tx, event.workspaceId);
+    if (deleted > 0)
+      deps.logger.info(
+        { workspaceId: event.workspaceId, runs: deleted },
+        'agents: runs deleted at the end of the grace period',
+      );
+  });
   let sweeper: NodeJS.Timeout | null = null;
   return {
     service,
