@@ -47,7 +47,9 @@ async function standingJob() {
 
 it('refuses runs of a workspace out of credits and deletes its runs (not its agents) when the grace period ends', async () => {
   const w = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }] });
-  const other = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }] });
+  const other = await gatewayWorkspace(app, {
+    providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o'] }],
+  });
   // A key outlives sessions as the clock moves on.
   const client = async (ws: typeof w) => {
     const key = await ws.owner.post<{ secret: string }>(`/api/workspaces/${ws.workspaceId}/keys`, {
