@@ -2,8 +2,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
-import type { ChatCompletionRequest, ChatMessage, ToolCall } from '../gateway/gateway.adapter.ts';
-import type { UsageEventRow } from '../gateway/gateway.tables.ts';
+import type { Caller, ChatCompletionRequest, ChatMessage, ToolCall, UsageEventRow } from '../gateway/index.ts';
 import type { VaultService } from '../vault/index.ts';
 import type { NewEvent, RunPatch, runsRepo } from './agents.runs.repo.ts';
 import type { AgentRunRow, AgentRunStepRow, RunStatus, StopReason } from './agents.runs.tables.ts';
@@ -11,15 +10,7 @@ import type { AgentDefinition } from './agents.schemas.ts';
 import type { Tool, ToolResult } from './agents.tools.core.ts';
 
 /** Who a run's model calls are made as: the gateway's caller, from the run and its key. */
-export type RunCaller = {
-  workspaceId: string;
-  keyId: string | null;
-  userId: string | null;
-  allowedModels: readonly string[] | null;
-  rateLimitRpm: number | null;
-  rateLimitTpm: number | null;
-  requestId: string;
-};
+export type RunCaller = Caller;
 
 /** Tool calls waiting for a person, and what was decided on them (run.pending, encrypted). */
 export type Pending = {

@@ -6,7 +6,7 @@ import type { Scope } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Logger } from '../../platform/logger.ts';
-import type { ChatMessage } from '../gateway/gateway.adapter.ts';
+import type { ChatMessage } from '../gateway/index.ts';
 import type { agentsRepo } from './agents.repo.ts';
 import { estimateMessages, type Pending, type RunEngine } from './agents.runs.engine.ts';
 import type { runsRepo } from './agents.runs.repo.ts';

@@ -29,7 +29,13 @@ import { settingsService } from './gateway.settings.ts';
 import { gatewayTables } from './gateway.tables.ts';
 import { usageRecorder } from './gateway.usage.ts';
 
-export type { ProviderAdapter } from './gateway.adapter.ts';
+export type {
+  ChatCompletionRequest,
+  ChatCompletionResponse,
+  ChatMessage,
+  ProviderAdapter,
+  ToolCall,
+} from './gateway.adapter.ts';
 export { CATALOG_VERSION, costMicros, type ModelPrice, SHIPPED_PRICES } from './gateway.catalog.ts';
 export {
   type CreditGate,
@@ -51,6 +57,8 @@ export type {
   UsageAggregateView,
   UsageEventView,
 } from './gateway.schemas.ts';
+export type { Caller } from './gateway.service.ts';
+export type { UsageEventRow } from './gateway.tables.ts';
 
 /**
  * A workspace's usage events in [since, until) summed per UTC day, model, API key or provider:
