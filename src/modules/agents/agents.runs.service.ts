@@ -340,12 +340,19 @@ export function runsService(deps: RunsServiceDeps) {
       await db.tenant(scope.workspaceId, (tx) => mustFind(tx, scope.workspaceId, runId));
       let last = after;
       let woke: () => void = () => undefined;
-      const waker = () => woke();
+      // A wake-up that came while the events were being read is not lost: the next wait is skipped.
+      let dirty = false;
+      const waker = () => {
+        dirty = true;
+        woke();
+      };
       const set = followers.get(runId) ?? new Set<() => void>();
       followers.set(runId, set);
       set.add(waker);
+      signal.addEventListener('abort', waker, { once: true });
       try {
         while (!signal.aborted) {
+          dirty = false;
           const { run, events } = await db.tenant(scope.workspaceId, async (tx) => ({
             run: await mustFind(tx, scope.workspaceId, runId),
             events: await repo.events(tx, scope.workspaceId, runId, last, 500),
@@ -357,17 +364,18 @@ export function runsService(deps: RunsServiceDeps) {
           if (events.length === 500) continue;
           // Ended (or paused for a person) and every event sent: the stream is complete.
           if ((FINISHED.has(run.status) || run.status === 'requires_action') && last >= run.eventSeq) return;
+          if (dirty) continue;
           await new Promise<void>((resolve) => {
             const t = setTimeout(resolve, 1000);
             woke = () => {
               clearTimeout(t);
               resolve();
             };
-            signal.addEventListener('abort', woke, { once: true });
           });
         }
       } finally {
         set.delete(waker);
+        signal.removeEventListener('abort', waker);
         if (set.size === 0) followers.delete(runId);
       }
     },
