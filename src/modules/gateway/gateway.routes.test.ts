@@ -1,3 +1,5 @@
+import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -752,5 +754,47 @@ describe('workspace deletion', () => {
     });
     expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row, { ...row }]))).toBe(1);
     expect(await app.db.system((tx) => gatewayRepo.insertUsage(tx, [row]))).toBe(0);
+  });
+});
+
+describe('usage journal', () => {
+  it('answers only once its usage event is in the journal: a call whose event cannot be written fails, whole or streamed', async () => {
+    const active = path.join(app.config.dataDir, 'usage-journal', 'active.jsonl');
+    // Seals (and closes) the active file, so the next event opens it again: here, a directory.
+    await app.modules.gateway.service.usage.flush();
+    mkdirSync(active);
+    try {
+      const whole = await gw.openai.chat.completions
+        .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'unwritten' }] })
+        .then(
+          () => null,
+          (err: ApiError) => err,
+        );
+      expect(whole?.status).toBe(500);
+      expect(whole?.code).toBe('internal_error');
+      const stream = await gw.openai.chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'unwritten stream' }],
+        stream: true,
+      });
+      let text = '';
+      const ended = (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+      })();
+      // The frames came, but no end: an error event instead of [DONE].
+      await expect(ended).rejects.toThrow();
+      expect(text).toBe('echo: unwritten stream');
+    } finally {
+      rmSync(active, { recursive: true, force: true });
+    }
+    const ok = await gw.openai.chat.completions
+      .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'written' }] })
+      .withResponse();
+    expect(ok.data.choices[0]?.message.content).toBe('echo: written');
+    await app.modules.gateway.service.idle();
+    const requestId = ok.response.headers.get('x-request-id');
+    expect((await usageOf(gw)).filter((e) => e.requestId === requestId)).toEqual([
+      expect.objectContaining({ status: 200, stream: false }),
+    ]);
   });
 });

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify';
 import { validatorCompiler } from 'fastify-type-provider-zod';
 import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
@@ -31,8 +31,10 @@ import {
   type GatewayCall,
   type GatewayService,
 } from './gateway.service.ts';
+import type { UsageRecorder } from './gateway.usage.ts';
 
-type Deps = { service: GatewayService; bodyLimit: number };
+type Journal = Pick<UsageRecorder, 'whenWritten'>;
+type Deps = { service: GatewayService; journal: Journal; bodyLimit: number };
 
 const tags = ['gateway'];
 const security = [{ apiKey: [] }];
@@ -100,6 +102,11 @@ function deltaLength(chunk: ChatCompletionChunk): number {
   return n;
 }
 
+/** Resolves once the usage events recorded so far are in the journal: with the write's error, if it failed. */
+function journaled(journal: Journal): Promise<Error | undefined> {
+  return new Promise((resolve) => journal.whenWritten(resolve));
+}
+
 function sse(data: unknown): string {
   return `data: ${JSON.stringify(data)}\n\n`;
 }
@@ -108,8 +115,13 @@ function sse(data: unknown): string {
  * The OpenAI-compatible inbound API. Bodies pass through memory only: nothing of a prompt
  * or completion is logged, stored or put in an error.
  */
-export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: Deps) {
+export function registerGatewayRoutes(app: HttpServer, { service, journal, bodyLimit }: Deps) {
   app.addErrorRenderer('/v1/messages', (err) => anthropicError(err));
+
+  // A metered route's answer, success or error, leaves once its usage event is in the journal
+  // (group commit: one write for the events of one event-loop turn). Streams wait in runChat.
+  const onSend: onSendHookHandler = (_req, _reply, payload, done) =>
+    journal.whenWritten((err) => (err ? done(err) : done(null, payload)));
 
   // A call refused at the door (malformed JSON, invalid fields, oversized) is metered too, once.
   app.addHook('onError', async (req, _reply, err) => {
@@ -162,9 +174,18 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
       },
       config: { audit },
       bodyLimit,
+      onSend,
     },
     async (req, reply) =>
-      runChat(service, req, reply, req.body as unknown as ChatCompletionRequest, 'chat.completions', openAiFormat),
+      runChat(
+        service,
+        journal,
+        req,
+        reply,
+        req.body as unknown as ChatCompletionRequest,
+        'chat.completions',
+        openAiFormat,
+      ),
   );
 
   app.post(
@@ -173,10 +194,11 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
       schema: { tags, security, summary: 'Create a message (Anthropic Messages format)', body: MessagesBody },
       config: { audit },
       bodyLimit,
+      onSend,
     },
     async (req, reply) => {
       const body = req.body as unknown as InboundMessagesRequest;
-      return runChat(service, req, reply, fromAnthropicRequest(body), 'messages', anthropicFormat(body.model));
+      return runChat(service, journal, req, reply, fromAnthropicRequest(body), 'messages', anthropicFormat(body.model));
     },
   );
 
@@ -186,6 +208,7 @@ export function registerGatewayRoutes(app: HttpServer, { service, bodyLimit }: D
       schema: { tags, security, summary: 'Create embeddings (OpenAI format)', body: EmbeddingsBody },
       config: { audit },
       bodyLimit,
+      onSend,
     },
     async (req, reply) => {
       const caller = callerOf(req);
@@ -284,6 +307,7 @@ function outputChars(res: ChatCompletionResponse): number {
  */
 async function runChat(
   service: GatewayService,
+  journal: Journal,
   req: FastifyRequest,
   reply: FastifyReply,
   body: ChatCompletionRequest,
@@ -372,7 +396,9 @@ async function runChat(
     }
     if (!res.destroyed) {
       call.finish({ status: 200, usage, ttftMs: ttft, estimate: estimate() });
-      res.write(writer.end(usage));
+      const failed = await journaled(journal);
+      if (failed) throw failed;
+      if (!res.destroyed) res.write(writer.end(usage));
     }
   } catch (err) {
     const aborted = gone.signal.aborted || res.destroyed;
@@ -384,7 +410,8 @@ async function runChat(
       ttftMs: ttft,
       estimate: estimate(),
     });
-    if (!aborted) res.write(writer.error(e));
+    // The error frame is a complete answer too: it waits for its event like the closing frames.
+    if (!aborted && !(await journaled(journal)) && !res.destroyed) res.write(writer.error(e));
   } finally {
     // Reached without a finish only when the client left mid-stream: what was delivered is billed.
     call.finish({ status: 499, errorCode: 'client_closed', usage, ttftMs: ttft, estimate: estimate() });

@@ -14,17 +14,28 @@ import type { Logger } from '../../platform/logger.ts';
 import type { UsageEventRow } from './gateway.tables.ts';
 
 /**
- * Usage events leave the request path through a local append-only journal: `record`
- * writes the event's line to the journal file (a `write(2)`, which a killed process cannot
- * take back; with `fsync`, also a power loss) before the response's last byte is sent,
- * and queues it. A flusher inserts queued events in batches and deletes a journal segment
+ * Usage events leave the request path through a local append-only journal. `record` queues
+ * the event's line; the lines recorded during one turn of the event loop are appended with
+ * one `write(2)` (group commit), which a killed process cannot take back (with `fsync`,
+ * neither can a power loss). A response is sent only after the lines recorded before it are
+ * written (`whenWritten`), so a client never holds a complete answer whose event a crash
+ * could lose. A flusher inserts written events in batches and deletes a journal segment
  * once all its events are in the database. At start, segments left by a crash are
  * replayed; request ids are unique, so an event already inserted is not inserted twice.
  *
  * Journal lines carry metadata only (the columns of `usage_events`), never content.
+ *
+ * @example
+ *   usage.record(row);
+ *   usage.whenWritten((err) => (err ? fail(err) : sendLastByte()));
  */
 export type UsageRecorder = {
   record(event: UsageEventRow): void;
+  /**
+   * Calls `done` once every event recorded so far is in the journal: at once when none is
+   * waiting, else after this turn's group write (with its error, when the write failed).
+   */
+  whenWritten(done: (err?: Error) => void): void;
   /** Inserts everything recorded so far. */
   flush(): Promise<void>;
   /** Inserts what an earlier process left in the journal; returns how many events it found. */
@@ -58,11 +69,25 @@ function parseLine(line: string): UsageEventRow | null {
   }
 }
 
+/** Writes all of `text`: a regular file may take a large write in more than one piece. */
+function writeAll(fd: number, text: string) {
+  const buf = Buffer.from(text);
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
+}
+
 export function usageRecorder(deps: UsageRecorderDeps): UsageRecorder {
   const batchSize = deps.batchSize ?? 500;
   const intervalMs = deps.intervalMs ?? 250;
   mkdirSync(deps.dir, { recursive: true, mode: 0o700 });
   let fd: number | null = null;
+  /** Recorded, not yet written: their lines, rows and the callers waiting for them. */
+  let lines = '';
+  let unwritten: UsageEventRow[] = [];
+  let waiters: Array<(err?: Error) => void> = [];
+  let scheduled: NodeJS.Immediate | null = null;
+  /** A write failed, maybe part-way: the next starts on a new line, so no event is glued to a torn one. */
+  let torn = false;
+  /** Written to the active file, not yet sealed. */
   let current: UsageEventRow[] = [];
   const sealed: Segment[] = [];
   let seq = 0;
@@ -75,8 +100,54 @@ export function usageRecorder(deps: UsageRecorderDeps): UsageRecorder {
     return fd;
   }
 
+  function flushSoon() {
+    flush().catch(() => deps.logger.warn('gateway: usage events could not be written yet; kept in the journal'));
+  }
+
+  /**
+   * The group commit: one write for every line recorded since the last, then the waiting
+   * responses go. Runs after the turn's I/O callbacks (setImmediate), or at once before a seal.
+   */
+  function writeUnwritten() {
+    if (scheduled) clearImmediate(scheduled);
+    scheduled = null;
+    if (unwritten.length === 0) return;
+    const text = lines;
+    const rows = unwritten;
+    const done = waiters;
+    lines = '';
+    unwritten = [];
+    waiters = [];
+    let error: Error | undefined;
+    try {
+      const f = open();
+      writeAll(f, torn ? `\n${text}` : text);
+      torn = false;
+      if (deps.fsync) fdatasyncSync(f);
+      for (const row of rows) current.push(row);
+    } catch (err) {
+      // As before group commit, an event that never reached the journal is not inserted:
+      // the calls waiting for it fail instead of answering.
+      error = err instanceof Error ? err : new Error(String(err));
+      torn = true;
+      deps.logger.error(
+        { events: rows.length, code: (err as { code?: unknown }).code },
+        'gateway: usage journal write failed',
+      );
+    }
+    for (const cb of done) {
+      try {
+        cb(error);
+      } catch (err) {
+        deps.logger.error({ type: (err as Error)?.name }, 'gateway: a usage journal waiter threw');
+      }
+    }
+    if (current.length >= batchSize) flushSoon();
+  }
+
   /** Closes the active file under a segment name; its rows become that segment's. */
   function seal() {
+    writeUnwritten();
     if (current.length === 0) return;
     if (fd !== null) closeSync(fd);
     fd = null;
@@ -109,13 +180,13 @@ export function usageRecorder(deps: UsageRecorderDeps): UsageRecorder {
 
   return {
     record(event) {
-      const f = open();
-      writeSync(f, `${JSON.stringify(event)}\n`);
-      if (deps.fsync) fdatasyncSync(f);
-      current.push(event);
-      if (current.length >= batchSize) {
-        flush().catch(() => deps.logger.warn('gateway: usage events could not be written yet; kept in the journal'));
-      }
+      lines += `${JSON.stringify(event)}\n`;
+      unwritten.push(event);
+      scheduled ??= setImmediate(writeUnwritten);
+    },
+    whenWritten(done) {
+      if (unwritten.length === 0) done();
+      else waiters.push(done);
     },
     async flush() {
       // A flush already running may have started before the newest events: run once more.
@@ -141,8 +212,8 @@ export function usageRecorder(deps: UsageRecorderDeps): UsageRecorder {
     },
     start() {
       timer ??= setInterval(() => {
-        if (current.length === 0 && sealed.length === 0) return;
-        flush().catch(() => deps.logger.warn('gateway: usage events could not be written yet; kept in the journal'));
+        if (current.length === 0 && sealed.length === 0 && unwritten.length === 0) return;
+        flushSoon();
       }, intervalMs);
       timer.unref();
     },
@@ -152,10 +223,11 @@ export function usageRecorder(deps: UsageRecorderDeps): UsageRecorder {
       try {
         await this.flush();
       } finally {
+        writeUnwritten();
         if (fd !== null) closeSync(fd);
         fd = null;
       }
     },
-    pending: () => current.length + sealed.reduce((n, s) => n + s.rows.length, 0),
+    pending: () => unwritten.length + current.length + sealed.reduce((n, s) => n + s.rows.length, 0),
   };
 }

@@ -261,7 +261,7 @@ export function createGatewayModule(deps: GatewayDeps) {
         await providers.close();
         await limiter.close();
       });
-      registerGatewayRoutes(app, { service: gateway, bodyLimit: config.BERTH_GATEWAY_BODY_LIMIT });
+      registerGatewayRoutes(app, { service: gateway, journal: usage, bodyLimit: config.BERTH_GATEWAY_BODY_LIMIT });
       registerGatewayAdminRoutes(app, {
         providers,
         settings,

@@ -19,7 +19,7 @@ import {
 } from 'fastify-type-provider-zod';
 import { AppError, type ErrorDetail, isAppError } from '../errors.ts';
 import { newId } from '../ids.ts';
-import type { Logger } from '../logger.ts';
+import { fixedFieldsLogger, type Logger } from '../logger.ts';
 import { anonymous } from './context.ts';
 
 export type HttpServer = FastifyInstance<
@@ -200,27 +200,32 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
     transform: jsonSchemaTransform,
   });
 
-  app.addHook('onRequest', async (req, reply) => {
+  // The per-request hooks take callbacks: every gateway call passes here, and an async hook costs a promise.
+  const httpsOnly = opts.publicUrl.startsWith('https:');
+  app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
     reply.header('x-content-type-options', 'nosniff');
     reply.header('x-frame-options', 'DENY');
     reply.header('referrer-policy', 'no-referrer');
     reply.header('cross-origin-opener-policy', 'same-origin');
-    if (req.protocol === 'https' || opts.publicUrl.startsWith('https:')) {
+    if (httpsOnly || req.protocol === 'https') {
       reply.header('strict-transport-security', 'max-age=63072000; includeSubDomains');
     }
     if (req.url.startsWith('/api') || req.url.startsWith('/v1')) reply.header('cache-control', 'no-store');
     else reply.header('content-security-policy', DASHBOARD_CSP);
+    done();
   });
 
   // Set once closing starts (preClose below).
   let closing = false;
-  app.addHook('onResponse', async (req, reply) => {
+  // Its lines hold only the fixed fields below, so they skip the redaction pass.
+  const requestLog = fixedFieldsLogger(opts.logger);
+  app.addHook('onResponse', (req, reply, done) => {
     // While closing, a keep-alive connection whose request just ended is closed as soon as
     // Node counts it idle, instead of holding the close until its keep-alive timeout.
     if (closing) setImmediate(() => app.server.closeIdleConnections());
     // One line per request: method, route, status, timing. Never headers' secrets or bodies.
-    req.log.info(
+    requestLog.info(
       {
         reqId: req.id,
         method: req.method,
@@ -230,6 +235,7 @@ export async function createHttpServer(opts: HttpOptions): Promise<HttpServer> {
       },
       'request',
     );
+    done();
   });
 
   app.setErrorHandler((err, req, reply) => {
