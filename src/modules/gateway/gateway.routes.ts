@@ -13,6 +13,7 @@ import type {
   EmbeddingsRequest,
   Usage,
 } from './gateway.adapter.ts';
+import { contentLength, outputChars } from './gateway.measure.ts';
 import {
   type AnthropicEvent,
   anthropicError,
@@ -79,16 +80,6 @@ function clientGone(req: FastifyRequest, reply: FastifyReply): AbortController {
   });
   req.raw.on('aborted', () => controller.abort());
   return controller;
-}
-
-function contentLength(messages: ChatCompletionRequest['messages']): number {
-  let n = 0;
-  for (const m of messages) {
-    if (typeof m.content === 'string') n += m.content.length;
-    else if (Array.isArray(m.content)) for (const p of m.content) n += p.type === 'text' ? p.text.length : 1000;
-    if (m.tool_calls) for (const t of m.tool_calls) n += t.function.arguments.length + t.function.name.length;
-  }
-  return n;
 }
 
 function deltaLength(chunk: ChatCompletionChunk): number {
@@ -288,15 +279,6 @@ function anthropicFormat(model: string): Format {
       };
     },
   };
-}
-
-function outputChars(res: ChatCompletionResponse): number {
-  let n = 0;
-  for (const ch of res.choices) {
-    if (typeof ch.message.content === 'string') n += ch.message.content.length;
-    for (const t of ch.message.tool_calls ?? []) n += t.function.arguments.length;
-  }
-  return n;
 }
 
 /**
