@@ -118,7 +118,8 @@ type Deps = {
  * future. Tables with their own shape are handled by their modules' retention functions:
  * usage events (roll-up into daily aggregates, whole months dropped), the audit log
  * (whole months dropped, or each chain's expired prefix, keeping it verifiable) and the
- * billing ledger (expired transactions replaced by balances carried forward).
+ * billing ledger (expired transactions replaced by balances carried forward); the agent run
+ * logs' steps and events lose whole months as partitions, then their runs go by the window.
  */
 export function retentionService(deps: Deps) {
   const { db, repo, clock } = deps;
@@ -224,6 +225,44 @@ export function retentionService(deps: Deps) {
     return { result, cutoffs };
   }
 
+  /**
+   * A log table partitioned by month of its time column (the agent run logs): the coming
+   * months' partitions are made ahead, months that ended before the cut-off are dropped whole,
+   * and the older rows of the month the cut-off falls in are deleted. A dry run counts the same:
+   * rows older than the cut-off, and the months that would be dropped, including those whose
+   * rows still wait in the default partition (a run gives them their partition first).
+   */
+  async function monthlyLogTable(
+    entry: TableEntry,
+    asOf: Date,
+    dryRun: boolean,
+    window: Window,
+  ): Promise<Omit<RunResult, 'retentionClass' | 'tableName'>> {
+    const table = entry.table;
+    const column = entry.retentionFrom ?? 'created_at';
+    const cutoff = windowStart(asOf, window);
+    const waiting = await db.system((tx) => repo.monthsInDefault(tx, table, column));
+    if (!dryRun) {
+      await db.system(async (tx) => {
+        const months = [...waiting];
+        for (let i = 0; i <= MONTHS_AHEAD; i++) months.push(monthStart(asOf, i));
+        for (const m of months) await repo.ensureMonthPartition(tx, table, m);
+      });
+    }
+    const whole = (await db.system((tx) => repo.monthPartitions(tx, table))).filter((p) => p.rangeEnd <= cutoff);
+    const older = repo.olderThan(column, cutoff);
+    if (dryRun) {
+      const pending = waiting.filter((m) => monthStart(m, 1) <= cutoff).length;
+      const n = await db.system((tx) => repo.count(tx, table, older));
+      return { rule: 'older_than', rowsDeleted: n, rowsRolledUp: 0, partitionsDropped: whole.length + pending, cutoff };
+    }
+    let n = 0;
+    // One transaction per month: each drop holds its lock only for itself.
+    for (const p of whole) n += await db.system((tx) => repo.dropRunPartition(tx, table, p.name, cutoff));
+    n += await db.system((tx) => repo.delete(tx, table, older));
+    return { rule: 'older_than', rowsDeleted: n, rowsRolledUp: 0, partitionsDropped: whole.length, cutoff };
+  }
+
   /** One table of a time-based class: rows older than the window (or expired) go. */
   async function plainTable(
     entry: TableEntry,
@@ -282,6 +321,8 @@ export function retentionService(deps: Deps) {
           // Below, once the rows that may name its transactions (payments, ...) went.
         } else if (entry.table === 'usage_events') {
           results.push({ ...base, ...(await usageEvents(asOf, dryRun)) });
+        } else if (MONTHLY_LOGS.has(entry.table) && policy.window) {
+          results.push({ ...base, ...(await monthlyLogTable(entry, asOf, dryRun, policy.window)) });
         } else if (entry.table === 'audit_events') {
           const { result, cutoffs } = await auditEvents(asOf, dryRun);
           chainCutoffs = cutoffs;
@@ -408,7 +449,14 @@ export function retentionService(deps: Deps) {
 
 export type RetentionService = ReturnType<typeof retentionService>;
 
-const SPECIAL = new Set(['usage_events', 'audit_events']);
+/**
+ * Log tables partitioned by month of their time column (migrations/0039: agent run steps and
+ * events, by their run's creation), whose whole months `berth_drop_run_partition` drops.
+ * They go before the rest of their class: deleting a run cascades to its steps and events,
+ * which would then be removed without being counted.
+ */
+const MONTHLY_LOGS: ReadonlySet<string> = new Set(['agent_run_steps', 'agent_run_events']);
+const SPECIAL = new Set(['usage_events', 'audit_events', ...MONTHLY_LOGS]);
 function special(table: string): number {
   return SPECIAL.has(table) ? 1 : 0;
 }
