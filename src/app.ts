@@ -11,7 +11,7 @@ import { createPrivacyModule } from './modules/privacy/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
 import type { PlatformDeps } from './modules/types.ts';
 import { createConnectionsModule, createVaultModule, type Keyring } from './modules/vault/index.ts';
-import { createWorkspacesModule } from './modules/workspaces/index.ts';
+import { createWorkspacesModule, roleAllows } from './modules/workspaces/index.ts';
 import type { TableEntry } from './platform/db/datamap.ts';
 import { platformDataMap } from './platform/db/platform.datamap.ts';
 import { registerApiReference } from './platform/http/docs.ts';
@@ -123,6 +123,7 @@ export function createModules(deps: AppDeps) {
     ...deps,
     audit: audit.service,
     vault: vault.service,
+    connections: connections.service,
     requirePermission: workspaces.service.requirePermission,
     runs: {
       // A run's model calls are gateway calls: the same governance, credits and usage events.
@@ -132,6 +133,11 @@ export function createModules(deps: AppDeps) {
       canStartWork: (workspaceId) => billing.canStartWork(workspaceId),
       onGraceExpired: (handler) => billing.onGraceExpired(handler),
       assertProcessingAllowed: (userId) => privacy.service.restrictions.assertProcessingAllowed(userId),
+      // A member removed (or made a viewer) since the run started: its queued or paused run does not go on.
+      mayRun: async (workspaceId, userId) => {
+        const m = await workspaces.service.resolveMembership(workspaceId, userId);
+        return m !== null && roleAllows(m.role, 'agents:run');
+      },
     },
   });
   const modules = {

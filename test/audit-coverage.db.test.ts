@@ -2,6 +2,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateAuditSigningKey } from '../src/modules/audit/index.ts';
 import { seedConnection } from '../src/modules/vault/vault.connections.matrix.ts';
+import { type FakeOpenAi, startFakeOpenAi } from './fakes/openai-upstream.ts';
 import { type FakeStripe, startFakeStripe } from './fakes/stripe.ts';
 import { createTestApp, type TestApp } from './helpers/app.ts';
 import { TestClient, type TestResponse } from './helpers/client.ts';
@@ -30,6 +31,7 @@ type Fixture = {
 
 let app: TestApp;
 let stripe: FakeStripe;
+let llm: FakeOpenAi;
 let operator: SignedInClient;
 /** What first-run setup wrote (filled by the route walk). */
 let setupEvents: Written[] = [];
@@ -176,6 +178,29 @@ async function agent(): Promise<Vars> {
   const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/agents`, { name: 'covered', model: 'm1' });
   if (res.status !== 201) throw new Error(`agent fixture: ${res.status} ${res.text}`);
   return { ...v, agentId: res.body.id };
+}
+
+/** A run of a new workspace's agent waiting for a tool call's approval (the fake upstream asks for the call). */
+async function waitingRun(): Promise<Vars> {
+  const v = await workspace();
+  const owner = client(v, 'owner');
+  const provider = await owner.post(`${ws(v)}/providers`, {
+    name: 'fake',
+    adapter: 'openai-compatible',
+    baseUrl: llm.baseUrl,
+    models: ['gpt-4o-mini'],
+  });
+  if (provider.status !== 201) throw new Error(`run fixture provider: ${provider.status} ${provider.text}`);
+  const agent = await owner.post(`${ws(v)}/agents/import?publish=true`, {
+    name: 'careful',
+    model: 'gpt-4o-mini',
+    tools: [{ type: 'builtin', name: 'calculator', requires_approval: true }],
+  });
+  if (agent.status !== 201) throw new Error(`run fixture agent: ${agent.status} ${agent.text}`);
+  llm.next({ kind: 'reply', toolCalls: [{ name: 'calculator', arguments: '{"expression":"1+1"}' }] });
+  const run = await owner.post<{ id: string; status: string }>(`${ws(v)}/runs`, { agent: 'careful', input: 'add' });
+  if (run.body.status !== 'requires_action') throw new Error(`run fixture: ${run.status} ${run.text}`);
+  return { ...v, runId: run.body.id };
 }
 
 /** A secret of a new workspace (agent tools). */
@@ -325,6 +350,13 @@ const FIXTURES: Record<string, Fixture> = {
     // The name is taken by the fixture's provider.
     fail: (v) => client(v, 'owner').post(`${ws(v)}/oauth-providers`, oauthProviderBody),
     call: (v) => client(v, 'owner').post(`${ws(v)}/oauth-providers`, { ...oauthProviderBody, name: 'other' }),
+  },
+  'PATCH /api/workspaces/:workspaceId/oauth-providers/:providerId': {
+    actions: ['oauth_provider.updated'],
+    prepare: oauthProvider,
+    fail: (v) => client(v, 'owner').patch(`${ws(v)}/oauth-providers/missing`, { apiHosts: ['api.example.com'] }),
+    call: (v) =>
+      client(v, 'owner').patch(`${ws(v)}/oauth-providers/${v.oauthProviderId}`, { apiHosts: ['api.example.com'] }),
   },
   'DELETE /api/workspaces/:workspaceId/oauth-providers/:providerId': {
     actions: ['oauth_provider.deleted'],
@@ -627,6 +659,25 @@ const FIXTURES: Record<string, Fixture> = {
     fail: (v) => client(v, 'owner').delete(`${ws(v)}/agents/agt_00000000000000000000000000`),
     call: (v) => client(v, 'owner').delete(`${ws(v)}/agents/${v.agentId}`),
   },
+  'POST /api/workspaces/:workspaceId/runs/:runId/cancel': {
+    actions: ['agent_run.cancelled'],
+    prepare: waitingRun,
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/runs/run_00000000000000000000000000/cancel`),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/cancel`),
+  },
+  'POST /api/workspaces/:workspaceId/runs/:runId/approve': {
+    actions: ['agent_run.tool_approved'],
+    // Approving queues the run for a worker: the test app runs no worker, so nothing else is written.
+    prepare: waitingRun,
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/approve`, { tool_call_id: 'call_unknown' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/approve`, {}),
+  },
+  'POST /api/workspaces/:workspaceId/runs/:runId/deny': {
+    actions: ['agent_run.tool_denied'],
+    prepare: waitingRun,
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/deny`, { tool_call_id: 'call_unknown' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/deny`, { reason: 'no' }),
+  },
   'PUT /api/workspaces/:workspaceId/secrets/:name': {
     actions: ['secret.set'],
     prepare: workspace,
@@ -744,8 +795,10 @@ async function checkWritten(route: string, expected: string[], events: Written[]
 
 beforeAll(async () => {
   stripe = await startFakeStripe();
+  llm = await startFakeOpenAi();
   app = await createTestApp({
     config: {
+      BERTH_EGRESS_ALLOW: '127.0.0.1',
       BERTH_STRIPE_SECRET_KEY: stripe.secretKey,
       BERTH_STRIPE_API_URL: stripe.url,
       BERTH_AUDIT_SIGNING_KEY: generateAuditSigningKey(),
@@ -758,6 +811,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app.close();
   await stripe?.close();
+  await llm?.close();
 });
 
 describe('security', () => {

@@ -4,6 +4,7 @@ import type { AgentDefinition, AgentSummary, AgentView, VersionView } from '../m
 import { callServer, type ServerTarget, type WorkspaceHttpOpts, workspaceOf } from './http.ts';
 import type { GlobalOptions } from './index.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
+import { registerAgentRunCommand } from './runs.commands.ts';
 
 /** The server and the workspace's agents URL (see `workspaceOf`). */
 async function agentsOf(opts: WorkspaceHttpOpts, io: Io): Promise<{ target: ServerTarget; base: string }> {
@@ -61,8 +62,8 @@ function describeAgent(a: AgentView): string {
 }
 
 /**
- * `berth agents create|import|list|get|export|publish|archive` over HTTP, authenticated by
- * an API key (agents:read to read, agents:write to change).
+ * `berth agents create|import|list|get|export|publish|archive|run` over HTTP, authenticated by
+ * an API key (agents:read to read, agents:write to change, agents:run to run).
  */
 export function registerAgentsCommands(program: Command, io: Io, globals: () => GlobalOptions) {
   const json = () => Boolean(globals().json);
@@ -175,4 +176,5 @@ export function registerAgentsCommands(program: Command, io: Io, globals: () => 
       await callServer(target, 'DELETE', `${base}${ref(name)}`);
       emit(io, json(), { archived: name }, `Archived ${name}.`);
     });
+  registerAgentRunCommand(agents, io, globals);
 }

@@ -13,6 +13,7 @@ import { registerOperatorCommands } from './operator.commands.ts';
 import { describeError, EXIT, type Io } from './output.ts';
 import { registerPrivacyCommands } from './privacy.commands.ts';
 import { registerRetentionCommands } from './retention.commands.ts';
+import { registerRunsCommands } from './runs.commands.ts';
 import { registerServerCommands } from './server.commands.ts';
 import { registerSubprocessorCommands } from './subprocessors.commands.ts';
 import { registerVaultCommands } from './vault.commands.ts';
@@ -50,6 +51,7 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerKeysCommands(program, io, globals);
   registerConnectionsCommands(program, io, globals);
   registerAgentsCommands(program, io, globals);
+  registerRunsCommands(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerGatewayCommands(program, io, globals);
   registerBillingCommands(program, io, globals);

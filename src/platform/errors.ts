@@ -51,6 +51,10 @@ export const ERROR_CODES = {
   // not declared for, plain http); a literal credential in a definition or an MCP server's URL
   secret_placement_not_allowed: 400,
   credential_in_definition: 400,
+  // agent tools: a connection's token placed where it may not go (URL, body, plain http), or
+  // used by a tool while the definition's `connections` does not list it
+  connection_placement_not_allowed: 400,
+  connection_not_declared: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -112,6 +116,8 @@ export const ERROR_CODES = {
   mcp_server_disabled: 409,
   // a connection whose refresh failed for good (invalid_grant): reconnect it
   connection_broken: 409,
+  // a run of an agent acting through a connection the user has none of (or a broken one)
+  connection_required: 409,
   // agents: another live agent of the workspace has the name; publishing a draft identical
   // to the latest version; changing an archived agent
   agent_name_taken: 409,

@@ -44,6 +44,8 @@ export type FakeOpenAi = {
   connections(): number;
   /** Streams still being sent (a gateway that stops reading closes them). */
   openStreams(): number;
+  /** Requests held open by `hang` whose client has not gone away (a caller that aborts closes them). */
+  hanging(): number;
   close(): Promise<void>;
 };
 
@@ -82,6 +84,7 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
   const queue: UpstreamBehaviour[] = [];
   const received: ReceivedRequest[] = [];
   const open = new Set<ServerResponse>();
+  const hung = new Set<ServerResponse>();
   let seq = 0;
   const fake = { models: ['gpt-4o-mini', 'gpt-4o', 'text-embedding-3-small'] } as FakeOpenAi;
 
@@ -97,7 +100,12 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     received.push({ method: req.method ?? 'GET', path, headers: req.headers, body });
     const behaviour = queue.shift() ?? { kind: 'ok' };
 
-    if (behaviour.kind === 'hang') return; // never answers; the socket stays open
+    if (behaviour.kind === 'hang') {
+      // Never answers; the socket stays open until the client gives up.
+      hung.add(res);
+      res.on('close', () => hung.delete(res));
+      return;
+    }
     if (behaviour.kind === 'status') {
       // Real providers often quote the prompt back in their error messages.
       const headers: Record<string, string> = { 'content-type': 'application/json' };
@@ -301,6 +309,7 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   fake.connections = () => connections;
   fake.openStreams = () => open.size;
+  fake.hanging = () => hung.size;
   const { port } = server.address() as AddressInfo;
   fake.url = `http://127.0.0.1:${port}`;
   fake.baseUrl = `${fake.url}/v1`;

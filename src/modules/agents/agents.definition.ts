@@ -1,7 +1,7 @@
 import { AppError, type ErrorDetail } from '../../platform/errors.ts';
 import { AGENT_FORMAT, AgentDefinition, type AgentDefinitionInput } from './agents.schemas.ts';
 import { parametersProblem } from './agents.tools.core.ts';
-import { secretRefs } from './agents.tools.http.ts';
+import { connectionRefs, secretRefs } from './agents.tools.http.ts';
 import { credentialParams, hasUserInfo, isCredentialHeader, isTemplatedCredential } from './agents.tools.policy.ts';
 
 /**
@@ -27,6 +27,11 @@ const secretPlacement = (path: string, message: string) =>
     details: [{ path, message }],
   });
 
+const connectionPlacement = (path: string, message: string) =>
+  new AppError('connection_placement_not_allowed', `A connection's token may not be used here: ${message}.`, {
+    details: [{ path, message }],
+  });
+
 const literalCredential = (path: string, message: string) =>
   new AppError(
     'credential_in_definition',
@@ -35,15 +40,36 @@ const literalCredential = (path: string, message: string) =>
   );
 
 /**
- * A custom HTTP tool's credentials: secrets only in headers (never in the URL or the body,
- * where a service could show them back), no literal credentials in the URL (user-info,
- * `?api_key=`) or in credential headers (`Authorization: Bearer sk-...`).
+ * A custom HTTP tool's credentials: secrets and connection tokens only in headers (never in
+ * the URL or the body, where a service could show them back), only connections the agent
+ * lists in `connections`, no literal credentials in the URL (user-info, `?api_key=`) or in
+ * credential headers (`Authorization: Bearer sk-...`).
  */
-function checkHttpToolCredentials(tool: Extract<AgentDefinition['tools'][number], { type: 'http' }>, i: number) {
+function checkHttpToolCredentials(
+  tool: Extract<AgentDefinition['tools'][number], { type: 'http' }>,
+  i: number,
+  declared: ReadonlySet<string>,
+) {
   const { url, headers, body } = tool.request;
   if (secretRefs(url).size > 0) throw secretPlacement(`/tools/${i}/request/url`, 'secrets go in headers, not the URL');
   if (body !== undefined && secretRefs(body).size > 0) {
     throw secretPlacement(`/tools/${i}/request/body`, 'secrets go in headers, not the body');
+  }
+  if (connectionRefs(url).size > 0) {
+    throw connectionPlacement(`/tools/${i}/request/url`, 'connection tokens go in headers, not the URL');
+  }
+  if (body !== undefined && connectionRefs(body).size > 0) {
+    throw connectionPlacement(`/tools/${i}/request/body`, 'connection tokens go in headers, not the body');
+  }
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    for (const ref of connectionRefs(value)) {
+      if (declared.has(ref)) continue;
+      throw new AppError(
+        'connection_not_declared',
+        `The tool ${tool.name} uses the connection ${ref}, which the agent's connections do not list: add it there.`,
+        { details: [{ path: `/tools/${i}/request/headers/${name}`, message: `${ref} is not in /connections` }] },
+      );
+    }
   }
   if (hasUserInfo(url)) throw literalCredential(`/tools/${i}/request/url`, 'the URL carries user-info credentials');
   const params = credentialParams(url);
@@ -86,6 +112,7 @@ export function checkDefinition(input: AgentDefinitionInput | AgentDefinition): 
     );
   }
   const seen = new Set<string>();
+  const connections = new Set(def.connections);
   def.tools.forEach((tool, i) => {
     const key = toolKey(tool);
     if (seen.has(key)) {
@@ -104,7 +131,7 @@ export function checkDefinition(input: AgentDefinitionInput | AgentDefinition): 
       });
     }
     if (tool.type === 'http') {
-      checkHttpToolCredentials(tool, i);
+      checkHttpToolCredentials(tool, i, connections);
       const problem = toolSchemaProblem(tool.parameters);
       if (problem) {
         throw new AppError(

@@ -63,6 +63,10 @@ export type EngineDeps = {
   ): Promise<Omit<RunCaller, 'workspaceId' | 'keyId' | 'userId' | 'requestId'> | null>;
   /** Throws AppError `processing_restricted` while the user restricted processing of their data. */
   assertProcessingAllowed(userId: string): void;
+  /** Whether the member who started a run (or whose key did) may still run agents in the workspace. */
+  mayRun(workspaceId: string, userId: string): Promise<boolean>;
+  /** The context window of a model the workspace calls (null: unknown). */
+  contextWindow(workspaceId: string, model: string): Promise<number | null>;
   /** Tells followers of the run (SSE) that events were appended. */
   notify(runId: string): void;
 };
@@ -92,6 +96,14 @@ export class RunStop extends Error {
 /** The lease went to another worker: stop writing at once. */
 class LeaseLost extends Error {}
 
+/** A tool as a model call lists it (OpenAI's function tool). */
+export function toolSpec(t: Pick<Tool, 'name' | 'description' | 'parameters'>) {
+  return {
+    type: 'function' as const,
+    function: { name: t.name, description: t.description, parameters: t.parameters as Record<string, unknown> },
+  };
+}
+
 /** A token estimate (4 characters a token) of messages, as the gateway makes it. */
 export function estimateMessages(messages: ChatMessage[]): number {
   let chars = 0;
@@ -119,6 +131,18 @@ export function runEngine(deps: EngineDeps) {
   /** Runs executing in this process, by id: what cancel requests and shutdown abort. */
   const live = new Map<string, AbortController>();
   const running = new Set<Promise<void>>();
+  /**
+   * Each claim holds the lease under its own name (this worker's, numbered): an execution of
+   * this process whose lease ran out and was claimed again, here or elsewhere, is fenced off
+   * like another worker's.
+   */
+  let claims = 0;
+  /** Set by release(): a stopping worker claims nothing more. */
+  let closed = false;
+  const holderOf = (run: Pick<AgentRunRow, 'leaseOwner'>): string => {
+    if (!run.leaseOwner) throw new LeaseLost();
+    return run.leaseOwner;
+  };
 
   // Pass `tx` inside a transaction: the vault then reads (or creates) the key in it.
   const enc = (run: Pick<AgentRunRow, 'workspaceId' | 'id'>, field: string, value: unknown, tx?: Database) =>
@@ -162,6 +186,7 @@ export function runEngine(deps: EngineDeps) {
      * or this one after a restart, resumes them from their last step).
      */
     async release(): Promise<void> {
+      closed = true;
       for (const c of live.values()) c.abort('shutdown');
       await Promise.allSettled([...running]);
     },
@@ -179,14 +204,17 @@ export function runEngine(deps: EngineDeps) {
   };
 
   async function executeRun(workspaceId: string, runId: string): Promise<void> {
+    if (closed) return;
     const now = clock.now();
+    claims += 1;
+    const owner = `${deps.owner}.${claims}`;
     const claimed = await db.tenant(workspaceId, async (tx) => {
-      const row = await repo.claim(tx, workspaceId, runId, deps.owner, now, new Date(now.getTime() + settings.leaseMs));
+      const row = await repo.claim(tx, workspaceId, runId, owner, now, new Date(now.getTime() + settings.leaseMs));
       if (!row) return null;
       // A run that was resumed more often than allowed (its workers keep dying) expires.
       if (row.attempts > settings.maxAttempts) return row;
       const deadline = row.deadlineAt ?? new Date(now.getTime() + (await timeoutOf(tx, row)) * 1000);
-      if (!row.deadlineAt) await repo.update(tx, workspaceId, runId, deps.owner, now, { deadlineAt: deadline });
+      if (!row.deadlineAt) await repo.update(tx, workspaceId, runId, owner, now, { deadlineAt: deadline });
       await appendEvents(tx, row, [
         await event(row, 'run.in_progress', { status: 'in_progress', attempt: row.attempts }, tx),
       ]);
@@ -196,9 +224,11 @@ export function runEngine(deps: EngineDeps) {
     deps.notify(runId);
     const controller = new AbortController();
     live.set(runId, controller);
+    // Cancelled while no worker held it (its worker had died): it stops before any model call.
+    if (claimed.cancelRequestedAt) controller.abort('cancelled');
     const heartbeat = setInterval(() => void beat(claimed, controller), settings.heartbeatMs);
     heartbeat.unref?.();
-    const left = (claimed.deadlineAt as Date).getTime() - clock.now().getTime();
+    const left = (claimed.deadlineAt?.getTime() ?? 0) - clock.now().getTime();
     const timer = setTimeout(() => controller.abort('timeout'), Math.max(0, left));
     timer.unref?.();
     try {
@@ -216,9 +246,12 @@ export function runEngine(deps: EngineDeps) {
     } catch (err) {
       if (err instanceof LeaseLost || controller.signal.reason === 'lease_lost') return;
       if (controller.signal.reason === 'shutdown') {
+        // Given back, not lost: claimable at once, and its resumption is not counted as a takeover.
         const now = clock.now();
         await db
-          .tenant(workspaceId, (tx) => repo.update(tx, workspaceId, runId, deps.owner, now, { leaseUntil: now }))
+          .tenant(workspaceId, (tx) =>
+            repo.update(tx, workspaceId, runId, owner, now, { leaseUntil: now, leaseOwner: null }),
+          )
           .catch(() => undefined);
         return;
       }
@@ -229,7 +262,8 @@ export function runEngine(deps: EngineDeps) {
     } finally {
       clearInterval(heartbeat);
       clearTimeout(timer);
-      live.delete(runId);
+      // A later claim of the same run in this process may have taken the entry over.
+      if (live.get(runId) === controller) live.delete(runId);
     }
   }
 
@@ -242,7 +276,7 @@ export function runEngine(deps: EngineDeps) {
     try {
       const now = clock.now();
       const r = await db.tenant(run.workspaceId, (tx) =>
-        repo.heartbeat(tx, run.workspaceId, run.id, deps.owner, now, new Date(now.getTime() + settings.leaseMs)),
+        repo.heartbeat(tx, run.workspaceId, run.id, holderOf(run), now, new Date(now.getTime() + settings.leaseMs)),
       );
       if (!r.held) controller.abort('lease_lost');
       else if (r.cancelRequested) controller.abort('cancelled');
@@ -309,7 +343,7 @@ export function runEngine(deps: EngineDeps) {
       ...(ending.output !== undefined ? { output: ending.output } : {}),
     });
     await db.tenant(run.workspaceId, async (tx) => {
-      if (!(await repo.update(tx, run.workspaceId, run.id, deps.owner, now, patch))) throw new LeaseLost();
+      if (!(await repo.update(tx, run.workspaceId, run.id, holderOf(run), now, patch))) throw new LeaseLost();
       await appendEvents(tx, run, [ev]);
     });
     deps.notify(run.id);
@@ -319,7 +353,7 @@ export function runEngine(deps: EngineDeps) {
   async function underLease<T>(run: AgentRunRow, patch: RunPatch, fn: (tx: Database) => Promise<T>): Promise<T> {
     const now = clock.now();
     const out = await db.tenant(run.workspaceId, async (tx) => {
-      if (!(await repo.update(tx, run.workspaceId, run.id, deps.owner, now, patch))) throw new LeaseLost();
+      if (!(await repo.update(tx, run.workspaceId, run.id, holderOf(run), now, patch))) throw new LeaseLost();
       return fn(tx);
     });
     deps.notify(run.id);
@@ -327,7 +361,25 @@ export function runEngine(deps: EngineDeps) {
   }
 
   async function loop(run: AgentRunRow, signal: AbortSignal) {
-    if (run.userId) deps.assertProcessingAllowed(run.userId);
+    if (run.userId) {
+      // Checked again whenever a worker takes the run up: a queued or paused run may wait long.
+      try {
+        deps.assertProcessingAllowed(run.userId);
+      } catch (err) {
+        if (!(err instanceof AppError)) throw err;
+        throw new RunStop({ status: 'failed', stopReason: null, error: { code: err.code, message: err.message } });
+      }
+      if (!(await deps.mayRun(run.workspaceId, run.userId))) {
+        throw new RunStop({
+          status: 'failed',
+          stopReason: null,
+          error: {
+            code: 'member_cannot_run',
+            message: 'The member who started the run is no longer allowed to run agents in this workspace.',
+          },
+        });
+      }
+    }
     const def = await db.tenant(run.workspaceId, (tx) =>
       deps.definitionOf(tx, run.workspaceId, run.agentId, run.agentVersion),
     );
@@ -372,11 +424,9 @@ export function runEngine(deps: EngineDeps) {
       throw new RunStop({ status: 'failed', stopReason: 'tool_error', error });
     }
     const byName = new Map(tools.map((t) => [t.name, t]));
-    const toolDefs = tools.map((t) => ({
-      type: 'function' as const,
-      function: { name: t.name, description: t.description, parameters: t.parameters as Record<string, unknown> },
-    }));
+    const toolDefs = tools.map(toolSpec);
 
+    const window = await deps.contextWindow(run.workspaceId, def.model);
     // Tool definitions are input too: each call sends them.
     const toolsEstimate = toolDefs.length > 0 ? Math.ceil(JSON.stringify(toolDefs).length / 4) : 0;
 
@@ -596,7 +646,23 @@ export function runEngine(deps: EngineDeps) {
         }
         // A call may never ask for more output than the budget has left.
         // Without the agent's own cap, the gateway's default: each call reserves credits for its worst case.
-        const maxOut = Math.min(def.params.max_output_tokens ?? settings.defaultMaxOutputTokens, left - estimate);
+        // Nor more than the model's window holds beside the prompt (providers refuse that).
+        const roomInWindow = window === null ? Number.MAX_SAFE_INTEGER : window - estimate;
+        if (roomInWindow <= 0) {
+          throw new RunStop({
+            status: 'incomplete',
+            stopReason: 'max_tokens',
+            error: {
+              code: 'context_window_exceeded',
+              message: `The conversation no longer fits the model's context window of ${window} tokens.`,
+            },
+          });
+        }
+        const maxOut = Math.min(
+          def.params.max_output_tokens ?? settings.defaultMaxOutputTokens,
+          left - estimate,
+          roomInWindow,
+        );
         const body: ChatCompletionRequest = {
           model: def.model,
           messages,

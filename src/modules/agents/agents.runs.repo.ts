@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, lt, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
 import {
   type AgentRunEventRow,
@@ -36,6 +36,9 @@ export type RunPatch = Partial<
     | 'leaseUntil'
   >
 >;
+
+/** No worker holds the run: its lease ran out, or its worker gave it back (no owner). */
+const leaseFree = (now: Date) => or(isNull(agentRuns.leaseOwner), lt(agentRuns.leaseUntil, now));
 
 /** An event to append: its type and its data's ciphertext. */
 export type NewEvent = { type: string; data: Buffer };
@@ -87,8 +90,8 @@ export const runsRepo = {
 
   /**
    * Takes the run for `owner` until `leaseUntil`: a queued run, or one in progress whose
-   * lease ran out (its worker died). Null when another holds it or it
-   * is in any other status. Counts the takeover (a claim of a run whose lease ran out).
+   * lease ran out (its worker died) or was given back (its worker shut down). Null when
+   * another holds it or it is in any other status. Counts the takeover of a dead worker's run.
    */
   async claim(tx: Database, workspaceId: string, id: string, owner: string, now: Date, leaseUntil: Date) {
     const rows = await tx
@@ -97,8 +100,8 @@ export const runsRepo = {
         status: 'in_progress',
         leaseOwner: owner,
         leaseUntil,
-        // Attempts count takeovers of a dead worker's run, not resumptions after an approval.
-        attempts: sql`${agentRuns.attempts} + case when ${agentRuns.status} = 'in_progress' then 1 else 0 end`,
+        // Attempts count takeovers of a dead worker's run, not resumptions after an approval or a shutdown.
+        attempts: sql`${agentRuns.attempts} + case when ${agentRuns.status} = 'in_progress' and ${agentRuns.leaseOwner} is not null then 1 else 0 end`,
         startedAt: sql`coalesce(${agentRuns.startedAt}, ${now.toISOString()}::timestamptz)`,
         updatedAt: now,
       })
@@ -106,7 +109,7 @@ export const runsRepo = {
         and(
           eq(agentRuns.workspaceId, workspaceId),
           eq(agentRuns.id, id),
-          or(eq(agentRuns.status, 'queued'), and(eq(agentRuns.status, 'in_progress'), lt(agentRuns.leaseUntil, now))),
+          or(eq(agentRuns.status, 'queued'), and(eq(agentRuns.status, 'in_progress'), leaseFree(now))),
         ),
       )
       .returning();
@@ -227,7 +230,7 @@ export const runsRepo = {
       .from(agentRuns)
       .where(
         or(
-          and(eq(agentRuns.status, 'in_progress'), lt(agentRuns.leaseUntil, now)),
+          and(eq(agentRuns.status, 'in_progress'), leaseFree(now)),
           and(eq(agentRuns.status, 'requires_action'), lt(agentRuns.actionExpiresAt, now)),
         ),
       )

@@ -66,6 +66,11 @@ async function streamEvents(
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',
   });
+  // A comment line now and then: proxies keep a quiet stream (a long model call) open.
+  const keepAlive = setInterval(() => {
+    if (!res.destroyed) res.write(': keep-alive\n\n');
+  }, 15_000);
+  keepAlive.unref();
   try {
     await service.follow(
       { scope, runId, after },
@@ -79,6 +84,7 @@ async function streamEvents(
     if (!res.destroyed) res.write(`event: error\ndata: ${JSON.stringify({ code: e.code, message: e.message })}\n\n`);
     req.log.warn({ code: e.code }, 'agents: a run event stream ended with an error');
   } finally {
+    clearInterval(keepAlive);
     if (!res.destroyed) res.end();
   }
 }
@@ -104,11 +110,18 @@ export function registerRunRoutes(app: HttpServer, { service, requirePermission 
         body: CreateRunBody,
         response: { 200: RunView, 202: RunView },
       },
+      config: {
+        audit: {
+          exempt: 'data-plane call: the run is its own record (steps, events) and its model calls are metered',
+        },
+      },
       preHandler: requirePermission('agents:run'),
     },
     async (req, reply) => {
       const scope = requireScope(req);
       const { run } = await service.createRun({ scope, input: req.body });
+      // A streamed run names itself in a header too: a client can resume its events by id.
+      reply.header('x-berth-run-id', run.id);
       if (req.body.stream) return streamEvents(service, req, reply, scope, run.id, 0);
       return reply.status(req.body.background ? 202 : 200).send(run);
     },

@@ -6,6 +6,7 @@ import type { Scope } from '../../platform/http/context.ts';
 import { newId } from '../../platform/ids.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Logger } from '../../platform/logger.ts';
+import type { AuditService } from '../audit/index.ts';
 import type { ChatMessage } from '../gateway/index.ts';
 import type { agentsRepo } from './agents.repo.ts';
 import { estimateMessages, type Pending, type RunEngine } from './agents.runs.engine.ts';
@@ -34,7 +35,16 @@ export type RunsServiceDeps = {
   canStartWork(workspaceId: string): Promise<unknown>;
   /** Privacy: refuses `processing_restricted` for a user who restricted processing. */
   assertProcessingAllowed(userId: string): void;
-  settings: { approvalTtlMs: number };
+  /** The audit log: cancels and decisions on tool calls are recorded (never arguments). */
+  audit: Pick<AuditService, 'record'>;
+  /**
+   * The tokens the agent's tool definitions take in each model call (built-in and HTTP tools
+   * exactly as sent; an MCP server's tools are known only when the run starts).
+   */
+  toolsEstimate?(workspaceId: string, tools: AgentDefinition['tools']): Promise<number>;
+  /** Tools: refuses 409 `connection_required` when the user lacks a connection the definition lists. */
+  checkConnections?(workspaceId: string, userId: string | null, definition: AgentDefinition): Promise<void>;
+  settings: { approvalTtlMs: number; defaultMaxOutputTokens: number };
 };
 
 /** The window a model is assumed to have when the catalog does not say. */
@@ -44,6 +54,35 @@ const runFinished = (status: RunStatus) =>
   new AppError('run_finished', `The run already ended (${status}); it cannot change any more.`);
 
 /**
+ * A conversation where every assistant tool call has its result: a call a run never ran (it
+ * ended first: a limit, a cancel, a tool-error stop) is answered as not run, since providers
+ * refuse a conversation with a call left unanswered.
+ */
+export function answerEveryCall(messages: ChatMessage[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as ChatMessage;
+    out.push(m);
+    if (m.role !== 'assistant' || !m.tool_calls?.length) continue;
+    const answered = new Set<string>();
+    while (messages[i + 1]?.role === 'tool') {
+      const t = messages[++i] as ChatMessage;
+      if (t.tool_call_id) answered.add(t.tool_call_id);
+      out.push(t);
+    }
+    for (const c of m.tool_calls) {
+      if (answered.has(c.id)) continue;
+      out.push({
+        role: 'tool',
+        tool_call_id: c.id,
+        content: JSON.stringify({ error: { code: 'not_run', message: 'The run ended before this call ran.' } }),
+      });
+    }
+  }
+  return out;
+}
+
+/**
  * Agent runs: create (sync, streamed or in the background), read, list, follow their
  * events, cancel, and decide on tool calls waiting for approval. The engine executes them.
  */
@@ -51,6 +90,8 @@ export function runsService(deps: RunsServiceDeps) {
   const { db, repo, clock, engine } = deps;
   /** Followers of runs' events in this process, by run id. */
   const followers = new Map<string, Set<() => void>>();
+  /** Set on shutdown: event streams end, their clients resume from their last event id elsewhere. */
+  let closing = false;
 
   function wake(runId: string) {
     for (const f of followers.get(runId) ?? []) f();
@@ -120,10 +161,7 @@ export function runsService(deps: RunsServiceDeps) {
         out.push({ role: 'tool', tool_call_id: s.toolCallId, content: c.result });
       }
     }
-    // A conversation never ends on unanswered tool calls: the next model call would be refused.
-    while (out.length > 0 && out[out.length - 1]?.role === 'assistant' && out[out.length - 1]?.tool_calls?.length)
-      out.pop();
-    return out;
+    return answerEveryCall(out);
   }
 
   /**
@@ -137,8 +175,9 @@ export function runsService(deps: RunsServiceDeps) {
     input: ChatMessage[],
     window: number,
     reserve: number,
+    toolsEstimate: number,
   ): { messages: ChatMessage[]; dropped: number } {
-    const budget = window - reserve;
+    const budget = window - reserve - toolsEstimate;
     // Turns start at user messages: a turn's assistant and tool messages go with it.
     const turns: ChatMessage[][] = [];
     for (const m of history) {
@@ -181,6 +220,8 @@ export function runsService(deps: RunsServiceDeps) {
         if (!v) throw notFound('version of this agent');
         return { agent: a, version: n, def: v.definition as AgentDefinition };
       });
+      // Every connection the agent acts through must be usable by this user before anything runs.
+      await deps.checkConnections?.(scope.workspaceId, userId, def);
       let history: ChatMessage[] = [];
       if (input.previous_run_id) {
         history = await db.tenant(scope.workspaceId, async (tx) => {
@@ -196,8 +237,15 @@ export function runsService(deps: RunsServiceDeps) {
         typeof input.input === 'string' ? [{ role: 'user', content: input.input }] : input.input.map((m) => ({ ...m }));
       const system: ChatMessage[] = def.instructions ? [{ role: 'system', content: def.instructions }] : [];
       const window = (await deps.contextWindow(scope.workspaceId, def.model)) ?? DEFAULT_WINDOW;
-      const reserve = Math.min(def.params.max_output_tokens ?? 4096, Math.floor(window / 4));
-      const { messages, dropped } = fitContext(system, history, inputMessages, window, reserve);
+      const reserve = Math.min(
+        def.params.max_output_tokens ?? deps.settings.defaultMaxOutputTokens,
+        Math.floor(window / 4),
+      );
+      // The tool definitions go with every call.
+      const toolsEstimate = deps.toolsEstimate
+        ? await deps.toolsEstimate(scope.workspaceId, def.tools)
+        : Math.ceil(JSON.stringify(def.tools).length / 4);
+      const { messages, dropped } = fitContext(system, history, inputMessages, window, reserve, toolsEstimate);
       const run: AgentRunRow = {
         id,
         workspaceId: scope.workspaceId,
@@ -235,6 +283,7 @@ export function runsService(deps: RunsServiceDeps) {
       run.input = await engine.enc(run, 'input', input.input);
       run.context = await engine.enc(run, 'context', messages);
       const created = await engine.event(run, 'run.created', {
+        runId: id,
         status: 'queued',
         agentId: agent.id,
         agentVersion: version,
@@ -257,6 +306,14 @@ export function runsService(deps: RunsServiceDeps) {
       await engine.execute(run.workspaceId, run.id);
       const after = await db.tenant(scope.workspaceId, (tx) => mustFind(tx, scope.workspaceId, run.id));
       return { run: await view(after), executing: false };
+    },
+
+    /**
+     * Executes a queued run (or one no worker holds) in this process if it can be claimed,
+     * as the `agents.run` job does; returns once it ended, paused or was lost.
+     */
+    execute(workspaceId: string, runId: string): Promise<void> {
+      return engine.execute(workspaceId, runId);
     },
 
     async getRun({ scope, runId }: { scope: Scope; runId: string }): Promise<RunView> {
@@ -351,7 +408,7 @@ export function runsService(deps: RunsServiceDeps) {
       set.add(waker);
       signal.addEventListener('abort', waker, { once: true });
       try {
-        while (!signal.aborted) {
+        while (!signal.aborted && !closing) {
           dirty = false;
           const { run, events } = await db.tenant(scope.workspaceId, async (tx) => ({
             run: await mustFind(tx, scope.workspaceId, runId),
@@ -383,13 +440,21 @@ export function runsService(deps: RunsServiceDeps) {
     /** Cancels a run that has not ended; a run executing somewhere stops at its next step. */
     async cancelRun({ scope, runId }: { scope: Scope; runId: string }): Promise<RunView> {
       const now = clock.now();
-      const row = await db.tenant(scope.workspaceId, async (tx) => {
+      const held = await db.tenant(scope.workspaceId, async (tx) => {
         const r = await mustFind(tx, scope.workspaceId, runId, true);
         if (FINISHED.has(r.status)) throw runFinished(r.status);
-        if (r.status === 'in_progress') {
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'agent_run.cancelled',
+          target: { type: 'agent_run', id: runId },
+          diff: { agentId: r.agentId, status: r.status },
+        });
+        // A run no worker holds (its worker died or shut down) is cancelled here, like a queued one.
+        if (r.status === 'in_progress' && r.leaseOwner !== null && r.leaseUntil !== null && r.leaseUntil >= now) {
           await repo.update(tx, scope.workspaceId, runId, null, now, { cancelRequestedAt: now });
           afterCommit(tx, () => deps.bus.publish(RUNS_CHANNEL, `cancel:${runId}`));
-          return r;
+          return true;
         }
         const ev = await engine.event(
           r,
@@ -410,12 +475,14 @@ export function runsService(deps: RunsServiceDeps) {
           completedAt: now,
           pending: null,
           actionExpiresAt: null,
+          leaseOwner: null,
+          leaseUntil: null,
         });
         await repo.appendEvents(tx, r, [ev], now);
         afterCommit(tx, () => deps.bus.publish(RUNS_CHANNEL, runId));
-        return r;
+        return false;
       });
-      if (row.status === 'in_progress') {
+      if (held) {
         // The worker stops at its next step (at once when it runs here): wait a moment for it.
         engine.abort(runId, 'cancelled');
         const until = Date.now() + 10_000;
@@ -483,6 +550,17 @@ export function runsService(deps: RunsServiceDeps) {
             ? { approved: true, ...(input.arguments !== undefined ? { arguments: input.arguments } : {}) }
             : { approved: false, ...(input.reason !== undefined ? { reason: input.reason } : {}) };
         }
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: approve ? 'agent_run.tool_approved' : 'agent_run.tool_denied',
+          target: { type: 'agent_run', id: runId },
+          // Which calls of which tools: never their arguments (customer content).
+          diff: {
+            toolCalls: targets.map((c) => ({ id: c.id, tool: c.name })),
+            ...(approve ? { argumentsEdited: input.arguments !== undefined } : {}),
+          },
+        });
         const complete = pending.calls.every((c) => pending.decisions[c.id]);
         const events = [
           await engine.event(r, approve ? 'run.approved' : 'run.denied', { toolCallIds: targets.map((c) => c.id) }, tx),
@@ -563,6 +641,16 @@ export function runsService(deps: RunsServiceDeps) {
           wake(id);
         } else wake(message);
       });
+    },
+
+    /**
+     * Shutdown, before the server waits for its requests: event streams end, and runs executing
+     * here (sync and streamed ones too) stop and give their lease back, for another worker to resume.
+     */
+    async release(): Promise<void> {
+      closing = true;
+      for (const set of followers.values()) for (const f of set) f();
+      await engine.release();
     },
 
     /** Tells this process's followers of a run (and, through the bus, every other's) that it changed. */

@@ -38,6 +38,12 @@ export type ToolErrorCode =
   | 'mcp_stdio_disabled'
   | 'mcp_unavailable'
   | 'secret_placement_not_allowed'
+  // OAuth connections ({{connection.NAME}}): none usable for the run's user (none, revoked,
+  // broken, renewal failing); a host its provider's API hosts do not list; a URL, body or
+  // plain http connection where the token may not go
+  | 'connection_unavailable'
+  | 'connection_host_not_allowed'
+  | 'connection_placement_not_allowed'
   | 'tool_error'
   | 'tool_failed'
   // Answered by the run engine, not by a tool: no tool of that name; a person denied the call.

@@ -100,6 +100,7 @@ export async function sendLimited(transport: HttpTransport, req: LimitedRequest)
 const TEMPLATE = /\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g;
 const WHOLE_TEMPLATE = /^\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}$/;
 const SECRET_PREFIX = 'secret.';
+const CONNECTION_PREFIX = 'connection.';
 
 /** Where a workspace secret may go: the only hosts, and the only request headers (lower case). */
 export type SecretPlacement = { allowedHosts: string[]; allowedHeaders: string[] };
@@ -107,23 +108,46 @@ export type SecretPlacement = { allowedHosts: string[]; allowedHeaders: string[]
 export type ToolSecret = SecretPlacement & { value: string };
 export type SecretSource = (workspaceId: string, names: string[]) => Promise<Map<string, ToolSecret>>;
 
-/** The names of the secrets `{{secret.NAME}}` references in any string of `value`. */
-export function secretRefs(value: unknown, into = new Set<string>()): Set<string> {
+/** An OAuth connection's access token as tools use it: the value, and the only hosts (its provider's API) it may go to. */
+export type ConnectionToken = { value: string; apiHosts: string[] };
+/**
+ * The token of the connection `name` for a run acting as `userId` (their own, or one shared
+ * with the workspace), renewed when needed. Throws ToolFailure `connection_unavailable`.
+ */
+export type ConnectionSource = (workspaceId: string, userId: string, name: string) => Promise<ConnectionToken>;
+
+/** The names `{{<prefix>NAME}}` references in any string of `value`. */
+function templateRefs(value: unknown, prefix: string, into: Set<string>): Set<string> {
   if (typeof value === 'string') {
     for (const m of value.matchAll(TEMPLATE)) {
       const ref = m[1] ?? '';
-      if (ref.startsWith(SECRET_PREFIX)) into.add(ref.slice(SECRET_PREFIX.length));
+      if (ref.startsWith(prefix)) into.add(ref.slice(prefix.length));
     }
   } else if (Array.isArray(value)) {
-    for (const v of value) secretRefs(v, into);
+    for (const v of value) templateRefs(v, prefix, into);
   } else if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) secretRefs(v, into);
+    for (const v of Object.values(value)) templateRefs(v, prefix, into);
   }
   return into;
 }
 
-/** Fills templates from the arguments and secrets; records which secrets were used. */
-function filler(args: Record<string, unknown>, secrets: Map<string, ToolSecret>, used: Set<string>) {
+/** The names of the secrets `{{secret.NAME}}` references in any string of `value`. */
+export function secretRefs(value: unknown, into = new Set<string>()): Set<string> {
+  return templateRefs(value, SECRET_PREFIX, into);
+}
+
+/** The names of the OAuth connections `{{connection.NAME}}` references in any string of `value`. */
+export function connectionRefs(value: unknown, into = new Set<string>()): Set<string> {
+  return templateRefs(value, CONNECTION_PREFIX, into);
+}
+
+/** Fills templates from the arguments, secrets and connection tokens; records which secrets were used. */
+function filler(
+  args: Record<string, unknown>,
+  secrets: Map<string, ToolSecret>,
+  used: Set<string>,
+  tokens: Map<string, ConnectionToken> = new Map(),
+) {
   const lookup = (ref: string): unknown => {
     if (ref.startsWith(SECRET_PREFIX)) {
       const name = ref.slice(SECRET_PREFIX.length);
@@ -131,6 +155,15 @@ function filler(args: Record<string, unknown>, secrets: Map<string, ToolSecret>,
       if (!secret) throw new ToolFailure('secret_not_found', `The workspace has no secret named ${name}.`);
       used.add(name);
       return secret.value;
+    }
+    if (ref.startsWith(CONNECTION_PREFIX)) {
+      // Only headers are filled with tokens (they are fetched for headers alone): anywhere else
+      // the reference was refused before this.
+      const name = ref.slice(CONNECTION_PREFIX.length);
+      const token = tokens.get(name);
+      if (!token)
+        throw new ToolFailure('connection_placement_not_allowed', `The connection ${name} may not be used here.`);
+      return token.value;
     }
     let v: unknown = args;
     for (const part of ref.split('.')) {
@@ -167,8 +200,8 @@ function filler(args: Record<string, unknown>, secrets: Map<string, ToolSecret>,
   };
 }
 
-/** Removes every secret value (and its URL-encoded form) from text returned to the model. */
-export function redactSecrets(text: string, secrets: Iterable<ToolSecret>): string {
+/** Removes every secret value or token (and its URL-encoded form) from text returned to the model. */
+export function redactSecrets(text: string, secrets: Iterable<{ value: string }>): string {
   let out = text;
   for (const { value } of secrets) {
     if (value.length === 0) continue;
@@ -214,17 +247,42 @@ export function assertSecretHeaders(
   }
 }
 
+/** A connection's token goes over https only (plain http only to hosts the operator allow-listed, like secrets). */
+export function assertConnectionScheme(url: URL, name: string, plainHttpAllowed: (host: string) => boolean) {
+  if (url.protocol !== 'https:' && !plainHttpAllowed(url.hostname)) {
+    throw new ToolFailure(
+      'connection_placement_not_allowed',
+      `The connection ${name}'s token is only sent over https.`,
+    );
+  }
+}
+
+/** A connection's token goes only to a host its provider's API hosts list (none listed: nowhere). */
+export function assertConnectionHost(url: URL, name: string, token: Pick<ConnectionToken, 'apiHosts'>) {
+  if (hostAllowed(url.hostname, token.apiHosts)) return;
+  throw new ToolFailure(
+    'connection_host_not_allowed',
+    token.apiHosts.length === 0
+      ? `The connection ${name}'s token may not be sent to ${url.hostname}: its OAuth provider declares no API hosts.`
+      : `The connection ${name}'s token may not be sent to ${url.hostname}, only to its provider's API hosts (${token.apiHosts.join(', ').slice(0, 300)}).`,
+  );
+}
+
 export type HttpToolDeps = {
   transport: HttpTransport;
   secrets: SecretSource;
-  /** Hosts a secret may reach over plain http (those in BERTH_EGRESS_ALLOW). */
+  /** OAuth connections' tokens for `{{connection.NAME}}` (absent: none can be used). */
+  connections?: ConnectionSource | undefined;
+  /** Hosts a secret or token may reach over plain http (those in BERTH_EGRESS_ALLOW). */
   plainHttpAllowed: (host: string) => boolean;
 };
 
 /**
- * A custom HTTP tool: the definition's request with `{{arg}}` and `{{secret.NAME}}` filled
- * in. A successful answer (2xx) is the tool's content, other statuses answer
- * `upstream_error`; secrets never appear in what the model gets back.
+ * A custom HTTP tool: the definition's request with `{{arg}}`, `{{secret.NAME}}` and
+ * `{{connection.NAME}}` filled in. A successful answer (2xx) is the tool's content, other
+ * statuses answer `upstream_error`; secrets and tokens never appear in what the model gets
+ * back. A connection's token is fetched for the run's user at each call, after the URL is
+ * known to be one it may go to.
  */
 export function httpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
   const tool = httpToolBase(def, deps);
@@ -234,8 +292,10 @@ export function httpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
 
 function httpToolBase(def: HttpToolDef, deps: HttpToolDeps): Tool {
   const names = [...secretRefs([def.request.url, def.request.headers ?? {}, def.request.body ?? null])];
-  // Secrets go in headers only: in a URL or a body a service could show them back.
+  const connections = [...connectionRefs(def.request.headers ?? {})];
+  // Secrets and tokens go in headers only: in a URL or a body a service could show them back.
   const misplaced = secretRefs([def.request.url, def.request.body ?? null]).size > 0;
+  const misplacedConnection = connectionRefs([def.request.url, def.request.body ?? null]).size > 0;
   const headerRefs = Object.entries(def.request.headers ?? {}).map(
     ([k, v]) => [k.toLowerCase(), secretRefs(v)] as [string, Set<string>],
   );
@@ -256,9 +316,16 @@ function httpToolBase(def: HttpToolDef, deps: HttpToolDeps): Tool {
           'Secrets may only be sent in request headers, not the URL or body.',
         );
       }
+      if (misplacedConnection) {
+        return fail(
+          'connection_placement_not_allowed',
+          'Connection tokens may only be sent in request headers, not the URL or body.',
+        );
+      }
       const secrets = names.length > 0 ? await deps.secrets(ctx.workspaceId, names) : new Map<string, ToolSecret>();
       const used = new Set<string>();
-      const fill = filler(args, secrets, used);
+      const tokens = new Map<string, ConnectionToken>();
+      const fill = filler(args, secrets, used, tokens);
       let url: URL;
       try {
         url = new URL(fill.url(def.request.url));
@@ -266,16 +333,27 @@ function httpToolBase(def: HttpToolDef, deps: HttpToolDeps): Tool {
         if (err instanceof ToolFailure) throw err;
         return fail('invalid_arguments', 'The arguments do not make a valid URL.');
       }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(def.request.headers ?? {})) headers[k.toLowerCase()] = fill.header(v);
-      let body: string | null = null;
-      if (def.request.body !== undefined) body = JSON.stringify(fill.body(def.request.body));
-      else if (method === 'POST' || method === 'PUT' || method === 'PATCH') body = JSON.stringify(args);
-      if (body !== null && !headers['content-type']) headers['content-type'] = 'application/json';
-      assertSecretsAllowed(url.hostname, used, secrets);
-      assertSecretHeaders(url, headerRefs, secrets, deps.plainHttpAllowed);
-      const redact = (text: string) => redactSecrets(text, secrets.values());
+      if (connections.length > 0) {
+        // The scheme is checked before any token is fetched, the host as soon as the provider's hosts are known.
+        for (const name of connections) assertConnectionScheme(url, name, deps.plainHttpAllowed);
+        const source = deps.connections;
+        if (!source) throw new ToolFailure('connection_unavailable', 'OAuth connections are not available here.');
+        for (const name of connections) {
+          const token = await source(ctx.workspaceId, ctx.userId, name);
+          assertConnectionHost(url, name, token);
+          tokens.set(name, token);
+        }
+      }
+      const redact = (text: string) => redactSecrets(text, [...secrets.values(), ...tokens.values()]);
       try {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(def.request.headers ?? {})) headers[k.toLowerCase()] = fill.header(v);
+        let body: string | null = null;
+        if (def.request.body !== undefined) body = JSON.stringify(fill.body(def.request.body));
+        else if (method === 'POST' || method === 'PUT' || method === 'PATCH') body = JSON.stringify(args);
+        if (body !== null && !headers['content-type']) headers['content-type'] = 'application/json';
+        assertSecretsAllowed(url.hostname, used, secrets);
+        assertSecretHeaders(url, headerRefs, secrets, deps.plainHttpAllowed);
         const res = await sendLimited(deps.transport, {
           method,
           url,

@@ -8,6 +8,8 @@ import { parseEgressAllow } from '../../platform/http/egress.ts';
  * travels in the request headers it was declared for, over https (plain http only to hosts
  * the operator allow-listed with BERTH_EGRESS_ALLOW, for local development). A secret in a
  * URL or a body could be written to a service that shows it back to whoever wrote the tool.
+ * An OAuth connection's access token (`{{connection.NAME}}`) follows the same rules, and goes
+ * only to the API hosts its provider declares.
  */
 
 const TEMPLATE = /\{\{\s*([A-Za-z0-9_.-]+)\s*\}\}/g;

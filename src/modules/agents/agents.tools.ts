@@ -6,7 +6,7 @@ import { AppError } from '../../platform/errors.ts';
 import { type EgressGuard, egressGuard } from '../../platform/http/egress.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import type { AuditInput } from '../audit/index.ts';
-import type { VaultService } from '../vault/index.ts';
+import type { ConnectionsService, VaultService } from '../vault/index.ts';
 import type { Permission } from '../workspaces/index.ts';
 import { mcpRepo } from './agents.mcp.repo.ts';
 import { registerMcpRoutes } from './agents.mcp.routes.ts';
@@ -27,7 +27,13 @@ import {
   ToolFailure,
   type ToolLimits,
 } from './agents.tools.core.ts';
-import { type HttpTransport, httpTool, secretRefs } from './agents.tools.http.ts';
+import {
+  type ConnectionSource,
+  connectionRefs,
+  type HttpTransport,
+  httpTool,
+  secretRefs,
+} from './agents.tools.http.ts';
 import { listMcpTools, type McpDeps, type McpTarget, mcpTool, mcpToolName } from './agents.tools.mcp.ts';
 import { plainHttpPolicy, templateOrigin } from './agents.tools.policy.ts';
 import type { ToolDef } from './agents.tools.schemas.ts';
@@ -52,6 +58,8 @@ export type ToolsServiceDeps = {
   http: HttpTransport;
   /** Workspace secrets by name (the secrets service's `source`). */
   secrets: SecretsService['source'];
+  /** OAuth connections' tokens by name, for the run's user (absent: `{{connection.NAME}}` answers `connection_unavailable`). */
+  connections?: ConnectionSource;
   /** The call target of a workspace's MCP server by name; throws ToolFailure. */
   mcpTarget(workspaceId: string, name: string): Promise<McpTarget>;
   stdioAllowed: boolean;
@@ -105,7 +113,11 @@ export function toolsService(deps: ToolsServiceDeps) {
 
   async function resolveOne(workspaceId: string, def: ToolDef): Promise<Tool[]> {
     if (def.type === 'builtin') return [builtinTool(def, { clock: deps.clock, transport: deps.http, limits })];
-    if (def.type === 'http') return [httpTool(def, { transport: deps.http, secrets: deps.secrets, plainHttpAllowed })];
+    if (def.type === 'http') {
+      return [
+        httpTool(def, { transport: deps.http, secrets: deps.secrets, connections: deps.connections, plainHttpAllowed }),
+      ];
+    }
     let listed: Awaited<ReturnType<typeof listMcpTools>>;
     try {
       const target = await deps.mcpTarget(workspaceId, def.server);
@@ -163,8 +175,35 @@ export type AgentToolsDeps = {
   vault: Pick<VaultService, 'encrypt' | 'decryptString'>;
   audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
   config: { BERTH_EGRESS_ALLOW?: string | undefined; BERTH_MCP_STDIO: boolean };
+  /** OAuth connections (the vault's): whose token `{{connection.NAME}}` sends, and `checkConnections`. */
+  connections?: Pick<ConnectionsService, 'connectionFor' | 'runToken'> | undefined;
   limits?: Partial<ToolLimits>;
 };
+
+/**
+ * The tools' view of the vault's connections: the token of `name` for the run's user, every
+ * failure (none, revoked, broken, renewal failing) a `connection_unavailable` tool error
+ * whose message never carries a token.
+ */
+function connectionSource(connections: Pick<ConnectionsService, 'runToken'>): ConnectionSource {
+  return async (workspaceId, userId, name) => {
+    try {
+      const token = await connections.runToken(workspaceId, userId === '' ? null : userId, name);
+      return { value: token.accessToken, apiHosts: token.apiHosts };
+    } catch (err) {
+      const code = err instanceof AppError ? err.code : null;
+      const reason =
+        code === 'connection_required' || code === 'not_found'
+          ? 'the user has no such connection (it may have been disconnected)'
+          : code === 'connection_broken'
+            ? 'it stopped working (its provider refused to renew access) and must be connected again'
+            : code === 'oauth_provider_error'
+              ? 'its provider could not renew access just now'
+              : 'it could not be read';
+      throw new ToolFailure('connection_unavailable', `The connection ${name} cannot be used: ${reason}.`);
+    }
+  };
+}
 
 /**
  * The tools part of the agents module: workspace secrets, MCP servers and the tools
@@ -202,15 +241,31 @@ export function createAgentTools(deps: AgentToolsDeps) {
     stdioAllowed: deps.config.BERTH_MCP_STDIO,
     plainHttpAllowed,
     limits,
+    ...(deps.connections ? { connections: connectionSource(deps.connections) } : {}),
   });
+  /** Whether a credential (a secret, a connection's token) may be sent to a URL template's origin. */
+  function credentialOriginAllowed(url: string): boolean {
+    const origin = templateOrigin(url);
+    return origin.scheme === 'https' || (origin.scheme === 'http' && !!origin.host && plainHttpAllowed(origin.host));
+  }
+
   /**
-   * The checks of a definition's secret use that need the workspace's secrets (run before
-   * it is saved, and again at every call): each header's secrets are declared for that
-   * header, and go over https unless the host is allow-listed. Secrets that do not exist
-   * yet are checked when they are used.
+   * The checks of a definition's credential use that need the workspace (run before it is
+   * saved, and again at every call): each header's secrets are declared for that header, and
+   * secrets and connection tokens go over https unless the host is allow-listed. Secrets that
+   * do not exist yet are checked when they are used; a token's hosts (its provider's API
+   * hosts) when it is sent, since whose connection a name picks depends on the run's user.
    */
   async function checkSecretUse(workspaceId: string, defs: readonly ToolDef[]): Promise<void> {
     const http = defs.flatMap((d, i) => (d.type === 'http' ? [{ d, i }] : []));
+    for (const { d, i } of http) {
+      if (connectionRefs(d.request.headers ?? {}).size === 0 || credentialOriginAllowed(d.request.url)) continue;
+      throw new AppError('connection_placement_not_allowed', "A connection's token is only sent over https.", {
+        details: [
+          { path: `/tools/${i}/request/url`, message: 'a URL sending a connection token must start with https://' },
+        ],
+      });
+    }
     const names = [...secretRefs(http.map(({ d }) => d.request.headers ?? {}))];
     if (names.length === 0) return;
     const placements = await secrets.placements(workspaceId, names);
@@ -219,8 +274,7 @@ export function createAgentTools(deps: AgentToolsDeps) {
         const refs = [...secretRefs(value)];
         if (refs.length === 0) continue;
         const path = `/tools/${i}/request/headers/${header}`;
-        const origin = templateOrigin(d.request.url);
-        if (origin.scheme !== 'https' && (origin.scheme !== 'http' || !origin.host || !plainHttpAllowed(origin.host))) {
+        if (!credentialOriginAllowed(d.request.url)) {
           throw new AppError('secret_placement_not_allowed', 'Workspace secrets are only sent over https.', {
             details: [{ path: `/tools/${i}/request/url`, message: 'a URL sending secrets must start with https://' }],
           });
@@ -239,11 +293,41 @@ export function createAgentTools(deps: AgentToolsDeps) {
     }
   }
 
+  /**
+   * Whether a run acting as `userId` (null: no user, shared connections only) can act through
+   * every connection the definition lists: each name must pick a connection (the user's own,
+   * else one shared with the workspace) that is not broken. Called when a run is created;
+   * a connection revoked or broken later fails the tool calls using it (`connection_unavailable`).
+   * Throws 409 `connection_required` naming the first one missing.
+   *
+   * @example await agentTools.checkConnections(workspaceId, userId, version.definition);
+   */
+  async function checkConnections(
+    workspaceId: string,
+    userId: string | null,
+    definition: { connections: readonly string[] },
+  ): Promise<void> {
+    for (const [i, name] of definition.connections.entries()) {
+      const found = deps.connections ? await deps.connections.connectionFor(workspaceId, userId ?? '', name) : null;
+      if (found?.status === 'active') continue;
+      const message =
+        found === null
+          ? `This agent acts through the connection ${name}, and you have none by that name (nor does the workspace share one): connect the account first.`
+          : `This agent acts through the connection ${name}, which stopped working (its provider refused to renew access): connect the account again first.`;
+      throw new AppError('connection_required', message, {
+        details: [
+          { path: `/connections/${i}`, message: found === null ? `no connection named ${name}` : `${name} is broken` },
+        ],
+      });
+    }
+  }
+
   return {
     tools,
     secrets,
     mcp,
     checkSecretUse,
+    checkConnections,
     tables: [...agentSecretsTables, ...agentMcpTables],
     registerRoutes(
       app: HttpServer,

@@ -12,7 +12,7 @@ import type { VaultService } from '../vault/index.ts';
 import type { Permission } from '../workspaces/index.ts';
 import { agentsRepo } from './agents.repo.ts';
 import { registerAgentRoutes } from './agents.routes.ts';
-import { type EngineDeps, runEngine } from './agents.runs.engine.ts';
+import { type EngineDeps, runEngine, toolSpec } from './agents.runs.engine.ts';
 import { runsRepo } from './agents.runs.repo.ts';
 import { registerRunRoutes } from './agents.runs.routes.ts';
 import { RUN_JOB, type RunsService, runsService } from './agents.runs.service.ts';
@@ -20,11 +20,11 @@ import { agentRunTables } from './agents.runs.tables.ts';
 import { type AgentsService, agentsService } from './agents.service.ts';
 import { agentTables } from './agents.tables.ts';
 // Tools (secrets, MCP servers, built-in/HTTP/MCP tools): agents.tools.ts.
-import { type AgentTools, createAgentTools } from './agents.tools.ts';
+import { type AgentTools, type AgentToolsDeps, createAgentTools } from './agents.tools.ts';
 
 export { checkDefinition, toolSchemaProblem } from './agents.definition.ts';
 export type { RunCaller } from './agents.runs.engine.ts';
-export type { RunView } from './agents.runs.schemas.ts';
+export type { RunView, StepView } from './agents.runs.schemas.ts';
 export type { RunsService } from './agents.runs.service.ts';
 export {
   AGENT_FORMAT,
@@ -44,9 +44,11 @@ export type AgentsDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
   /** Tools: workspace secrets and MCP headers are vault ciphertext. */
   vault: Pick<VaultService, 'encrypt' | 'decryptString'>;
+  /** OAuth connections: the tokens `{{connection.NAME}}` sends for a run's user. */
+  connections?: AgentToolsDeps['connections'];
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
   /** What runs need from the gateway, the keys, billing and privacy. */
-  runs: Pick<EngineDeps, 'complete' | 'keyPolicy' | 'assertProcessingAllowed'> & {
+  runs: Pick<EngineDeps, 'complete' | 'keyPolicy' | 'assertProcessingAllowed' | 'mayRun'> & {
     /** The context window of a model the workspace calls (null: unknown). */
     contextWindow(workspaceId: string, model: string): Promise<number | null>;
     /** Billing: refuses `insufficient_credits` when the workspace cannot start work. */
@@ -99,6 +101,8 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
     complete: deps.runs.complete,
     keyPolicy: deps.runs.keyPolicy,
     assertProcessingAllowed: deps.runs.assertProcessingAllowed,
+    mayRun: deps.runs.mayRun,
+    contextWindow: deps.runs.contextWindow,
     notify: (runId) => runs?.notify(runId),
   });
   runs = runsService({
@@ -113,7 +117,22 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
     contextWindow: deps.runs.contextWindow,
     canStartWork: deps.runs.canStartWork,
     assertProcessingAllowed: deps.runs.assertProcessingAllowed,
-    settings: { approvalTtlMs },
+    audit: deps.audit,
+    checkConnections: tools.checkConnections,
+    toolsEstimate: async (workspaceId, defs) => {
+      const mcp = defs.filter((d) => d.type === 'mcp');
+      const specs = await tools.tools
+        .resolve(
+          workspaceId,
+          defs.filter((d) => d.type !== 'mcp'),
+        )
+        .then((list) => list.map((t) => toolSpec(t)))
+        .catch(() => defs);
+      return (
+        Math.ceil(JSON.stringify(specs).length / 4) + (mcp.length > 0 ? Math.ceil(JSON.stringify(mcp).length / 4) : 0)
+      );
+    },
+    settings: { approvalTtlMs, defaultMaxOutputTokens: config.BERTH_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS },
   });
   const runService = runs;
   // An out-of-credits workspace whose grace period ended loses its agents' runtime data (runs,
@@ -137,11 +156,12 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
       tools.registerRoutes(app, deps.requirePermission);
       registerRunRoutes(app, { service: runService, requirePermission: deps.requirePermission });
       const unsubscribe = await runService.followBus();
-      app.addHook('onClose', async () => {
+      // preClose: before the server waits for in-flight requests, which a sync or streamed run would hold.
+      app.addHook('preClose', async () => {
         if (sweeper) clearInterval(sweeper);
         sweeper = null;
         // Runs executing here stop writing and give their lease back: another worker resumes them.
-        await engine.release();
+        await runService.release();
         await unsubscribe().catch(() => undefined);
       });
     },

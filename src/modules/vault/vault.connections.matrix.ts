@@ -104,6 +104,13 @@ export const matrixRoutes: MatrixRoute<ConnectionsApp>[] = [
   { method: 'POST', url: (c) => `${ws(c)}/oauth-providers`, body: providerInput, allowed: managers },
   { method: 'GET', url: (c) => `${ws(c)}/oauth-providers`, allowed: everyone },
   {
+    method: 'PATCH',
+    setup: provider,
+    url: (c) => `${ws(c)}/oauth-providers/${c.vars.providerId}`,
+    body: () => ({ apiHosts: ['api.example.com'] }),
+    allowed: managers,
+  },
+  {
     method: 'DELETE',
     setup: provider,
     url: (c) => `${ws(c)}/oauth-providers/${c.vars.providerId}`,

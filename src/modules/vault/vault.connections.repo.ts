@@ -39,6 +39,13 @@ export const connectionsRepo = {
     return tx.select().from(p).where(eq(p.workspaceId, workspaceId)).orderBy(asc(p.name));
   },
 
+  async setProviderApiHosts(tx: Database, workspaceId: string, id: string, apiHosts: string[]): Promise<void> {
+    await tx
+      .update(p)
+      .set({ apiHosts })
+      .where(and(eq(p.workspaceId, workspaceId), eq(p.id, id)));
+  },
+
   async deleteProvider(tx: Database, workspaceId: string, id: string): Promise<void> {
     await tx.delete(p).where(and(eq(p.workspaceId, workspaceId), eq(p.id, id)));
   },

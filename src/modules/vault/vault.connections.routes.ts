@@ -16,6 +16,7 @@ import {
   OAuthProviderParams,
   OAuthProviderView,
   ShareBody,
+  UpdateOAuthProviderBody,
   WorkspaceParams,
 } from './vault.connections.schemas.ts';
 import { CALLBACK_PATH, type ConnectionsService } from './vault.connections.service.ts';
@@ -65,6 +66,23 @@ export function registerConnectionsRoutes(app: HttpServer, { connections, public
       preHandler: requirePermission('agents:read'),
     },
     async (req) => ({ data: await connections.listProviders({ scope: requireScope(req) }) }),
+  );
+
+  app.patch(
+    `${ws}/oauth-providers/:providerId`,
+    {
+      schema: {
+        tags,
+        security,
+        summary: "Declare an OAuth provider's API hosts: the only hosts agent tools send its access tokens to",
+        params: OAuthProviderParams,
+        body: UpdateOAuthProviderBody,
+        response: { 200: OAuthProviderView },
+      },
+      preHandler: requirePermission('connections:manage'),
+    },
+    async (req) =>
+      connections.updateProvider({ scope: requireScope(req), providerId: req.params.providerId, input: req.body }),
   );
 
   app.delete(

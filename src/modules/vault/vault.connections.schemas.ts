@@ -21,6 +21,19 @@ export const ConnectProviderParams = z.strictObject({
 });
 export const ConnectionParams = z.strictObject({ workspaceId: Id, connectionId: Id });
 
+/** A host name or `*.domain` (its sub-domains), lower case: where a provider's API answers. */
+const ApiHost = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'a lower-case host or *.domain');
+const ApiHosts = z
+  .array(ApiHost)
+  .max(50)
+  .describe(
+    "The provider's API hosts (`api.example.com`, `*.example.com`): agent tools send its access tokens ({{connection.NAME}}) there and nowhere else",
+  );
+
 export const CreateOAuthProviderBody = z.strictObject({
   name: z
     .string()
@@ -55,8 +68,12 @@ export const CreateOAuthProviderBody = z.strictObject({
     .refine((o) => Object.keys(o).length <= 20, 'at most 20 parameters')
     .optional()
     .describe('Extra query parameters of the authorization request, e.g. {"prompt": "consent"}'),
+  apiHosts: ApiHosts.optional(),
 });
 export type CreateOAuthProviderInput = z.infer<typeof CreateOAuthProviderBody>;
+
+export const UpdateOAuthProviderBody = z.strictObject({ apiHosts: ApiHosts });
+export type UpdateOAuthProviderInput = z.infer<typeof UpdateOAuthProviderBody>;
 
 export const OAuthProviderView = z.object({
   id: z.string(),
@@ -69,6 +86,7 @@ export const OAuthProviderView = z.object({
   tokenAuthMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']),
   scopes: z.array(z.string()),
   authorizeParams: z.record(z.string(), z.string()),
+  apiHosts: z.array(z.string()),
   createdBy: z.string().nullable(),
   createdAt: z.string(),
 });

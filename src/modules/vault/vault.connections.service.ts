@@ -27,6 +27,7 @@ import type {
   ConnectionView,
   CreateOAuthProviderInput,
   OAuthProviderView,
+  UpdateOAuthProviderInput,
 } from './vault.connections.schemas.ts';
 import type { OAuthConnectionRow, OAuthProviderRow } from './vault.connections.tables.ts';
 import type { VaultService } from './vault.service.ts';
@@ -85,6 +86,19 @@ type PendingRevocation = {
 /** What a run gets: a valid access token, in memory only. */
 export type AccessToken = { accessToken: string; expiresAt: Date | null; scopes: string[] };
 
+/** What an agent tool sends: a connection's valid access token and the only hosts it may go to. */
+export type RunToken = AccessToken & { connectionId: string; apiHosts: string[] };
+
+/**
+ * Of the connections named alike a member may use (`listNamed`'s order), the one a run acting
+ * as `userId` uses: their own (an active one first), else the workspace's shared one. A
+ * broken connection of their own is not passed over for a shared one: it would act as
+ * someone else's account.
+ */
+function pickNamed(rows: OAuthConnectionRow[], userId: string): OAuthConnectionRow | null {
+  return rows.find((r) => r.userId === userId) ?? rows.find((r) => r.shared) ?? null;
+}
+
 /** The callback's outcome: the connection made, or an error; `redirectTo` when the flow asked to return to a page. */
 export type CallbackResult =
   | { ok: true; connection: ConnectionView; redirectTo: string | null }
@@ -133,6 +147,7 @@ function providerView(row: OAuthProviderRow): OAuthProviderView {
     tokenAuthMethod: row.tokenAuthMethod,
     scopes: row.scopes,
     authorizeParams: row.authorizeParams,
+    apiHosts: row.apiHosts,
     createdBy: row.createdBy,
     createdAt: row.createdAt.toISOString(),
   };
@@ -352,6 +367,14 @@ export function connectionsService(deps: ConnectionsDeps) {
     }
   }
 
+  function connectionRequired(name: string): AppError {
+    return new AppError(
+      'connection_required',
+      `This agent acts through the connection ${name}: connect your account (or ask an admin to share one named ${name}) first.`,
+      { details: [{ path: '/connections', message: `no usable connection named ${name}` }] },
+    );
+  }
+
   function brokenError(): AppError {
     return new AppError(
       'connection_broken',
@@ -504,6 +527,35 @@ export function connectionsService(deps: ConnectionsDeps) {
     return { accessToken: set.accessToken, expiresAt, scopes };
   }
 
+  /**
+   * A valid access token for an agent run acting as `userId`: the user's own connection or
+   * one shared with the workspace. Refreshed when within the margin of its expiry, under the
+   * connection's refresh lease (one refresh however many workers ask at once). Throws
+   * `connection_broken` once a refresh was refused for good, `not_found` for a connection
+   * the user may not use.
+   */
+  async function accessToken(connectionId: string, who: { workspaceId: string; userId: string }): Promise<AccessToken> {
+    if (!isId(connectionId, 'con')) throw notFound('connection');
+    const quick = await db.tenant(who.workspaceId, async (tx) => {
+      const row = await repo.findConnection(tx, who.workspaceId, connectionId);
+      if (!row || (row.userId !== who.userId && !row.shared)) throw notFound('connection');
+      if (row.status === 'broken') throw brokenError();
+      if (needsRefresh(row)) return null;
+      const tokens = await repo.findTokens(tx, who.workspaceId, row.id);
+      if (!tokens) throw notFound('connection');
+      return {
+        accessToken: await deps.vault.decryptString(
+          tokenCtx(who.workspaceId, row.id, 'access_token'),
+          tokens.accessTokenCiphertext,
+          tx,
+        ),
+        expiresAt: row.expiresAt,
+        scopes: row.scopes,
+      };
+    });
+    return quick ?? refreshWithLease(who.workspaceId, connectionId);
+  }
+
   function providerError(err: unknown): AppError {
     if (err instanceof AppError) return err;
     if (err instanceof OAuthProtocolError) {
@@ -553,6 +605,7 @@ export function connectionsService(deps: ConnectionsDeps) {
         tokenAuthMethod: method,
         scopes: [...new Set(input.scopes ?? [])],
         authorizeParams: input.authorizeParams ?? {},
+        apiHosts: [...new Set(input.apiHosts ?? [])],
         createdBy: scope.actor.type === 'system' ? null : scope.actor.userId,
         createdAt: now,
       };
@@ -579,10 +632,40 @@ export function connectionsService(deps: ConnectionsDeps) {
             tokenUrl: row.tokenUrl,
             revocationUrl: row.revocationUrl,
             scopes: row.scopes,
+            apiHosts: row.apiHosts,
             hasClientSecret: row.clientSecretCiphertext !== null,
           },
         });
         return providerView(row);
+      });
+    },
+
+    /**
+     * Declares where the provider's API answers: the only hosts agent tools send its access
+     * tokens to (audited). Connections keep working; tools reaching a host no longer listed
+     * fail from their next call.
+     */
+    async updateProvider({
+      scope,
+      providerId,
+      input,
+    }: {
+      scope: Scope;
+      providerId: string;
+      input: UpdateOAuthProviderInput;
+    }): Promise<OAuthProviderView> {
+      return db.tenant(scope.workspaceId, async (tx) => {
+        const row = await providerByRef(tx, scope.workspaceId, providerId);
+        const apiHosts = [...new Set(input.apiHosts)];
+        await repo.setProviderApiHosts(tx, scope.workspaceId, row.id, apiHosts);
+        await deps.audit.record(tx, {
+          workspaceId: scope.workspaceId,
+          actor: scope.actor,
+          action: 'oauth_provider.updated',
+          target: { type: 'oauth_provider', id: row.id },
+          diff: { name: row.name, apiHosts: { from: row.apiHosts, to: apiHosts } },
+        });
+        return providerView({ ...row, apiHosts });
       });
     },
 
@@ -958,7 +1041,7 @@ export function connectionsService(deps: ConnectionsDeps) {
       name: string,
     ): Promise<{ connectionId: string; ownerId: string; shared: boolean; status: 'active' | 'broken' } | null> {
       const rows = await db.tenant(workspaceId, (tx) => repo.listNamed(tx, workspaceId, userId, name));
-      const row = rows.find((r) => r.userId === userId) ?? rows.find((r) => r.shared) ?? null;
+      const row = pickNamed(rows, userId);
       return row ? { connectionId: row.id, ownerId: row.userId, shared: row.shared, status: row.status } : null;
     },
 
@@ -991,33 +1074,29 @@ export function connectionsService(deps: ConnectionsDeps) {
       if (pending.length > 0) afterCommit(tx, () => revokeAll(pending));
     },
 
+    /** A valid access token of a connection for a run acting as `userId` (see `accessToken` above). */
+    accessToken,
+
     /**
-     * A valid access token for an agent run acting as `userId`: the user's own connection or
-     * one shared with the workspace. Refreshed when within the margin of its expiry, under the
-     * connection's refresh lease (one refresh however many workers ask at once). Throws
-     * `connection_broken` once a refresh was refused for good, `not_found` for a connection
-     * the user may not use.
+     * What an agent tool sends for `{{connection.NAME}}` in a run acting as `userId` (null: no
+     * user, shared connections only): the access token of the connection `name` picks
+     * (`connectionFor`), renewed when needed, with its provider's API hosts. Throws
+     * `connection_required` when there is none, `connection_broken`, `oauth_provider_error`
+     * (the renewal failed for now) or `not_found` (disconnected meanwhile).
+     *
+     * @example const { accessToken, apiHosts } = await connections.runToken(workspaceId, userId, 'github');
      */
-    async accessToken(connectionId: string, who: { workspaceId: string; userId: string }): Promise<AccessToken> {
-      if (!isId(connectionId, 'con')) throw notFound('connection');
-      const quick = await db.tenant(who.workspaceId, async (tx) => {
-        const row = await repo.findConnection(tx, who.workspaceId, connectionId);
-        if (!row || (row.userId !== who.userId && !row.shared)) throw notFound('connection');
-        if (row.status === 'broken') throw brokenError();
-        if (needsRefresh(row)) return null;
-        const tokens = await repo.findTokens(tx, who.workspaceId, row.id);
-        if (!tokens) throw notFound('connection');
-        return {
-          accessToken: await deps.vault.decryptString(
-            tokenCtx(who.workspaceId, row.id, 'access_token'),
-            tokens.accessTokenCiphertext,
-            tx,
-          ),
-          expiresAt: row.expiresAt,
-          scopes: row.scopes,
-        };
+    async runToken(workspaceId: string, userId: string | null, name: string): Promise<RunToken> {
+      const who = { workspaceId, userId: userId ?? '' };
+      const found = await db.tenant(workspaceId, async (tx) => {
+        const row = pickNamed(await repo.listNamed(tx, workspaceId, who.userId, name), who.userId);
+        if (!row) return null;
+        const provider = await repo.findProvider(tx, workspaceId, row.providerId);
+        return { id: row.id, apiHosts: provider?.apiHosts ?? [] };
       });
-      return quick ?? refreshWithLease(who.workspaceId, connectionId);
+      if (!found) throw connectionRequired(name);
+      const token = await accessToken(found.id, who);
+      return { ...token, connectionId: found.id, apiHosts: found.apiHosts };
     },
 
     /** The redirect URI to register at providers. */

@@ -20,6 +20,8 @@ export const oauthProviders = pgTable(
     }).notNull(),
     scopes: text('scopes').array().notNull(),
     authorizeParams: jsonb('authorize_params').$type<Record<string, string>>().notNull(),
+    /** Where agent tools may send its access tokens (migrations/0041_oauth_provider_api_hosts.sql). */
+    apiHosts: text('api_hosts').array().notNull(),
     createdBy: text('created_by'),
     createdAt: ts('created_at').notNull(),
   },
@@ -98,6 +100,9 @@ export const connectionsTables = [
       tokenAuthMethod: col('tenancy', false, { purpose: 'How the client authenticates at the token endpoint' }),
       scopes: col('tenancy', false, { purpose: 'Scopes asked for when a member connects' }),
       authorizeParams: col('tenancy', false, { purpose: 'Extra parameters of the authorization request' }),
+      apiHosts: col('tenancy', false, {
+        purpose: "The provider's API hosts, the only ones agent tools send its tokens to",
+      }),
       createdBy: col('identifier', true, { purpose: 'The member who configured the provider' }),
       createdAt: col('tenancy', false),
     },
