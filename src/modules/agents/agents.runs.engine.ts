@@ -5,7 +5,13 @@ import type { Logger } from '../../platform/logger.ts';
 import type { Caller, ChatCompletionRequest, ChatMessage, ToolCall, UsageEventRow } from '../gateway/index.ts';
 import type { VaultService } from '../vault/index.ts';
 import type { NewEvent, RunPatch, runsRepo } from './agents.runs.repo.ts';
-import type { AgentRunRow, AgentRunStepRow, RunStatus, StopReason } from './agents.runs.tables.ts';
+import {
+  type AgentRunRow,
+  type AgentRunStepRow,
+  type RunStatus,
+  runField,
+  type StopReason,
+} from './agents.runs.tables.ts';
 import type { AgentDefinition } from './agents.schemas.ts';
 import type { Tool, ToolResult } from './agents.tools.core.ts';
 
@@ -71,12 +77,8 @@ export type EngineDeps = {
   notify(runId: string): void;
 };
 
-/** The vault context of one piece of a run's content. */
-export const runField = (workspaceId: string, runId: string, field: string) => ({
-  owner: { type: 'workspace' as const, id: workspaceId },
-  record: runId,
-  field,
-});
+// The vault context of one piece of a run's content; the data map's export decrypts with it too.
+export { runField };
 
 /** Why a run stops, as its status, stop reason and last error. */
 export type Ending = {

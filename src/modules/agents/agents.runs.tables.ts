@@ -1,9 +1,19 @@
 import { bigint, integer, pgTable, primaryKey, text } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
-import { col, mapTable } from '../../platform/db/datamap.ts';
+import { col, type ExportDecryption, mapTable } from '../../platform/db/datamap.ts';
 
 // Agent runs, their steps and their events (see migrations/0039_agent_runs.sql). Every
-// bytea column is vault ciphertext under the workspace's data key.
+// bytea column is vault ciphertext under the workspace's data key, JSON text inside.
+
+/**
+ * The vault context of one piece of a run's content: the workspace's key, bound to the run
+ * and the field (`input`, `context`, `output`, `pending`, `step:<seq>`, `event:<type>`).
+ */
+export const runField = (workspaceId: string, runId: string, field: string) => ({
+  owner: { type: 'workspace' as const, id: workspaceId },
+  record: runId,
+  field,
+});
 
 export const RUN_STATUSES = [
   'queued',
@@ -108,8 +118,34 @@ export const agentRunEvents = pgTable(
 export type AgentRunEventRow = typeof agentRunEvents.$inferSelect;
 
 const meta = (purpose?: string) => col('usage_metadata', false, purpose ? { purpose } : {});
-// Ciphertext under the workspace key: what the run API shows decrypted; an export carries none of it.
-const content = (purpose: string) => col('content', false, { purpose, export: 'never' });
+// Ciphertext under the workspace key: exports show it decrypted, as the run API does. Secrets
+// and OAuth tokens never reach it: tools send them in request headers only and redact them
+// from every result and error handed back to the model.
+const content = (purpose: string, extra: { workspaceExportOnly?: boolean } = {}) =>
+  col('content', false, { purpose, export: 'decrypt', ...extra });
+
+/** A column of a row as an export reads it (SQL names, JSON values). */
+function field(row: Readonly<Record<string, unknown>>, column: string): string {
+  const v = row[column];
+  if (typeof v !== 'string' && typeof v !== 'number') throw new Error(`the export read no ${column}`);
+  return String(v);
+}
+
+/** How exports decrypt run content: the engine's contexts, from the exported row. */
+const runContent: ExportDecryption = {
+  json: true,
+  context: (row, column) => runField(field(row, 'workspace_id'), field(row, 'id'), column),
+};
+const stepContent: ExportDecryption = {
+  json: true,
+  context: (row) => runField(field(row, 'workspace_id'), field(row, 'run_id'), `step:${field(row, 'seq')}`),
+};
+const eventContent: ExportDecryption = {
+  json: true,
+  context: (row) => runField(field(row, 'workspace_id'), field(row, 'run_id'), `event:${field(row, 'type')}`),
+};
+/** A user's export finds steps and events through the runs they started. */
+const ofRun = { column: 'run_id', table: 'agent_runs', references: 'id' };
 
 /** The data map entries of the run tables: task execution logs, 90 days. */
 export const agentRunTables = [
@@ -118,6 +154,7 @@ export const agentRunTables = [
     basis: 'contract',
     retention: 'logs_90_days',
     subject: 'workspace',
+    exportDecrypt: runContent,
     columns: {
       id: col('identifier', false),
       workspaceId: col('identifier', false),
@@ -131,7 +168,10 @@ export const agentRunTables = [
       lastErrorCode: meta(),
       lastErrorMessage: meta('A fixed message describing the last error (never provider bodies or content)'),
       input: content('The run input (customer content, encrypted with the workspace key)'),
-      context: content('The messages the run started from (customer content, encrypted)'),
+      // It holds the conversation of the run it continues, which another member may have started.
+      context: content('The messages the run started from (customer content, encrypted)', {
+        workspaceExportOnly: true,
+      }),
       output: content('The final answer (customer content, encrypted)'),
       pending: content('Tool calls waiting for approval and the decisions on them (customer content, encrypted)'),
       modelSteps: meta(),
@@ -159,6 +199,8 @@ export const agentRunTables = [
     retention: 'logs_90_days',
     retentionFrom: 'run_created_at',
     subject: 'workspace',
+    exportDecrypt: stepContent,
+    exportWith: ofRun,
     columns: {
       runId: col('identifier', false),
       workspaceId: col('identifier', false),
@@ -184,6 +226,8 @@ export const agentRunTables = [
     retention: 'logs_90_days',
     retentionFrom: 'run_created_at',
     subject: 'workspace',
+    exportDecrypt: eventContent,
+    exportWith: ofRun,
     columns: {
       runId: col('identifier', false),
       workspaceId: col('identifier', false),

@@ -1,5 +1,12 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { type ExportRule, exportRuleOf, type TableEntry, tableExported } from '../../platform/db/datamap.ts';
+import {
+  type ExportRule,
+  exportRuleOf,
+  type SealedIn,
+  type TableEntry,
+  tableExported,
+} from '../../platform/db/datamap.ts';
+import { VaultError } from '../vault/index.ts';
 import type { SubjectMatch } from './privacy.erasure.repo.ts';
 
 /**
@@ -22,13 +29,15 @@ export type ExportColumn = {
 export type TablePlan = {
   entry: TableEntry;
   columns: ExportColumn[];
-  /** Columns never exported (secrets), with why they are kept. */
-  notExported: Array<{ column: string; purpose: string }>;
+  /** Columns not exported (secrets; content only a workspace's export shows), with why they are kept. */
+  notExported: Array<{ column: string; purpose: string; reason?: string }>;
   userColumns: string[];
   /** Columns holding other identifiers of the user a row names (pseudonyms). */
   aliasColumns: string[];
   emailColumns: string[];
   workspaceColumns: string[];
+  /** Columns exported decrypted (rule `decrypt`), through the entry's `exportDecrypt`. */
+  decryptColumns: string[];
 };
 
 /**
@@ -44,9 +53,18 @@ export type ExportScope = { kind: 'user' } | { kind: 'workspace'; workspaceId: s
 
 /** Replaces another person's value in an export. */
 export const WITHHELD = '[withheld: personal data of another person]';
+/** Replaces encrypted content whose data key was destroyed (crypto-shredding): it exists no more. */
+export const WITHHELD_KEY_DESTROYED = '[withheld: its encryption key was destroyed, so it can no longer be read]';
+/** Replaces encrypted content the vault refused to decrypt (altered or misplaced ciphertext). */
+export const WITHHELD_UNREADABLE = '[withheld: it could not be decrypted]';
 
-/** Per table of the map that exports may read: its columns and match columns. */
-export function planExport(map: readonly TableEntry[]): TablePlan[] {
+const WORKSPACE_ONLY = "Shown only in the workspace's export (to its owner): it may hold other members' data";
+
+/**
+ * Per table of the map that exports may read: its columns and match columns. `scope` is the
+ * kind of export: a user's leaves out the columns only a workspace's export shows.
+ */
+export function planExport(map: readonly TableEntry[], scope: ExportScope['kind'] = 'user'): TablePlan[] {
   return map.filter(tableExported).map((entry) => {
     const rules = Object.keys(entry.columns).map((name) => ({ name, rule: exportRuleOf(entry, name) }));
     const byRule = (r: ExportRule) => rules.filter((c) => c.rule === r).map((c) => c.name);
@@ -62,6 +80,13 @@ export function planExport(map: readonly TableEntry[]): TablePlan[] {
       if (rule === 'never') {
         notExported.push({ column: name, purpose });
         continue;
+      }
+      if (c.workspaceExportOnly && scope !== 'workspace') {
+        notExported.push({ column: name, purpose, reason: WORKSPACE_ONLY });
+        continue;
+      }
+      if (rule === 'decrypt' && !entry.exportDecrypt) {
+        throw new Error(`${entry.table}.${name} is exported decrypted, but the map says not how (exportDecrypt)`);
       }
       const ownerColumn =
         rule === 'include' && c.personal
@@ -86,6 +111,7 @@ export function planExport(map: readonly TableEntry[]): TablePlan[] {
       aliasColumns: byRule('alias'),
       emailColumns,
       workspaceColumns: byRule('workspace'),
+      decryptColumns: columns.filter((c) => c.rule === 'decrypt').map((c) => c.name),
     };
   });
 }
@@ -166,13 +192,58 @@ export function exportFilter(requester: ExportRequester) {
         } else if (c.rule === 'include' && c.personal) {
           out[c.name] = c.ownerColumn && isRequester(plan, c.ownerColumn, row) ? json(v) : WITHHELD;
         } else {
-          // workspace ids, non-personal values, and `scrubbed` structured data
+          // workspace ids, non-personal values, `scrubbed` structured data and decrypted content
           out[c.name] = json(v);
         }
       }
       return out;
     },
   };
+}
+
+/** Opens one vault ciphertext (the privacy module's vault, inside the export's transaction). */
+export type Unseal = (context: SealedIn, ciphertext: Buffer) => Promise<Buffer>;
+
+/** A bytea value as Postgres renders it in JSON: `\x` and hex digits. */
+function byteaOf(value: unknown): Buffer | null {
+  if (typeof value !== 'string' || !/^\\x(?:[0-9a-fA-F]{2})*$/.test(value)) return null;
+  return Buffer.from(value.slice(2), 'hex');
+}
+
+/**
+ * Replaces, in stored rows (as `selectRows` reads them), each `decrypt` column's ciphertext
+ * with its content: parsed JSON or text, as the map's `exportDecrypt` says. A value whose data
+ * key was destroyed is withheld with that reason, one the vault refuses otherwise with
+ * another: the export goes on either way. Returns how many values were withheld, by reason.
+ */
+export async function decryptRows(
+  plan: TablePlan,
+  rows: Array<Record<string, unknown>>,
+  unseal: Unseal,
+): Promise<{ keyDestroyed: number; unreadable: number }> {
+  const how = plan.entry.exportDecrypt;
+  const withheld = { keyDestroyed: 0, unreadable: 0 };
+  if (!how || plan.decryptColumns.length === 0) return withheld;
+  for (const row of rows) {
+    for (const column of plan.decryptColumns) {
+      const value = row[column];
+      if (value === null || value === undefined) continue;
+      const ciphertext = byteaOf(value);
+      try {
+        if (!ciphertext) throw new VaultError('malformed');
+        const text = (await unseal(how.context(row, column), ciphertext)).toString('utf8');
+        row[column] = how.json ? (JSON.parse(text) as unknown) : text;
+      } catch (err) {
+        // Anything else (the database failing) fails the build, which its job retries.
+        if (!(err instanceof VaultError) && !(err instanceof SyntaxError)) throw err;
+        const gone = err instanceof VaultError && (err.reason === 'key_destroyed' || err.reason === 'key_missing');
+        if (gone) withheld.keyDestroyed++;
+        else withheld.unreadable++;
+        row[column] = gone ? WITHHELD_KEY_DESTROYED : WITHHELD_UNREADABLE;
+      }
+    }
+  }
+  return withheld;
 }
 
 /** The manifest's entry for one table: what the map says about it. */
@@ -193,6 +264,7 @@ export function manifestEntry(plan: TablePlan, rows: number) {
       purpose: c.purpose,
       lawfulBasis: c.basis,
       retention: c.retention,
+      ...(c.rule === 'decrypt' ? { storedEncrypted: true } : {}),
     })),
     notExported: plan.notExported,
   };

@@ -111,6 +111,29 @@ export const exportRepo = {
     )) as unknown as Rows<{ row: Record<string, unknown> | string }>;
     return res.rows.map((r) => (typeof r.row === 'string' ? JSON.parse(r.row) : r.row));
   },
+
+  /** The rows of `table` whose `column` is one of `values` (at most a few thousand), as `selectRows` reads them. */
+  async selectRowsIn(
+    tx: Database,
+    table: string,
+    columns: string[],
+    column: string,
+    values: readonly string[],
+  ): Promise<Array<Record<string, unknown>>> {
+    if (columns.length === 0 || values.length === 0) return [];
+    const cols = sql.join(
+      columns.map((c) => sql.identifier(c)),
+      sql`, `,
+    );
+    const list = sql.join(
+      values.map((v) => sql`${v}`),
+      sql`, `,
+    );
+    const res = (await tx.execute(
+      sql`select to_jsonb(r) as "row" from (select ${cols} from ${sql.identifier(table)} where ${sql.identifier(column)} in (${list})) r`,
+    )) as unknown as Rows<{ row: Record<string, unknown> | string }>;
+    return res.rows.map((r) => (typeof r.row === 'string' ? JSON.parse(r.row) : r.row));
+  },
 };
 
 export type ExportRepo = typeof exportRepo;

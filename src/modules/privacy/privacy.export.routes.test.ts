@@ -26,7 +26,7 @@ type Archive = {
       recipients: string[];
       rows: number;
       columns: Array<{ name: string }>;
-      notExported: Array<{ column: string }>;
+      notExported: Array<{ column: string; reason?: string }>;
     }>;
     searchedTables: string[];
   };
@@ -264,7 +264,11 @@ describe('happy', () => {
       expect(m.retention).toBe(e?.retention);
       expect(m.recipients).toEqual([...(e?.recipients ?? [])]);
       expect(m.rows).toBe(archive.data[m.table]?.length);
-      for (const c of m.notExported) expect(exportRuleOf(e ?? { columns: {} }, c.column)).toBe('never');
+      for (const c of m.notExported) {
+        // Secrets, or (with the reason) what only a workspace's export shows.
+        if (c.reason) expect(e?.columns[c.column]?.workspaceExportOnly, c.column).toBe(true);
+        else expect(exportRuleOf(e ?? { columns: {} }, c.column)).toBe('never');
+      }
     }
     expect(archive.manifest.tables.find((t) => t.table === 'users')?.notExported.map((c) => c.column)).toContain(
       'password_hash',

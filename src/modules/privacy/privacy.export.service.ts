@@ -13,6 +13,7 @@ import type { IdentityService } from '../identity/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { VaultContext, VaultService } from '../vault/index.ts';
 import {
+  decryptRows,
   type ExportRequester,
   type ExportScope,
   exportFilter,
@@ -36,7 +37,8 @@ const ARCHIVE_ABOUT =
   'per table, why it is kept (purpose), on what lawful basis, for how long (retention) and who else receives it ' +
   '(recipients). Secrets (password and token hashes, encrypted credentials, keys) are never exported; other ' +
   "people's user ids appear as pseudonyms (person_...), stable within this archive only, and their personal data as " +
-  '"[withheld: personal data of another person]".';
+  '"[withheld: personal data of another person]". Content Berth stores encrypted (what you asked agents and what ' +
+  'they answered) appears decrypted; where its encryption key was destroyed, as withheld, with that reason.';
 
 export const EXPORT_BUILD_JOB = 'privacy.export-build';
 export const EXPORT_EXPIRY_JOB = 'privacy.exports-expire';
@@ -193,13 +195,43 @@ export function exportService(deps: ExportServiceDeps) {
     return [...found];
   }
 
+  /** How many parent ids one query of a user's export looks rows up by. */
+  const PARENT_BATCH = 1000;
+
+  /**
+   * The rows of one table the export reads: those `match` finds and, in a user's export, those
+   * belonging (`exportWith`) to rows already found in their parent table.
+   */
+  async function rowsOf(
+    tx: Database,
+    plan: TablePlan,
+    match: ReturnType<typeof matchesOf>,
+    parentIds: readonly string[],
+  ): Promise<Array<Record<string, unknown>>> {
+    const names = plan.columns.map((c) => c.name);
+    const rows = await repo.selectRows(tx, plan.entry.table, names, match);
+    const link = plan.entry.exportWith;
+    if (!link || parentIds.length === 0) return rows;
+    const seen = new Set(rows.map((r) => JSON.stringify(r)));
+    for (let i = 0; i < parentIds.length; i += PARENT_BATCH) {
+      const batch = parentIds.slice(i, i + PARENT_BATCH);
+      for (const r of await repo.selectRowsIn(tx, plan.entry.table, names, link.column, batch)) {
+        const key = JSON.stringify(r);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        rows.push(r);
+      }
+    }
+    return rows;
+  }
+
   /** Reads the requester's rows from every exported table of the map. */
   async function collect(
     tx: Database,
     user: { id: string; email: string; emailVerified: boolean },
     scope: ExportScope,
   ) {
-    const plans = planExport(deps.dataMap());
+    const plans = planExport(deps.dataMap(), scope.kind);
     const requester: ExportRequester = {
       userId: user.id,
       email: user.email,
@@ -211,17 +243,33 @@ export function exportService(deps: ExportServiceDeps) {
     const data: Record<string, Array<Record<string, unknown>>> = {};
     const searched: string[] = [];
     let rowCount = 0;
-    for (const plan of plans) {
+    // The rows found per table: where a user's export finds the rows belonging to them.
+    const found = new Map<string, Array<Record<string, unknown>>>();
+    const parentIdsOf = (plan: TablePlan): string[] => {
+      const link = plan.entry.exportWith;
+      if (!link || scope.kind !== 'user') return [];
+      const ids = (found.get(link.table) ?? []).map((r) => r[link.references]);
+      return [...new Set(ids.filter((v): v is string => typeof v === 'string'))];
+    };
+    // Tables whose rows belong to another table's rows come after the others.
+    const ordered = [...plans.filter((p) => !p.entry.exportWith), ...plans.filter((p) => p.entry.exportWith)];
+    for (const plan of ordered) {
       const match = matchesOf(plan, requester, scope);
-      if (match.length === 0) continue;
+      const parentIds = parentIdsOf(plan);
+      if (match.length === 0 && parentIds.length === 0) continue;
       searched.push(plan.entry.table);
-      const stored = await repo.selectRows(
-        tx,
-        plan.entry.table,
-        plan.columns.map((c) => c.name),
-        match,
-      );
+      const stored = await rowsOf(tx, plan, match, parentIds);
       if (stored.length === 0) continue;
+      found.set(plan.entry.table, stored);
+      const withheld = await decryptRows(plan, stored, (context, ciphertext) =>
+        deps.vault.decrypt(context, ciphertext, tx),
+      );
+      if (withheld.unreadable > 0) {
+        deps.logger.warn(
+          { table: plan.entry.table, values: withheld.unreadable },
+          'privacy: encrypted content the vault refused to decrypt was withheld from an export',
+        );
+      }
       data[plan.entry.table] = stored.map((r) => filter.row(plan, r));
       tables.push(manifestEntry(plan, stored.length));
       rowCount += stored.length;

@@ -61,6 +61,31 @@ export type ColumnEntry = {
   exportOf?: string;
   /** What erasing the person does to the column (default: see `eraseRuleOf`). */
   erase?: EraseRule;
+  /**
+   * Only a workspace's export (for its owner) shows the column; a user's export lists it as
+   * not exported. For content that may carry other members' data, e.g. a run's context,
+   * which holds the conversation of the run it continues, whoever started that one.
+   */
+  workspaceExportOnly?: boolean;
+};
+
+/** A vault context (owner, record, field) as the vault binds a ciphertext to it. */
+export type SealedIn = {
+  owner: { type: 'user' | 'workspace' | 'platform'; id: string };
+  record: string;
+  field: string;
+};
+
+/**
+ * How exports open the table's `decrypt` columns, declared by the module that encrypts them.
+ * `context` gets the row as the export reads it (every exported column by its SQL name, as
+ * JSON values) and the column's SQL name, and answers the vault context the value was
+ * encrypted under.
+ */
+export type ExportDecryption = {
+  context(row: Readonly<Record<string, unknown>>, column: string): SealedIn;
+  /** The plaintext is JSON text: the archive shows it parsed. Otherwise as UTF-8 text. */
+  json: boolean;
 };
 
 /**
@@ -75,9 +100,20 @@ export type ColumnEntry = {
  * - `scrubbed`: structured data about a change rather than a person (audit diffs): exported
  *   with other people's user ids turned into pseudonyms and their email addresses withheld;
  * - `alias`: another identifier of the user the row names (the pseudonym audit events name
- *   them by): the export also finds the user's rows through its values.
+ *   them by): the export also finds the user's rows through its values;
+ * - `decrypt`: vault ciphertext of content the row's owner may see (agent runs' input and
+ *   output): exported decrypted, through the table's `exportDecrypt`, and scrubbed like
+ *   `scrubbed`; a value whose data key was destroyed is exported as withheld, with the reason.
  */
-export type ExportRule = 'include' | 'never' | 'subject' | 'subject_email' | 'workspace' | 'scrubbed' | 'alias';
+export type ExportRule =
+  | 'include'
+  | 'never'
+  | 'subject'
+  | 'subject_email'
+  | 'workspace'
+  | 'scrubbed'
+  | 'alias'
+  | 'decrypt';
 
 /** Everything the map says about one column, with the table's defaults applied. */
 export type ColumnPolicy = {
@@ -158,6 +194,15 @@ export type TableEntry = {
   recipients?: readonly string[];
   /** Whether exports include the table (default: yes, unless `subject` is 'none'). */
   export?: 'include' | 'never';
+  /** Required when a column's export rule is `decrypt`: how the export decrypts it. */
+  exportDecrypt?: ExportDecryption;
+  /**
+   * Rows that belong to a row of another table (a run's steps and events belong to the run):
+   * a user's export also finds them through the rows of `table` it found for the user,
+   * where this table's `column` (SQL name) equals that row's `references`. A workspace's
+   * export finds them through their own `workspace` column as usual.
+   */
+  exportWith?: { column: string; table: string; references: string };
   /** The erase rule of the table's columns that name none of their own (see `eraseRuleOf`). */
   erase?: EraseRule;
   columns: Record<string, ColumnEntry>;
