@@ -180,7 +180,11 @@ beforeAll(async () => {
   fake = await startFakeOpenAi();
   mcp = await startFakeMcpServer();
   peer = await startToolPeer();
-  app = await createTestApp({ config: { BERTH_EGRESS_ALLOW: '127.0.0.1', BERTH_GATEWAY_RETRIES: 0 }, credits });
+  app = await createTestApp({
+    // Tool calls time out after 2 s here (30 s by default): the hanging-host test waits for it.
+    config: { BERTH_EGRESS_ALLOW: '127.0.0.1', BERTH_GATEWAY_RETRIES: 0, BERTH_TOOL_TIMEOUT_SECONDS: 2 },
+    credits,
+  });
   const providers = [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o-mini', 'gpt-4o'] }];
   gw = await gatewayWorkspace(app, { providers });
   other = await gatewayWorkspace(app, { providers });

@@ -68,7 +68,7 @@ export type AgentsDeps = PlatformDeps & {
  * const v = await agents.service.getVersion({ scope, agent: 'support', version: 3 });
  */
 export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { tools: AgentTools; runs: RunsService } {
-  const tools = createAgentTools(deps);
+  const tools = createAgentTools({ ...deps, limits: { timeoutMs: deps.config.BERTH_TOOL_TIMEOUT_SECONDS * 1000 } });
   const service = agentsService({
     db: deps.db,
     repo: agentsRepo,
