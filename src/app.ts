@@ -6,6 +6,7 @@ import { createBillingModule } from './modules/billing/index.ts';
 import { type CreditGate, createGatewayModule, unlimitedCredits } from './modules/gateway/index.ts';
 import { createIdentityModule, sessionCookieName } from './modules/identity/index.ts';
 import { createKeysModule } from './modules/keys/index.ts';
+import { createKnowledgeModule } from './modules/knowledge/index.ts';
 import { createNotificationsModule } from './modules/notifications/index.ts';
 import { createPrivacyModule } from './modules/privacy/index.ts';
 import { createSetupModule } from './modules/setup/index.ts';
@@ -140,6 +141,12 @@ export function createModules(deps: AppDeps) {
       },
     },
   });
+  const knowledge = createKnowledgeModule({
+    ...deps,
+    audit: audit.service,
+    vault: vault.service,
+    requirePermission: workspaces.service.requirePermission,
+  });
   const modules = {
     audit,
     notifications,
@@ -154,6 +161,7 @@ export function createModules(deps: AppDeps) {
     analytics,
     agents,
     connections,
+    knowledge,
   };
   all = Object.values(modules);
   return modules;
@@ -206,6 +214,7 @@ export async function buildApp(deps: AppDeps): Promise<App> {
     modules.privacy,
     modules.agents,
     modules.connections,
+    modules.knowledge,
   ]) {
     await m.registerRoutes?.(http);
   }

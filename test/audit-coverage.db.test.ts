@@ -225,6 +225,34 @@ async function mcpServer(): Promise<Vars> {
   return { ...v, serverId: res.body.id };
 }
 
+/** A knowledge base of a new workspace. */
+async function knowledgeBase(): Promise<Vars> {
+  const v = await workspace();
+  const res = await client(v, 'owner').post<{ id: string }>(`${ws(v)}/knowledge`, { name: 'covered' });
+  if (res.status !== 201) throw new Error(`knowledge base fixture: ${res.status} ${res.text}`);
+  return { ...v, kbId: res.body.id };
+}
+
+/** A multipart upload of one small text file to the fixture's knowledge base. */
+function uploadDocument(v: Vars, text: string) {
+  const boundary = '----coveredboundary';
+  const body =
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="covered.txt"\r\n` +
+    `Content-Type: text/plain\r\n\r\n${text}\r\n--${boundary}--\r\n`;
+  return client(v, 'owner').request('POST', `${ws(v)}/knowledge/${v.kbId}/documents`, body, {
+    'content-type': `multipart/form-data; boundary=${boundary}`,
+  });
+}
+
+/** A document (queued: no worker runs here) in a knowledge base of a new workspace. */
+async function knowledgeDocument(): Promise<Vars> {
+  const v = await knowledgeBase();
+  const res = await uploadDocument(v, 'covered text');
+  const documentId = (res.body as { data?: Array<{ document: { id: string } }> }).data?.[0]?.document.id;
+  if (res.status !== 202 || !documentId) throw new Error(`document fixture: ${res.status} ${res.text}`);
+  return { ...v, documentId };
+}
+
 const FIXTURES: Record<string, Fixture> = {
   'POST /api/setup': {
     // First-run setup does three things, each recorded where it belongs: the platform chain
@@ -677,6 +705,39 @@ const FIXTURES: Record<string, Fixture> = {
     prepare: waitingRun,
     fail: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/deny`, { tool_call_id: 'call_unknown' }),
     call: (v) => client(v, 'owner').post(`${ws(v)}/runs/${v.runId}/deny`, { reason: 'no' }),
+  },
+  'POST /api/workspaces/:workspaceId/knowledge': {
+    actions: ['knowledge_base.created'],
+    prepare: workspace,
+    fail: (v) => client(v, 'owner').post(`${ws(v)}/knowledge`, { name: 'covered', textSearch: 'klingon' }),
+    call: (v) => client(v, 'owner').post(`${ws(v)}/knowledge`, { name: 'covered', textSearch: 'english' }),
+  },
+  'DELETE /api/workspaces/:workspaceId/knowledge/:kbId': {
+    actions: ['knowledge_base.deleted'],
+    prepare: knowledgeDocument,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/knowledge/kb_00000000000000000000000000`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/knowledge/${v.kbId}`),
+  },
+  'POST /api/workspaces/:workspaceId/knowledge/:kbId/documents': {
+    actions: ['knowledge_document.uploaded'],
+    prepare: knowledgeBase,
+    fail: (v) => uploadDocument({ ...v, kbId: 'kb_00000000000000000000000000' }, 'nowhere'),
+    call: (v) => uploadDocument(v, 'covered upload'),
+  },
+  'POST /api/workspaces/:workspaceId/knowledge/:kbId/documents/from-url': {
+    actions: ['knowledge_document.uploaded'],
+    prepare: knowledgeBase,
+    // The fake model provider's model list is the fetched document (egress to 127.0.0.1 is allowed here).
+    fail: (v) =>
+      client(v, 'owner').post(`${ws(v)}/knowledge/${v.kbId}/documents/from-url`, { url: 'http://169.254.169.254/x' }),
+    call: (v) =>
+      client(v, 'owner').post(`${ws(v)}/knowledge/${v.kbId}/documents/from-url`, { url: `${llm.baseUrl}/models` }),
+  },
+  'DELETE /api/workspaces/:workspaceId/knowledge/:kbId/documents/:documentId': {
+    actions: ['knowledge_document.deleted'],
+    prepare: knowledgeDocument,
+    fail: (v) => client(v, 'owner').delete(`${ws(v)}/knowledge/${v.kbId}/documents/kdoc_00000000000000000000000000`),
+    call: (v) => client(v, 'owner').delete(`${ws(v)}/knowledge/${v.kbId}/documents/${v.documentId}`),
   },
   'PUT /api/workspaces/:workspaceId/secrets/:name': {
     actions: ['secret.set'],

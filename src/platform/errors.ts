@@ -55,6 +55,12 @@ export const ERROR_CODES = {
   // used by a tool while the definition's `connections` does not list it
   connection_placement_not_allowed: 400,
   connection_not_declared: 400,
+  // knowledge: a search query that is empty (or only spaces) or longer than 2,000 characters;
+  // a knowledge base's text search configuration Postgres does not have; too many files at once
+  search_query_empty: 400,
+  search_query_too_long: 400,
+  unknown_text_search: 400,
+  too_many_files: 400,
   // 401
   unauthenticated: 401,
   invalid_credentials: 401,
@@ -130,6 +136,11 @@ export const ERROR_CODES = {
   run_finished: 409,
   run_not_waiting: 409,
   approval_expired: 409,
+  // knowledge: another knowledge base of the workspace has the name; a search of a knowledge
+  // base with nothing ready yet while documents are queued or processing; the document limit
+  knowledge_base_name_taken: 409,
+  knowledge_base_processing: 409,
+  knowledge_base_full: 409,
   // 410
   export_link_used: 410,
   export_link_expired: 410,

@@ -59,6 +59,10 @@ export const ID_PREFIXES = [
   'mcp',
   // a worker process's name in the leases it holds (agent runs)
   'wrk',
+  // knowledge: knowledge bases, documents, chunks
+  'kb',
+  'kdoc',
+  'kchk',
 ] as const;
 export type IdPrefix = (typeof ID_PREFIXES)[number];
 

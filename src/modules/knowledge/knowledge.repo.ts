@@ -1,0 +1,239 @@
+import { and, asc, count, desc, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
+import type { Database } from '../../platform/db/db.ts';
+import {
+  type DocumentStatus,
+  type KnowledgeBaseRow,
+  type KnowledgeChunkInsert,
+  type KnowledgeDocumentRow,
+  knowledgeBases,
+  knowledgeChunks,
+  knowledgeDocuments,
+} from './knowledge.tables.ts';
+
+/** A document's row without its original file (lists and status reads never load it). */
+export type DocumentMeta = Omit<KnowledgeDocumentRow, 'originalCiphertext'>;
+
+export type SearchHit = {
+  chunkId: string;
+  documentId: string;
+  title: string;
+  chunkIndex: number;
+  text: string;
+  headingPath: string[];
+  startOffset: number;
+  endOffset: number;
+  score: number;
+};
+
+const { originalCiphertext: _original, ...metaColumns } = getTableColumns(knowledgeDocuments);
+
+const CHUNK_BATCH = 500;
+
+/** Every SQL statement on the knowledge tables. Each names its workspace. */
+export const knowledgeRepo = {
+  async insertBase(tx: Database, row: KnowledgeBaseRow): Promise<void> {
+    await tx.insert(knowledgeBases).values(row);
+  },
+
+  /** Whether the database has a text search configuration of this name. */
+  async textSearchExists(tx: Database, name: string): Promise<boolean> {
+    const res = (await tx.execute(sql`select 1 from pg_ts_config where cfgname = ${name}`)) as unknown as {
+      rows: unknown[];
+    };
+    return res.rows.length > 0;
+  },
+
+  async findBase(tx: Database, workspaceId: string, id: string): Promise<KnowledgeBaseRow | undefined> {
+    const [row] = await tx
+      .select()
+      .from(knowledgeBases)
+      .where(and(eq(knowledgeBases.workspaceId, workspaceId), eq(knowledgeBases.id, id)));
+    return row;
+  },
+
+  async listBases(tx: Database, workspaceId: string): Promise<KnowledgeBaseRow[]> {
+    return tx
+      .select()
+      .from(knowledgeBases)
+      .where(eq(knowledgeBases.workspaceId, workspaceId))
+      .orderBy(asc(knowledgeBases.name), asc(knowledgeBases.id));
+  },
+
+  /** Deletes the knowledge base; its documents and chunks go with it (foreign keys cascade). */
+  async deleteBase(tx: Database, workspaceId: string, id: string): Promise<{ id: string; name: string } | undefined> {
+    const [row] = await tx
+      .delete(knowledgeBases)
+      .where(and(eq(knowledgeBases.workspaceId, workspaceId), eq(knowledgeBases.id, id)))
+      .returning({ id: knowledgeBases.id, name: knowledgeBases.name });
+    return row;
+  },
+
+  /** Documents per status of one knowledge base. */
+  async statusCounts(tx: Database, workspaceId: string, kbId: string): Promise<Record<DocumentStatus, number>> {
+    const rows = await tx
+      .select({ status: knowledgeDocuments.status, n: count() })
+      .from(knowledgeDocuments)
+      .where(and(eq(knowledgeDocuments.workspaceId, workspaceId), eq(knowledgeDocuments.knowledgeBaseId, kbId)))
+      .groupBy(knowledgeDocuments.status);
+    const out = { queued: 0, processing: 0, ready: 0, failed: 0 };
+    for (const r of rows) out[r.status] = Number(r.n);
+    return out;
+  },
+
+  async insertDocument(tx: Database, row: KnowledgeDocumentRow): Promise<void> {
+    await tx.insert(knowledgeDocuments).values(row);
+  },
+
+  async findDocumentByHash(
+    tx: Database,
+    workspaceId: string,
+    kbId: string,
+    sha256: Buffer,
+  ): Promise<DocumentMeta | undefined> {
+    const [row] = await tx
+      .select(metaColumns)
+      .from(knowledgeDocuments)
+      .where(
+        and(
+          eq(knowledgeDocuments.workspaceId, workspaceId),
+          eq(knowledgeDocuments.knowledgeBaseId, kbId),
+          eq(knowledgeDocuments.sha256, sha256),
+        ),
+      );
+    return row;
+  },
+
+  async listDocuments(tx: Database, workspaceId: string, kbId: string): Promise<DocumentMeta[]> {
+    return tx
+      .select(metaColumns)
+      .from(knowledgeDocuments)
+      .where(and(eq(knowledgeDocuments.workspaceId, workspaceId), eq(knowledgeDocuments.knowledgeBaseId, kbId)))
+      .orderBy(desc(knowledgeDocuments.createdAt), desc(knowledgeDocuments.id));
+  },
+
+  async findDocument(tx: Database, workspaceId: string, kbId: string, id: string): Promise<DocumentMeta | undefined> {
+    const [row] = await tx
+      .select(metaColumns)
+      .from(knowledgeDocuments)
+      .where(
+        and(
+          eq(knowledgeDocuments.workspaceId, workspaceId),
+          eq(knowledgeDocuments.knowledgeBaseId, kbId),
+          eq(knowledgeDocuments.id, id),
+        ),
+      );
+    return row;
+  },
+
+  /** The document (without its original), locked until the transaction ends: ingestion's claim. */
+  async lockDocument(tx: Database, workspaceId: string, id: string): Promise<DocumentMeta | undefined> {
+    const [row] = await tx
+      .select(metaColumns)
+      .from(knowledgeDocuments)
+      .where(and(eq(knowledgeDocuments.workspaceId, workspaceId), eq(knowledgeDocuments.id, id)))
+      .for('update');
+    return row;
+  },
+
+  /** The original file's ciphertext. */
+  async originalOf(tx: Database, workspaceId: string, id: string): Promise<Buffer | undefined> {
+    const [row] = await tx
+      .select({ ct: knowledgeDocuments.originalCiphertext })
+      .from(knowledgeDocuments)
+      .where(and(eq(knowledgeDocuments.workspaceId, workspaceId), eq(knowledgeDocuments.id, id)));
+    return row?.ct;
+  },
+
+  async updateDocument(
+    tx: Database,
+    workspaceId: string,
+    id: string,
+    set: Partial<
+      Pick<
+        KnowledgeDocumentRow,
+        'status' | 'progress' | 'failureCode' | 'failureReason' | 'chunkCount' | 'kind' | 'title' | 'updatedAt'
+      >
+    >,
+  ): Promise<void> {
+    await tx
+      .update(knowledgeDocuments)
+      .set(set)
+      .where(and(eq(knowledgeDocuments.workspaceId, workspaceId), eq(knowledgeDocuments.id, id)));
+  },
+
+  /** Deletes the document; its chunks go with it (foreign keys cascade). */
+  async deleteDocument(
+    tx: Database,
+    workspaceId: string,
+    kbId: string,
+    id: string,
+  ): Promise<{ id: string; filename: string } | undefined> {
+    const [row] = await tx
+      .delete(knowledgeDocuments)
+      .where(
+        and(
+          eq(knowledgeDocuments.workspaceId, workspaceId),
+          eq(knowledgeDocuments.knowledgeBaseId, kbId),
+          eq(knowledgeDocuments.id, id),
+        ),
+      )
+      .returning({ id: knowledgeDocuments.id, filename: knowledgeDocuments.filename });
+    return row;
+  },
+
+  /** Replaces a document's chunks (an ingestion run again starts from none). */
+  async replaceChunks(
+    tx: Database,
+    workspaceId: string,
+    documentId: string,
+    rows: KnowledgeChunkInsert[],
+  ): Promise<void> {
+    await tx
+      .delete(knowledgeChunks)
+      .where(and(eq(knowledgeChunks.workspaceId, workspaceId), eq(knowledgeChunks.documentId, documentId)));
+    for (let i = 0; i < rows.length; i += CHUNK_BATCH) {
+      await tx.insert(knowledgeChunks).values(rows.slice(i, i + CHUNK_BATCH));
+    }
+  },
+
+  /**
+   * Lexical search: chunks of the knowledge base matching `websearch_to_tsquery(config, query)`,
+   * ranked by `ts_rank_cd` on the stored tsvector (GIN index), best first.
+   */
+  async searchLexical(
+    tx: Database,
+    q: { workspaceId: string; kbId: string; config: string; query: string; limit: number; documentIds?: string[] },
+  ): Promise<SearchHit[]> {
+    const c = knowledgeChunks;
+    const tsquery = sql`websearch_to_tsquery(${q.config}::regconfig, ${q.query})`;
+    const score = sql<number>`ts_rank_cd(${c.tsv}, ${tsquery})`;
+    const rows = await tx
+      .select({
+        chunkId: c.id,
+        documentId: c.documentId,
+        title: knowledgeDocuments.title,
+        chunkIndex: c.chunkIndex,
+        text: c.text,
+        headingPath: c.headingPath,
+        startOffset: c.startOffset,
+        endOffset: c.endOffset,
+        score,
+      })
+      .from(c)
+      .innerJoin(knowledgeDocuments, eq(knowledgeDocuments.id, c.documentId))
+      .where(
+        and(
+          eq(c.workspaceId, q.workspaceId),
+          eq(c.knowledgeBaseId, q.kbId),
+          sql`${c.tsv} @@ ${tsquery}`,
+          eq(knowledgeDocuments.status, 'ready'),
+          q.documentIds ? inArray(c.documentId, q.documentIds) : undefined,
+        ),
+      )
+      .orderBy(desc(score), asc(c.documentId), asc(c.chunkIndex))
+      .limit(q.limit);
+    return rows.map((r) => ({ ...r, score: Number(r.score) }));
+  },
+};
+
+export type KnowledgeRepo = typeof knowledgeRepo;
