@@ -2,7 +2,7 @@ import type { Clock } from '../../platform/clock.ts';
 import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError, type ErrorCode } from '../../platform/errors.ts';
 import type { Scope } from '../../platform/http/context.ts';
-import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
+import { assertEgress, type EgressGuard } from '../../platform/http/egress.ts';
 import { isId, newId } from '../../platform/ids.ts';
 import type { AuditInput } from '../audit/index.ts';
 import type { VaultService } from '../vault/index.ts';
@@ -98,12 +98,7 @@ export function mcpService(deps: McpServiceDeps) {
         { details: [{ path: '/url', message: `the query carries ${params.join(', ').slice(0, 200)}` }] },
       );
     }
-    try {
-      deps.egress.assertUrl(url);
-    } catch (err) {
-      if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
-      throw err;
-    }
+    assertEgress(deps.egress, url);
     return url.toString();
   }
 

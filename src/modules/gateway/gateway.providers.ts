@@ -3,7 +3,7 @@ import type { Database, Db } from '../../platform/db/db.ts';
 import { afterCommit } from '../../platform/db/db.ts';
 import { AppError, notFound } from '../../platform/errors.ts';
 import type { Actor, Scope } from '../../platform/http/context.ts';
-import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
+import { assertEgress, type EgressGuard } from '../../platform/http/egress.ts';
 import { isId, newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditInput } from '../audit/index.ts';
@@ -132,12 +132,7 @@ export function providersService(deps: ProvidersDeps) {
         details: [{ path: '/baseUrl', message: 'credentials in the URL' }],
       });
     }
-    try {
-      deps.egress.assertUrl(url);
-    } catch (err) {
-      if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
-      throw err;
-    }
+    assertEgress(deps.egress, url);
     return url.toString().replace(/\/+$/, '');
   }
 

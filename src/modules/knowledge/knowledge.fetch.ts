@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { AppError } from '../../platform/errors.ts';
-import { EgressDenied, type EgressGuard, egressGuard } from '../../platform/http/egress.ts';
+import { assertEgress, EgressDenied, type EgressGuard, egressGuard } from '../../platform/http/egress.ts';
 import { readLimited } from '../../platform/http/limited-body.ts';
 
 /**
@@ -47,12 +47,7 @@ export async function fetchDocument(
   url: URL,
   limits: { maxBytes: number; timeoutMs: number },
 ): Promise<FetchedFile> {
-  try {
-    transport.egress.assertUrl(url);
-  } catch (err) {
-    if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
-    throw err;
-  }
+  assertEgress(transport.egress, url);
   const timer = new AbortController();
   const timeout = setTimeout(() => timer.abort(), limits.timeoutMs);
   let body: Readable | null = null;

@@ -3,7 +3,7 @@ import type { Clock } from '../../platform/clock.ts';
 import { afterCommit, type Database, type Db, isUniqueViolation } from '../../platform/db/db.ts';
 import { AppError, forbidden, notFound } from '../../platform/errors.ts';
 import type { Actor, RequestMeta, Scope } from '../../platform/http/context.ts';
-import { EgressDenied, type EgressGuard } from '../../platform/http/egress.ts';
+import { assertEgress, type EgressGuard } from '../../platform/http/egress.ts';
 import { isId, newId } from '../../platform/ids.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditInput } from '../audit/index.ts';
@@ -204,12 +204,7 @@ export function connectionsService(deps: ConnectionsDeps) {
         details: [{ path: `/${field}`, message: 'credentials or fragment in the URL' }],
       });
     }
-    try {
-      deps.egress.assertUrl(url);
-    } catch (err) {
-      if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
-      throw err;
-    }
+    assertEgress(deps.egress, url);
     return url.toString();
   }
 

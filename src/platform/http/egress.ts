@@ -1,5 +1,6 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { AppError } from '../errors.ts';
 
 /**
  * The SSRF guard for requests Berth makes to addresses that users or operators configure
@@ -141,4 +142,20 @@ export function egressGuard(allow: string | undefined): EgressGuard {
       if (isIP(host) !== 0 && !allowsAddress(host)) throw new EgressDenied(host);
     },
   };
+}
+
+/**
+ * Checks a configured URL (a provider's, an MCP server's, an OAuth endpoint, a document to
+ * fetch) before anything connects: a refused host is 400 `egress_denied` with the guard's
+ * reason. The resolved address is checked again at connect time.
+ *
+ * @example assertEgress(deps.egress, new URL(input.baseUrl));
+ */
+export function assertEgress(egress: Pick<EgressGuard, 'assertUrl'>, url: URL): void {
+  try {
+    egress.assertUrl(url);
+  } catch (err) {
+    if (err instanceof EgressDenied) throw new AppError('egress_denied', err.message);
+    throw err;
+  }
 }
