@@ -7,10 +7,11 @@ import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { type GatewayWorkspace, gatewayWorkspace } from '../../../test/helpers/gateway.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
+import { publishedAgent, runSteps, sseEvents } from '../../../test/helpers/runs.ts';
 import type { Scope } from '../../platform/http/context.ts';
 import { memoryCredits } from '../gateway/index.ts';
 import { estimateMessages } from './agents.runs.engine.ts';
-import type { RunView, StepView } from './agents.runs.schemas.ts';
+import type { RunView } from './agents.runs.schemas.ts';
 
 /**
  * Agent runs beyond the loop: continuing a finished run (previous_run_id) with its whole
@@ -42,44 +43,19 @@ type SentBody = { messages: Sent[]; max_tokens?: number; tools?: Array<{ functio
 
 const runsUrl = (ws = gw.workspaceId) => `/api/workspaces/${ws}/runs`;
 
-async function agent(name: string, extra: Record<string, unknown> = {}, client = gw.owner, ws = gw.workspaceId) {
-  const res = await client.post<{ id: string }>(`/api/workspaces/${ws}/agents/import?publish=true`, {
-    name,
-    model: 'gpt-4o-mini',
-    instructions: 'You are a careful calculator.',
-    tools: [{ type: 'builtin', name: 'calculator', requires_approval: false }],
-    ...extra,
-  });
-  expect(res.status, res.text).toBe(201);
-  return res.body.id;
-}
+const agent = (name: string, extra: Record<string, unknown> = {}, client = gw.owner, ws = gw.workspaceId) =>
+  publishedAgent(client, ws, name, extra);
+const steps = (runId: string) => runSteps(gw.owner, gw.workspaceId, runId);
+const sse = sseEvents;
 
 async function run(body: Record<string, unknown>, client: TestClient = gw.owner, ws = gw.workspaceId) {
   return client.post<RunView & { code?: string }>(runsUrl(ws), body);
-}
-
-async function steps(runId: string) {
-  const res = await gw.owner.get<{ data: StepView[] }>(`${runsUrl()}/${runId}/steps`);
-  expect(res.status).toBe(200);
-  return res.body.data;
 }
 
 /** The body of the i-th request the model received (from the end when negative). */
 function sent(i: number): SentBody {
   const r = i < 0 ? fake.received.at(i) : fake.received[i];
   return (r?.body ?? { messages: [] }) as unknown as SentBody;
-}
-
-/** The server-sent events of a response body: id, event and JSON data of each. */
-function sse(text: string) {
-  return text
-    .split('\n\n')
-    .filter((f) => f.trim() !== '')
-    .map((f) => {
-      const lines = f.split('\n');
-      const field = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2) ?? null;
-      return { id: Number(field('id')), event: field('event'), data: JSON.parse(field('data') ?? 'null') };
-    });
 }
 
 async function events(runId: string) {

@@ -4,8 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { type GatewayWorkspace, gatewayWorkspace } from '../../../test/helpers/gateway.ts';
+import { publishedAgent, runSteps } from '../../../test/helpers/runs.ts';
 import { memoryCredits } from '../gateway/index.ts';
-import type { RunView, StepView } from './agents.runs.schemas.ts';
+import type { RunView } from './agents.runs.schemas.ts';
 
 /**
  * A run's time limit and the ways a run stops while a model call is in flight: the timeout,
@@ -20,27 +21,14 @@ const credits = memoryCredits();
 
 const runsUrl = () => `/api/workspaces/${gw.workspaceId}/runs`;
 
-async function agent(name: string, extra: Record<string, unknown> = {}) {
-  const res = await gw.owner.post(`/api/workspaces/${gw.workspaceId}/agents/import?publish=true`, {
-    name,
-    model: 'gpt-4o-mini',
-    instructions: 'You are a careful calculator.',
-    tools: [{ type: 'builtin', name: 'calculator', requires_approval: false }],
-    ...extra,
-  });
-  expect(res.status, res.text).toBe(201);
-}
+const agent = (name: string, extra: Record<string, unknown> = {}) =>
+  publishedAgent(gw.owner, gw.workspaceId, name, extra);
+const steps = (runId: string) => runSteps(gw.owner, gw.workspaceId, runId);
 
 async function getRun(id: string) {
   const res = await gw.owner.get<RunView>(`${runsUrl()}/${id}`);
   expect(res.status).toBe(200);
   return res.body;
-}
-
-async function steps(id: string) {
-  const res = await gw.owner.get<{ data: StepView[] }>(`${runsUrl()}/${id}/steps`);
-  expect(res.status).toBe(200);
-  return res.body.data;
 }
 
 /** The event types of a run, in order (its SSE stream ends once the run ended). */

@@ -4,8 +4,9 @@ import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-ups
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
 import { type GatewayWorkspace, gatewayWorkspace } from '../../../test/helpers/gateway.ts';
+import { publishedAgent, runSteps, sseEvents } from '../../../test/helpers/runs.ts';
 import { memoryCredits } from '../gateway/index.ts';
-import type { RunView, StepView } from './agents.runs.schemas.ts';
+import type { RunView } from './agents.runs.schemas.ts';
 
 /**
  * Agent runs over HTTP against a real OpenAI-compatible upstream (test/fakes): the
@@ -22,37 +23,13 @@ const CANARY = 'canary-run-input-5d2e';
 
 const runsUrl = () => `/api/workspaces/${gw.workspaceId}/runs`;
 
-async function agent(name: string, extra: Record<string, unknown> = {}) {
-  const res = await gw.owner.post(`/api/workspaces/${gw.workspaceId}/agents/import?publish=true`, {
-    name,
-    model: 'gpt-4o-mini',
-    instructions: 'You are a careful calculator.',
-    tools: [{ type: 'builtin', name: 'calculator', requires_approval: false }],
-    ...extra,
-  });
-  expect(res.status, res.text).toBe(201);
-}
+const agent = (name: string, extra: Record<string, unknown> = {}) =>
+  publishedAgent(gw.owner, gw.workspaceId, name, extra);
+const steps = (runId: string) => runSteps(gw.owner, gw.workspaceId, runId);
+const sse = sseEvents;
 
 async function run(body: Record<string, unknown>) {
   return gw.owner.post<RunView>(runsUrl(), body);
-}
-
-async function steps(runId: string) {
-  const res = await gw.owner.get<{ data: StepView[] }>(`${runsUrl()}/${runId}/steps`);
-  expect(res.status).toBe(200);
-  return res.body.data;
-}
-
-/** The server-sent events of a response body: id, event and JSON data of each. */
-function sse(text: string) {
-  return text
-    .split('\n\n')
-    .filter((f) => f.trim() !== '')
-    .map((f) => {
-      const lines = f.split('\n');
-      const field = (name: string) => lines.find((l) => l.startsWith(`${name}: `))?.slice(name.length + 2) ?? null;
-      return { id: Number(field('id')), event: field('event'), data: JSON.parse(field('data') ?? 'null') };
-    });
 }
 
 beforeAll(async () => {
