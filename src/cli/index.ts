@@ -7,6 +7,7 @@ import { registerAuditCommands } from './audit.commands.ts';
 import { registerBillingCommands } from './billing.commands.ts';
 import { registerConnectionsCommands } from './connections.commands.ts';
 import { registerGatewayCommands } from './gateway.commands.ts';
+import { registerKbCommands, type TtyAwareIo } from './kb.commands.ts';
 import { registerKeysCommands } from './keys.commands.ts';
 import { registerMailCommands } from './mail.commands.ts';
 import { registerOperatorCommands } from './operator.commands.ts';
@@ -52,6 +53,7 @@ REDIS_URL, SMTP_URL) and --config; see docs/operations/configuration.md.`,
   registerConnectionsCommands(program, io, globals);
   registerAgentsCommands(program, io, globals);
   registerRunsCommands(program, io, globals);
+  registerKbCommands(program, io, globals);
   registerAuditCommands(program, io, globals);
   registerGatewayCommands(program, io, globals);
   registerBillingCommands(program, io, globals);
@@ -86,10 +88,11 @@ export async function runCli(argv: string[], io: Io = defaultIo()): Promise<numb
   }
 }
 
-function defaultIo(): Io {
+function defaultIo(): TtyAwareIo {
   return {
     out: (s) => process.stdout.write(`${s}\n`),
     err: (s) => process.stderr.write(`${s}\n`),
+    errIsTty: Boolean(process.stderr.isTTY),
     env: process.env,
     stdin: process.stdin,
   };
