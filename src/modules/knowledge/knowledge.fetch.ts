@@ -37,7 +37,7 @@ export function filenameOf(url: URL): string {
     // A malformed escape (%E0%A4%A): the segment as written.
   }
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
-  const clean = last.replace(/[\u0000-\u001f\u007f\\/]/g, '').slice(0, 255);
+  const clean = last.replace(/[\u0000-\u001f\u007f-\u009f\\/]/g, '').slice(0, 255);
   return clean || url.hostname;
 }
 

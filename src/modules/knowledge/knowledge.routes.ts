@@ -32,7 +32,7 @@ const tags = ['knowledge'];
 function cleanFilename(name: string | undefined): string {
   const base = (name ?? '').split(/[\\/]/).pop() ?? '';
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
-  const printable = base.replace(/[\u0000-\u001f\u007f]/g, '').trim();
+  const printable = base.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
   return printable.slice(0, 255) || 'upload';
 }
 
