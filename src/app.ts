@@ -120,11 +120,26 @@ export function createModules(deps: AppDeps) {
     identity: identity.service,
   });
   privacy.service.consents.onObjectionChange(analytics.service.objectionChanged);
+  const knowledge = createKnowledgeModule({
+    ...deps,
+    audit: audit.service,
+    vault: vault.service,
+    requirePermission: workspaces.service.requirePermission,
+  });
   const agents = createAgentsModule({
     ...deps,
     audit: audit.service,
     vault: vault.service,
     connections: connections.service,
+    // knowledge_search: always the run's workspace, as the system (the run's user started it).
+    knowledge: {
+      search: (workspaceId, kbName, query, topK) =>
+        knowledge.service.searchByName({
+          scope: { workspaceId, actor: { type: 'system', name: 'agents.knowledge_search' }, role: 'viewer' },
+          name: kbName,
+          input: { query, topK },
+        }),
+    },
     requirePermission: workspaces.service.requirePermission,
     runs: {
       // A run's model calls are gateway calls: the same governance, credits and usage events.
@@ -140,12 +155,6 @@ export function createModules(deps: AppDeps) {
         return m !== null && roleAllows(m.role, 'agents:run');
       },
     },
-  });
-  const knowledge = createKnowledgeModule({
-    ...deps,
-    audit: audit.service,
-    vault: vault.service,
-    requirePermission: workspaces.service.requirePermission,
   });
   const modules = {
     audit,

@@ -41,7 +41,7 @@ export type RunsServiceDeps = {
    * The tokens the agent's tool definitions take in each model call (built-in and HTTP tools
    * exactly as sent; an MCP server's tools are known only when the run starts).
    */
-  toolsEstimate?(workspaceId: string, tools: AgentDefinition['tools']): Promise<number>;
+  toolsEstimate?(workspaceId: string, definition: AgentDefinition): Promise<number>;
   /** Tools: refuses 409 `connection_required` when the user lacks a connection the definition lists. */
   checkConnections?(workspaceId: string, userId: string | null, definition: AgentDefinition): Promise<void>;
   settings: { approvalTtlMs: number; defaultMaxOutputTokens: number };
@@ -243,7 +243,7 @@ export function runsService(deps: RunsServiceDeps) {
       );
       // The tool definitions go with every call.
       const toolsEstimate = deps.toolsEstimate
-        ? await deps.toolsEstimate(scope.workspaceId, def.tools)
+        ? await deps.toolsEstimate(scope.workspaceId, def)
         : Math.ceil(JSON.stringify(def.tools).length / 4);
       const { messages, dropped } = fitContext(system, history, inputMessages, window, reserve, toolsEstimate);
       const run: AgentRunRow = {

@@ -1,4 +1,5 @@
 import type { Clock } from '../../platform/clock.ts';
+import { AppError } from '../../platform/errors.ts';
 import {
   defineTool,
   fail,
@@ -17,8 +18,8 @@ type BuiltinToolDef = Extract<ToolDef, { type: 'builtin' }>;
 /**
  * The built-in tools: `http_request` (only to the definition's allowed hosts, through the
  * SSRF guard), `current_time` (from the injected clock), `calculator` (a small arithmetic
- * parser, never eval) and `knowledge_search` (the slot for knowledge bases: it answers
- * `knowledge_unavailable` until they exist).
+ * parser, never eval) and `knowledge_search` (the agent's knowledge bases, through the
+ * knowledge module's search, in the run's workspace only).
  */
 
 // --- calculator --------------------------------------------------------------------------
@@ -343,27 +344,176 @@ function httpRequestTool(def: BuiltinToolDef, transport: HttpTransport, limits: 
 
 // --- knowledge_search --------------------------------------------------------------------
 
-/** The slot knowledge bases fill: until they exist, every search answers `knowledge_unavailable`. */
-function knowledgeSearchTool(def: BuiltinToolDef): Tool {
+/** One chunk the knowledge module's search found. */
+export type KnowledgeHit = {
+  documentId: string;
+  title: string;
+  chunkId: string;
+  startOffset: number;
+  endOffset: number;
+  score: number;
+  text: string;
+};
+
+/**
+ * The knowledge module's search by knowledge base name (unique in a workspace without regard
+ * to case), always in the given workspace. It throws AppError `not_found` (no such knowledge
+ * base), `knowledge_base_processing` (none of its documents ready yet), `search_query_empty`
+ * or `search_query_too_long`.
+ */
+export type KnowledgeSearch = {
+  search(
+    workspaceId: string,
+    kbName: string,
+    query: string,
+    topK: number,
+  ): Promise<{ data: KnowledgeHit[]; pendingDocuments: number }>;
+};
+
+/** A built-in tool def as a run resolves it: `knowledge_search` carries the agent's `knowledge_bases`. */
+export type ResolvedBuiltinDef = BuiltinToolDef & { knowledge_bases?: readonly string[] };
+
+const KNOWLEDGE_TOP_K = { min: 1, max: 20, default: 5 };
+
+const stillProcessing = (kbName: string) =>
+  fail('knowledge_base_processing', `The knowledge base ${kbName} has no processed document yet; search again later.`);
+
+/** A knowledge module error as the tool's stable code; anything else is rethrown (`tool_failed`). */
+function knowledgeFailure(err: unknown, kbName: string): ToolResult {
+  const code = err instanceof AppError ? err.code : null;
+  if (code === 'not_found') return fail('knowledge_base_not_found', `There is no knowledge base named ${kbName}.`);
+  if (code === 'knowledge_base_processing') return stillProcessing(kbName);
+  if (code === 'search_query_empty' || code === 'search_query_too_long') {
+    return fail('invalid_arguments', err instanceof AppError ? err.message : 'The query is not valid.');
+  }
+  throw err;
+}
+
+/**
+ * Searches the agent's knowledge bases (or the one named in `knowledge_base`, which must be one
+ * of them) in the run's workspace, and answers the best chunks across them with their citations.
+ * A knowledge base still processing is skipped while another one answers; when all of them are,
+ * the call answers `knowledge_base_processing`.
+ */
+function knowledgeSearchTool(def: ResolvedBuiltinDef, knowledge: KnowledgeSearch | undefined): Tool {
+  const attached = def.knowledge_bases ?? [];
   return defineTool(
     {
       name: 'knowledge_search',
-      description: "Searches the agent's knowledge bases.",
+      description: `Searches the agent's knowledge bases (${
+        attached.length > 0 ? attached.join(', ') : 'none attached'
+      }) and returns the best matching passages with their citations. The query uses web-search syntax: words are ANDed, "quoted phrase", or, -excluded.`,
       parameters: {
         type: 'object',
-        properties: { query: { type: 'string', minLength: 1, maxLength: 2000 } },
+        properties: {
+          query: { type: 'string', minLength: 1, maxLength: 2000 },
+          top_k: { type: 'integer', minimum: KNOWLEDGE_TOP_K.min, maximum: KNOWLEDGE_TOP_K.max },
+          knowledge_base: {
+            type: 'string',
+            minLength: 1,
+            maxLength: 100,
+            description: 'Search only this one of the knowledge bases (default: all of them).',
+          },
+        },
         required: ['query'],
         additionalProperties: false,
       },
       requiresApproval: def.requires_approval,
     },
-    async () => fail('knowledge_unavailable', 'Knowledge bases are not available on this Berth yet.'),
+    async (args, ctx): Promise<ToolResult> => {
+      if (!knowledge) return fail('knowledge_unavailable', 'Knowledge bases are not available on this Berth.');
+      const query = String(args.query);
+      const topK = typeof args.top_k === 'number' ? args.top_k : KNOWLEDGE_TOP_K.default;
+      let names: readonly string[] = attached;
+      if (typeof args.knowledge_base === 'string') {
+        const wanted = args.knowledge_base.toLowerCase();
+        const name = attached.find((n) => n.toLowerCase() === wanted);
+        if (!name) {
+          return fail(
+            'knowledge_base_not_found',
+            `The knowledge base ${args.knowledge_base.slice(0, 100)} is not attached to this agent.`,
+          );
+        }
+        names = [name];
+      }
+      if (names.length === 0) {
+        return fail('knowledge_base_not_found', 'No knowledge base is attached to this agent.');
+      }
+      const results: Array<KnowledgeHit & { knowledgeBase: string }> = [];
+      let pending = 0;
+      let processing: string | null = null;
+      let searched = 0;
+      // Always the run's workspace: a name never reaches another workspace's knowledge bases.
+      for (const name of names) {
+        try {
+          const r = await knowledge.search(ctx.workspaceId, name, query, topK);
+          searched++;
+          pending += r.pendingDocuments;
+          for (const hit of r.data) results.push({ ...hit, knowledgeBase: name });
+        } catch (err) {
+          if (err instanceof AppError && err.code === 'knowledge_base_processing') {
+            processing ??= name;
+            continue;
+          }
+          return knowledgeFailure(err, name);
+        }
+      }
+      if (searched === 0 && processing) return stillProcessing(processing);
+      results.sort((a, b) => b.score - a.score);
+      return ok(
+        JSON.stringify({
+          results: results.slice(0, topK).map((h) => ({
+            knowledge_base: h.knowledgeBase,
+            document_id: h.documentId,
+            title: h.title,
+            chunk_id: h.chunkId,
+            start_offset: h.startOffset,
+            end_offset: h.endOffset,
+            score: h.score,
+            text: h.text,
+          })),
+          pending_documents: pending,
+        }),
+      );
+    },
   );
 }
 
-export type BuiltinDeps = { clock: Clock; transport: HttpTransport; limits: ToolLimits };
+/**
+ * A definition's tools as a run resolves them: `knowledge_search` carries the agent's
+ * knowledge bases, and an agent with knowledge bases gets `knowledge_search` even when its
+ * tools do not list it (not approved per call), unless one of its own tools has that name.
+ *
+ * @example
+ * const defs = withKnowledgeSearch(def.tools, def.knowledge_bases); // + { type: 'builtin', name: 'knowledge_search', ... }
+ */
+export function withKnowledgeSearch(tools: readonly ToolDef[], knowledgeBases: readonly string[]): ToolDef[] {
+  const out: ToolDef[] = tools.map((t): ToolDef | ResolvedBuiltinDef =>
+    t.type === 'builtin' && t.name === 'knowledge_search' ? { ...t, knowledge_bases: [...knowledgeBases] } : t,
+  );
+  if (knowledgeBases.length === 0) return out;
+  const named = tools.some((t) => (t.type === 'builtin' || t.type === 'http') && t.name === 'knowledge_search');
+  if (!named) {
+    const auto: ResolvedBuiltinDef = {
+      type: 'builtin',
+      name: 'knowledge_search',
+      requires_approval: false,
+      knowledge_bases: [...knowledgeBases],
+    };
+    out.push(auto);
+  }
+  return out;
+}
 
-export function builtinTool(def: BuiltinToolDef, deps: BuiltinDeps): Tool {
+export type BuiltinDeps = {
+  clock: Clock;
+  transport: HttpTransport;
+  limits: ToolLimits;
+  /** `knowledge_search`'s search (absent: it answers `knowledge_unavailable`). */
+  knowledge?: KnowledgeSearch | undefined;
+};
+
+export function builtinTool(def: ResolvedBuiltinDef, deps: BuiltinDeps): Tool {
   switch (def.name) {
     case 'calculator':
       return calculatorTool(def);
@@ -372,6 +522,6 @@ export function builtinTool(def: BuiltinToolDef, deps: BuiltinDeps): Tool {
     case 'http_request':
       return httpRequestTool(def, deps.transport, deps.limits);
     case 'knowledge_search':
-      return knowledgeSearchTool(def);
+      return knowledgeSearchTool(def, deps.knowledge);
   }
 }

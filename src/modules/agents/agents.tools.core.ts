@@ -29,6 +29,10 @@ export type ToolErrorCode =
   | 'secret_not_found'
   | 'secret_host_not_allowed'
   | 'knowledge_unavailable'
+  // knowledge_search: a knowledge base not attached to the agent or not in the workspace; one
+  // whose documents are all still being processed
+  | 'knowledge_base_not_found'
+  | 'knowledge_base_processing'
   | 'invalid_expression'
   | 'division_by_zero'
   | 'math_error'

@@ -216,7 +216,7 @@ describe('happy', () => {
     expect(upstream.seen.at(-1)?.headers['x-test']).toBe('yes');
   });
 
-  it('knowledge_search is the documented slot: it answers knowledge_unavailable', async () => {
+  it('knowledge_search without the knowledge module wired in answers knowledge_unavailable', async () => {
     const tool = await one({ type: 'builtin', name: 'knowledge_search' });
     expect(errorCode(await tool.execute({ query: 'refund policy' }, ctx()))).toBe('knowledge_unavailable');
   });

@@ -16,7 +16,7 @@ import { secretsRepo } from './agents.secrets.repo.ts';
 import { registerSecretRoutes } from './agents.secrets.routes.ts';
 import { type SecretsService, secretsService } from './agents.secrets.service.ts';
 import { agentSecretsTables } from './agents.secrets.tables.ts';
-import { builtinTool } from './agents.tools.builtin.ts';
+import { builtinTool, type KnowledgeSearch } from './agents.tools.builtin.ts';
 import {
   capContent,
   DEFAULT_TOOL_LIMITS,
@@ -38,6 +38,7 @@ import { listMcpTools, type McpDeps, type McpTarget, mcpTool, mcpToolName } from
 import { plainHttpPolicy, templateOrigin } from './agents.tools.policy.ts';
 import type { ToolDef } from './agents.tools.schemas.ts';
 
+export { type KnowledgeHit, type KnowledgeSearch, withKnowledgeSearch } from './agents.tools.builtin.ts';
 export {
   compileParameters,
   DEFAULT_TOOL_LIMITS,
@@ -66,6 +67,8 @@ export type ToolsServiceDeps = {
   /** Hosts a secret may reach over plain http (default: none, https only). */
   plainHttpAllowed?: (host: string) => boolean;
   limits?: Partial<ToolLimits>;
+  /** `knowledge_search`: the knowledge module's search (absent: it answers `knowledge_unavailable`). */
+  knowledge?: KnowledgeSearch | undefined;
 };
 
 /** MCP failures that mean the server is down or slow (the run goes on without its tools), not misconfigured. */
@@ -112,7 +115,9 @@ export function toolsService(deps: ToolsServiceDeps) {
   const plainHttpAllowed = deps.plainHttpAllowed ?? (() => false);
 
   async function resolveOne(workspaceId: string, def: ToolDef): Promise<Tool[]> {
-    if (def.type === 'builtin') return [builtinTool(def, { clock: deps.clock, transport: deps.http, limits })];
+    if (def.type === 'builtin') {
+      return [builtinTool(def, { clock: deps.clock, transport: deps.http, limits, knowledge: deps.knowledge })];
+    }
     if (def.type === 'http') {
       return [
         httpTool(def, { transport: deps.http, secrets: deps.secrets, connections: deps.connections, plainHttpAllowed }),
@@ -178,6 +183,8 @@ export type AgentToolsDeps = {
   /** OAuth connections (the vault's): whose token `{{connection.NAME}}` sends, and `checkConnections`. */
   connections?: Pick<ConnectionsService, 'connectionFor' | 'runToken'> | undefined;
   limits?: Partial<ToolLimits>;
+  /** `knowledge_search`: the knowledge module's search by name (absent: it answers `knowledge_unavailable`). */
+  knowledge?: KnowledgeSearch | undefined;
 };
 
 /**
@@ -241,6 +248,7 @@ export function createAgentTools(deps: AgentToolsDeps) {
     stdioAllowed: deps.config.BERTH_MCP_STDIO,
     plainHttpAllowed,
     limits,
+    knowledge: deps.knowledge,
     ...(deps.connections ? { connections: connectionSource(deps.connections) } : {}),
   });
   /** Whether a credential (a secret, a connection's token) may be sent to a URL template's origin. */

@@ -20,7 +20,13 @@ import { agentRunTables } from './agents.runs.tables.ts';
 import { type AgentsService, agentsService } from './agents.service.ts';
 import { agentTables } from './agents.tables.ts';
 // Tools (secrets, MCP servers, built-in/HTTP/MCP tools): agents.tools.ts.
-import { type AgentTools, type AgentToolsDeps, createAgentTools } from './agents.tools.ts';
+import {
+  type AgentTools,
+  type AgentToolsDeps,
+  createAgentTools,
+  type KnowledgeSearch,
+  withKnowledgeSearch,
+} from './agents.tools.ts';
 
 export { checkDefinition, toolSchemaProblem } from './agents.definition.ts';
 export type { RunCaller } from './agents.runs.engine.ts';
@@ -38,7 +44,16 @@ export {
 } from './agents.schemas.ts';
 export type { AgentsService } from './agents.service.ts';
 export type { ToolDef, ToolDefInput } from './agents.tools.schemas.ts';
-export type { AgentTools, Tool, ToolContext, ToolResult, ToolSpec, ToolsService } from './agents.tools.ts';
+export type {
+  AgentTools,
+  KnowledgeHit,
+  KnowledgeSearch,
+  Tool,
+  ToolContext,
+  ToolResult,
+  ToolSpec,
+  ToolsService,
+} from './agents.tools.ts';
 
 export type AgentsDeps = PlatformDeps & {
   audit: Pick<AuditService, 'record'>;
@@ -46,6 +61,11 @@ export type AgentsDeps = PlatformDeps & {
   vault: Pick<VaultService, 'encrypt' | 'decryptString'>;
   /** OAuth connections: the tokens `{{connection.NAME}}` sends for a run's user. */
   connections?: AgentToolsDeps['connections'];
+  /**
+   * The knowledge module's search by knowledge base name, for `knowledge_search` (absent: the
+   * tool answers `knowledge_unavailable`). A function, not the module: no import cycle.
+   */
+  knowledge?: KnowledgeSearch;
   requirePermission(permission: Permission): (req: FastifyRequest) => Promise<void>;
   /** What runs need from the gateway, the keys, billing and privacy. */
   runs: Pick<EngineDeps, 'complete' | 'keyPolicy' | 'assertProcessingAllowed' | 'mayRun'> & {
@@ -95,8 +115,12 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
       maxAttempts: 3,
       defaultMaxOutputTokens: config.BERTH_GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS,
     },
-    definitionOf: async (tx, workspaceId, agentId, version) =>
-      (await agentsRepo.findVersion(tx, workspaceId, agentId, version))?.definition ?? null,
+    // The tools a run resolves: knowledge_search carries the agent's knowledge bases (and is
+    // there whenever the agent has some).
+    definitionOf: async (tx, workspaceId, agentId, version) => {
+      const def = (await agentsRepo.findVersion(tx, workspaceId, agentId, version))?.definition ?? null;
+      return def && { ...def, tools: withKnowledgeSearch(def.tools, def.knowledge_bases ?? []) };
+    },
     resolveTools: (workspaceId, defs) => tools.tools.resolve(workspaceId, defs),
     complete: deps.runs.complete,
     keyPolicy: deps.runs.keyPolicy,
@@ -119,7 +143,9 @@ export function createAgentsModule(deps: AgentsDeps): Module<AgentsService> & { 
     assertProcessingAllowed: deps.runs.assertProcessingAllowed,
     audit: deps.audit,
     checkConnections: tools.checkConnections,
-    toolsEstimate: async (workspaceId, defs) => {
+    toolsEstimate: async (workspaceId, definition) => {
+      // The tools a run will have: knowledge_search joins an agent with knowledge bases.
+      const defs = withKnowledgeSearch(definition.tools, definition.knowledge_bases ?? []);
       const mcp = defs.filter((d) => d.type === 'mcp');
       const specs = await tools.tools
         .resolve(

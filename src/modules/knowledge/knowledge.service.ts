@@ -352,6 +352,19 @@ export function knowledgeService(deps: KnowledgeDeps) {
     },
 
     /**
+     * `search` on the knowledge base of that name (without regard to case) in the scope's
+     * workspace: what agents' `knowledge_search` calls. No such name: 404 `not_found`.
+     */
+    async searchByName({ scope, name, input }: { scope: Scope; name: string; input: SearchInput }) {
+      const wanted = name.toLowerCase();
+      const kb = await db.tenant(scope.workspaceId, async (tx) =>
+        (await repo.listBases(tx, scope.workspaceId)).find((b) => b.name.toLowerCase() === wanted),
+      );
+      if (!kb) throw notFound('knowledge base');
+      return service.search({ scope, kbId: kb.id, input });
+    },
+
+    /**
      * The `knowledge.ingest` job: parse, chunk and index one document. A file that cannot be
      * parsed fails with its `ParseFailure` code; a document deleted meanwhile is left alone.
      * No transaction is open while the file is parsed.
