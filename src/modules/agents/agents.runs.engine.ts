@@ -3,6 +3,7 @@ import type { Database, Db } from '../../platform/db/db.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { Caller, ChatCompletionRequest, ChatMessage, ToolCall, UsageEventRow } from '../gateway/index.ts';
+import { inputEstimateOf } from '../gateway/index.ts';
 import type { VaultService } from '../vault/index.ts';
 import type { NewEvent, RunPatch, runsRepo } from './agents.runs.repo.ts';
 import {
@@ -108,13 +109,7 @@ export function toolSpec(t: Pick<Tool, 'name' | 'description' | 'parameters'>) {
 
 /** A token estimate (4 characters a token) of messages, as the gateway makes it. */
 export function estimateMessages(messages: ChatMessage[]): number {
-  let chars = 0;
-  for (const m of messages) {
-    if (typeof m.content === 'string') chars += m.content.length;
-    else if (Array.isArray(m.content)) for (const p of m.content) chars += p.type === 'text' ? p.text.length : 1000;
-    for (const t of m.tool_calls ?? []) chars += t.function.arguments.length + t.function.name.length;
-  }
-  return Math.ceil(chars / 4) + 4 * messages.length;
+  return inputEstimateOf(messages);
 }
 
 function toolContent(result: ToolResult): string {

@@ -1,9 +1,9 @@
 import { sql } from 'drizzle-orm';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
+import { findEverywhere } from '../../../test/helpers/dump.ts';
 import { type GatewayWorkspace, gatewayWorkspace } from '../../../test/helpers/gateway.ts';
 import { logIn, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
 import { DAY, MINUTE, manualClock } from '../../platform/clock.ts';
@@ -79,41 +79,6 @@ async function counts(where: { workspaceId: string } | { runIds: string[] }): Pr
 }
 
 const NONE: Counts = { agent_runs: 0, agent_run_steps: 0, agent_run_events: 0 };
-
-/**
- * Every column of every table in the live schema (partitions through their parent), cast to
- * text, searched for each needle, past row-level security (as the database's owner on server
- * Postgres): where any of them is still stored.
- */
-async function findEverywhere(needles: string[]): Promise<string[]> {
-  const client = app.testDb.url ? new pg.Client({ connectionString: app.testDb.url }) : null;
-  await client?.connect();
-  const query = async <T extends Record<string, unknown>>(text: string, params: unknown[] = []) =>
-    client ? ((await client.query(text, params)).rows as T[]) : app.db.query<T>(text, params);
-  try {
-    const columns = await query<{ schema: string; table: string; column: string }>(
-      `select n.nspname as schema, c.relname as table, a.attname as column
-         from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname in ('public', 'pgboss') and c.relkind in ('r', 'p') and not c.relispartition
-          and a.attnum > 0 and not a.attisdropped
-        order by 1, 2, 3`,
-    );
-    expect(columns.length).toBeGreaterThan(100);
-    const hits: string[] = [];
-    const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
-    for (const { schema, table, column } of columns) {
-      const rows = await query<{ needle: string }>(
-        `select distinct x.needle from ${q(schema)}.${q(table)} t, unnest($1::text[]) as x(needle)
-          where position(lower(x.needle) in lower(t.${q(column)}::text)) > 0`,
-        [needles],
-      );
-      for (const r of rows) hits.push(`${schema}.${table}.${column}: ${r.needle}`);
-    }
-    return hits;
-  } finally {
-    await client?.end();
-  }
-}
 
 /** Confirms the address with the link mailed at sign-up: rows naming it by address are then the user's. */
 async function verifyEmail(c: SignedInClient): Promise<void> {
@@ -299,7 +264,7 @@ describe('erasure', () => {
     expect(held.agent_runs).toBe(3);
 
     // Before erasure the scan finds her in the runs (and the model calls' usage events).
-    expect(await findEverywhere([alice.userId])).toEqual(
+    expect(await findEverywhere(app, [alice.userId])).toEqual(
       expect.arrayContaining([`public.agent_runs.user_id: ${alice.userId}`]),
     );
 
@@ -310,7 +275,7 @@ describe('erasure', () => {
     expect(await app.jobs.drain(ERASURE_JOB)).toMatchObject({ failed: 0 });
 
     // Nothing of Alice anywhere: not her id, email or name.
-    expect(await findEverywhere([alice.userId, alice.email, alice.displayName])).toEqual([]);
+    expect(await findEverywhere(app, [alice.userId, alice.email, alice.displayName])).toEqual([]);
 
     // Her runs are the workspace's and stay, whole, naming her only by pseudonym.
     expect(await counts({ runIds: ids })).toEqual(held);

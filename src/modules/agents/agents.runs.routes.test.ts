@@ -290,6 +290,9 @@ describe('background runs and events', () => {
     const res = await gw.owner.post(runsUrl(), { agent: 'calc', input: 'stream it', stream: true });
     expect(res.status).toBe(200);
     const events = sse(res.text);
+    // The stream names its run (header and first event): a client can resume it by id.
+    expect(events[0]).toMatchObject({ event: 'run.created', data: { runId: res.headers['x-berth-run-id'] } });
+    expect(String(res.headers['x-berth-run-id'])).toMatch(/^run_/);
     expect(events.at(-1)).toMatchObject({ event: 'run.completed', data: { output: 'nine' } });
     expect(events.filter((e) => e.event === 'run.step').map((e) => e.data.kind)).toEqual(['model', 'tool', 'model']);
   });

@@ -1,5 +1,19 @@
 import type { ChatCompletionRequest, ChatCompletionResponse } from './gateway.adapter.ts';
 
+/** A rough token count (4 characters a token) for when a provider reports none. */
+export function estimateTokens(text: string): number {
+  return estimateFromChars(text.length);
+}
+
+export function estimateFromChars(chars: number): number {
+  return Math.ceil(chars / 4);
+}
+
+/** The input tokens a chat request is reserved for: its characters, and 4 tokens of framing per message. */
+export function inputEstimateOf(messages: ChatCompletionRequest['messages']): number {
+  return estimateFromChars(contentLength(messages)) + 4 * messages.length;
+}
+
 /** The characters a request's messages carry (an image counts 1000): what input estimates are made of. */
 export function contentLength(messages: ChatCompletionRequest['messages']): number {
   let n = 0;

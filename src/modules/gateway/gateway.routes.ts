@@ -13,7 +13,7 @@ import type {
   EmbeddingsRequest,
   Usage,
 } from './gateway.adapter.ts';
-import { contentLength, outputChars } from './gateway.measure.ts';
+import { inputEstimateOf, outputChars } from './gateway.measure.ts';
 import {
   type AnthropicEvent,
   anthropicError,
@@ -299,7 +299,7 @@ async function runChat(
   const caller = callerOf(req);
   begun.add(req);
   const stream = body.stream === true;
-  const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
+  const inputEstimate = inputEstimateOf(body.messages);
   const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
   const call = await service.begin(caller, {
     endpoint,

@@ -12,7 +12,10 @@ import {
 import { costMicros, type ModelPrice } from './gateway.catalog.ts';
 import type { CreditGate, Reservation } from './gateway.credits.ts';
 import type { RateLimiter } from './gateway.limits.ts';
-import { contentLength, outputChars } from './gateway.measure.ts';
+import { estimateFromChars, inputEstimateOf, outputChars } from './gateway.measure.ts';
+
+export { estimateFromChars, estimateTokens } from './gateway.measure.ts';
+
 import { type LiveProvider, type ProvidersService, priceOf, type WorkspaceGateway } from './gateway.providers.ts';
 import type { UsageEventRow } from './gateway.tables.ts';
 import type { UsageRecorder } from './gateway.usage.ts';
@@ -79,15 +82,6 @@ export type GatewayDeps = {
   /** False while the user restricted the processing of their data (privacy's in-memory set). */
   processingAllowed?: (userId: string) => boolean;
 };
-
-/** A rough token count (4 characters a token) for when a provider reports none. */
-export function estimateTokens(text: string): number {
-  return estimateFromChars(text.length);
-}
-
-export function estimateFromChars(chars: number): number {
-  return Math.ceil(chars / 4);
-}
 
 const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -297,7 +291,7 @@ export function gatewayService(deps: GatewayDeps) {
       body: ChatCompletionRequest,
       signal?: AbortSignal,
     ): Promise<{ response: ChatCompletionResponse; usage: UsageEventRow; provider: string; model: string }> {
-      const inputEstimate = estimateFromChars(contentLength(body.messages)) + 4 * body.messages.length;
+      const inputEstimate = inputEstimateOf(body.messages);
       const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
       const input = { endpoint: 'chat.completions' as const, model: body.model, stream: false, inputEstimate };
       const call = await begin(caller, { ...input, maxOutputTokens: maxOut });

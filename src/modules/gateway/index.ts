@@ -45,6 +45,7 @@ export {
   unlimitedCredits,
 } from './gateway.credits.ts';
 export type { RateLimiter } from './gateway.limits.ts';
+export { inputEstimateOf } from './gateway.measure.ts';
 export type { UsageAggregate, UsageGroup } from './gateway.repo.ts';
 /** Usage events' retention (monthly partitions, roll-up into daily aggregates): the privacy module's retention job. */
 export { type MonthPartition, usageRetentionRepo } from './gateway.rollups.ts';

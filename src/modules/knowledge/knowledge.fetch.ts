@@ -27,18 +27,28 @@ function isEgressRefusal(err: unknown): boolean {
   return false;
 }
 
+/**
+ * A file name safe to store and show: its last path segment, without control characters
+ * (C0, DEL, C1: a terminal would act on them), trimmed, at most 255 characters; `fallback`
+ * when nothing is left.
+ */
+export function cleanFilename(name: string | undefined, fallback: string): string {
+  const base = (name ?? '').split(/[\\/]/).pop() ?? '';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
+  const printable = base.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  return printable.slice(0, 255) || fallback;
+}
+
 /** The file name a URL suggests: its last path segment, else its host. */
 export function filenameOf(url: URL): string {
   const raw = url.pathname.split('/').filter(Boolean).pop() ?? '';
   let last = raw;
   try {
-    last = decodeURIComponent(raw).trim();
+    last = decodeURIComponent(raw);
   } catch {
     // A malformed escape (%E0%A4%A): the segment as written.
   }
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
-  const clean = last.replace(/[\u0000-\u001f\u007f-\u009f\\/]/g, '').slice(0, 255);
-  return clean || url.hostname;
+  return cleanFilename(last, url.hostname);
 }
 
 /** Fetches one document. Throws AppError: `egress_denied`, `payload_too_large`, `upstream_timeout`, `upstream_error`. */

@@ -4,6 +4,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { AppError } from '../../platform/errors.ts';
 import type { HttpServer } from '../../platform/http/server.ts';
 import { type Permission, requireScope } from '../workspaces/index.ts';
+import { cleanFilename } from './knowledge.fetch.ts';
 import {
   CreateKnowledgeBaseBody,
   DocumentList,
@@ -28,14 +29,6 @@ type Deps = {
 const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];
 const tags = ['knowledge'];
 
-/** A file name as shown and stored: its last path segment, printable, at most 255 characters. */
-function cleanFilename(name: string | undefined): string {
-  const base = (name ?? '').split(/[\\/]/).pop() ?? '';
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is removed
-  const printable = base.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
-  return printable.slice(0, 255) || 'upload';
-}
-
 /** Reads every file part of a multipart upload into memory, within the upload limits. */
 async function readFiles(req: FastifyRequest): Promise<UploadFile[]> {
   if (!req.isMultipart()) {
@@ -46,7 +39,7 @@ async function readFiles(req: FastifyRequest): Promise<UploadFile[]> {
     for await (const part of req.parts()) {
       if (part.type !== 'file') continue;
       files.push({
-        filename: cleanFilename(part.filename),
+        filename: cleanFilename(part.filename, 'upload'),
         contentType: part.mimetype && part.mimetype !== 'application/octet-stream' ? part.mimetype.slice(0, 255) : null,
         bytes: await part.toBuffer(),
       });

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { startFakeOAuthServer } from '../../../test/fakes/oauth-server.ts';
 import { useTestApp } from '../../../test/helpers/app.ts';
 import { TestClient } from '../../../test/helpers/client.ts';
+import { findEverywhere } from '../../../test/helpers/dump.ts';
 import { logIn, makeOperator, type SignedInClient, signUp, testEmail, testIp } from '../../../test/helpers/identity.ts';
 import { dataMap } from '../../app.ts';
 import { DAY, MINUTE } from '../../platform/clock.ts';
@@ -34,41 +35,6 @@ async function asOwner<T extends Record<string, unknown>>(text: string, params: 
     return (await client.query(text, params)).rows as T[];
   } finally {
     await client.end();
-  }
-}
-
-/**
- * Every column of every table in the live schema (partitions through their parent), cast
- * to text, searched for each needle: the places where any of them is still stored.
- */
-async function findEverywhere(needles: string[]): Promise<string[]> {
-  const app = getApp();
-  const client = app.testDb.url ? new pg.Client({ connectionString: app.testDb.url }) : null;
-  await client?.connect();
-  const query = async <T extends Record<string, unknown>>(text: string, params: unknown[] = []) =>
-    client ? ((await client.query(text, params)).rows as T[]) : app.db.query<T>(text, params);
-  try {
-    const columns = await query<{ schema: string; table: string; column: string }>(
-      `select n.nspname as schema, c.relname as table, a.attname as column
-         from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname in ('public', 'pgboss') and c.relkind in ('r', 'p') and not c.relispartition
-          and a.attnum > 0 and not a.attisdropped
-        order by 1, 2, 3`,
-    );
-    expect(columns.length).toBeGreaterThan(100);
-    const hits: string[] = [];
-    const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
-    for (const { schema, table, column } of columns) {
-      const rows = await query<{ needle: string }>(
-        `select distinct x.needle from ${q(schema)}.${q(table)} t, unnest($1::text[]) as x(needle)
-          where position(lower(x.needle) in lower(t.${q(column)}::text)) > 0`,
-        [needles],
-      );
-      for (const r of rows) hits.push(`${schema}.${table}.${column}: ${r.needle}`);
-    }
-    return hits;
-  } finally {
-    await client?.end();
   }
 }
 
@@ -196,7 +162,7 @@ describe('happy', () => {
     expect(live[0]?.n).toBe(0);
 
     // The scan below finds what is there: before erasure, Alice is in the account and audit tables.
-    expect(await findEverywhere([alice.email, ip])).toEqual(
+    expect(await findEverywhere(getApp(), [alice.email, ip])).toEqual(
       expect.arrayContaining([`public.users.email: ${alice.email}`, `public.audit_event_context.ip: ${ip}`]),
     );
 
@@ -210,7 +176,7 @@ describe('happy', () => {
     expect(await userStatus(alice.userId)).toBeNull();
 
     // Nothing of Alice anywhere: not her id, email, name or the address she used.
-    expect(await findEverywhere([alice.userId, alice.email, alice.displayName, ip])).toEqual([]);
+    expect(await findEverywhere(getApp(), [alice.userId, alice.email, alice.displayName, ip])).toEqual([]);
     // Bob is untouched, and so is his workspace (his session expired meanwhile: he signs in again).
     expect(await userStatus(bob.userId)).toBe('active');
     const bobAgain = await logIn(app, bob.email, bob.password);
@@ -257,7 +223,7 @@ describe('happy', () => {
       }),
     );
     expect(await asOwner('select user_id from audit_subjects where pseudonym = $1', [pseudonym])).toEqual([]);
-    expect(await findEverywhere([alice.userId])).toEqual([]);
+    expect(await findEverywhere(getApp(), [alice.userId])).toEqual([]);
   }, 180_000);
 
   it('erases a user with a history in every privacy record table, keeping the records’ status and dates', async () => {
@@ -303,7 +269,7 @@ describe('happy', () => {
     app.clock.advance(DELETION_GRACE_DAYS * DAY + MINUTE);
     expect(await runErasure()).toMatchObject({ failed: 0 });
     expect(await userStatus(lee.userId)).toBeNull();
-    expect(await findEverywhere([lee.userId, lee.email, lee.displayName])).toEqual([]);
+    expect(await findEverywhere(getApp(), [lee.userId, lee.email, lee.displayName])).toEqual([]);
 
     // The records stay under the pseudonym, with their status and dates.
     const pseudonym = app.modules.vault.service.pseudonym(lee.userId);
@@ -567,7 +533,7 @@ describe('happy', () => {
         `mcp-${tag}`,
       ];
       // The scan finds each of them before, so finding none after means they are gone.
-      const found = await findEverywhere([...ids, ...names]);
+      const found = await findEverywhere(getApp(), [...ids, ...names]);
       for (const needle of [...ids, ...names]) {
         expect(
           found.some((hit) => hit.endsWith(`: ${needle}`)),
@@ -580,7 +546,7 @@ describe('happy', () => {
 
       for (const table of tables) expect(await rows(table), table).toBe(0);
       // Nothing of these rows anywhere: not an id, not a name the workspace gave them.
-      expect(await findEverywhere([...ids, ...names])).toEqual([]);
+      expect(await findEverywhere(getApp(), [...ids, ...names])).toEqual([]);
       // Crypto-shredding: the workspace's data key is gone, so no copy of a ciphertext (a backup) opens.
       for (const s of sealed) {
         await expect(app.modules.vault.service.decrypt(s.ctx, s.ct), s.what).rejects.toThrow();
