@@ -1,11 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { HASH_EMBEDDING_DIMS, hashEmbedding } from './hash-embeddings.ts';
 
 /**
  * An upstream LLM provider speaking OpenAI's HTTP API on loopback: chat completions (JSON
  * and SSE, tool calls, `stream_options.include_usage`), embeddings and the model list. Its
  * answers are deterministic: the reply is `echo: <last user text>`; a request with tools
- * and a user turn last gets one call of the first tool per `parallel` count.
+ * and a user turn last gets one call of the first tool per `parallel` count; an embedding is
+ * `hashEmbedding` of the input (texts sharing words are close), of `dimensions` or HASH_EMBEDDING_DIMS.
  *
  * `next(...)` queues how the following requests misbehave (status with a body echoing the
  * prompt, hang, garbage, truncated stream, wrong content type, no usage), so tests can walk
@@ -130,14 +132,14 @@ export async function startFakeOpenAi(): Promise<FakeOpenAi> {
     }
     if (req.method === 'POST' && path.endsWith('/embeddings') && body) {
       const inputs = Array.isArray(body.input) ? body.input : [body.input];
-      const dims = typeof body.dimensions === 'number' ? body.dimensions : 8;
+      const dims = typeof body.dimensions === 'number' ? body.dimensions : HASH_EMBEDDING_DIMS;
       return json(res, 200, {
         object: 'list',
         model: body.model,
         data: inputs.map((input, index) => ({
           object: 'embedding',
           index,
-          embedding: Array.from({ length: dims }, (_, i) => ((String(input).length + i) % 7) / 7),
+          embedding: hashEmbedding(String(input), dims),
         })),
         usage: {
           prompt_tokens: inputs.reduce((n: number, i) => n + fakeTokens(String(i)), 0),

@@ -206,7 +206,7 @@ describe('happy', () => {
     expect(res.choices).toHaveLength(2);
     const emb = await gw.openai.embeddings.create({ model: 'text-embedding-3-small', input: ['a b', 'c'] });
     expect(emb.data).toHaveLength(2);
-    expect(emb.data[0]?.embedding).toHaveLength(8);
+    expect(emb.data[0]?.embedding).toHaveLength(512);
     const event = await lastUsage(gw);
     expect(event).toMatchObject({ status: 200, model: 'text-embedding-3-small', inputTokens: 3, outputTokens: 0 });
   });

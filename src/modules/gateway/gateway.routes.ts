@@ -28,7 +28,6 @@ import {
   clientError,
   type Endpoint,
   estimateFromChars,
-  estimateTokens,
   type GatewayCall,
   type GatewayService,
 } from './gateway.service.ts';
@@ -203,38 +202,17 @@ export function registerGatewayRoutes(app: HttpServer, { service, journal, bodyL
     },
     async (req, reply) => {
       const caller = callerOf(req);
-      const body = req.body as unknown as EmbeddingsRequest;
-      const inputs = typeof body.input === 'string' ? [body.input] : (body.input as unknown[]);
-      const inputEstimate = inputs.reduce<number>(
-        (n, i) => n + (typeof i === 'string' ? estimateTokens(i) : Array.isArray(i) ? i.length : 1),
-        0,
-      );
       begun.add(req);
-      const call = await service.begin(caller, {
-        endpoint: 'embeddings',
-        model: body.model,
-        stream: false,
-        inputEstimate,
-        maxOutputTokens: 0,
-      });
       const gone = clientGone(req, reply);
-      try {
-        const res = await call.attempt((c, opts) => {
-          if (!c.provider.adapter.embeddings) throw new AppError('bad_request', 'This provider has no embeddings API.');
-          return c.provider.adapter.embeddings({ ...body, model: c.model }, opts);
-        }, gone.signal);
-        const usage: Usage | undefined = res.usage
-          ? { prompt_tokens: res.usage.prompt_tokens, completion_tokens: 0, total_tokens: res.usage.total_tokens }
-          : undefined;
-        call.finish({ status: 200, usage, estimate: { input: inputEstimate, output: 0 } });
-        servedHeaders(reply, call);
-        return res;
-      } catch (err) {
-        const e = clientError(err);
-        call.finish({ status: e.status, errorCode: e.code });
-        servedHeaders(reply, call);
-        throw e;
-      }
+      const { response, provider, model } = await service.embed(
+        caller,
+        req.body as unknown as EmbeddingsRequest,
+        gone.signal,
+        (limitHeaders) => reply.headers(limitHeaders),
+      );
+      reply.header('x-berth-provider', provider);
+      reply.header('x-berth-model', model);
+      return response;
     },
   );
 }

@@ -6,13 +6,15 @@ import {
   type CallOptions,
   type ChatCompletionRequest,
   type ChatCompletionResponse,
+  type EmbeddingsRequest,
+  type EmbeddingsResponse,
   UpstreamError,
   type Usage,
 } from './gateway.adapter.ts';
 import { costMicros, type ModelPrice } from './gateway.catalog.ts';
 import type { CreditGate, Reservation } from './gateway.credits.ts';
 import type { RateLimiter } from './gateway.limits.ts';
-import { estimateFromChars, inputEstimateOf, outputChars } from './gateway.measure.ts';
+import { estimateFromChars, estimateTokens, inputEstimateOf, outputChars } from './gateway.measure.ts';
 
 export { estimateFromChars, estimateTokens } from './gateway.measure.ts';
 
@@ -95,6 +97,14 @@ export function clientError(err: unknown): AppError {
     });
   }
   return new AppError('upstream_error', 'The upstream provider failed.');
+}
+
+/** The input tokens an embeddings request is reserved for: its texts' characters, a token array's length. */
+function embeddingsInputEstimate(input: EmbeddingsRequest['input']): number {
+  const inputs: unknown[] = typeof input === 'string' ? [input] : input;
+  let n = 0;
+  for (const i of inputs) n += typeof i === 'string' ? estimateTokens(i) : Array.isArray(i) ? i.length : 1;
+  return n;
 }
 
 /**
@@ -313,6 +323,52 @@ export function gatewayService(deps: GatewayDeps) {
         status: 200,
         usage: response.usage,
         estimate: { input: inputEstimate, output: estimateFromChars(outputChars(response)) },
+      }) as UsageEventRow;
+      const served = call.served;
+      return { response, usage, provider: served?.provider.name ?? '', model: served?.model ?? body.model };
+    },
+
+    /**
+     * One embeddings call for Berth's own callers (the knowledge module's chunks and queries),
+     * and the whole of /v1/embeddings: the same governance, reservation, fallback and usage
+     * event (endpoint `embeddings`, no output tokens). Throws the AppError a client would get
+     * (`model_not_allowed`, `insufficient_credits`, `bad_request` for a provider without an
+     * embeddings API...). `onBegun` gets the call's rate-limit headers once it is admitted
+     * (the /v1 route sends them).
+     *
+     * @example const { response, usage } = await gateway.embed(caller, { model, input: chunks }, signal);
+     */
+    async embed(
+      caller: Caller,
+      body: EmbeddingsRequest,
+      signal?: AbortSignal,
+      onBegun?: (limitHeaders: LimitHeaders) => void,
+    ): Promise<{ response: EmbeddingsResponse; usage: UsageEventRow; provider: string; model: string }> {
+      const inputEstimate = embeddingsInputEstimate(body.input);
+      const input = { endpoint: 'embeddings' as const, model: body.model, stream: false, inputEstimate };
+      const call = await begin(caller, { ...input, maxOutputTokens: 0 });
+      onBegun?.(call.limitHeaders);
+      let response: EmbeddingsResponse;
+      try {
+        response = await call.attempt((c, opts) => {
+          if (!c.provider.adapter.embeddings) throw new AppError('bad_request', 'This provider has no embeddings API.');
+          return c.provider.adapter.embeddings({ ...body, model: c.model }, opts);
+        }, signal);
+      } catch (err) {
+        const e = clientError(err);
+        call.finish({
+          status: signal?.aborted ? 499 : e.status,
+          errorCode: signal?.aborted ? 'client_closed' : e.code,
+        });
+        throw e;
+      }
+      const reported = response.usage;
+      const usage = call.finish({
+        status: 200,
+        usage: reported
+          ? { prompt_tokens: reported.prompt_tokens, completion_tokens: 0, total_tokens: reported.total_tokens }
+          : undefined,
+        estimate: { input: inputEstimate, output: 0 },
       }) as UsageEventRow;
       const served = call.served;
       return { response, usage, provider: served?.provider.name ?? '', model: served?.model ?? body.model };

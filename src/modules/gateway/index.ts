@@ -33,6 +33,8 @@ export type {
   ChatCompletionRequest,
   ChatCompletionResponse,
   ChatMessage,
+  EmbeddingsRequest,
+  EmbeddingsResponse,
   ProviderAdapter,
   ToolCall,
 } from './gateway.adapter.ts';
@@ -58,7 +60,8 @@ export type {
   UsageAggregateView,
   UsageEventView,
 } from './gateway.schemas.ts';
-export type { Caller } from './gateway.service.ts';
+/** The gateway's calls for Berth's own callers: type a dependency as `Pick<GatewayService, 'complete' | 'embed'>`. */
+export type { Caller, GatewayService } from './gateway.service.ts';
 export type { UsageEventRow } from './gateway.tables.ts';
 
 /**
