@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import {
   type ExportRule,
   exportRuleOf,
@@ -38,6 +38,8 @@ export type TablePlan = {
   workspaceColumns: string[];
   /** Columns exported decrypted (rule `decrypt`), through the entry's `exportDecrypt`. */
   decryptColumns: string[];
+  /** Columns exported as files of their own (rule `file`), through each column's `exportFile`. */
+  fileColumns: string[];
 };
 
 /**
@@ -88,6 +90,9 @@ export function planExport(map: readonly TableEntry[], scope: ExportScope['kind'
       if (rule === 'decrypt' && !entry.exportDecrypt) {
         throw new Error(`${entry.table}.${name} is exported decrypted, but the map says not how (exportDecrypt)`);
       }
+      if (rule === 'file' && !c.exportFile) {
+        throw new Error(`${entry.table}.${name} is exported as a file, but the map says not how (exportFile)`);
+      }
       const ownerColumn =
         rule === 'include' && c.personal
           ? (c.exportOf ?? (subjects.length === 1 ? (subjects[0] ?? null) : null))
@@ -112,6 +117,7 @@ export function planExport(map: readonly TableEntry[], scope: ExportScope['kind'
       emailColumns,
       workspaceColumns: byRule('workspace'),
       decryptColumns: columns.filter((c) => c.rule === 'decrypt').map((c) => c.name),
+      fileColumns: columns.filter((c) => c.rule === 'file').map((c) => c.name),
     };
   });
 }
@@ -177,6 +183,8 @@ export function exportFilter(requester: ExportRequester) {
   };
 
   return {
+    /** Free text as the archive shows it to the requester: other people's ids and addresses replaced. */
+    text: scrubText,
     /** One stored row as the archive shows it to the requester. */
     row(plan: TablePlan, row: Record<string, unknown>): Record<string, unknown> {
       const out: Record<string, unknown> = {};
@@ -189,6 +197,9 @@ export function exportFilter(requester: ExportRequester) {
           out[c.name] = typeof v === 'string' && !mine.has(v) && isPersonId(v) ? pseudonym(v) : json(v);
         } else if (c.rule === 'subject_email') {
           out[c.name] = typeof v === 'string' && v.toLowerCase() === own ? v : WITHHELD;
+        } else if (c.rule === 'file') {
+          // The file's path in the archive (already made of scrubbed text), or why it is withheld.
+          out[c.name] = v;
         } else if (c.rule === 'include' && c.personal) {
           out[c.name] = c.ownerColumn && isRequester(plan, c.ownerColumn, row) ? json(v) : WITHHELD;
         } else {
@@ -246,6 +257,108 @@ export async function decryptRows(
   return withheld;
 }
 
+/** One file of the archive (`files` of the archive, by path): a `file` column's decrypted value. */
+export type ArchiveFile = {
+  table: string;
+  column: string;
+  /** The record it belongs to (as the map's `exportFile` names it). */
+  record: string;
+  /** Size in bytes, and SHA-256 (hex) of the bytes. */
+  size: number;
+  sha256: string;
+  /** The file's bytes, exactly as uploaded, in base64. */
+  base64: string;
+};
+
+/** The longest file name (in characters) a path in the archive gets; longer ones are cut, keeping the extension. */
+const MAX_NAME = 120;
+
+/**
+ * One segment of a path in the archive, safe to write to any file system as it is: the last
+ * segment of `raw` (a stored name may carry a client's folders), letters, digits and a few
+ * marks kept, anything else `_`, no leading dots (no hidden files, no `..`), at most MAX_NAME
+ * characters. Empty: `fallback`.
+ */
+export function cleanSegment(raw: string, fallback: string): string {
+  const last = raw.split(/[\\/]/).pop() ?? '';
+  const cleaned = last
+    .normalize('NFC')
+    .replace(/[^\p{L}\p{N} ._()+,=-]/gu, '_')
+    .replace(/_{2,}/g, '_')
+    .replace(/^[.\s]+|\s+$/g, '');
+  const chars = [...cleaned];
+  if (chars.length <= MAX_NAME) return cleaned || fallback;
+  const dot = cleaned.lastIndexOf('.');
+  const ext = dot > 0 && cleaned.length - dot <= 12 ? cleaned.slice(dot) : '';
+  return chars.slice(0, MAX_NAME - ext.length).join('') + ext;
+}
+
+/** The path of a file in the archive: `files/<module>/<record>/<name>`, each segment cleaned. */
+export function archivePath(module: string, record: string, name: string): string {
+  return ['files', cleanSegment(module, 'module'), cleanSegment(record, 'record'), cleanSegment(name, 'file')].join(
+    '/',
+  );
+}
+
+/** `path`, or (taken by another file) `path` with `-2`, `-3`... before its extension. */
+function freePath(files: Readonly<Record<string, ArchiveFile>>, path: string): string {
+  if (!(path in files)) return path;
+  const slash = path.lastIndexOf('/');
+  const dot = path.lastIndexOf('.');
+  const [stem, ext] = dot > slash + 1 ? [path.slice(0, dot), path.slice(dot)] : [path, ''];
+  for (let n = 2; ; n++) if (!(`${stem}-${n}${ext}` in files)) return `${stem}-${n}${ext}`;
+}
+
+/**
+ * Opens, in stored rows (as `selectRows` reads them), each `file` column's ciphertext and adds
+ * the file to `files` under its path (`archivePath`, the name scrubbed by `scrub` first, as the
+ * row's other text is), leaving the path in the row instead of the ciphertext. A file whose
+ * data key was destroyed is left out, the row saying so; one the vault refuses otherwise is
+ * left out with another reason: the export goes on either way. Returns how many files were
+ * withheld, by reason.
+ */
+export async function exportFiles(
+  plan: TablePlan,
+  rows: Array<Record<string, unknown>>,
+  unseal: Unseal,
+  scrub: (text: string) => string,
+  files: Record<string, ArchiveFile>,
+): Promise<{ keyDestroyed: number; unreadable: number }> {
+  const withheld = { keyDestroyed: 0, unreadable: 0 };
+  for (const column of plan.fileColumns) {
+    const how = plan.entry.columns[column]?.exportFile;
+    if (!how) continue;
+    for (const row of rows) {
+      const value = row[column];
+      if (value === null || value === undefined) continue;
+      const ciphertext = byteaOf(value);
+      try {
+        if (!ciphertext) throw new VaultError('malformed');
+        const bytes = await unseal(how.context(row, column), ciphertext);
+        const { record, name } = how.file(row);
+        const path = freePath(files, archivePath(plan.entry.module, record, scrub(name)));
+        files[path] = {
+          table: plan.entry.table,
+          column,
+          record,
+          size: bytes.length,
+          sha256: createHash('sha256').update(bytes).digest('hex'),
+          base64: bytes.toString('base64'),
+        };
+        row[column] = path;
+      } catch (err) {
+        // Anything else (the database failing) fails the build, which its job retries.
+        if (!(err instanceof VaultError)) throw err;
+        const gone = err.reason === 'key_destroyed' || err.reason === 'key_missing';
+        if (gone) withheld.keyDestroyed++;
+        else withheld.unreadable++;
+        row[column] = gone ? WITHHELD_KEY_DESTROYED : WITHHELD_UNREADABLE;
+      }
+    }
+  }
+  return withheld;
+}
+
 /** The manifest's entry for one table: what the map says about it. */
 export function manifestEntry(plan: TablePlan, rows: number) {
   const e = plan.entry;
@@ -265,6 +378,7 @@ export function manifestEntry(plan: TablePlan, rows: number) {
       lawfulBasis: c.basis,
       retention: c.retention,
       ...(c.rule === 'decrypt' ? { storedEncrypted: true } : {}),
+      ...(c.rule === 'file' ? { storedEncrypted: true, exportedAs: 'file' as const } : {}),
     })),
     notExported: plan.notExported,
   };

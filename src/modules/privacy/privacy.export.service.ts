@@ -13,9 +13,11 @@ import type { IdentityService } from '../identity/index.ts';
 import type { Mailer } from '../notifications/index.ts';
 import type { VaultContext, VaultService } from '../vault/index.ts';
 import {
+  type ArchiveFile,
   decryptRows,
   type ExportRequester,
   type ExportScope,
+  exportFiles,
   exportFilter,
   manifestEntry,
   matchesOf,
@@ -38,7 +40,10 @@ const ARCHIVE_ABOUT =
   '(recipients). Secrets (password and token hashes, encrypted credentials, keys) are never exported; other ' +
   "people's user ids appear as pseudonyms (person_...), stable within this archive only, and their personal data as " +
   '"[withheld: personal data of another person]". Content Berth stores encrypted (what you asked agents and what ' +
-  'they answered) appears decrypted; where its encryption key was destroyed, as withheld, with that reason.';
+  'they answered) appears decrypted; where its encryption key was destroyed, as withheld, with that reason. ' +
+  'Files Berth stores encrypted (the originals of knowledge documents, in a workspace export) are in `files`, by ' +
+  'their path in the archive (files/<module>/<record id>/<file name>), their bytes in base64; the record names ' +
+  'that path, or why the file is withheld.';
 
 export const EXPORT_BUILD_JOB = 'privacy.export-build';
 export const EXPORT_EXPIRY_JOB = 'privacy.exports-expire';
@@ -241,6 +246,7 @@ export function exportService(deps: ExportServiceDeps) {
     const filter = exportFilter(requester);
     const tables: Array<ReturnType<typeof manifestEntry>> = [];
     const data: Record<string, Array<Record<string, unknown>>> = {};
+    const files: Record<string, ArchiveFile> = {};
     const searched: string[] = [];
     let rowCount = 0;
     // The rows found per table: where a user's export finds the rows belonging to them.
@@ -261,9 +267,10 @@ export function exportService(deps: ExportServiceDeps) {
       const stored = await rowsOf(tx, plan, match, parentIds);
       if (stored.length === 0) continue;
       found.set(plan.entry.table, stored);
-      const withheld = await decryptRows(plan, stored, (context, ciphertext) =>
-        deps.vault.decrypt(context, ciphertext, tx),
-      );
+      const unseal = (context: VaultContext, ciphertext: Buffer) => deps.vault.decrypt(context, ciphertext, tx);
+      const values = await decryptRows(plan, stored, unseal);
+      const inFiles = await exportFiles(plan, stored, unseal, filter.text, files);
+      const withheld = { unreadable: values.unreadable + inFiles.unreadable };
       if (withheld.unreadable > 0) {
         deps.logger.warn(
           { table: plan.entry.table, values: withheld.unreadable },
@@ -274,7 +281,7 @@ export function exportService(deps: ExportServiceDeps) {
       tables.push(manifestEntry(plan, stored.length));
       rowCount += stored.length;
     }
-    return { tables, data, searched, rowCount };
+    return { tables, data, files, searched, rowCount };
   }
 
   /** Builds the archive and stores it (encrypted); completes the privacy request. */
@@ -289,7 +296,7 @@ export function exportService(deps: ExportServiceDeps) {
           ? { kind: 'workspace', workspaceId: row.workspaceId }
           : { kind: 'user' };
       const now = clock.now();
-      const { tables, data, searched, rowCount } = await collect(tx, user, scope);
+      const { tables, data, files, searched, rowCount } = await collect(tx, user, scope);
       const archive = {
         format: ARCHIVE_FORMAT,
         manifest: {
@@ -303,10 +310,12 @@ export function exportService(deps: ExportServiceDeps) {
           },
           about: ARCHIVE_ABOUT,
           rowCount,
+          fileCount: Object.keys(files).length,
           tables,
           searchedTables: searched,
         },
         data,
+        files,
       };
       const json = Buffer.from(JSON.stringify(archive), 'utf8');
       const ciphertext = await deps.vault.encrypt(vaultContext(row), gzipSync(json), tx);
@@ -360,8 +369,8 @@ export function exportService(deps: ExportServiceDeps) {
         `Download it here (the link works once, until ${row.expiresAt.toISOString()}; then the export is deleted):`,
         link,
         '',
-        'The archive is a JSON document. Its manifest says, for each kind of record, why Berth keeps it, on what',
-        'lawful basis, for how long and who else receives it.',
+        'The archive is a JSON document (files in it, such as uploaded documents, are in base64). Its manifest says,',
+        'for each kind of record, why Berth keeps it, on what lawful basis, for how long and who else receives it.',
         'If you did not ask for this export, change your password.',
       ].join('\n'),
       tag: 'privacy.export_ready',

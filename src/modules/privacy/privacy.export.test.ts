@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { col, type TableEntry } from '../../platform/db/datamap.ts';
 import { VaultError } from '../vault/index.ts';
 import {
+  type ArchiveFile,
+  archivePath,
+  cleanSegment,
   decryptRows,
+  exportFiles,
   exportFilter,
   planExport,
   WITHHELD,
@@ -166,5 +170,117 @@ describe('decrypted content', () => {
         throw new Error('connection lost');
       }),
     ).rejects.toThrow('connection lost');
+  });
+});
+
+/** A table like knowledge documents: an encrypted original file, exported as a file of its own. */
+const documents: TableEntry = {
+  table: 'documents',
+  module: 'docs',
+  purpose: 'Documents',
+  basis: 'contract',
+  retention: 'workspace_lifetime',
+  subject: 'workspace',
+  columns: {
+    id: col('identifier', false),
+    workspace_id: col('identifier', false),
+    created_by: col('identifier', true),
+    filename: col('content', false),
+    original: col('content', false, {
+      export: 'file',
+      workspaceExportOnly: true,
+      exportFile: {
+        context: (row, column) => ({
+          owner: { type: 'workspace', id: String(row.workspace_id) },
+          record: String(row.id),
+          field: column,
+        }),
+        file: (row) => ({ record: String(row.id), name: String(row.filename) }),
+      },
+    }),
+  },
+};
+
+describe('files', () => {
+  it('cleans the names of paths in the archive', () => {
+    expect(archivePath('knowledge', 'kdoc_1', 'Q3 report: final.pdf')).toBe(
+      'files/knowledge/kdoc_1/Q3 report_ final.pdf',
+    );
+    expect(cleanSegment('../../etc/passwd', 'file')).toBe('passwd');
+    expect(cleanSegment('C:\\Users\\me\\résumé.docx', 'file')).toBe('résumé.docx');
+    expect(cleanSegment('..', 'file')).toBe('file');
+    expect(cleanSegment('.hidden', 'file')).toBe('hidden');
+    expect(cleanSegment('a\u0000b\nc<>|?*"', 'file')).toBe('a_b_c_');
+    const long = cleanSegment(`${'x'.repeat(300)}.pdf`, 'file');
+    expect(long).toHaveLength(120);
+    expect(long.endsWith('.pdf')).toBe(true);
+  });
+
+  it('leaves file columns out of a user export, with the reason, and refuses one the map says not how to open', () => {
+    const [user] = planExport([documents], 'user');
+    const [workspace] = planExport([documents], 'workspace');
+    expect(user?.fileColumns).toEqual([]);
+    expect(user?.notExported).toEqual([
+      { column: 'original', purpose: 'Documents', reason: expect.stringMatching(/workspace/) },
+    ]);
+    expect(workspace?.fileColumns).toEqual(['original']);
+    // The type demands `exportFile` with `file` (and only with it); a map built without types is refused.
+    // @ts-expect-error no exportFile
+    const original = col('content', false, { export: 'file' });
+    const unopenable: TableEntry = { ...documents, columns: { ...documents.columns, original } };
+    // @ts-expect-error exportFile on a column that is not a file
+    col('content', false, { export: 'include', exportFile: documents.columns.original?.exportFile });
+    expect(() => planExport([unopenable], 'workspace')).toThrow(/exportFile/);
+  });
+
+  it('adds each file under its path, the row naming it, and withholds what the vault cannot open', async () => {
+    const [p] = planExport([documents], 'workspace');
+    if (!p) throw new Error('no plan');
+    const binary = Buffer.from([0x25, 0x50, 0x44, 0x46, 0x00, 0xff, 0xfe]);
+    const stored: Array<Record<string, unknown>> = [
+      { id: 'd1', workspace_id: 'ws_1', created_by: ME, filename: 'a.pdf', original: `\\x${binary.toString('hex')}` },
+      // Same name in the same folder cannot happen in the map, but a path is never overwritten.
+      { id: 'd1', workspace_id: 'ws_1', created_by: ME, filename: 'a.pdf', original: hex('second') },
+      { id: 'd2', workspace_id: 'ws_1', created_by: OTHER, filename: `for ${OTHER}.txt`, original: hex('x') },
+      { id: 'd3', workspace_id: 'ws_1', created_by: ME, filename: 'gone.txt', original: hex('gone') },
+      { id: 'd4', workspace_id: 'ws_1', created_by: ME, filename: 'bad.txt', original: 'not bytea' },
+      { id: 'd5', workspace_id: 'ws_1', created_by: ME, filename: 'none.txt', original: null },
+    ];
+    const files: Record<string, ArchiveFile> = {};
+    const seen: string[] = [];
+    const filter = exportFilter(requester);
+    const withheld = await exportFiles(
+      p,
+      stored,
+      async (ctx, ciphertext) => {
+        seen.push(`${ctx.owner.id}:${ctx.record}:${ctx.field}`);
+        if (ciphertext.toString() === 'gone') throw new VaultError('key_destroyed');
+        return ciphertext;
+      },
+      filter.text,
+      files,
+    );
+    expect(seen).toEqual(['ws_1:d1:original', 'ws_1:d1:original', 'ws_1:d2:original', 'ws_1:d3:original']);
+    expect(withheld).toEqual({ keyDestroyed: 1, unreadable: 1 });
+    const other = stored[2]?.original;
+    expect(other).toMatch(/^files\/docs\/d2\/for person_[0-9a-f]{16}\.txt$/);
+    expect(stored.map((r) => r.original)).toEqual([
+      'files/docs/d1/a.pdf',
+      'files/docs/d1/a-2.pdf',
+      other,
+      WITHHELD_KEY_DESTROYED,
+      WITHHELD_UNREADABLE,
+      null,
+    ]);
+    expect(Object.keys(files)).toEqual(['files/docs/d1/a.pdf', 'files/docs/d1/a-2.pdf', other]);
+    expect(Buffer.from(files['files/docs/d1/a.pdf']?.base64 ?? '', 'base64').equals(binary)).toBe(true);
+    expect(files['files/docs/d1/a.pdf']).toMatchObject({
+      table: 'documents',
+      column: 'original',
+      record: 'd1',
+      size: 7,
+    });
+    // The row shows the path as it is.
+    expect(filter.row(p, stored[0] ?? {}).original).toBe('files/docs/d1/a.pdf');
   });
 });

@@ -40,7 +40,7 @@ export type RetentionClass =
   | 'billing_7_years' // ledger, reservations, plans: kept for tax and accounting law, also after deletion
   | 'operational'; // platform bookkeeping, no personal data
 
-export type ColumnEntry = {
+type ColumnFacts = {
   category: DataCategory;
   personal: boolean;
   /** Overrides the table's purpose for this column. */
@@ -51,8 +51,6 @@ export type ColumnEntry = {
   retention?: RetentionClass;
   /** Secrets are never exported, even to their owner. */
   secret?: boolean;
-  /** How the export treats the column (default: see `exportRuleOf`). */
-  export?: ExportRule;
   /**
    * Whose personal data the column is: the (SQL) name of the `subject` or `subject_email`
    * column of the same table naming that person. Default: the table's only such column.
@@ -68,6 +66,20 @@ export type ColumnEntry = {
    */
   workspaceExportOnly?: boolean;
 };
+
+/**
+ * One column's entry. A `file` column says how to open it (`exportFile`); no other column
+ * may, so the type demands the one with the other.
+ */
+export type ColumnEntry = ColumnFacts &
+  (
+    | {
+        /** How the export treats the column (default: see `exportRuleOf`). */
+        export?: Exclude<ExportRule, 'file'>;
+        exportFile?: undefined;
+      }
+    | { export: 'file'; exportFile: ExportFile }
+  );
 
 /** A vault context (owner, record, field) as the vault binds a ciphertext to it. */
 export type SealedIn = {
@@ -89,6 +101,21 @@ export type ExportDecryption = {
 };
 
 /**
+ * How exports open a `file` column (vault ciphertext of a whole file, e.g. an uploaded PDF),
+ * declared by the module that encrypts it. Both functions get the row as the export reads it
+ * (every exported column by its SQL name, as JSON values).
+ */
+export type ExportFile = {
+  /** The vault context the file was encrypted under (`column`: the column's SQL name). */
+  context(row: Readonly<Record<string, unknown>>, column: string): SealedIn;
+  /**
+   * Where the file goes in the archive: `files/<module>/<record>/<name>`. `record` is the id of
+   * the record the file belongs to; `name` the file's name as stored (the export cleans both).
+   */
+  file(row: Readonly<Record<string, unknown>>): { record: string; name: string };
+};
+
+/**
  * How an export of personal data (a user's, or a workspace's for its owner) treats a column:
  * - `include`: exported; when it is personal data, only to the person it belongs to (`exportOf`);
  * - `never`: never exported, even to its owner (secrets: hashes, ciphertext, wrapped keys);
@@ -103,7 +130,12 @@ export type ExportDecryption = {
  *   them by): the export also finds the user's rows through its values;
  * - `decrypt`: vault ciphertext of content the row's owner may see (agent runs' input and
  *   output): exported decrypted, through the table's `exportDecrypt`, and scrubbed like
- *   `scrubbed`; a value whose data key was destroyed is exported as withheld, with the reason.
+ *   `scrubbed`; a value whose data key was destroyed is exported as withheld, with the reason;
+ * - `file`: vault ciphertext of a whole file (documents' originals, possibly binary): exported
+ *   decrypted as a file of its own in the archive, through the column's `exportFile`, its bytes
+ *   as they are (not scrubbed: mark the column `workspaceExportOnly` when they may hold other
+ *   members' data); the row shows the file's path in the archive instead of the ciphertext. A
+ *   file whose data key was destroyed is left out, and the row shows the reason instead.
  */
 export type ExportRule =
   | 'include'
@@ -113,7 +145,8 @@ export type ExportRule =
   | 'workspace'
   | 'scrubbed'
   | 'alias'
-  | 'decrypt';
+  | 'decrypt'
+  | 'file';
 
 /** Everything the map says about one column, with the table's defaults applied. */
 export type ColumnPolicy = {
@@ -208,9 +241,16 @@ export type TableEntry = {
   columns: Record<string, ColumnEntry>;
 };
 
+/** `Omit` for each member of a union (keeps `ColumnEntry`'s `file` pairing). */
+type OmitEach<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
 /** Shorthand for a column entry. */
-export function col(category: DataCategory, personal: boolean, extra: Omit<ColumnEntry, 'category' | 'personal'> = {}) {
-  return { category, personal, ...extra } satisfies ColumnEntry;
+export function col(
+  category: DataCategory,
+  personal: boolean,
+  extra: OmitEach<ColumnEntry, 'category' | 'personal'> = {},
+): ColumnEntry {
+  return { category, personal, ...extra };
 }
 
 type ColumnKeys<T extends PgTable> = keyof ReturnType<typeof getTableColumns<T>> & string;
