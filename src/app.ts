@@ -124,6 +124,7 @@ export function createModules(deps: AppDeps) {
     ...deps,
     audit: audit.service,
     vault: vault.service,
+    gateway: gateway.service,
     requirePermission: workspaces.service.requirePermission,
   });
   const agents = createAgentsModule({
@@ -133,11 +134,13 @@ export function createModules(deps: AppDeps) {
     connections: connections.service,
     // knowledge_search: always the run's workspace, as the system (the run's user started it).
     knowledge: {
-      search: (workspaceId, kbName, query, topK) =>
+      search: (workspaceId, kbName, query, topK, run) =>
         knowledge.service.searchByName({
           scope: { workspaceId, actor: { type: 'system', name: 'agents.knowledge_search' }, role: 'viewer' },
           name: kbName,
           input: { query, topK },
+          // The query's embedding is part of the run's cost: metered like its model calls.
+          billing: { userId: run.userId, keyId: null, requestId: run.runId },
         }),
     },
     requirePermission: workspaces.service.requirePermission,

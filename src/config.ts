@@ -108,6 +108,7 @@ export const ConfigSchema = z
     BERTH_MCP_STDIO: bool.default(false),
     /** How long a call of the built-in http_request tool or an MCP tool may take before it answers `timeout` (custom HTTP tools have their own limit). */
     BERTH_TOOL_TIMEOUT_SECONDS: int(1, 600).default(30),
+    BERTH_VECTOR_CACHE_MB: int(0, 1_048_576).default(1024),
     /** How long an agent run's worker holds it without a heartbeat; a run whose worker died resumes after this. */
     BERTH_RUN_LEASE_SECONDS: int(1, 3600).default(30),
     /** How long a run waits for a tool call's approval before it expires. */

@@ -13,9 +13,8 @@ import { callServer, refusal, type ServerTarget, type WorkspaceHttpOpts, workspa
 import type { GlobalOptions } from './index.ts';
 import { CliError, EXIT, emit, type Io } from './output.ts';
 
-/** The search modes the CLI knows; the server serves `lexical` only so far. */
+/** The search modes (the server's default: hybrid with an embeddings model, else lexical). */
 const SEARCH_MODES = ['lexical', 'vector', 'hybrid'] as const;
-const SERVED_MODES: ReadonlySet<string> = new Set(['lexical']);
 
 /** Upload requests may carry many large files: far longer than the 30 s of a JSON call. */
 const UPLOAD_TIMEOUT_MS = 10 * 60_000;
@@ -87,11 +86,34 @@ function failedLine(doc: DocumentView): string {
 /** One result with its citation: rank, title and heading path, document, character offsets, score, text. */
 function resultLines(r: SearchResult['data'][number], rank: number): string {
   const where = [r.title, ...r.headingPath.filter((h) => h !== r.title)].map(printable).join(' > ');
+  const ranks = [
+    r.lexicalRank !== null && r.vectorRank !== null ? `lexical #${r.lexicalRank}, vector #${r.vectorRank}` : '',
+    r.rerankScore !== null ? `relevance ${r.rerankScore}/10` : '',
+  ].filter(Boolean);
   return [
     `${rank}. ${where}`,
-    `   ${r.documentId} chunk ${r.chunkIndex}, chars ${r.startOffset}-${r.endOffset}, score ${r.score.toFixed(4)}`,
+    `   ${r.documentId} chunk ${r.chunkIndex}, chars ${r.startOffset}-${r.endOffset}, score ${r.score.toFixed(4)}${
+      ranks.length ? ` (${ranks.join('; ')})` : ''
+    }`,
     `   ${snippet(r.text)}`,
   ].join('\n');
+}
+
+/**
+ * `--meta` / `--where` key=value pairs as metadata: `true`/`false` are booleans, a number is a
+ * number, anything else a string (quote nothing: the shell already did).
+ */
+function metadataOf(pairs: string[], flag: string): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new CliError(`${flag}: key=value (got ${pair}).`, EXIT.usage, 'invalid_metadata');
+    const key = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    out[key] =
+      raw === 'true' ? true : raw === 'false' ? false : raw !== '' && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  }
+  return out;
 }
 
 /** The files of an upload, read before anything is sent: a missing or oversize file stops it with exit 2. */
@@ -123,8 +145,10 @@ async function sendFiles(
   target: ServerTarget,
   urlPath: string,
   files: Array<{ name: string; bytes: Uint8Array<ArrayBuffer> }>,
+  metadata: Record<string, string | number | boolean> | undefined,
 ): Promise<UploadResult> {
   const form = new FormData();
+  if (metadata) form.append('metadata', JSON.stringify(metadata));
   for (const f of files) form.append('file', new Blob([f.bytes]), f.name);
   let res: Response;
   try {
@@ -267,21 +291,29 @@ export function registerKbCommands(program: Command, io: Io, globals: () => Glob
         `Upload files (${UPLOAD_LIMITS.maxFiles} per request, more are sent in turn) and wait until each is processed, with progress on stderr; exit 1 when a document failed (its code and reason are printed).`,
       )
       .option('--no-wait', 'print the queued documents at once instead of waiting for them')
+      .option('--meta <key=value...>', 'metadata of every uploaded document, for search filters (e.g. --meta lang=en)')
       .option('--timeout <seconds>', 'stop waiting after this long (default 900); processing goes on'),
     'knowledge:write',
   )
     .argument('<kb>', 'the knowledge base, by name or id (kb_...)')
     .argument('<files...>', 'the files (text, Markdown, HTML, PDF, DOCX, CSV, JSON, source code)')
     .action(
-      async (nameOrId: string, paths: string[], opts: WorkspaceHttpOpts & { wait: boolean; timeout?: string }) => {
+      async (
+        nameOrId: string,
+        paths: string[],
+        opts: WorkspaceHttpOpts & { wait: boolean; timeout?: string; meta?: string[] },
+      ) => {
         const timeoutMs = (opts.timeout === undefined ? 900 : parsePositiveInt(opts.timeout, '--timeout')) * 1000;
+        const metadata = opts.meta?.length ? metadataOf(opts.meta, '--meta') : undefined;
         const files = await readFiles(paths);
         const { target, base } = await knowledgeOf(opts, io);
         const found = await resolveBase(target, base, nameOrId);
         const docsUrl = `${base}${ref(found.id)}/documents`;
         const uploads: Upload[] = [];
         for (let i = 0; i < files.length; i += UPLOAD_LIMITS.maxFiles) {
-          uploads.push(...(await sendFiles(target, docsUrl, files.slice(i, i + UPLOAD_LIMITS.maxFiles))).data);
+          uploads.push(
+            ...(await sendFiles(target, docsUrl, files.slice(i, i + UPLOAD_LIMITS.maxFiles), metadata)).data,
+          );
         }
         const line = (u: Upload) => documentLine(u.document, u.outcome === 'duplicate');
 
@@ -329,37 +361,52 @@ export function registerKbCommands(program: Command, io: Io, globals: () => Glob
       .description(
         'Search a knowledge base and print the results with their citations (title, document, character offsets, score, text).',
       )
-      .option('--mode <mode>', `${SEARCH_MODES.join(', ')} (default lexical; the server offers lexical only so far)`)
+      .option(
+        '--mode <mode>',
+        `${SEARCH_MODES.join(', ')} (default: hybrid when the knowledge base has an embeddings model, else lexical)`,
+      )
       .option('--top-k <n>', 'how many results (1-100, default 10)')
-      .option('--document <id...>', 'only these documents (kdoc_...)'),
+      .option('--document <id...>', 'only these documents (kdoc_...)')
+      .option('--where <key=value...>', 'only documents whose metadata has these values (e.g. --where lang=en)')
+      .option('--rerank', "reorder the best results with the knowledge base's rerank model")
+      .option('--no-rerank', 'do not rerank (the default when the knowledge base has a rerank model is to rerank)'),
     'knowledge:read',
   )
     .argument('<kb>', 'the knowledge base, by name or id (kb_...)')
-    .argument('<query>', 'web-search syntax: words are ANDed, "a phrase", or, -excluded')
+    .argument(
+      '<query>',
+      'plain words (any may match; more matches rank higher), or web-search syntax: "a phrase", or, -excluded',
+    )
     .action(
       async (
         nameOrId: string,
         query: string,
-        opts: WorkspaceHttpOpts & { mode?: string; topK?: string; document?: string[] },
+        opts: WorkspaceHttpOpts & {
+          mode?: string;
+          topK?: string;
+          document?: string[];
+          where?: string[];
+          rerank?: boolean;
+        },
       ) => {
-        const mode = opts.mode ?? 'lexical';
-        if (!(SEARCH_MODES as readonly string[]).includes(mode)) {
+        const mode = opts.mode;
+        if (mode !== undefined && !(SEARCH_MODES as readonly string[]).includes(mode)) {
           throw new CliError(`--mode: one of ${SEARCH_MODES.join(', ')} (got ${mode}).`, EXIT.usage, 'invalid_mode');
         }
-        if (!SERVED_MODES.has(mode)) {
-          throw new CliError(
-            `--mode ${mode}: this server offers lexical search only so far; search without --mode.`,
-            EXIT.usage,
-            'search_mode_unavailable',
-          );
-        }
         const topK = opts.topK === undefined ? undefined : parsePositiveInt(opts.topK, '--top-k');
+        const metadata = opts.where?.length ? metadataOf(opts.where, '--where') : undefined;
+        const filters = {
+          ...(opts.document?.length ? { documentIds: opts.document } : {}),
+          ...(metadata ? { metadata } : {}),
+        };
         const { target, base } = await knowledgeOf(opts, io);
         const found = await resolveBase(target, base, nameOrId);
         const result = await callServer<SearchResult>(target, 'POST', `${base}${ref(found.id)}/search`, {
           query,
+          ...(mode ? { mode } : {}),
           ...(topK ? { topK } : {}),
-          ...(opts.document?.length ? { filters: { documentIds: opts.document } } : {}),
+          ...(opts.rerank !== undefined ? { rerank: opts.rerank } : {}),
+          ...(Object.keys(filters).length ? { filters } : {}),
         });
         const pending = result.pendingDocuments
           ? `\n${result.pendingDocuments} document${result.pendingDocuments === 1 ? ' is' : 's are'} still processing and not searched.`

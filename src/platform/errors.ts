@@ -60,6 +60,10 @@ export const ERROR_CODES = {
   search_query_empty: 400,
   search_query_too_long: 400,
   unknown_text_search: 400,
+  // knowledge: vector or hybrid search of a knowledge base without an embeddings model;
+  // rerank asked of one without a rerank model
+  search_mode_unavailable: 400,
+  rerank_unavailable: 400,
   too_many_files: 400,
   // 401
   unauthenticated: 401,
@@ -157,6 +161,11 @@ export const ERROR_CODES = {
   // 500 / 502 / 503 / 504
   internal_error: 500,
   upstream_error: 502,
+  // knowledge: an embeddings model that answered no usable vectors (or another dimension
+  // count than the knowledge base's); a rerank model that answered no relevance scores
+  embedding_failed: 502,
+  embedding_dimensions_changed: 502,
+  rerank_failed: 502,
   oauth_provider_error: 502,
   unavailable: 503,
   // the restricted users could not be read: the gateway and agents refuse (fail closed)

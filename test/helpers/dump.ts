@@ -64,3 +64,23 @@ export async function findEverywhere(app: TestApp, needles: string[]): Promise<s
     await client?.end();
   }
 }
+
+/**
+ * One statement run as the database's owner (past row-level security and the app role's
+ * grants, e.g. on the job runner's tables): to stage what only an operator or a crash could.
+ *
+ * @example await ownerQuery(app, "delete from pgboss.job where name = 'knowledge.ingest'");
+ */
+export async function ownerQuery(app: TestApp, text: string, params: unknown[] = []): Promise<void> {
+  if (!app.testDb.url) {
+    await app.db.query(text, params);
+    return;
+  }
+  const client = new pg.Client({ connectionString: app.testDb.url });
+  await client.connect();
+  try {
+    await client.query(text, params);
+  } finally {
+    await client.end();
+  }
+}

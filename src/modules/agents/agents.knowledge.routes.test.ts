@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
@@ -91,7 +92,9 @@ let refundsDoc: string;
 beforeAll(async () => {
   fake = await startFakeOpenAi();
   app = await createTestApp({ config: { BERTH_EGRESS_ALLOW: '127.0.0.1', BERTH_GATEWAY_RETRIES: 0 }, credits });
-  gw = await gatewayWorkspace(app, { providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o-mini'] }] });
+  gw = await gatewayWorkspace(app, {
+    providers: [{ name: 'fake', baseUrl: fake.baseUrl, models: ['gpt-4o-mini', 'text-embedding-3-small'] }],
+  });
   credits.grant(gw.workspaceId, 1_000_000_000);
   const other = await gw.owner.post<{ id: string }>('/api/workspaces', { name: 'Other' });
   expect(other.status).toBe(201);
@@ -191,6 +194,36 @@ describe('happy', () => {
     };
     expect(names(0)).toEqual(['knowledge_search']);
     expect(names(1)).toEqual(['calculator']);
+  });
+});
+
+describe('hybrid knowledge base', () => {
+  it("searches hybrid by default, and the query's embedding is metered to the run", async () => {
+    const res = await gw.owner.post<KnowledgeBaseView>(kbUrl(gw.workspaceId), {
+      name: 'vectors',
+      embeddingModel: 'text-embedding-3-small',
+    });
+    expect(res.status, res.text).toBe(201);
+    await upload(gw.workspaceId, res.body.id, 'seals.md', '# Seals\n\nSeals rest on the ice floes.\n');
+    await app.jobs.drain('knowledge.ingest');
+    await agent('vectorian', { knowledge_bases: ['vectors'] });
+    fake.received.length = 0;
+    fake.next(
+      { kind: 'reply', toolCalls: [{ name: 'knowledge_search', arguments: '{"query":"seals on ice"}' }] },
+      { kind: 'ok' },
+      { kind: 'reply', content: 'Done.' },
+    );
+    const run = await gw.owner.post<RunView>(runsUrl(), { agent: 'vectorian', input: 'Where do seals rest?' });
+    expect(run.body).toMatchObject({ status: 'completed', output: 'Done.' });
+    const sent = fake.received[2]?.body as { messages: Array<{ role: string; content: string }> } | undefined;
+    const toolAnswer = sent?.messages.at(-1);
+    expect(JSON.parse(toolAnswer?.content ?? 'null').results[0].text).toContain('ice floes');
+    expect(fake.received[1]?.path).toMatch(/\/embeddings$/);
+    await app.modules.gateway.service.usage.flush();
+    const usage = (await app.db.system((tx) =>
+      tx.execute(sql`select endpoint from usage_events where request_id = ${run.body.id} order by endpoint`),
+    )) as unknown as { rows: Array<{ endpoint: string }> };
+    expect(usage.rows.map((r) => r.endpoint)).toEqual(['chat.completions', 'chat.completions', 'embeddings']);
   });
 });
 

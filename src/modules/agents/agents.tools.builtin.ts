@@ -362,11 +362,13 @@ export type KnowledgeHit = {
  * or `search_query_too_long`.
  */
 export type KnowledgeSearch = {
+  /** `run`: whose the search is; its query embedding and rerank are metered to the run's user and id. */
   search(
     workspaceId: string,
     kbName: string,
     query: string,
     topK: number,
+    run: { userId: string; runId: string },
   ): Promise<{ data: KnowledgeHit[]; pendingDocuments: number }>;
 };
 
@@ -402,7 +404,7 @@ function knowledgeSearchTool(def: ResolvedBuiltinDef, knowledge: KnowledgeSearch
       name: 'knowledge_search',
       description: `Searches the agent's knowledge bases (${
         attached.length > 0 ? attached.join(', ') : 'none attached'
-      }) and returns the best matching passages with their citations. The query uses web-search syntax: words are ANDed, "quoted phrase", or, -excluded.`,
+      }) and returns the best matching passages with their citations. Ask in plain words (passages with more of them rank higher), or use web-search syntax: "quoted phrase", or, -excluded.`,
       parameters: {
         type: 'object',
         properties: {
@@ -446,7 +448,10 @@ function knowledgeSearchTool(def: ResolvedBuiltinDef, knowledge: KnowledgeSearch
       // Always the run's workspace: a name never reaches another workspace's knowledge bases.
       for (const name of names) {
         try {
-          const r = await knowledge.search(ctx.workspaceId, name, query, topK);
+          const r = await knowledge.search(ctx.workspaceId, name, query, topK, {
+            userId: ctx.userId,
+            runId: ctx.runId,
+          });
           searched++;
           pending += r.pendingDocuments;
           for (const hit of r.data) results.push({ ...hit, knowledgeBase: name });

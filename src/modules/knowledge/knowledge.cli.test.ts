@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import { berthInProcess } from '../../../test/helpers/cli.ts';
 import { listen } from '../../../test/helpers/gateway.ts';
@@ -19,6 +20,7 @@ import type { DocumentView, KnowledgeBaseView, SearchResult, UploadResult } from
  */
 
 let app: TestApp;
+let upstream: FakeOpenAi;
 let owner: SignedInClient;
 let ws: string;
 let url: string;
@@ -64,16 +66,25 @@ async function createKb(name: string): Promise<KnowledgeBaseView> {
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'berth-kb-cli-'));
-  app = await createTestApp();
+  app = await createTestApp({ config: { BERTH_EGRESS_ALLOW: '127.0.0.1' } });
   owner = await signUp(app);
   ws = (await owner.post<{ id: string }>('/api/workspaces', { name: 'Knowledge CLI' })).body.id;
   url = await listen(app);
+  // The embeddings model of the first knowledge base is a gateway model of the workspace.
+  upstream = await startFakeOpenAi();
+  const provider = await owner.post(`/api/workspaces/${ws}/providers`, {
+    adapter: 'openai-compatible',
+    name: 'fake',
+    baseUrl: upstream.baseUrl,
+  });
+  if (provider.status !== 201) throw new Error(`provider: ${provider.status} ${provider.text}`);
   writer = await key(['knowledge:read', 'knowledge:write']);
   reader = await key(['knowledge:read']);
 });
 
 afterAll(async () => {
   await app?.close();
+  await upstream?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -123,7 +134,8 @@ describe('happy', () => {
     const asJson = await berth(['kb', 'search', 'Handbook', 'refund parcel', '--json'], reader);
     expect(asJson.code, asJson.stderr).toBe(0);
     const result = JSON.parse(asJson.stdout) as SearchResult;
-    expect(result.mode).toBe('lexical');
+    // An embeddings model: hybrid by default, each result with its rank on both sides.
+    expect(result.mode).toBe('hybrid');
     const hit = result.data[0];
     if (!hit) throw new Error('no result');
     expect(guide.slice(hit.startOffset, hit.endOffset)).toBe(hit.text);
@@ -133,11 +145,11 @@ describe('happy', () => {
     const lines = human.stdout.split('\n');
     expect(lines[0]).toBe('1. Guide > Refunds');
     expect(lines[1]).toBe(
-      `   ${hit.documentId} chunk ${hit.chunkIndex}, chars ${hit.startOffset}-${hit.endOffset}, score ${hit.score.toFixed(4)}`,
+      `   ${hit.documentId} chunk ${hit.chunkIndex}, chars ${hit.startOffset}-${hit.endOffset}, score ${hit.score.toFixed(4)} (lexical #${hit.lexicalRank}, vector #${hit.vectorRank})`,
     );
     expect(lines[2]).toBe(`   ${hit.text.replace(/\s+/g, ' ').trim()}`);
 
-    const none = await berth(['kb', 'search', 'Handbook', 'xylophone'], reader);
+    const none = await berth(['kb', 'search', 'Handbook', 'xylophone', '--mode', 'lexical'], reader);
     expect(none).toMatchObject({ code: 0, stdout: 'No matches.' });
   });
 
@@ -242,21 +254,51 @@ describe('errors', () => {
     expect(up.data[0]?.document).toMatchObject({ status: 'failed', failure: { code: 'empty_file' } });
   });
 
-  it('refuses --mode vector and hybrid while the server offers lexical search only; an unknown mode is a usage error', async () => {
-    for (const mode of ['vector', 'hybrid']) {
-      const r = await berth(['kb', 'search', kb.id, 'pelicans', '--mode', mode]);
-      expect(r.code).toBe(2);
-      expect(r.stderr).toBe(
-        `berth: --mode ${mode}: this server offers lexical search only so far; search without --mode.`,
-      );
-    }
-    const json = await berth(['kb', 'search', kb.id, 'pelicans', '--mode', 'vector', '--json']);
-    expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'search_mode_unavailable' } });
+  it('searches in the mode asked for; a mode the knowledge base cannot serve is the server refusal; an unknown one a usage error', async () => {
+    const made = await berth(['kb', 'create', 'Embedded', '--embedding-model', 'text-embedding-3-small', '--json']);
+    const embedded = JSON.parse(made.stdout) as KnowledgeBaseView;
+    await draining(berth(['kb', 'upload', embedded.id, file('birds.txt', 'Pelicans dive for fish.')]));
+    const vector = await berth(['kb', 'search', embedded.id, 'pelicans', '--mode', 'vector', '--json']);
+    expect(vector.code, vector.stdout + vector.stderr).toBe(0);
+    const v = JSON.parse(vector.stdout) as SearchResult;
+    expect(v.mode).toBe('vector');
+    expect(v.data.length).toBeGreaterThan(0);
+    expect(v.data.every((h, i) => h.vectorRank === i + 1 && h.lexicalRank === null)).toBe(true);
     const lexical = await berth(['kb', 'search', kb.id, 'pelicans', '--mode', 'lexical', '--json']);
-    expect(lexical.code, lexical.stderr).toBe(0);
+    expect((JSON.parse(lexical.stdout) as SearchResult).mode).toBe('lexical');
+
+    // This describe's knowledge base has no embeddings model.
+    const refused = await berth(['kb', 'search', kb.id, 'pelicans', '--mode', 'hybrid', '--json']);
+    expect(refused.code).toBe(4);
+    expect(JSON.parse(refused.stdout)).toMatchObject({ error: { code: 'search_mode_unavailable' } });
+
     const bogus = await berth(['kb', 'search', kb.id, 'pelicans', '--mode', 'semantic']);
     expect(bogus.code).toBe(2);
     expect(bogus.stderr).toContain('--mode: one of lexical, vector, hybrid');
+  });
+
+  it('uploads with --meta and filters searches with --where', async () => {
+    const tagged = await createKb('Tagged');
+    const en = file('en.txt', 'Gulls and pelicans nest on the cliffs.');
+    const de = file('de.txt', 'Pelikane und Möwen nisten an den Klippen, pelicans too.');
+    expect((await draining(berth(['kb', 'upload', tagged.id, en, '--meta', 'lang=en', 'year=2024']))).code).toBe(0);
+    expect((await draining(berth(['kb', 'upload', tagged.id, de, '--meta', 'lang=de', 'reviewed=true']))).code).toBe(0);
+    const docs = (JSON.parse((await berth(['kb', 'docs', tagged.id, '--json'])).stdout) as { data: DocumentView[] })
+      .data;
+    expect(docs.find((d) => d.filename === 'en.txt')?.metadata).toEqual({ lang: 'en', year: 2024 });
+    expect(docs.find((d) => d.filename === 'de.txt')?.metadata).toEqual({ lang: 'de', reviewed: true });
+
+    const all = JSON.parse((await berth(['kb', 'search', tagged.id, 'pelicans', '--json'])).stdout) as SearchResult;
+    expect(all.data).toHaveLength(2);
+    const only = JSON.parse(
+      (await berth(['kb', 'search', tagged.id, 'pelicans', '--where', 'lang=de', 'reviewed=true', '--json'])).stdout,
+    ) as SearchResult;
+    expect(only.data.map((h) => h.documentId)).toEqual([docs.find((d) => d.filename === 'de.txt')?.id]);
+    const none = await berth(['kb', 'search', tagged.id, 'pelicans', '--where', 'year=1999']);
+    expect(none.stdout).toBe('No matches.');
+    const bad = await berth(['kb', 'search', tagged.id, 'pelicans', '--where', 'nokey']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--where: key=value (got nokey).');
   });
 
   it("passes on the server's refusals with exit 4 and its code", async () => {

@@ -13,7 +13,16 @@ describe('happy', () => {
     expect(indexingOf('english', '東京')).toEqual({ searchConfig: 'english', searchText: null });
     expect(indexingOf('cjk', 'plain words')).toEqual({ searchConfig: 'simple', searchText: null });
     expect(indexingOf('cjk', '東京都')).toEqual({ searchConfig: 'simple', searchText: ' 東京 京都 ' });
-    expect(queryOf('cjk', '"東京都"')).toEqual({ config: 'simple', text: '" 東京 京都 "' });
-    expect(queryOf('german', 'Häuser')).toEqual({ config: 'german', text: 'Häuser' });
+    expect(queryOf('cjk', '"東京都"')).toEqual({ config: 'simple', text: '" 東京 京都 "', match: 'websearch' });
+    expect(queryOf('german', 'Häuser')).toEqual({ config: 'german', text: 'Häuser', match: 'any' });
+  });
+
+  it('matches any word of a plain question, and reads web-search syntax as such', () => {
+    expect(queryOf('english', 'how do refunds work').match).toBe('any');
+    expect(queryOf('english', 'well-known e-mail').match).toBe('any');
+    expect(queryOf('english', '"refund policy"').match).toBe('websearch');
+    expect(queryOf('english', 'refund or return').match).toBe('websearch');
+    expect(queryOf('english', 'refund -shipping').match).toBe('websearch');
+    expect(queryOf('english', '-shipping').match).toBe('websearch');
   });
 });

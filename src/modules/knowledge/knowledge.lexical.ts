@@ -32,8 +32,19 @@ export function indexingOf(textSearch: string, text: string): { searchConfig: st
   return { searchConfig: 'simple', searchText: searchText === text ? null : searchText };
 }
 
-/** How a query is read: the configuration for `websearch_to_tsquery` and the query text. */
-export function queryOf(textSearch: string, query: string): { config: string; text: string } {
-  if (textSearch !== CJK) return { config: textSearch, text: query };
-  return { config: 'simple', text: cjkBigrams(query) };
+/**
+ * How a query matches: `any` (a chunk with any of its words matches; ts_rank_cd ranks chunks
+ * with more of them, closer together, first), what a question in natural language needs; or
+ * `websearch` (Postgres' web-search syntax: words ANDed, "a phrase", or, -excluded) when the
+ * query uses that syntax.
+ */
+export type QueryMatch = 'any' | 'websearch';
+
+const WEBSEARCH_SYNTAX = /"|(^|\s)-\S|\sor\s/i;
+
+/** How a query is read: the configuration, the query text and how its words match. */
+export function queryOf(textSearch: string, query: string): { config: string; text: string; match: QueryMatch } {
+  const match: QueryMatch = WEBSEARCH_SYNTAX.test(query) ? 'websearch' : 'any';
+  if (textSearch !== CJK) return { config: textSearch, text: query, match };
+  return { config: 'simple', text: cjkBigrams(query), match };
 }

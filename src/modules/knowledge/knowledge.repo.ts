@@ -1,6 +1,8 @@
-import { and, asc, count, desc, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
+import { and, asc, count, desc, eq, getTableColumns, inArray, lt, sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
+import type { QueryMatch } from './knowledge.lexical.ts';
 import {
+  type DocumentMetadata,
   type DocumentStatus,
   type KnowledgeBaseRow,
   type KnowledgeChunkInsert,
@@ -28,6 +30,18 @@ export type SearchHit = {
 const { originalCiphertext: _original, ...metaColumns } = getTableColumns(knowledgeDocuments);
 
 const CHUNK_BATCH = 500;
+
+/** A search hit's columns but its score. */
+const hitColumns = {
+  chunkId: knowledgeChunks.id,
+  documentId: knowledgeChunks.documentId,
+  title: knowledgeDocuments.title,
+  chunkIndex: knowledgeChunks.chunkIndex,
+  text: knowledgeChunks.text,
+  headingPath: knowledgeChunks.headingPath,
+  startOffset: knowledgeChunks.startOffset,
+  endOffset: knowledgeChunks.endOffset,
+};
 
 /** Every SQL statement on the knowledge tables. Each names its workspace. */
 export const knowledgeRepo = {
@@ -181,6 +195,83 @@ export const knowledgeRepo = {
     return row;
   },
 
+  /**
+   * Notes a change of the knowledge base's embeddings (ingested or deleted): bumps its
+   * `vector_generation` and records the dimension count when it is the first. Answers the
+   * dimension count now recorded.
+   */
+  async embeddingsChanged(
+    tx: Database,
+    workspaceId: string,
+    kbId: string,
+    dims: number | null,
+  ): Promise<number | null> {
+    const [row] = await tx
+      .update(knowledgeBases)
+      .set({
+        vectorGeneration: sql`${knowledgeBases.vectorGeneration} + 1`,
+        ...(dims !== null ? { embeddingDims: sql`coalesce(${knowledgeBases.embeddingDims}, ${dims})` } : {}),
+      })
+      .where(and(eq(knowledgeBases.workspaceId, workspaceId), eq(knowledgeBases.id, kbId)))
+      .returning({ dims: knowledgeBases.embeddingDims });
+    return row?.dims ?? null;
+  },
+
+  /**
+   * The ready documents of the knowledge base among `documentIds` (when given) whose metadata
+   * holds every key and value of `metadata` (when given): what a filtered search may return.
+   */
+  async filteredDocuments(
+    tx: Database,
+    q: {
+      workspaceId: string;
+      kbId: string;
+      documentIds?: string[] | undefined;
+      metadata?: DocumentMetadata | undefined;
+    },
+  ): Promise<string[]> {
+    const d = knowledgeDocuments;
+    const rows = await tx
+      .select({ id: d.id })
+      .from(d)
+      .where(
+        and(
+          eq(d.workspaceId, q.workspaceId),
+          eq(d.knowledgeBaseId, q.kbId),
+          eq(d.status, 'ready'),
+          q.documentIds ? inArray(d.id, q.documentIds) : undefined,
+          q.metadata ? sql`${d.metadata} @> ${JSON.stringify(q.metadata)}::jsonb` : undefined,
+        ),
+      );
+    return rows.map((r) => r.id);
+  },
+
+  /** Chunks by id with their citation fields (score 0): what vector search found, made hits. */
+  async chunksByIds(tx: Database, workspaceId: string, ids: string[]): Promise<SearchHit[]> {
+    if (ids.length === 0) return [];
+    const c = knowledgeChunks;
+    return tx
+      .select({ ...hitColumns, score: sql<number>`0` })
+      .from(c)
+      .innerJoin(knowledgeDocuments, eq(knowledgeDocuments.id, c.documentId))
+      .where(and(eq(c.workspaceId, workspaceId), inArray(c.id, ids)));
+  },
+
+  /** Documents of every workspace queued or processing since before `cutoff`: the sweep's work. */
+  async staleDocuments(
+    tx: Database,
+    cutoff: Date,
+    limit: number,
+  ): Promise<Array<{ workspaceId: string; id: string; updatedAt: Date }>> {
+    const d = knowledgeDocuments;
+    return tx
+      .select({ workspaceId: d.workspaceId, id: d.id, updatedAt: d.updatedAt })
+      .from(d)
+      .where(and(inArray(d.status, ['queued', 'processing']), lt(d.updatedAt, cutoff)))
+      .orderBy(asc(d.updatedAt))
+      .limit(limit);
+  },
+
   /** Replaces a document's chunks (an ingestion run again starts from none). */
   async replaceChunks(
     tx: Database,
@@ -197,28 +288,32 @@ export const knowledgeRepo = {
   },
 
   /**
-   * Lexical search: chunks of the knowledge base matching `websearch_to_tsquery(config, query)`,
-   * ranked by `ts_rank_cd` on the stored tsvector (GIN index), best first.
+   * Lexical search: chunks of the knowledge base matching the query (any of its words, or
+   * `websearch_to_tsquery` when it uses that syntax: see `queryOf`), ranked by `ts_rank_cd` on
+   * the stored tsvector (GIN index), best first.
    */
   async searchLexical(
     tx: Database,
-    q: { workspaceId: string; kbId: string; config: string; query: string; limit: number; documentIds?: string[] },
+    q: {
+      workspaceId: string;
+      kbId: string;
+      config: string;
+      query: string;
+      match: QueryMatch;
+      limit: number;
+      documentIds?: readonly string[] | undefined;
+    },
   ): Promise<SearchHit[]> {
     const c = knowledgeChunks;
-    const tsquery = sql`websearch_to_tsquery(${q.config}::regconfig, ${q.query})`;
+    // `any`: the words of plainto_tsquery (normalised, stop words dropped) ORed; phrases of
+    // compound words (<->) stay phrases.
+    const tsquery =
+      q.match === 'websearch'
+        ? sql`websearch_to_tsquery(${q.config}::regconfig, ${q.query})`
+        : sql`regexp_replace(plainto_tsquery(${q.config}::regconfig, ${q.query})::text, ' & ', ' | ', 'g')::tsquery`;
     const score = sql<number>`ts_rank_cd(${c.tsv}, ${tsquery})`;
     const rows = await tx
-      .select({
-        chunkId: c.id,
-        documentId: c.documentId,
-        title: knowledgeDocuments.title,
-        chunkIndex: c.chunkIndex,
-        text: c.text,
-        headingPath: c.headingPath,
-        startOffset: c.startOffset,
-        endOffset: c.endOffset,
-        score,
-      })
+      .select({ ...hitColumns, score })
       .from(c)
       .innerJoin(knowledgeDocuments, eq(knowledgeDocuments.id, c.documentId))
       .where(
@@ -227,7 +322,7 @@ export const knowledgeRepo = {
           eq(c.knowledgeBaseId, q.kbId),
           sql`${c.tsv} @@ ${tsquery}`,
           eq(knowledgeDocuments.status, 'ready'),
-          q.documentIds ? inArray(c.documentId, q.documentIds) : undefined,
+          q.documentIds ? inArray(c.documentId, [...q.documentIds]) : undefined,
         ),
       )
       .orderBy(desc(score), asc(c.documentId), asc(c.chunkIndex))

@@ -7,6 +7,7 @@ import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
 import type { TestResponse } from '../../../test/helpers/client.ts';
 import { docx, pdf } from '../../../test/helpers/documents.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
+import { type FormFile, multipartForm } from '../../../test/helpers/multipart.ts';
 import { parseDocument } from './knowledge.parse.ts';
 import type { DocumentView, KnowledgeBaseView, SearchResult, UploadResult } from './knowledge.schemas.ts';
 
@@ -26,26 +27,7 @@ let otherWs: string;
 let remote: Server;
 let origin: string;
 
-type File = { name: string; data: Buffer | string; type?: string };
-
-/** A multipart/form-data body with one `file` part per file. */
-function form(files: File[]): { payload: Buffer; headers: Record<string, string> } {
-  const boundary = `----berth${randomBytes(8).toString('hex')}`;
-  const parts = files.map((f) =>
-    Buffer.concat([
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${f.name}"\r\n` +
-          `Content-Type: ${f.type ?? 'application/octet-stream'}\r\n\r\n`,
-      ),
-      Buffer.from(f.data),
-      Buffer.from('\r\n'),
-    ]),
-  );
-  return {
-    payload: Buffer.concat([...parts, Buffer.from(`--${boundary}--\r\n`)]),
-    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
-  };
-}
+type File = FormFile;
 
 const kbUrl = (kb = '', workspace = ws) => `/api/workspaces/${workspace}/knowledge${kb ? `/${kb}` : ''}`;
 
@@ -56,7 +38,7 @@ async function createKb(body: Record<string, unknown>, client = owner): Promise<
 }
 
 async function upload(kb: string, files: File[], client = owner): Promise<TestResponse<UploadResult>> {
-  const { payload, headers } = form(files);
+  const { payload, headers } = multipartForm(files);
   return client.request<UploadResult>('POST', `${kbUrl(kb)}/documents`, payload, headers);
 }
 
@@ -506,7 +488,7 @@ describe('security', () => {
     const gws = (await gone.post<{ id: string }>('/api/workspaces', { name: 'Ephemeral' })).body.id;
     const created = await gone.post<KnowledgeBaseView>(kbUrl('', gws), { name: 'Temp' });
     const marker = `ephemeral${randomBytes(6).toString('hex')}`;
-    const { payload, headers } = form([{ name: 'e.txt', data: `Ephemeral ${marker}` }]);
+    const { payload, headers } = multipartForm([{ name: 'e.txt', data: `Ephemeral ${marker}` }]);
     await gone.request('POST', `${kbUrl(created.body.id, gws)}/documents`, payload, headers);
     await ingest();
     expect((await tablesContaining([marker])).size).toBe(1);

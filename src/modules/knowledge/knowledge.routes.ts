@@ -8,6 +8,7 @@ import { cleanFilename } from './knowledge.fetch.ts';
 import {
   CreateKnowledgeBaseBody,
   DocumentList,
+  DocumentMetadata,
   DocumentParams,
   DocumentView,
   KnowledgeBaseList,
@@ -20,6 +21,7 @@ import {
   UploadUrlBody,
 } from './knowledge.schemas.ts';
 import { type KnowledgeService, UPLOAD_LIMITS, type UploadFile } from './knowledge.service.ts';
+import type { DocumentMetadata as DocumentMetadataShape } from './knowledge.tables.ts';
 
 type Deps = {
   service: KnowledgeService;
@@ -29,14 +31,37 @@ type Deps = {
 const security: Array<Record<string, string[]>> = [{ session: [], csrf: [] }, { apiKey: [] }];
 const tags = ['knowledge'];
 
-/** Reads every file part of a multipart upload into memory, within the upload limits. */
-async function readFiles(req: FastifyRequest): Promise<UploadFile[]> {
+/** The `metadata` field of a multipart upload: a JSON object (DocumentMetadata). */
+function metadataField(value: unknown): DocumentMetadataShape {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(String(value));
+  } catch {
+    throw new AppError('invalid_json', 'The metadata field is not JSON.');
+  }
+  const result = DocumentMetadata.safeParse(parsed);
+  if (!result.success) {
+    throw new AppError(
+      'validation_failed',
+      `The metadata field is not valid: ${result.error.issues[0]?.message ?? ''}`,
+    );
+  }
+  return result.data;
+}
+
+/**
+ * Reads every file part of a multipart upload into memory, within the upload limits, and the
+ * optional `metadata` field (JSON) that applies to every file of the request.
+ */
+async function readFiles(req: FastifyRequest): Promise<{ files: UploadFile[]; metadata: DocumentMetadataShape }> {
   if (!req.isMultipart()) {
     throw new AppError('unsupported_media_type', 'Send the files as multipart/form-data.');
   }
   const files: UploadFile[] = [];
+  let metadata: DocumentMetadataShape = {};
   try {
     for await (const part of req.parts()) {
+      if (part.type === 'field' && part.fieldname === 'metadata') metadata = metadataField(part.value);
       if (part.type !== 'file') continue;
       files.push({
         filename: cleanFilename(part.filename, 'upload'),
@@ -53,7 +78,7 @@ async function readFiles(req: FastifyRequest): Promise<UploadFile[]> {
     }
     throw err;
   }
-  return files;
+  return { files, metadata };
 }
 
 /** Knowledge bases, their documents (multipart upload) and lexical search. */
@@ -189,7 +214,7 @@ export function registerKnowledgeRoutes(app: HttpServer, { service, requirePermi
     async (req, reply) =>
       reply
         .status(202)
-        .send(await service.uploadFromUrl({ scope: requireScope(req), kbId: req.params.kbId, url: req.body.url })),
+        .send(await service.uploadFromUrl({ scope: requireScope(req), kbId: req.params.kbId, ...req.body })),
   );
 
   app.post(
@@ -198,7 +223,8 @@ export function registerKnowledgeRoutes(app: HttpServer, { service, requirePermi
       schema: {
         tags,
         security,
-        summary: 'Search a knowledge base (lexical); results cite document, chunk and character offsets',
+        summary:
+          'Search a knowledge base (lexical, vector or hybrid, optionally reranked); results cite document, chunk and character offsets',
         params: KnowledgeBaseParams,
         body: SearchBody,
         response: { 200: SearchResult },
@@ -232,8 +258,8 @@ export function registerKnowledgeRoutes(app: HttpServer, { service, requirePermi
         preHandler: manage,
       },
       async (req, reply) => {
-        const files = await readFiles(req);
-        const result = await service.upload({ scope: requireScope(req), kbId: req.params.kbId, files });
+        const { files, metadata } = await readFiles(req);
+        const result = await service.upload({ scope: requireScope(req), kbId: req.params.kbId, files, metadata });
         return reply.status(202).send(result);
       },
     );

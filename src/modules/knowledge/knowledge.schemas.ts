@@ -9,6 +9,14 @@ const Id = z.string().min(1).max(64);
 /** The longest search query (characters); a longer one is refused with `search_query_too_long`. */
 export const MAX_QUERY_CHARS = 2000;
 
+/** Metadata of a document: a flat object (at most 32 keys) of short strings, numbers and booleans. */
+export const DocumentMetadata = z
+  .record(
+    z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a key of letters, digits, _ . - (at most 64)'),
+    z.union([z.string().max(500), z.number().finite(), z.boolean()]),
+  )
+  .refine((m) => Object.keys(m).length <= 32, 'at most 32 keys');
+
 export const KnowledgeParams = z.strictObject({ workspaceId: Id });
 export const KnowledgeBaseParams = z.strictObject({ workspaceId: Id, kbId: Id });
 export const DocumentParams = z.strictObject({ workspaceId: Id, kbId: Id, documentId: Id });
@@ -37,6 +45,13 @@ export const CreateKnowledgeBaseBody = z.strictObject({
     .regex(/^[a-z_]{1,63}$/, 'a text search configuration name')
     .default('simple')
     .describe("'simple', a language's configuration ('english', 'german' ...), or 'cjk' for Chinese, Japanese, Korean"),
+  rerankModel: z
+    .string()
+    .min(1)
+    .max(200)
+    .nullable()
+    .default(null)
+    .describe('A chat model the workspace reaches through the gateway that reorders the best results; null: none'),
 });
 export type CreateKnowledgeBaseInput = z.input<typeof CreateKnowledgeBaseBody>;
 
@@ -46,6 +61,9 @@ export const KnowledgeBaseView = z.object({
   embeddingModel: z.string().nullable(),
   chunking: z.object({ targetTokens: z.number(), overlapTokens: z.number() }),
   textSearch: z.string(),
+  rerankModel: z.string().nullable(),
+  /** The embeddings' dimension count, once the first document is embedded. */
+  embeddingDimensions: z.number().nullable(),
   documents: z.object({ queued: z.number(), processing: z.number(), ready: z.number(), failed: z.number() }),
   createdBy: z.string().nullable(),
   createdAt: z.string(),
@@ -67,6 +85,7 @@ export const DocumentView = z.object({
   progress: z.number(),
   failure: z.object({ code: z.string(), reason: z.string() }).nullable(),
   chunkCount: z.number(),
+  metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])),
   createdBy: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -81,25 +100,42 @@ export const UploadUrlBody = z.strictObject({
     .regex(/^https?:\/\//i, 'an http or https URL')
     .refine((u) => URL.canParse(u), 'a valid URL')
     .describe('Fetched once through the SSRF guard (no redirects, same size limit as uploads)'),
+  metadata: DocumentMetadata.default({}),
 });
 
 export const UploadResult = z.object({
   data: z.array(
     z.object({
       filename: z.string(),
-      /** `created`: stored and queued; `duplicate`: the same content is already in the knowledge base. */
-      outcome: z.enum(['created', 'duplicate']),
+      /**
+       * `created`: stored and queued; `duplicate`: the same content is already in the knowledge
+       * base; `retried`: the same content had failed, and is queued again.
+       */
+      outcome: z.enum(['created', 'duplicate', 'retried']),
       document: DocumentView,
     }),
   ),
 });
 export type UploadResult = z.infer<typeof UploadResult>;
 
+export const SEARCH_MODES = ['lexical', 'vector', 'hybrid'] as const;
+export type SearchMode = (typeof SEARCH_MODES)[number];
+
 export const SearchBody = z.strictObject({
   // Bounded here only against abuse; the 2,000-character limit is checked with its own code.
   query: z.string().max(100_000),
+  mode: z
+    .enum(SEARCH_MODES)
+    .optional()
+    .describe('Default: hybrid when the knowledge base has an embeddings model, else lexical'),
   topK: z.number().int().min(1).max(100).default(10),
-  filters: z.strictObject({ documentIds: z.array(Id).min(1).max(100).optional() }).default({}),
+  rerank: z.boolean().optional().describe('Default: true when the knowledge base has a rerank model'),
+  filters: z
+    .strictObject({
+      documentIds: z.array(Id).min(1).max(100).optional(),
+      metadata: DocumentMetadata.optional().describe('Documents whose metadata has every one of these values'),
+    })
+    .default({}),
 });
 export type SearchInput = z.input<typeof SearchBody>;
 
@@ -113,11 +149,18 @@ export const SearchResult = z.object({
       headingPath: z.array(z.string()),
       startOffset: z.number(),
       endOffset: z.number(),
+      /** Lexical: ts_rank_cd; vector: cosine similarity; hybrid: the fused RRF score. */
       score: z.number(),
+      /** The chunk's rank in each ranking hybrid search fused (null: not among that side's candidates). */
+      lexicalRank: z.number().nullable(),
+      vectorRank: z.number().nullable(),
+      /** The rerank model's relevance (0-10) when the search was reranked. */
+      rerankScore: z.number().nullable(),
       text: z.string(),
     }),
   ),
-  mode: z.literal('lexical'),
+  mode: z.enum(SEARCH_MODES),
+  reranked: z.boolean(),
   /** Documents not searched because they are still queued or processing. */
   pendingDocuments: z.number(),
 });

@@ -7,25 +7,32 @@ import { newId } from '../../platform/ids.ts';
 import type { Jobs } from '../../platform/jobs/jobs.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { AuditInput } from '../audit/index.ts';
+import type { Caller } from '../gateway/index.ts';
 import type { VaultService } from '../vault/index.ts';
 import { chunkDocument } from './knowledge.chunk.ts';
-import { CJK, indexingOf, queryOf } from './knowledge.lexical.ts';
+import { type Embed, embeddingText, embedTexts } from './knowledge.embed.ts';
+import { CJK, indexingOf } from './knowledge.lexical.ts';
 import { ParseFailure, parseDocument } from './knowledge.parse.ts';
 import type { DocumentMeta, KnowledgeRepo } from './knowledge.repo.ts';
+import type { Complete } from './knowledge.retrieve.ts';
 import {
   CreateKnowledgeBaseBody,
   type CreateKnowledgeBaseInput,
   type DocumentView,
   type KnowledgeBaseView,
-  MAX_QUERY_CHARS,
-  SearchBody,
   type SearchInput,
   type SearchResult,
   type UploadResult,
 } from './knowledge.schemas.ts';
-import type { KnowledgeBaseRow, KnowledgeChunkInsert } from './knowledge.tables.ts';
+import { knowledgeSearch } from './knowledge.search.ts';
+import type { DocumentMetadata, KnowledgeBaseRow, KnowledgeChunkInsert } from './knowledge.tables.ts';
+import { type ExactVectors, encodeEmbedding, type VectorMode } from './knowledge.vectors.ts';
 
 export const INGEST_JOB = 'knowledge.ingest';
+export const SWEEP_JOB = 'knowledge.sweep';
+
+/** A document queued or processing this long without progress has its job sent again; twice as long, it fails. */
+export const STALL_AFTER_MS = 15 * 60_000;
 
 /** Limits of uploads: per file, per request, per knowledge base. */
 export const UPLOAD_LIMITS = { maxFileBytes: 25 * 1024 * 1024, maxFiles: 20, maxDocuments: 10_000 } as const;
@@ -33,7 +40,7 @@ export const UPLOAD_LIMITS = { maxFileBytes: 25 * 1024 * 1024, maxFiles: 20, max
 export type UploadFile = { filename: string; contentType: string | null; bytes: Buffer };
 
 export type KnowledgeDeps = {
-  db: Pick<Db, 'tenant'>;
+  db: Pick<Db, 'tenant' | 'system'>;
   repo: KnowledgeRepo;
   clock: Clock;
   logger: Logger;
@@ -42,7 +49,18 @@ export type KnowledgeDeps = {
   audit: { record(tx: Database, input: AuditInput): Promise<unknown> };
   /** Uploads by URL: one bounded GET through the SSRF guard (knowledge.fetch.ts). */
   fetchUrl(url: URL): Promise<UploadFile>;
+  /** The gateway's embeddings and chat calls (metered to the caller). */
+  embed: Embed;
+  complete: Complete;
+  /** The models the workspace reaches through the gateway (checked when a knowledge base names one). */
+  models(workspaceId: string): Promise<string[]>;
+  /** Which vector search the database has (detected once), and the exact in-process one. */
+  vectorMode(): Promise<VectorMode>;
+  exact: ExactVectors;
 };
+
+/** Who a knowledge call's gateway calls are metered to when they are not an HTTP caller's. */
+export type Billing = { userId: string | null; keyId: string | null; requestId: string };
 
 /** The vault context of a document's original file: the workspace's data key, bound to the document. */
 const originalContext = (workspaceId: string, documentId: string) =>
@@ -55,6 +73,8 @@ function baseView(row: KnowledgeBaseRow, documents: KnowledgeBaseView['documents
     embeddingModel: row.embeddingModel,
     chunking: { targetTokens: row.chunkTargetTokens, overlapTokens: row.chunkOverlapTokens },
     textSearch: row.textSearch,
+    rerankModel: row.rerankModel,
+    embeddingDimensions: row.embeddingDims,
     documents,
     createdBy: row.createdBy,
     createdAt: row.createdAt.toISOString(),
@@ -76,6 +96,7 @@ function documentView(row: DocumentMeta): DocumentView {
     progress: row.progress,
     failure: row.failureCode ? { code: row.failureCode, reason: row.failureReason ?? '' } : null,
     chunkCount: row.chunkCount,
+    metadata: row.metadata,
     createdBy: row.createdBy,
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
@@ -100,6 +121,28 @@ const nameTaken = () =>
 export function knowledgeService(deps: KnowledgeDeps) {
   const { db, repo, clock } = deps;
   const actorUser = (scope: Scope) => (scope.actor.type === 'system' ? null : scope.actor.userId);
+  const searchIn = knowledgeSearch(deps);
+
+  /** The gateway caller of a knowledge call: the member or key acting, or who `billing` names. */
+  function callerOf(scope: Scope, billing?: Billing): Caller {
+    const a = scope.actor;
+    return {
+      workspaceId: scope.workspaceId,
+      keyId: billing ? billing.keyId : a.type === 'api_key' ? a.keyId : null,
+      userId: billing ? billing.userId : actorUser(scope),
+      allowedModels: null,
+      rateLimitRpm: null,
+      rateLimitTpm: null,
+      requestId: billing?.requestId ?? a.meta?.requestId ?? newId('req', clock.now()),
+    };
+  }
+
+  async function checkModel(workspaceId: string, model: string | null): Promise<void> {
+    if (model === null) return;
+    if (!(await deps.models(workspaceId)).includes(model)) {
+      throw new AppError('model_not_found', `No provider of this workspace serves the model ${model}.`);
+    }
+  }
 
   async function mustFindBase(tx: Database, workspaceId: string, kbId: string): Promise<KnowledgeBaseRow> {
     const kb = await repo.findBase(tx, workspaceId, kbId);
@@ -130,7 +173,12 @@ export function knowledgeService(deps: KnowledgeDeps) {
   }
 
   /** Stores new files (encrypted) and queues them; content already in the knowledge base is a duplicate. */
-  async function storeFiles(scope: Scope, kbId: string, files: UploadFile[]): Promise<UploadResult> {
+  async function storeFiles(
+    scope: Scope,
+    kbId: string,
+    files: UploadFile[],
+    metadata: DocumentMetadata,
+  ): Promise<UploadResult> {
     return db.tenant(scope.workspaceId, async (tx) => {
       await mustFindBase(tx, scope.workspaceId, kbId);
       const counts = await repo.statusCounts(tx, scope.workspaceId, kbId);
@@ -139,6 +187,27 @@ export function knowledgeService(deps: KnowledgeDeps) {
       for (const file of files) {
         const sha256 = createHash('sha256').update(file.bytes).digest();
         const existing = await repo.findDocumentByHash(tx, scope.workspaceId, kbId, sha256);
+        if (existing?.status === 'failed') {
+          // The same content failed before (a model or credits problem since fixed, say): try again.
+          const now = clock.now();
+          const retry = {
+            status: 'queued',
+            progress: 0,
+            failureCode: null,
+            failureReason: null,
+            updatedAt: now,
+          } as const;
+          await repo.updateDocument(tx, scope.workspaceId, existing.id, retry);
+          afterCommit(tx, async () => {
+            await deps.jobs.send(
+              INGEST_JOB,
+              { workspaceId: scope.workspaceId, documentId: existing.id },
+              { singletonKey: existing.id },
+            );
+          });
+          data.push({ filename: file.filename, outcome: 'retried', document: documentView({ ...existing, ...retry }) });
+          continue;
+        }
         if (existing) {
           data.push({ filename: file.filename, outcome: 'duplicate', document: documentView(existing) });
           continue;
@@ -167,6 +236,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
           failureReason: null,
           chunkCount: 0,
           originalCiphertext: await deps.vault.encrypt(originalContext(scope.workspaceId, id), file.bytes, tx),
+          metadata,
           createdBy: actorUser(scope),
           createdAt: now,
           updatedAt: now,
@@ -201,10 +271,15 @@ export function knowledgeService(deps: KnowledgeDeps) {
         chunkTargetTokens: body.chunking.targetTokens,
         chunkOverlapTokens: body.chunking.overlapTokens,
         textSearch: body.textSearch,
+        embeddingDims: null,
+        rerankModel: body.rerankModel,
+        vectorGeneration: 0,
         createdBy: actorUser(scope),
         createdAt: now,
         updatedAt: now,
       };
+      await checkModel(scope.workspaceId, body.embeddingModel);
+      await checkModel(scope.workspaceId, body.rerankModel);
       try {
         return await db.tenant(scope.workspaceId, async (tx) => {
           await checkTextSearch(tx, body.textSearch);
@@ -214,7 +289,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
             actor: scope.actor,
             action: 'knowledge_base.created',
             target: { type: 'knowledge_base', id: row.id },
-            diff: { textSearch: row.textSearch, embeddingModel: row.embeddingModel },
+            diff: { textSearch: row.textSearch, embeddingModel: row.embeddingModel, rerankModel: row.rerankModel },
           });
           return baseView(row, { queued: 0, processing: 0, ready: 0, failed: 0 });
         });
@@ -258,7 +333,17 @@ export function knowledgeService(deps: KnowledgeDeps) {
      * Stores uploaded files (encrypted) and queues each for ingestion. A file whose content is
      * already in the knowledge base (same SHA-256) is not stored again: its outcome is `duplicate`.
      */
-    async upload({ scope, kbId, files }: { scope: Scope; kbId: string; files: UploadFile[] }): Promise<UploadResult> {
+    async upload({
+      scope,
+      kbId,
+      files,
+      metadata = {},
+    }: {
+      scope: Scope;
+      kbId: string;
+      files: UploadFile[];
+      metadata?: DocumentMetadata;
+    }): Promise<UploadResult> {
       if (files.length === 0) throw new AppError('bad_request', 'Send at least one file.');
       if (files.length > UPLOAD_LIMITS.maxFiles) {
         throw new AppError('too_many_files', `Send at most ${UPLOAD_LIMITS.maxFiles} files at once.`);
@@ -272,7 +357,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
       // meets the unique (knowledge base, hash) and runs again, finding it a duplicate.
       for (let attempt = 1; ; attempt++) {
         try {
-          return await storeFiles(scope, kbId, files);
+          return await storeFiles(scope, kbId, files, metadata);
         } catch (err) {
           if (attempt >= 2 || !isUniqueViolation(err)) throw err;
         }
@@ -280,10 +365,20 @@ export function knowledgeService(deps: KnowledgeDeps) {
     },
 
     /** Fetches a document by URL (through the SSRF guard, no transaction open meanwhile) and uploads it. */
-    async uploadFromUrl({ scope, kbId, url }: { scope: Scope; kbId: string; url: string }): Promise<UploadResult> {
+    async uploadFromUrl({
+      scope,
+      kbId,
+      url,
+      metadata = {},
+    }: {
+      scope: Scope;
+      kbId: string;
+      url: string;
+      metadata?: DocumentMetadata;
+    }): Promise<UploadResult> {
       await db.tenant(scope.workspaceId, (tx) => mustFindBase(tx, scope.workspaceId, kbId));
       const file = await deps.fetchUrl(new URL(url));
-      return service.upload({ scope, kbId, files: [file] });
+      return service.upload({ scope, kbId, files: [file], metadata });
     },
 
     async listDocuments({ scope, kbId }: { scope: Scope; kbId: string }): Promise<DocumentView[]> {
@@ -306,6 +401,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
       await db.tenant(scope.workspaceId, async (tx) => {
         const gone = await repo.deleteDocument(tx, scope.workspaceId, kbId, documentId);
         if (!gone) throw notFound('document');
+        await repo.embeddingsChanged(tx, scope.workspaceId, kbId, null);
         await deps.audit.record(tx, {
           workspaceId: scope.workspaceId,
           actor: scope.actor,
@@ -317,57 +413,56 @@ export function knowledgeService(deps: KnowledgeDeps) {
     },
 
     /**
-     * Lexical search over the knowledge base's ready documents. Documents still queued or
-     * processing are not searched and are counted in `pendingDocuments`; when none is ready yet
-     * and some are pending, the search is refused with 409 `knowledge_base_processing` rather
-     * than answering an empty list that looks like "nothing matches".
+     * Lexical, vector or hybrid search over the knowledge base's ready documents (see
+     * knowledge.search.ts). Documents still queued or processing are not searched and are
+     * counted in `pendingDocuments`; when none is ready yet and some are pending, the search is
+     * refused with 409 `knowledge_base_processing` rather than answering an empty list that
+     * looks like "nothing matches". The query's embedding and a rerank are gateway calls metered
+     * to the caller (or to `billing`: an agent run's user and run id).
      */
-    async search({ scope, kbId, input }: { scope: Scope; kbId: string; input: SearchInput }): Promise<SearchResult> {
-      const body = SearchBody.parse(input);
-      if (body.query.trim() === '') throw new AppError('search_query_empty', 'The query is empty.');
-      if (body.query.length > MAX_QUERY_CHARS) {
-        throw new AppError('search_query_too_long', `The query is longer than ${MAX_QUERY_CHARS} characters.`);
-      }
-      return db.tenant(scope.workspaceId, async (tx) => {
-        const kb = await mustFindBase(tx, scope.workspaceId, kbId);
-        const counts = await repo.statusCounts(tx, scope.workspaceId, kbId);
-        const pending = counts.queued + counts.processing;
-        if (counts.ready === 0 && pending > 0) {
-          throw new AppError(
-            'knowledge_base_processing',
-            'The knowledge base has no processed document yet; search again when one is ready.',
-          );
-        }
-        const q = queryOf(kb.textSearch, body.query);
-        const hits = await repo.searchLexical(tx, {
-          workspaceId: scope.workspaceId,
-          kbId,
-          config: q.config,
-          query: q.text,
-          limit: body.topK,
-          ...(body.filters.documentIds ? { documentIds: body.filters.documentIds } : {}),
-        });
-        return { data: hits, mode: 'lexical', pendingDocuments: pending };
-      });
+    async search({
+      scope,
+      kbId,
+      input,
+      billing,
+    }: {
+      scope: Scope;
+      kbId: string;
+      input: SearchInput;
+      billing?: Billing;
+    }): Promise<SearchResult> {
+      return searchIn(scope.workspaceId, kbId, input, callerOf(scope, billing));
     },
 
     /**
      * `search` on the knowledge base of that name (without regard to case) in the scope's
      * workspace: what agents' `knowledge_search` calls. No such name: 404 `not_found`.
      */
-    async searchByName({ scope, name, input }: { scope: Scope; name: string; input: SearchInput }) {
+    async searchByName({
+      scope,
+      name,
+      input,
+      billing,
+    }: {
+      scope: Scope;
+      name: string;
+      input: SearchInput;
+      billing?: Billing;
+    }) {
       const wanted = name.toLowerCase();
       const kb = await db.tenant(scope.workspaceId, async (tx) =>
         (await repo.listBases(tx, scope.workspaceId)).find((b) => b.name.toLowerCase() === wanted),
       );
       if (!kb) throw notFound('knowledge base');
-      return service.search({ scope, kbId: kb.id, input });
+      return service.search({ scope, kbId: kb.id, input, ...(billing ? { billing } : {}) });
     },
 
     /**
-     * The `knowledge.ingest` job: parse, chunk and index one document. A file that cannot be
-     * parsed fails with its `ParseFailure` code; a document deleted meanwhile is left alone.
-     * No transaction is open while the file is parsed.
+     * The `knowledge.ingest` job: parse, chunk, embed (when the knowledge base has an
+     * embeddings model) and index one document. A file that cannot be parsed fails with its
+     * `ParseFailure` code, an embeddings call that fails with the gateway's code; a document
+     * deleted meanwhile is left alone. No transaction is open while the file is parsed or
+     * embedded; progress is written after each batch of embeddings.
      */
     async ingest(workspaceId: string, documentId: string): Promise<void> {
       const claimed = await db.tenant(workspaceId, async (tx) => {
@@ -388,6 +483,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
       const { doc, kb, bytes } = claimed;
       let rows: KnowledgeChunkInsert[];
       let parsed: Awaited<ReturnType<typeof parseDocument>>;
+      let chunks: ReturnType<typeof chunkDocument>;
       try {
         parsed = await parseDocument({
           bytes,
@@ -395,10 +491,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
           ...(doc.contentType ? { declaredType: doc.contentType } : {}),
           limits: { maxBytes: UPLOAD_LIMITS.maxFileBytes },
         });
-        const chunks = chunkDocument(parsed, {
-          targetTokens: kb.chunkTargetTokens,
-          overlapTokens: kb.chunkOverlapTokens,
-        });
+        chunks = chunkDocument(parsed, { targetTokens: kb.chunkTargetTokens, overlapTokens: kb.chunkOverlapTokens });
         const now = clock.now();
         rows = chunks.map((c) => ({
           id: newId('kchk', now),
@@ -422,9 +515,54 @@ export function knowledgeService(deps: KnowledgeDeps) {
         );
         return fail(workspaceId, documentId, 'processing_failed', 'The document could not be processed.');
       }
-      await db.tenant(workspaceId, async (tx) => {
+      let dims: number | null = null;
+      if (kb.embeddingModel && rows.length > 0) {
+        const caller: Caller = {
+          workspaceId,
+          keyId: null,
+          userId: doc.createdBy,
+          allowedModels: null,
+          rateLimitRpm: null,
+          rateLimitTpm: null,
+          requestId: documentId,
+        };
+        const mode = await deps.vectorMode();
+        try {
+          const vectors = await embedTexts(deps.embed, caller, kb.embeddingModel, chunks.map(embeddingText), {
+            dims: kb.embeddingDims,
+            onBatch: (done, total) =>
+              db.tenant(workspaceId, (tx) =>
+                repo.updateDocument(tx, workspaceId, documentId, {
+                  progress: 10 + Math.floor((80 * done) / total),
+                  updatedAt: clock.now(),
+                }),
+              ),
+          });
+          dims = vectors[0]?.length ?? null;
+          rows = rows.map((r, i) => ({
+            ...r,
+            embeddingDims: dims,
+            embedding: encodeEmbedding(mode, vectors[i] as Float32Array),
+          }));
+        } catch (err) {
+          if (!(err instanceof AppError)) throw err;
+          const reason = `The embeddings model ${kb.embeddingModel} could not embed the document (${err.code}).`;
+          return fail(
+            workspaceId,
+            documentId,
+            err.code.startsWith('embedding_') ? err.code : 'embedding_failed',
+            reason,
+          );
+        }
+      }
+      const stored = await db.tenant(workspaceId, async (tx) => {
         // Deleted while it was parsed: nothing to store.
-        if (!(await repo.lockDocument(tx, workspaceId, documentId))) return;
+        if (!(await repo.lockDocument(tx, workspaceId, documentId))) return true;
+        if (dims !== null) {
+          // The first document of the knowledge base sets its dimension count; later ones must match it.
+          const recorded = await repo.embeddingsChanged(tx, workspaceId, kb.id, dims);
+          if (recorded !== dims) return false;
+        }
         await repo.replaceChunks(tx, workspaceId, documentId, rows);
         await repo.updateDocument(tx, workspaceId, documentId, {
           status: 'ready',
@@ -434,7 +572,44 @@ export function knowledgeService(deps: KnowledgeDeps) {
           ...(parsed.title ? { title: parsed.title.slice(0, 500) } : {}),
           updatedAt: clock.now(),
         });
+        return true;
       });
+      if (!stored) {
+        return fail(
+          workspaceId,
+          documentId,
+          'embedding_dimensions_changed',
+          `The embeddings model ${kb.embeddingModel} answered another dimension count than the knowledge base has.`,
+        );
+      }
+    },
+
+    /**
+     * The `knowledge.sweep` job: a document left queued or processing without progress for
+     * `STALL_AFTER_MS` (its job lost with a crashed worker, or retried out) has its job sent
+     * again; one stalled for twice as long fails with `processing_stalled`, so no document
+     * stays "processing" for ever.
+     */
+    async sweep(): Promise<{ resent: number; failed: number }> {
+      const now = clock.now();
+      const stale = await db.system((tx) => repo.staleDocuments(tx, new Date(now.getTime() - STALL_AFTER_MS), 500));
+      let resent = 0;
+      let failed = 0;
+      for (const d of stale) {
+        if (d.updatedAt.getTime() < now.getTime() - 2 * STALL_AFTER_MS) {
+          await fail(
+            d.workspaceId,
+            d.id,
+            'processing_stalled',
+            'Processing stopped and did not finish; upload the file again.',
+          );
+          failed++;
+        } else {
+          await deps.jobs.send(INGEST_JOB, { workspaceId: d.workspaceId, documentId: d.id }, { singletonKey: d.id });
+          resent++;
+        }
+      }
+      return { resent, failed };
     },
   };
   return service;

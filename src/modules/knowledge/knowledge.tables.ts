@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { customType, integer, pgTable, smallint, text } from 'drizzle-orm/pg-core';
+import { bigint, customType, integer, jsonb, pgTable, smallint, text } from 'drizzle-orm/pg-core';
 import { bytea, ts } from '../../platform/db/columns.ts';
 import { col, mapTable } from '../../platform/db/datamap.ts';
 
@@ -7,6 +7,11 @@ import { col, mapTable } from '../../platform/db/datamap.ts';
 
 const regconfig = customType<{ data: string }>({ dataType: () => 'regconfig' });
 const tsvector = customType<{ data: string }>({ dataType: () => 'tsvector' });
+/**
+ * A chunk's embedding: `vector` where pgvector is installed (written as its text form
+ * `[0.1,0.2,...]`), otherwise `bytea` (little-endian float32). See 0043_knowledge_vectors.sql.
+ */
+const embedding = customType<{ data: string | Buffer }>({ dataType: () => 'vector' });
 
 export const knowledgeBases = pgTable('knowledge_bases', {
   id: text('id').primaryKey(),
@@ -16,6 +21,9 @@ export const knowledgeBases = pgTable('knowledge_bases', {
   chunkTargetTokens: integer('chunk_target_tokens').notNull(),
   chunkOverlapTokens: integer('chunk_overlap_tokens').notNull(),
   textSearch: text('text_search').notNull(),
+  embeddingDims: integer('embedding_dims'),
+  rerankModel: text('rerank_model'),
+  vectorGeneration: bigint('vector_generation', { mode: 'number' }).notNull(),
   createdBy: text('created_by'),
   createdAt: ts('created_at').notNull(),
   updatedAt: ts('updated_at').notNull(),
@@ -23,6 +31,9 @@ export const knowledgeBases = pgTable('knowledge_bases', {
 
 export const DOCUMENT_STATUSES = ['queued', 'processing', 'ready', 'failed'] as const;
 export type DocumentStatus = (typeof DOCUMENT_STATUSES)[number];
+
+/** Metadata given at upload: a flat object of short strings, numbers and booleans (search filters). */
+export type DocumentMetadata = Record<string, string | number | boolean>;
 
 export const knowledgeDocuments = pgTable('knowledge_documents', {
   id: text('id').primaryKey(),
@@ -40,6 +51,7 @@ export const knowledgeDocuments = pgTable('knowledge_documents', {
   failureReason: text('failure_reason'),
   chunkCount: integer('chunk_count').notNull(),
   originalCiphertext: bytea('original_ciphertext').notNull(),
+  metadata: jsonb('metadata').$type<DocumentMetadata>().notNull(),
   createdBy: text('created_by'),
   createdAt: ts('created_at').notNull(),
   updatedAt: ts('updated_at').notNull(),
@@ -59,6 +71,8 @@ export const knowledgeChunks = pgTable('knowledge_chunks', {
   searchConfig: regconfig('search_config').notNull(),
   searchText: text('search_text'),
   tsv: tsvector('tsv').generatedAlwaysAs(sql`to_tsvector(search_config, coalesce(search_text, text))`),
+  embeddingDims: integer('embedding_dims'),
+  embedding: embedding('embedding'),
 });
 
 export type KnowledgeBaseRow = typeof knowledgeBases.$inferSelect;
@@ -82,6 +96,11 @@ export const knowledgeTables = [
       chunkTargetTokens: col('tenancy', false, { purpose: 'Chunking: the largest chunk in tokens' }),
       chunkOverlapTokens: col('tenancy', false, { purpose: 'Chunking: the overlap between chunks in tokens' }),
       textSearch: col('tenancy', false, { purpose: 'The text search configuration (language, or cjk)' }),
+      embeddingDims: col('tenancy', false, { purpose: "The embeddings model's dimension count, once known" }),
+      rerankModel: col('tenancy', false, { purpose: 'The chat model that reranks search results, if any' }),
+      vectorGeneration: col('tenancy', false, {
+        purpose: 'A counter bumped when the embeddings change (for cached exact search)',
+      }),
       createdBy: col('identifier', true, { purpose: 'The member who created the knowledge base' }),
       createdAt: col('tenancy', false),
       updatedAt: col('tenancy', false),
@@ -109,12 +128,24 @@ export const knowledgeTables = [
         purpose: 'Why processing failed: a fixed message (never content)',
       }),
       chunkCount: col('usage_metadata', false, { purpose: 'How many chunks the document was cut into' }),
-      // Vault ciphertext: the export machinery cannot open it; the document's text is exported
-      // through its chunks (knowledge_chunks.text), the original through the knowledge API.
+      // Vault ciphertext under the workspace key (the context knowledge.service.ts's
+      // `originalContext` encrypts it under): a workspace export holds the original as a file of
+      // its own. Only a workspace's: the bytes cannot be scrubbed of other members' data, and a
+      // member's export has no document text either (chunks name no member).
       originalCiphertext: col('content', false, {
         purpose: 'The original file, encrypted with the workspace data key',
-        export: 'never',
+        export: 'file',
+        workspaceExportOnly: true,
+        exportFile: {
+          context: (row) => ({
+            owner: { type: 'workspace', id: String(row.workspace_id) },
+            record: String(row.id),
+            field: 'knowledge_original',
+          }),
+          file: (row) => ({ record: String(row.id), name: String(row.filename) }),
+        },
       }),
+      metadata: content('Metadata the uploader gave the document (for search filters)'),
       createdBy: col('identifier', true, { purpose: 'The member who uploaded the document' }),
       createdAt: col('tenancy', false),
       updatedAt: col('tenancy', false),
@@ -146,6 +177,12 @@ export const knowledgeTables = [
       }),
       tsv: col('content', false, {
         purpose: 'The lexical search index of the chunk (derived from its text)',
+        export: 'never',
+      }),
+      embeddingDims: col('usage_metadata', false, { purpose: "The chunk embedding's dimension count" }),
+      // Derived from `text` by the knowledge base's embeddings model: an index, not data of its own.
+      embedding: col('content', false, {
+        purpose: 'The vector search index of the chunk (its embedding, derived from its text)',
         export: 'never',
       }),
     },
