@@ -232,6 +232,28 @@ export function gatewayService(deps: GatewayDeps) {
   }
 
   /**
+   * A whole (not streamed) call's attempts: the answer, or, when every attempt failed, the
+   * call finished with the client's error (499 `client_closed` when the caller went away),
+   * which is thrown.
+   */
+  async function attemptOrFail<T>(
+    call: Awaited<ReturnType<typeof begin>>,
+    fn: (c: Candidate, opts: CallOptions) => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    try {
+      return await call.attempt(fn, signal);
+    } catch (err) {
+      const e = clientError(err);
+      call.finish({
+        status: signal?.aborted ? 499 : e.status,
+        errorCode: signal?.aborted ? 'client_closed' : e.code,
+      });
+      throw e;
+    }
+  }
+
+  /**
    * Checks and reserves everything a call needs before it goes upstream. The returned
    * call runs attempts (`attempt`) and ends with `finish`, which records the usage event
    * (journal first) and settles the reservation.
@@ -305,20 +327,11 @@ export function gatewayService(deps: GatewayDeps) {
       const maxOut = body.max_completion_tokens ?? body.max_tokens ?? null;
       const input = { endpoint: 'chat.completions' as const, model: body.model, stream: false, inputEstimate };
       const call = await begin(caller, { ...input, maxOutputTokens: maxOut });
-      let response: ChatCompletionResponse;
-      try {
-        response = await call.attempt(
-          (c, opts) => c.provider.adapter.chatCompletion({ ...body, model: c.model, stream: false }, opts),
-          signal,
-        );
-      } catch (err) {
-        const e = clientError(err);
-        call.finish({
-          status: signal?.aborted ? 499 : e.status,
-          errorCode: signal?.aborted ? 'client_closed' : e.code,
-        });
-        throw e;
-      }
+      const response = await attemptOrFail(
+        call,
+        (c, opts) => c.provider.adapter.chatCompletion({ ...body, model: c.model, stream: false }, opts),
+        signal,
+      );
       const usage = call.finish({
         status: 200,
         usage: response.usage,
@@ -348,20 +361,14 @@ export function gatewayService(deps: GatewayDeps) {
       const input = { endpoint: 'embeddings' as const, model: body.model, stream: false, inputEstimate };
       const call = await begin(caller, { ...input, maxOutputTokens: 0 });
       onBegun?.(call.limitHeaders);
-      let response: EmbeddingsResponse;
-      try {
-        response = await call.attempt((c, opts) => {
+      const response = await attemptOrFail(
+        call,
+        (c, opts) => {
           if (!c.provider.adapter.embeddings) throw new AppError('bad_request', 'This provider has no embeddings API.');
           return c.provider.adapter.embeddings({ ...body, model: c.model }, opts);
-        }, signal);
-      } catch (err) {
-        const e = clientError(err);
-        call.finish({
-          status: signal?.aborted ? 499 : e.status,
-          errorCode: signal?.aborted ? 'client_closed' : e.code,
-        });
-        throw e;
-      }
+        },
+        signal,
+      );
       const reported = response.usage;
       const usage = call.finish({
         status: 200,

@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
-import { TestClient } from '../../../test/helpers/client.ts';
 import { docx, pdf } from '../../../test/helpers/documents.ts';
+import { exportOf as exportArchive } from '../../../test/helpers/exports.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { multipartForm } from '../../../test/helpers/multipart.ts';
 import type { UploadResult } from '../knowledge/index.ts';
 import { type ArchiveFile, WITHHELD_KEY_DESTROYED } from './privacy.export.archive.ts';
-import { EXPORT_BUILD_JOB, type ExportView } from './privacy.export.service.ts';
 
 /**
  * Exports carry knowledge documents' original files (rule `file`): a workspace export holds
@@ -64,21 +63,7 @@ async function upload(client: SignedInClient, kb: string, file: { name: string; 
   return id;
 }
 
-/** Requests an export, builds it and downloads it through the mailed link. */
-async function exportOf(client: SignedInClient, path: string): Promise<{ text: string; archive: Archive }> {
-  const req = await client.post<ExportView>(path);
-  expect(req.status, req.text).toBe(202);
-  await app.jobs.drain(EXPORT_BUILD_JOB);
-  const view = await client.get<ExportView>(`/api/me/privacy/exports/${req.body.id}`);
-  expect(view.body.status, view.text).toBe('ready');
-  const mails = await app.modules.notifications.service.listOutbox({ limit: 500 });
-  const mail = mails.find((m) => m.to === client.email && m.text.includes(req.body.id));
-  const link = /http:\/\/berth\.test(\/api\/privacy\/exports\/\S+)/.exec(mail?.text ?? '')?.[1];
-  if (!link) throw new Error('no export link in the outbox');
-  const res = await new TestClient(app).get(link);
-  expect(res.status, res.text).toBe(200);
-  return { text: res.text, archive: JSON.parse(res.text) as Archive };
-}
+const exportOf = (client: SignedInClient, path: string) => exportArchive<Archive>(app, client, path);
 
 const workspaceExport = () => exportOf(owner, `/api/workspaces/${ws}/privacy/exports`);
 const documentRow = (a: Archive, id: string) => (a.data.knowledge_documents ?? []).find((r) => r.id === id);

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
-import { TestClient } from '../../../test/helpers/client.ts';
+import type { TestClient } from '../../../test/helpers/client.ts';
+import { exportOf as exportArchive } from '../../../test/helpers/exports.ts';
 import { type GatewayWorkspace, gatewayWorkspace } from '../../../test/helpers/gateway.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { dataMap } from '../../app.ts';
 import type { RunView } from '../agents/agents.runs.schemas.ts';
 import { memoryCredits } from '../gateway/index.ts';
 import { WITHHELD_KEY_DESTROYED } from './privacy.export.archive.ts';
-import { EXPORT_BUILD_JOB, type ExportView } from './privacy.export.service.ts';
 
 /**
  * Exports carry agent run content decrypted: a member's export holds what they asked their
@@ -59,21 +59,7 @@ async function run(client: TestClient, body: Record<string, unknown>): Promise<R
   return res.body;
 }
 
-/** Requests an export, builds it and downloads it through the mailed link. */
-async function exportOf(client: SignedInClient, path: string): Promise<{ text: string; archive: Archive }> {
-  const req = await client.post<ExportView>(path);
-  expect(req.status, req.text).toBe(202);
-  await app.jobs.drain(EXPORT_BUILD_JOB);
-  const view = await client.get<ExportView>(`/api/me/privacy/exports/${req.body.id}`);
-  expect(view.body.status, view.text).toBe('ready');
-  const mails = await app.modules.notifications.service.listOutbox({ limit: 500 });
-  const mail = mails.find((m) => m.to === client.email && m.text.includes(req.body.id));
-  const link = /http:\/\/berth\.test(\/api\/privacy\/exports\/\S+)/.exec(mail?.text ?? '')?.[1];
-  if (!link) throw new Error('no export link in the outbox');
-  const res = await new TestClient(app).get(link);
-  expect(res.status, res.text).toBe(200);
-  return { text: res.text, archive: JSON.parse(res.text) as Archive };
-}
+const exportOf = (client: SignedInClient, path: string) => exportArchive<Archive>(app, client, path);
 
 const rows = (a: Archive, table: string) => a.data[table] ?? [];
 const runIds = (a: Archive) => rows(a, 'agent_runs').map((r) => r.id);
