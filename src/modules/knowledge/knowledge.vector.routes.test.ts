@@ -155,6 +155,30 @@ describe('ingestion', () => {
   });
 });
 
+describe('parallel ingestion', () => {
+  it('documents of one knowledge base ingested at once all get embedded, with one dimension count', async () => {
+    const res = await createKb({ name: 'Parallel', embeddingModel: EMBEDDINGS });
+    const files = Array.from({ length: 6 }, (_, i) => ({
+      name: `p${i}.md`,
+      data: `# Part ${i}\n\nParallel text number ${i} about rivers and deltas.\n`,
+    }));
+    const up = await upload(res.body.id, files);
+    const docIds = up.body.data.map((d) => d.document.id);
+    // The jobs' own runs are not needed: the workers' calls, all at once (on server Postgres, in parallel).
+    await ownerQuery(app, "delete from pgboss.job where name = 'knowledge.ingest'");
+    await Promise.all(docIds.map((id) => app.modules.knowledge.service.ingest(ws, id)));
+    const list = await owner.get<{ data: Array<{ status: string }> }>(`${kbUrl(res.body.id)}/documents`);
+    expect(list.body.data.map((d) => d.status)).toEqual(Array(6).fill('ready'));
+    const base = (await app.db.system((tx) =>
+      tx.execute(sql`select embedding_dims, vector_generation from knowledge_bases where id = ${res.body.id}`),
+    )) as unknown as { rows: Array<{ embedding_dims: number; vector_generation: string | number }> };
+    expect(base.rows[0]?.embedding_dims).toBe(HASH_EMBEDDING_DIMS);
+    expect(Number(base.rows[0]?.vector_generation)).toBe(6);
+    const hits = await search({ query: 'rivers deltas', mode: 'vector', topK: 10 }, res.body.id);
+    expect(new Set(hits.body.data.map((h) => h.documentId))).toEqual(new Set(docIds));
+  });
+});
+
 describe('sweep', () => {
   /** Backdates a document's last progress by `minutes`. */
   const stall = (id: string, minutes: number) =>
