@@ -66,7 +66,8 @@ async function resolveBase(target: ServerTarget, base: string, nameOrId: string)
 function baseLine(kb: KnowledgeBaseView): string {
   const d = kb.documents;
   const docs = `${d.ready} ready, ${d.queued + d.processing} pending, ${d.failed} failed`;
-  return `${kb.id}  ${printable(kb.name)}  (${docs}; text search ${kb.textSearch}${kb.embeddingModel ? `; embeddings ${kb.embeddingModel}` : ''})`;
+  const models = `${kb.embeddingModel ? `; embeddings ${kb.embeddingModel}` : ''}${kb.rerankModel ? `; rerank ${kb.rerankModel}` : ''}`;
+  return `${kb.id}  ${printable(kb.name)}  (${docs}; text search ${kb.textSearch}${models})`;
 }
 
 function documentLine(doc: DocumentView, duplicate = false): string {
@@ -242,20 +243,30 @@ export function registerKbCommands(program: Command, io: Io, globals: () => Glob
     kb
       .command('create')
       .description('Create a knowledge base.')
-      .option('--embedding-model <model>', 'an embeddings model reached through the gateway (stored for vector search)')
+      .option(
+        '--embedding-model <model>',
+        'an embeddings model reached through the gateway (for vector and hybrid search)',
+      )
+      .option('--rerank-model <model>', 'a chat model reached through the gateway that reranks search results')
       .option('--text-search <config>', 'how text is indexed: simple (default), a language (english...), or cjk'),
     'knowledge:write',
   )
     .argument('<name>', 'its name, unique in the workspace (1-100 characters)')
-    .action(async (name: string, opts: WorkspaceHttpOpts & { embeddingModel?: string; textSearch?: string }) => {
-      const { target, base } = await knowledgeOf(opts, io);
-      const created = await callServer<KnowledgeBaseView>(target, 'POST', base, {
-        name,
-        ...(opts.embeddingModel ? { embeddingModel: opts.embeddingModel } : {}),
-        ...(opts.textSearch ? { textSearch: opts.textSearch } : {}),
-      });
-      emit(io, json(), created, `Created ${baseLine(created)}`);
-    });
+    .action(
+      async (
+        name: string,
+        opts: WorkspaceHttpOpts & { embeddingModel?: string; rerankModel?: string; textSearch?: string },
+      ) => {
+        const { target, base } = await knowledgeOf(opts, io);
+        const created = await callServer<KnowledgeBaseView>(target, 'POST', base, {
+          name,
+          ...(opts.embeddingModel ? { embeddingModel: opts.embeddingModel } : {}),
+          ...(opts.rerankModel ? { rerankModel: opts.rerankModel } : {}),
+          ...(opts.textSearch ? { textSearch: opts.textSearch } : {}),
+        });
+        emit(io, json(), created, `Created ${baseLine(created)}`);
+      },
+    );
 
   withHttp(
     kb.command('list').description('List knowledge bases with their documents per status.'),

@@ -257,6 +257,8 @@ describe('errors', () => {
   it('searches in the mode asked for; a mode the knowledge base cannot serve is the server refusal; an unknown one a usage error', async () => {
     const made = await berth(['kb', 'create', 'Embedded', '--embedding-model', 'text-embedding-3-small', '--json']);
     const embedded = JSON.parse(made.stdout) as KnowledgeBaseView;
+    const reranked = await berth(['kb', 'create', 'Reranked', '--rerank-model', 'gpt-4o-mini']);
+    expect(reranked.stdout).toMatch(/\(0 ready, 0 pending, 0 failed; text search simple; rerank gpt-4o-mini\)$/);
     await draining(berth(['kb', 'upload', embedded.id, file('birds.txt', 'Pelicans dive for fish.')]));
     const vector = await berth(['kb', 'search', embedded.id, 'pelicans', '--mode', 'vector', '--json']);
     expect(vector.code, vector.stdout + vector.stderr).toBe(0);
