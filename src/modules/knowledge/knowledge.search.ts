@@ -96,6 +96,8 @@ export function knowledgeSearch(deps: SearchDeps) {
     const pool = doRerank ? Math.max(RERANK_MAX_CANDIDATES, body.topK) : body.topK;
     const perSide = mode === 'hybrid' ? Math.max(candidatesPerSide(body.topK), pool) : pool;
 
+    // No dimension count yet means no chunk has been embedded (no ready document has a chunk):
+    // there is nothing for the vector side to find, so the query is not embedded either.
     let queryVector: Float32Array | undefined;
     if (mode !== 'lexical' && kb.embeddingModel && kb.embeddingDims !== null) {
       [queryVector] = await embedTexts(deps.embed, caller, kb.embeddingModel, [body.query], { dims: kb.embeddingDims });
@@ -146,7 +148,15 @@ export function knowledgeSearch(deps: SearchDeps) {
     });
 
     if (!doRerank || !kb.rerankModel) return { ...empty, data: ranked.slice(0, body.topK) };
-    const reranked = await rerank(deps.complete, caller, kb.rerankModel, body.query, ranked.slice(0, pool));
-    return { ...empty, reranked: true, data: reranked.slice(0, body.topK) };
+    // The model judges the best RERANK_MAX_CANDIDATES; any further results follow in fused order.
+    const judged = await rerank(
+      deps.complete,
+      caller,
+      kb.rerankModel,
+      body.query,
+      ranked.slice(0, RERANK_MAX_CANDIDATES),
+    );
+    const data = [...judged, ...ranked.slice(RERANK_MAX_CANDIDATES)].slice(0, body.topK);
+    return { ...empty, reranked: true, data };
   };
 }
