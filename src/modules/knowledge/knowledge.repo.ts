@@ -43,6 +43,34 @@ const hitColumns = {
   endOffset: knowledgeChunks.endOffset,
 };
 
+/** A word in more than this share of a knowledge base's chunks is dropped from a question that has rarer ones. */
+export const COMMON_WORD_SHARE = 0.1;
+
+/**
+ * The `any` query without the words in more than COMMON_WORD_SHARE of the knowledge base's
+ * chunks, when it has rarer words: those match most chunks, rank them all and add little (the
+ * knowledge base's own counts, never other workspaces'). A query of common words only is left
+ * as it is.
+ */
+async function withoutCommonWords(
+  tx: Database,
+  q: { workspaceId: string; kbId: string; config: string; query: string },
+  text: string,
+): Promise<string> {
+  const res = (await tx.execute(sql`
+    with words as (select distinct lexeme from unnest(to_tsvector(${q.config}::regconfig, ${q.query})))
+    select w.lexeme, coalesce(l.chunks, 0) as chunks,
+      (select coalesce(sum(chunk_count), 0) from knowledge_documents
+        where workspace_id = ${q.workspaceId} and knowledge_base_id = ${q.kbId} and status = 'ready') as total
+    from words w left join knowledge_lexemes l
+      on l.workspace_id = ${q.workspaceId} and l.knowledge_base_id = ${q.kbId} and l.lexeme = w.lexeme
+    order by w.lexeme`)) as unknown as { rows: Array<{ lexeme: string; chunks: number; total: number | string }> };
+  const total = Number(res.rows[0]?.total ?? 0);
+  const rare = res.rows.filter((r) => Number(r.chunks) <= total * COMMON_WORD_SHARE);
+  if (rare.length === 0 || rare.length === res.rows.length) return text;
+  return rare.map((r) => `'${r.lexeme.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`).join(' | ');
+}
+
 /** Every SQL statement on the knowledge tables. Each names its workspace. */
 export const knowledgeRepo = {
   async insertBase(tx: Database, row: KnowledgeBaseRow): Promise<void> {
@@ -272,6 +300,35 @@ export const knowledgeRepo = {
       .limit(limit);
   },
 
+  /**
+   * Counts a document's chunks into its knowledge base's lexeme counts (after its chunks are
+   * stored), or out of them (`-1`, before they are deleted). Rows are locked in lexeme order,
+   * so two documents changing counts at once wait for each other instead of deadlocking.
+   */
+  async countLexemes(tx: Database, workspaceId: string, kbId: string, documentId: string, sign: 1 | -1): Promise<void> {
+    const chunksOf = `select tsv from knowledge_chunks where document_id = '${documentId.replaceAll("'", "''")}'`;
+    if (sign === 1) {
+      await tx.execute(sql`
+        insert into knowledge_lexemes (workspace_id, knowledge_base_id, lexeme, chunks)
+        select ${workspaceId}, ${kbId}, word, ndoc from ts_stat(${chunksOf}) order by word
+        on conflict (knowledge_base_id, lexeme) do update set chunks = knowledge_lexemes.chunks + excluded.chunks`);
+      return;
+    }
+    await tx.execute(sql`
+      with stat as (select word, ndoc from ts_stat(${chunksOf})),
+      locked as (
+        select l.lexeme, s.ndoc from knowledge_lexemes l join stat s on s.word = l.lexeme
+        where l.workspace_id = ${workspaceId} and l.knowledge_base_id = ${kbId}
+        order by l.lexeme for update of l
+      ),
+      gone as (
+        delete from knowledge_lexemes l using locked
+        where l.knowledge_base_id = ${kbId} and l.lexeme = locked.lexeme and l.chunks <= locked.ndoc
+      )
+      update knowledge_lexemes l set chunks = l.chunks - locked.ndoc from locked
+      where l.knowledge_base_id = ${kbId} and l.lexeme = locked.lexeme and l.chunks > locked.ndoc`);
+  },
+
   /** Replaces a document's chunks (an ingestion run again starts from none). */
   async replaceChunks(
     tx: Database,
@@ -306,28 +363,42 @@ export const knowledgeRepo = {
   ): Promise<SearchHit[]> {
     const c = knowledgeChunks;
     // `any`: the words of plainto_tsquery (normalised, stop words dropped) ORed; phrases of
-    // compound words (<->) stay phrases.
-    const tsquery =
+    // compound words (<->) stay phrases. Read once, so the statement below has a constant
+    // query: the GIN index answers it, and the rank does not parse it again per row.
+    const parsed = (await tx.execute(
       q.match === 'websearch'
-        ? sql`websearch_to_tsquery(${q.config}::regconfig, ${q.query})`
-        : sql`regexp_replace(plainto_tsquery(${q.config}::regconfig, ${q.query})::text, ' & ', ' | ', 'g')::tsquery`;
+        ? sql`select websearch_to_tsquery(${q.config}::regconfig, ${q.query})::text as q`
+        : sql`select regexp_replace(plainto_tsquery(${q.config}::regconfig, ${q.query})::text, ' & ', ' | ', 'g') as q`,
+    )) as unknown as { rows: Array<{ q: string }> };
+    let text = parsed.rows[0]?.q ?? '';
+    // Only stop words (or nothing searchable): nothing can match.
+    if (text === '') return [];
+    if (q.match === 'any') text = await withoutCommonWords(tx, q, text);
+    const tsquery = sql`${text}::tsquery`;
     const score = sql<number>`ts_rank_cd(${c.tsv}, ${tsquery})`;
-    const rows = await tx
-      .select({ ...hitColumns, score })
+    // The best chunks first, from the chunks alone (a chunk exists only for a ready document:
+    // ingestion stores them and marks the document ready in one transaction); then their
+    // citations.
+    const top = await tx
+      .select({ id: c.id, score })
       .from(c)
-      .innerJoin(knowledgeDocuments, eq(knowledgeDocuments.id, c.documentId))
       .where(
         and(
           eq(c.workspaceId, q.workspaceId),
           eq(c.knowledgeBaseId, q.kbId),
           sql`${c.tsv} @@ ${tsquery}`,
-          eq(knowledgeDocuments.status, 'ready'),
           q.documentIds ? inArray(c.documentId, [...q.documentIds]) : undefined,
         ),
       )
       .orderBy(desc(score), asc(c.documentId), asc(c.chunkIndex))
       .limit(q.limit);
-    return rows.map((r) => ({ ...r, score: Number(r.score) }));
+    const scores = new Map(top.map((r) => [r.id, Number(r.score)]));
+    const hits = await knowledgeRepo.chunksByIds(tx, q.workspaceId, [...scores.keys()]);
+    const byId = new Map(hits.map((h) => [h.chunkId, h]));
+    return top.flatMap((r) => {
+      const h = byId.get(r.id);
+      return h ? [{ ...h, score: scores.get(r.id) ?? 0 }] : [];
+    });
   },
 };
 

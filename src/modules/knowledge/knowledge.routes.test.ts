@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
@@ -310,6 +311,41 @@ describe('happy', () => {
   });
 });
 
+describe('common words', () => {
+  /** The knowledge base's count of chunks containing `lexeme` (0: no row). */
+  async function count(kbId: string, lexeme: string): Promise<number> {
+    const res = (await app.db.system((tx) =>
+      tx.execute(sql`select chunks from knowledge_lexemes where knowledge_base_id = ${kbId} and lexeme = ${lexeme}`),
+    )) as unknown as { rows: Array<{ chunks: number }> };
+    return res.rows[0]?.chunks ?? 0;
+  }
+
+  it("counts each word's chunks per knowledge base, and drops a question's words that are in most of them", async () => {
+    const kb = await createKb({ name: 'Words', textSearch: 'english' });
+    const files = Array.from({ length: 12 }, (_, i) => ({
+      name: `w${i}.txt`,
+      data: `Ferries cross the harbour every hour. Timetable code alpha${i}.`,
+    }));
+    const up = await upload(kb.id, files);
+    await ingest();
+    expect(await count(kb.id, 'ferri')).toBe(12);
+    expect(await count(kb.id, 'alpha3')).toBe(1);
+
+    // "ferries" is in every chunk: with a rarer word it adds nothing but work, and is dropped.
+    const both = await search(kb.id, { query: 'ferries alpha3' });
+    expect(both.body.data.map((h) => h.text)).toEqual([files[3]?.data]);
+    // Alone it is searched.
+    const alone = await search(kb.id, { query: 'ferries', topK: 100 });
+    expect(alone.body.data).toHaveLength(12);
+
+    // Deleting a document takes its words out of the counts.
+    const first = up.body.data[0]?.document.id as string;
+    expect((await owner.delete(`${kbUrl(kb.id)}/documents/${first}`)).status).toBe(204);
+    expect(await count(kb.id, 'ferri')).toBe(11);
+    expect(await count(kb.id, 'alpha0')).toBe(0);
+  });
+});
+
 describe('errors', () => {
   let kb: string;
   beforeAll(async () => {
@@ -491,7 +527,11 @@ describe('security', () => {
     const { payload, headers } = multipartForm([{ name: 'e.txt', data: `Ephemeral ${marker}` }]);
     await gone.request('POST', `${kbUrl(created.body.id, gws)}/documents`, payload, headers);
     await ingest();
-    expect((await tablesContaining([marker])).size).toBe(1);
+    // Its chunk, and the knowledge base's count of the word.
+    expect([...(await tablesContaining([marker])).keys()].sort()).toEqual([
+      'public.knowledge_chunks',
+      'public.knowledge_lexemes',
+    ]);
     const scope = { workspaceId: gws, actor: { type: 'user' as const, userId: gone.userId }, role: 'owner' as const };
     await app.modules.workspaces.service.deleteWorkspace({ scope, confirmName: 'Ephemeral' });
     const found = await tablesContaining([marker, created.body.id]);

@@ -104,10 +104,13 @@ export function knowledgeSearch(deps: SearchDeps) {
     }
 
     const ranked: Hit[] = await db.tenant(workspaceId, async (tx) => {
-      let lexical: SearchHit[] = [];
+      const vectorMode = queryVector ? await deps.vectorMode() : null;
+      // The lexical statements are sent first: Postgres answers them while this process scans
+      // the vectors (exact search), and the two sides overlap.
+      let lexicalQuery: Promise<SearchHit[]> = Promise.resolve([]);
       if (mode !== 'vector') {
         const q = queryOf(kb.textSearch, body.query);
-        lexical = await repo.searchLexical(tx, {
+        lexicalQuery = repo.searchLexical(tx, {
           workspaceId,
           kbId,
           config: q.config,
@@ -118,20 +121,26 @@ export function knowledgeSearch(deps: SearchDeps) {
         });
       }
       let vector: VectorHit[] = [];
-      if (queryVector && kb.embeddingDims !== null) {
-        const vq = {
-          workspaceId,
-          kbId,
-          dims: kb.embeddingDims,
-          query: queryVector,
-          limit: perSide,
-          documentIds: plan.only,
-        };
-        vector =
-          (await deps.vectorMode()) === 'pgvector'
-            ? await searchPgvector(tx, vq)
-            : await deps.exact.search(tx, { ...vq, generation: kb.vectorGeneration });
+      try {
+        if (queryVector && kb.embeddingDims !== null) {
+          const vq = {
+            workspaceId,
+            kbId,
+            dims: kb.embeddingDims,
+            query: queryVector,
+            limit: perSide,
+            documentIds: plan.only,
+          };
+          vector =
+            vectorMode === 'pgvector'
+              ? await searchPgvector(tx, vq)
+              : await deps.exact.search(tx, { ...vq, generation: kb.vectorGeneration });
+        }
+      } catch (err) {
+        await lexicalQuery.catch(() => undefined);
+        throw err;
       }
+      const lexical = await lexicalQuery;
       if (mode === 'lexical') return lexical.map((h, i) => asHit(h, { lexicalRank: i + 1 }));
       const fused: Fused[] =
         mode === 'hybrid'

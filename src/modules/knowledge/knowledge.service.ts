@@ -399,6 +399,8 @@ export function knowledgeService(deps: KnowledgeDeps) {
     /** Deletes a document with its original and its chunks, in one transaction. */
     async deleteDocument({ scope, kbId, documentId }: { scope: Scope; kbId: string; documentId: string }) {
       await db.tenant(scope.workspaceId, async (tx) => {
+        // Its words leave the knowledge base's counts with its chunks.
+        await repo.countLexemes(tx, scope.workspaceId, kbId, documentId, -1);
         const gone = await repo.deleteDocument(tx, scope.workspaceId, kbId, documentId);
         if (!gone) throw notFound('document');
         await repo.embeddingsChanged(tx, scope.workspaceId, kbId, null);
@@ -564,6 +566,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
           if (recorded !== dims) return false;
         }
         await repo.replaceChunks(tx, workspaceId, documentId, rows);
+        await repo.countLexemes(tx, workspaceId, kb.id, documentId, 1);
         await repo.updateDocument(tx, workspaceId, documentId, {
           status: 'ready',
           progress: 100,

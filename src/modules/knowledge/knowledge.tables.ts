@@ -75,6 +75,14 @@ export const knowledgeChunks = pgTable('knowledge_chunks', {
   embedding: embedding('embedding'),
 });
 
+/** How many chunks of a knowledge base contain each lexeme (see 0044_knowledge_lexical_index.sql). */
+export const knowledgeLexemes = pgTable('knowledge_lexemes', {
+  workspaceId: text('workspace_id').notNull(),
+  knowledgeBaseId: text('knowledge_base_id').notNull(),
+  lexeme: text('lexeme').notNull(),
+  chunks: integer('chunks').notNull(),
+});
+
 export type KnowledgeBaseRow = typeof knowledgeBases.$inferSelect;
 export type KnowledgeDocumentRow = typeof knowledgeDocuments.$inferSelect;
 export type KnowledgeChunkInsert = typeof knowledgeChunks.$inferInsert;
@@ -185,6 +193,19 @@ export const knowledgeTables = [
         purpose: 'The vector search index of the chunk (its embedding, derived from its text)',
         export: 'never',
       }),
+    },
+  }),
+  mapTable(knowledgeLexemes, {
+    purpose: 'Per knowledge base, how many chunks contain each word (derived from the chunks, for search)',
+    basis: 'contract',
+    retention: 'workspace_lifetime',
+    subject: 'workspace',
+    columns: {
+      workspaceId: col('identifier', false),
+      knowledgeBaseId: col('identifier', false),
+      // Derived from the chunks' text (which is exported): an index, not data of its own.
+      lexeme: col('content', false, { purpose: 'A word of the documents, as indexed', export: 'never' }),
+      chunks: col('usage_metadata', false, { purpose: 'How many chunks contain the word' }),
     },
   }),
 ];

@@ -93,7 +93,7 @@ describe('ExactVectors', () => {
   it('keeps within its memory budget, the least recently searched knowledge base leaving first', async () => {
     const loads: string[] = [];
     const sets = { a: corpus(100, 1), b: corpus(100, 2), c: corpus(100, 3), huge: corpus(1000, 4) };
-    const one = 100 * DIMS * 4 + 100 * 64;
+    const one = loaded(1, DIMS, sets.a.ids, sets.a.documents, sets.a.data).bytes;
     const vectors = index(2 * one, sets, loads);
     const q = unitVector(Array.from({ length: DIMS }, random(5)));
     for (const kb of ['a', 'b', 'a', 'c', 'a', 'b']) await vectors.search(tx, query(kb, q));

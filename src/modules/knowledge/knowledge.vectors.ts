@@ -1,6 +1,7 @@
 import { endianness } from 'node:os';
 import { sql } from 'drizzle-orm';
 import type { Database } from '../../platform/db/db.ts';
+import { DotIndex } from './knowledge.dot.ts';
 
 /**
  * Vector storage and nearest-neighbour search of chunk embeddings.
@@ -12,8 +13,8 @@ import type { Database } from '../../platform/db/db.ts';
  * operators for dimension counts without an index.
  *
  * Without pgvector the column is `bytea` (little-endian float32) and `ExactVectors` searches
- * it exactly in this process: each knowledge base's vectors are loaded once into one
- * Float32Array and kept while the knowledge base's `vector_generation` (bumped by every change
+ * it exactly in this process: each knowledge base's vectors are loaded once into a
+ * WebAssembly memory scanned with SIMD dot products (knowledge.dot.ts) and kept while the knowledge base's `vector_generation` (bumped by every change
  * of its embeddings, in the same transaction) is unchanged, so a replica never answers from
  * stale vectors. Every embedding is stored at unit length: cosine similarity is the dot product.
  */
@@ -112,8 +113,8 @@ export type Loaded = {
   dims: number;
   ids: string[];
   documents: string[];
-  /** ids.length vectors of `dims` floats, one after another. */
-  data: Float32Array;
+  /** The ids.length vectors, in the same order. */
+  index: DotIndex;
   bytes: number;
 };
 
@@ -177,8 +178,9 @@ async function loadChunks(tx: Database, q: VectorQuery & { generation: number })
     where workspace_id = ${q.workspaceId} and knowledge_base_id = ${q.kbId} and embedding_dims = ${q.dims}
     order by id`)) as unknown as { rows: Array<{ id: string; document_id: string; embedding: Buffer | Uint8Array }> };
   const n = res.rows.length;
-  const data = new Float32Array(n * q.dims);
-  const view = new Uint8Array(data.buffer);
+  const index = new DotIndex(n, q.dims);
+  const rowBytes = index.stride * 4;
+  const view = new Uint8Array(index.vectors.buffer, index.vectors.byteOffset, n * rowBytes);
   const ids: string[] = new Array(n);
   const documents: string[] = new Array(n);
   for (let i = 0; i < n; i++) {
@@ -187,16 +189,16 @@ async function loadChunks(tx: Database, q: VectorQuery & { generation: number })
     documents[i] = row.document_id;
     const bytes = row.embedding;
     if (bytes.length !== q.dims * 4) throw new Error('an embedding has the wrong length for its dimension count');
-    if (littleEndian) view.set(bytes, i * q.dims * 4);
+    if (littleEndian) view.set(bytes, i * rowBytes);
     else {
       const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      for (let j = 0; j < q.dims; j++) data[i * q.dims + j] = dv.getFloat32(j * 4, true);
+      for (let j = 0; j < q.dims; j++) index.vectors[i * index.stride + j] = dv.getFloat32(j * 4, true);
     }
   }
-  return loaded(q.generation, q.dims, ids, documents, data);
+  return { generation: q.generation, dims: q.dims, ids, documents, index, bytes: index.bytes + n * 64 };
 }
 
-/** A `Loaded` of these vectors, with its size in memory (the vectors, and the ids roughly). */
+/** A `Loaded` of `data` (ids.length vectors of `dims` floats, one after another). */
 export function loaded(
   generation: number,
   dims: number,
@@ -204,20 +206,20 @@ export function loaded(
   documents: string[],
   data: Float32Array,
 ): Loaded {
-  return { generation, dims, ids, documents, data, bytes: data.byteLength + ids.length * 64 };
+  const index = new DotIndex(ids.length, dims);
+  for (let i = 0; i < ids.length; i++) index.vectors.set(data.subarray(i * dims, (i + 1) * dims), i * index.stride);
+  return { generation, dims, ids, documents, index, bytes: index.bytes + ids.length * 64 };
 }
 
 /** The `limit` best dot products, best first (ties by chunk id), through a bounded min-heap. */
 function topK(e: Loaded, query: Float32Array, limit: number, only: Set<string> | null): VectorHit[] {
-  const d = e.dims;
+  const scores = e.index.scores(query);
   const heapScore = new Float64Array(limit);
   const heapIdx = new Int32Array(limit);
   let size = 0;
-  const data = e.data;
-  for (let i = 0, off = 0; i < e.ids.length; i++, off += d) {
+  for (let i = 0; i < e.ids.length; i++) {
     if (only && !only.has(e.documents[i] as string)) continue;
-    let s = 0;
-    for (let j = 0; j < d; j++) s += (data[off + j] as number) * (query[j] as number);
+    const s = scores[i] as number;
     if (size < limit) {
       // Sift up.
       let k = size++;
@@ -248,7 +250,8 @@ function topK(e: Loaded, query: Float32Array, limit: number, only: Set<string> |
     }
   }
   const out: VectorHit[] = [];
-  for (let k = 0; k < size; k++)
+  for (let k = 0; k < size; k++) {
     out.push({ chunkId: e.ids[heapIdx[k] as number] as string, score: heapScore[k] as number });
+  }
   return out.sort((a, b) => b.score - a.score || (a.chunkId < b.chunkId ? -1 : 1));
 }
