@@ -47,16 +47,23 @@ const hitColumns = {
 export const COMMON_WORD_SHARE = 0.1;
 
 /**
+ * The most matching chunks lexical search ranks. A question of common words only can match
+ * most of a large knowledge base; it then ranks the first RANK_BUDGET matches (in storage
+ * order), which bounds its time. Questions with a rarer word stay exact.
+ */
+export const RANK_BUDGET = 5_000;
+
+/**
  * The `any` query without the words in more than COMMON_WORD_SHARE of the knowledge base's
- * chunks, when it has rarer words: those match most chunks, rank them all and add little (the
- * knowledge base's own counts, never other workspaces'). A query of common words only is left
- * as it is.
+ * chunks, when it has rarer words: those match most chunks, rank them all and add little; and
+ * of the others, the rarest ones whose chunks together stay within RANK_BUDGET (the knowledge
+ * base's own counts, never other workspaces'). A query of common words only is left as it is. Answers the query and how many chunks it can match at most.
  */
 async function withoutCommonWords(
   tx: Database,
   q: { workspaceId: string; kbId: string; config: string; query: string },
   text: string,
-): Promise<string> {
+): Promise<{ text: string; matches: number }> {
   const res = (await tx.execute(sql`
     with words as (select distinct lexeme from unnest(to_tsvector(${q.config}::regconfig, ${q.query})))
     select w.lexeme, coalesce(l.chunks, 0) as chunks,
@@ -66,9 +73,19 @@ async function withoutCommonWords(
       on l.workspace_id = ${q.workspaceId} and l.knowledge_base_id = ${q.kbId} and l.lexeme = w.lexeme
     order by w.lexeme`)) as unknown as { rows: Array<{ lexeme: string; chunks: number; total: number | string }> };
   const total = Number(res.rows[0]?.total ?? 0);
-  const rare = res.rows.filter((r) => Number(r.chunks) <= total * COMMON_WORD_SHARE);
-  if (rare.length === 0 || rare.length === res.rows.length) return text;
-  return rare.map((r) => `'${r.lexeme.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`).join(' | ');
+  const sum = (rows: typeof res.rows) => rows.reduce((n, r) => n + Number(r.chunks), 0);
+  // The rarest words first; a further one only while the matches stay within the rank budget
+  // (the rarest is always kept): a word adds the more to a question the fewer chunks have it.
+  const byRarity = res.rows.filter((r) => Number(r.chunks) <= total * COMMON_WORD_SHARE);
+  byRarity.sort((a, b) => Number(a.chunks) - Number(b.chunks));
+  const rare: typeof res.rows = [];
+  for (const r of byRarity) {
+    if (rare.length > 0 && sum(rare) + Number(r.chunks) > RANK_BUDGET) continue;
+    rare.push(r);
+  }
+  if (rare.length === 0 || rare.length === res.rows.length) return { text, matches: sum(res.rows) };
+  const kept = rare.map((r) => `'${r.lexeme.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`).join(' | ');
+  return { text: kept, matches: sum(rare) };
 }
 
 /** Every SQL statement on the knowledge tables. Each names its workspace. */
@@ -359,6 +376,8 @@ export const knowledgeRepo = {
       match: QueryMatch;
       limit: number;
       documentIds?: readonly string[] | undefined;
+      /** Tests: a smaller RANK_BUDGET. */
+      rankBudget?: number;
     },
   ): Promise<SearchHit[]> {
     const c = knowledgeChunks;
@@ -373,25 +392,43 @@ export const knowledgeRepo = {
     let text = parsed.rows[0]?.q ?? '';
     // Only stop words (or nothing searchable): nothing can match.
     if (text === '') return [];
-    if (q.match === 'any') text = await withoutCommonWords(tx, q, text);
+    // How many chunks the query can match at most (unknown for web-search syntax: not bounded).
+    let matches = 0;
+    if (q.match === 'any') ({ text, matches } = await withoutCommonWords(tx, q, text));
     const tsquery = sql`${text}::tsquery`;
     const score = sql<number>`ts_rank_cd(${c.tsv}, ${tsquery})`;
     // The best chunks first, from the chunks alone (a chunk exists only for a ready document:
     // ingestion stores them and marks the document ready in one transaction); then their
     // citations.
-    const top = await tx
-      .select({ id: c.id, score })
-      .from(c)
-      .where(
-        and(
-          eq(c.workspaceId, q.workspaceId),
-          eq(c.knowledgeBaseId, q.kbId),
-          sql`${c.tsv} @@ ${tsquery}`,
-          q.documentIds ? inArray(c.documentId, [...q.documentIds]) : undefined,
-        ),
-      )
-      .orderBy(desc(score), asc(c.documentId), asc(c.chunkIndex))
-      .limit(q.limit);
+    const matching = and(
+      eq(c.workspaceId, q.workspaceId),
+      eq(c.knowledgeBaseId, q.kbId),
+      sql`${c.tsv} @@ ${tsquery}`,
+      q.documentIds ? inArray(c.documentId, [...q.documentIds]) : undefined,
+    );
+    let top: Array<{ id: string; score: number }>;
+    const budget = q.rankBudget ?? RANK_BUDGET;
+    if (matches <= budget) {
+      top = await tx
+        .select({ id: c.id, score })
+        .from(c)
+        .where(matching)
+        .orderBy(desc(score), asc(c.documentId), asc(c.chunkIndex))
+        .limit(q.limit);
+    } else {
+      const first = tx
+        .select({ id: c.id, tsv: c.tsv, documentId: c.documentId, chunkIndex: c.chunkIndex })
+        .from(c)
+        .where(matching)
+        .limit(budget)
+        .as('first');
+      const firstScore = sql<number>`ts_rank_cd(${first.tsv}, ${tsquery})`;
+      top = await tx
+        .select({ id: first.id, score: firstScore })
+        .from(first)
+        .orderBy(desc(firstScore), asc(first.documentId), asc(first.chunkIndex))
+        .limit(q.limit);
+    }
     const scores = new Map(top.map((r) => [r.id, Number(r.score)]));
     const hits = await knowledgeRepo.chunksByIds(tx, q.workspaceId, [...scores.keys()]);
     const byId = new Map(hits.map((h) => [h.chunkId, h]));

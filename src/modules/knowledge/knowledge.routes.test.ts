@@ -10,6 +10,7 @@ import { docx, pdf } from '../../../test/helpers/documents.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { type FormFile, multipartForm } from '../../../test/helpers/multipart.ts';
 import { parseDocument } from './knowledge.parse.ts';
+import { knowledgeRepo } from './knowledge.repo.ts';
 import type { DocumentView, KnowledgeBaseView, SearchResult, UploadResult } from './knowledge.schemas.ts';
 
 /**
@@ -337,6 +338,21 @@ describe('common words', () => {
     // Alone it is searched.
     const alone = await search(kb.id, { query: 'ferries', topK: 100 });
     expect(alone.body.data).toHaveLength(12);
+
+    // Past the rank budget, a question of common words ranks the first matches only.
+    const bounded = await app.db.tenant(ws, (tx) =>
+      knowledgeRepo.searchLexical(tx, {
+        workspaceId: ws,
+        kbId: kb.id,
+        config: 'english',
+        query: 'ferries',
+        match: 'any',
+        limit: 10,
+        rankBudget: 5,
+      }),
+    );
+    expect(bounded).toHaveLength(5);
+    expect(bounded.every((h) => h.text.startsWith('Ferries'))).toBe(true);
 
     // Deleting a document takes its words out of the counts.
     const first = up.body.data[0]?.document.id as string;
