@@ -84,6 +84,8 @@ export function createKnowledgeModule(deps: KnowledgeDeps): Module<KnowledgeServ
       );
       await jobs.register(SWEEP_JOB, async () => {
         await service.sweep();
+        // Server Postgres keeps its statistics by autovacuum; embedded PGlite has none.
+        if (deps.db.engine === 'pglite') await service.refreshPlannerStatistics();
       });
       await jobs.schedule(SWEEP_JOB, '*/5 * * * *');
     },

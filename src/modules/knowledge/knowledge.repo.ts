@@ -346,6 +346,26 @@ export const knowledgeRepo = {
       where l.knowledge_base_id = ${kbId} and l.lexeme = locked.lexeme and l.chunks > locked.ndoc`);
   },
 
+  /**
+   * Whether the planner's row count of the chunks is missing or off by more than a tenth (and
+   * 500 rows): then its plans (HNSW or a sort, GIN or a scan) are guesses. Every workspace's.
+   */
+  async plannerStatisticsStale(tx: Database): Promise<boolean> {
+    const res = (await tx.execute(sql`
+      select (select count(*) from knowledge_chunks)::float8 as rows,
+             (select reltuples from pg_class where oid = 'knowledge_chunks'::regclass)::float8 as estimate`)) as unknown as {
+      rows: Array<{ rows: number; estimate: number }>;
+    };
+    const { rows = 0, estimate = -1 } = res.rows[0] ?? {};
+    if (estimate < 0) return rows > 0;
+    return Math.abs(rows - estimate) > Math.max(500, estimate * 0.1);
+  },
+
+  /** Refreshes the planner's statistics of the knowledge tables (ANALYZE). */
+  async analyze(tx: Database): Promise<void> {
+    await tx.execute(sql`analyze knowledge_chunks, knowledge_documents, knowledge_lexemes`);
+  },
+
   /** Replaces a document's chunks (an ingestion run again starts from none). */
   async replaceChunks(
     tx: Database,

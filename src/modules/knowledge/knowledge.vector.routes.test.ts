@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HASH_EMBEDDING_DIMS, hashEmbedding } from '../../../test/fakes/hash-embeddings.ts';
 import { type FakeOpenAi, startFakeOpenAi } from '../../../test/fakes/openai-upstream.ts';
 import { createTestApp, type TestApp } from '../../../test/helpers/app.ts';
+import { onServerPostgres } from '../../../test/helpers/db.ts';
 import { findEverywhere, ownerQuery } from '../../../test/helpers/dump.ts';
 import { type SignedInClient, signUp } from '../../../test/helpers/identity.ts';
 import { type FormFile, multipartForm } from '../../../test/helpers/multipart.ts';
@@ -176,6 +177,28 @@ describe('parallel ingestion', () => {
     expect(Number(base.rows[0]?.vector_generation)).toBe(6);
     const hits = await search({ query: 'rivers deltas', mode: 'vector', topK: 10 }, res.body.id);
     expect(new Set(hits.body.data.map((h) => h.documentId))).toEqual(new Set(docIds));
+  });
+});
+
+// Embedded PGlite only: server Postgres keeps them by autovacuum (and serves as a role that may not ANALYZE).
+describe.skipIf(onServerPostgres())('planner statistics (PGlite)', () => {
+  it('are refreshed when the chunks changed by more than a tenth, and not again until they do', async () => {
+    const estimate = async () => {
+      const res = (await app.db.system((tx) =>
+        tx.execute(sql`select reltuples::float8 as n from pg_class where oid = 'knowledge_chunks'::regclass`),
+      )) as unknown as { rows: Array<{ n: number }> };
+      return res.rows[0]?.n ?? -1;
+    };
+    const service = app.modules.knowledge.service;
+    // Nothing ever analysed these tables (no autovacuum): the first refresh runs and brings the
+    // planner's estimate to the table's size.
+    expect(await service.refreshPlannerStatistics()).toBe(true);
+    const rows = (await app.db.system((tx) =>
+      tx.execute(sql`select count(*)::float8 as n from knowledge_chunks`),
+    )) as unknown as { rows: Array<{ n: number }> };
+    expect(await estimate()).toBe(rows.rows[0]?.n);
+    // ... after which there is nothing to do.
+    expect(await service.refreshPlannerStatistics()).toBe(false);
   });
 });
 
