@@ -1,19 +1,15 @@
 import { sql } from 'drizzle-orm';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../src/modules/gateway/index.ts';
 import type { Embed } from '../../src/modules/knowledge/knowledge.embed.ts';
-import { knowledgeRepo } from '../../src/modules/knowledge/knowledge.repo.ts';
 import type { SearchMode } from '../../src/modules/knowledge/knowledge.schemas.ts';
-import { knowledgeService, UPLOAD_LIMITS } from '../../src/modules/knowledge/knowledge.service.ts';
-import { detectVectorMode, ExactVectors, type VectorMode } from '../../src/modules/knowledge/knowledge.vectors.ts';
-import { createVaultService, generateKek, parseKeyring } from '../../src/modules/vault/index.ts';
-import { systemClock } from '../../src/platform/clock.ts';
+import { type knowledgeService, UPLOAD_LIMITS } from '../../src/modules/knowledge/knowledge.service.ts';
 import { type Db, openPglite } from '../../src/platform/db/db.ts';
 import { migratePglite } from '../../src/platform/db/migrate.ts';
 import { AppError } from '../../src/platform/errors.ts';
 import type { Scope } from '../../src/platform/http/context.ts';
 import { newId } from '../../src/platform/ids.ts';
-import { createLogger } from '../../src/platform/logger.ts';
 import { HASH_EMBEDDING_DIMS, hashEmbedding } from '../../test/fakes/hash-embeddings.ts';
+import { benchKnowledgeService } from '../knowledge-service.ts';
 import type { BeirCollection, BeirDocument } from './beir.ts';
 import { evaluate } from './metrics.ts';
 
@@ -196,34 +192,8 @@ async function createWorkspace(db: Db): Promise<string> {
   return id;
 }
 
-function buildService(db: Db, embedder: Embedder): Service {
-  let vectorMode: Promise<VectorMode> | undefined;
-  return knowledgeService({
-    db,
-    repo: knowledgeRepo,
-    clock: systemClock,
-    logger: createLogger({ level: 'silent' }),
-    // Ingestion is called directly below, in order: the queue's sends are dropped.
-    jobs: { send: async () => null },
-    // The real vault with a throwaway key: originals are encrypted and decrypted as in the app.
-    vault: createVaultService({ db, keyring: parseKeyring(generateKek()), clock: systemClock }),
-    // Audit rows carry no content and cost nothing the harness measures: not written.
-    audit: { record: async () => undefined },
-    fetchUrl: async () => {
-      throw new Error('the harness uploads files, not URLs');
-    },
-    embed: embedder.embed,
-    complete: async () => {
-      throw new AppError('rerank_unavailable', 'The harness does not rerank.');
-    },
-    models: async () => [embedder.model],
-    vectorMode: () => {
-      vectorMode ??= db.system((tx) => detectVectorMode(tx));
-      return vectorMode;
-    },
-    exact: new ExactVectors(256 * 1024 * 1024),
-  });
-}
+const buildService = (db: Db, embedder: Embedder): Service =>
+  benchKnowledgeService(db, embedder.embed, embedder.model, 256 * 1024 * 1024);
 
 async function runBase(
   collection: BeirCollection,
