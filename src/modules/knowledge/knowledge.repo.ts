@@ -347,17 +347,21 @@ export const knowledgeRepo = {
   },
 
   /**
-   * Whether the planner's row count of the chunks is missing or off by more than a tenth (and
-   * 500 rows): then its plans (HNSW or a sort, GIN or a scan) are guesses. Every workspace's.
+   * Whether the planner's statistics of the chunks are missing (no column statistics: a
+   * CREATE INDEX sets the row count, not these) or their row count is off by more than a tenth
+   * (and 500 rows): then its plans (HNSW or a sort, GIN or a scan) are guesses. Every workspace's.
    */
   async plannerStatisticsStale(tx: Database): Promise<boolean> {
     const res = (await tx.execute(sql`
       select (select count(*) from knowledge_chunks)::float8 as rows,
-             (select reltuples from pg_class where oid = 'knowledge_chunks'::regclass)::float8 as estimate`)) as unknown as {
-      rows: Array<{ rows: number; estimate: number }>;
+             (select reltuples from pg_class where oid = 'knowledge_chunks'::regclass)::float8 as estimate,
+             exists (select 1 from pg_stats where schemaname = current_schema()
+                       and tablename = 'knowledge_chunks' and attname = 'knowledge_base_id') as analysed`)) as unknown as {
+      rows: Array<{ rows: number; estimate: number; analysed: boolean }>;
     };
-    const { rows = 0, estimate = -1 } = res.rows[0] ?? {};
-    if (estimate < 0) return rows > 0;
+    const { rows = 0, estimate = -1, analysed = false } = res.rows[0] ?? {};
+    if (rows === 0) return false;
+    if (!analysed || estimate < 0) return true;
     return Math.abs(rows - estimate) > Math.max(500, estimate * 0.1);
   },
 
