@@ -84,7 +84,7 @@ function typed(dims: number) {
  */
 export async function searchPgvector(tx: Database, q: VectorQuery): Promise<VectorHit[]> {
   const type = typed(q.dims);
-  const ef = Math.min(1000, Math.max(100, q.limit * 2));
+  const ef = Math.min(1000, Math.max(200, q.limit * 4));
   await tx.execute(sql`select set_config('hnsw.ef_search', ${String(ef)}, true)`);
   await tx.execute(sql`select set_config('hnsw.iterative_scan', 'relaxed_order', true)`);
   const vec = `[${Array.from(q.query).join(',')}]`;
