@@ -323,7 +323,8 @@ export const knowledgeRepo = {
    * so two documents changing counts at once wait for each other instead of deadlocking.
    */
   async countLexemes(tx: Database, workspaceId: string, kbId: string, documentId: string, sign: 1 | -1): Promise<void> {
-    const chunksOf = `select tsv from knowledge_chunks where document_id = '${documentId.replaceAll("'", "''")}'`;
+    // ts_stat takes its rows as a query text: the document id is quoted by format(%L).
+    const chunksOf = sql`format('select tsv from knowledge_chunks where document_id = %L', ${documentId}::text)`;
     if (sign === 1) {
       await tx.execute(sql`
         insert into knowledge_lexemes (workspace_id, knowledge_base_id, lexeme, chunks)

@@ -128,6 +128,17 @@ describe('embedTexts', () => {
       },
     });
     await expect(embedTexts(nan, caller, 'm', ['a'])).rejects.toMatchObject({ code: 'embedding_failed' });
+    // More dimensions than a chunk's column holds.
+    await expect(
+      embedTexts(
+        fakeEmbed(() => 16_001),
+        caller,
+        'm',
+        ['a'],
+      ),
+    ).rejects.toMatchObject({
+      code: 'embedding_failed',
+    });
   });
 
   it("passes the gateway's errors on unchanged", async () => {

@@ -35,7 +35,6 @@ type Hit = SearchResult['data'][number];
 
 const asHit = (h: SearchHit, extra: Partial<Hit> = {}): Hit => ({
   ...h,
-  headingPath: h.headingPath,
   lexicalRank: null,
   vectorRank: null,
   rerankScore: null,

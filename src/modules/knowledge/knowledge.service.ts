@@ -62,6 +62,15 @@ export type KnowledgeDeps = {
 /** Who a knowledge call's gateway calls are metered to when they are not an HTTP caller's. */
 export type Billing = { userId: string | null; keyId: string | null; requestId: string };
 
+/** The gateway caller metered as `billing` says (the knowledge base's models are its settings: no key policy). */
+const billedTo = (workspaceId: string, billing: Billing): Caller => ({
+  workspaceId,
+  ...billing,
+  allowedModels: null,
+  rateLimitRpm: null,
+  rateLimitTpm: null,
+});
+
 /** The vault context of a document's original file: the workspace's data key, bound to the document. */
 const originalContext = (workspaceId: string, documentId: string) =>
   ({ owner: { type: 'workspace', id: workspaceId }, record: documentId, field: 'knowledge_original' }) as const;
@@ -126,15 +135,14 @@ export function knowledgeService(deps: KnowledgeDeps) {
   /** The gateway caller of a knowledge call: the member or key acting, or who `billing` names. */
   function callerOf(scope: Scope, billing?: Billing): Caller {
     const a = scope.actor;
-    return {
-      workspaceId: scope.workspaceId,
-      keyId: billing ? billing.keyId : a.type === 'api_key' ? a.keyId : null,
-      userId: billing ? billing.userId : actorUser(scope),
-      allowedModels: null,
-      rateLimitRpm: null,
-      rateLimitTpm: null,
-      requestId: billing?.requestId ?? a.meta?.requestId ?? newId('req', clock.now()),
-    };
+    return billedTo(
+      scope.workspaceId,
+      billing ?? {
+        keyId: a.type === 'api_key' ? a.keyId : null,
+        userId: actorUser(scope),
+        requestId: a.meta?.requestId ?? newId('req', clock.now()),
+      },
+    );
   }
 
   async function checkModel(workspaceId: string, model: string | null): Promise<void> {
@@ -519,15 +527,7 @@ export function knowledgeService(deps: KnowledgeDeps) {
       }
       let dims: number | null = null;
       if (kb.embeddingModel && rows.length > 0) {
-        const caller: Caller = {
-          workspaceId,
-          keyId: null,
-          userId: doc.createdBy,
-          allowedModels: null,
-          rateLimitRpm: null,
-          rateLimitTpm: null,
-          requestId: documentId,
-        };
+        const caller = billedTo(workspaceId, { userId: doc.createdBy, keyId: null, requestId: documentId });
         const mode = await deps.vectorMode();
         try {
           const vectors = await embedTexts(deps.embed, caller, kb.embeddingModel, chunks.map(embeddingText), {

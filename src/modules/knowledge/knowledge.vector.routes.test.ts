@@ -253,6 +253,13 @@ describe('search', () => {
     expect(res.body.data[0]?.documentId).toBe(ids['tides.md']);
   });
 
+  it('the full-text match may be an index condition under row-level security (migration 0044)', async () => {
+    const res = (await app.db.system((tx) =>
+      tx.execute(sql`select proleakproof from pg_proc where proname = 'ts_match_vq'`),
+    )) as unknown as { rows: Array<{ proleakproof: boolean }> };
+    expect(res.rows.map((r) => r.proleakproof)).toEqual([true]);
+  });
+
   it('hybrid is the default with an embeddings model, and fuses both rankings by reciprocal rank', async () => {
     const res = await search({ query: 'moon', topK: 10 });
     expect(res.status, res.text).toBe(200);
